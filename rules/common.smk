@@ -1,0 +1,137 @@
+# Configuration validation, tables and input functions. No rules here.
+
+import os
+import sys
+
+# The Snakefile imports the workflow_scripts package from the repository root (the scripts
+# find it through workflow_scripts/scripts/_bootstrap.py).
+sys.path.insert(0, workflow.basedir)
+
+from workflow_scripts.config import ConfigError, load_study
+from workflow_scripts.provenance import code_hash, package_version
+
+try:
+    STUDY = load_study(config, basedir=workflow.basedir)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+
+MODELS = STUDY.model_keys
+DATASETS = STUDY.dataset_keys
+ID_DATASET = STUDY.id_dataset
+SPLITS = ["train", "test"]
+PROTOCOLS = config["protocols"]
+# One job per model covering all of its data sets (fewest process start-ups), or one job per
+# (model, data set) (the unit on a GPU cluster, and adding a data set recomputes nothing else).
+BATCH_DATASETS = config["batch_datasets"]
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    dataset="|".join(DATASETS),
+    split="train|test",
+
+
+def script_path(name):
+    """Path of a thin per-step script, relative to this file."""
+    return f"../workflow_scripts/scripts/{name}.py"
+
+
+def code(name):
+    """Hash of the package modules a step's script imports (a change reruns the step)."""
+    return code_hash(
+        os.path.join(workflow.basedir, "workflow_scripts", "scripts", f"{name}.py")
+    )
+
+
+def per_job(pattern):
+    """Output/log pattern of a per-(model, data set) rule.
+
+    Batched: one job per model, so {dataset} becomes the list of all data sets (outputs) or
+    'all' (logs, benchmarks). Unbatched: the pattern as is.
+    """
+    if BATCH_DATASETS:
+        return expand(pattern, dataset=DATASETS, allow_missing=True)
+    return pattern
+
+
+def per_job_log(pattern):
+    return pattern.replace("{dataset}", "all") if BATCH_DATASETS else pattern
+
+
+def job_datasets(wildcards):
+    """Data sets a per-(model, data set) job covers."""
+    return [wildcards.dataset] if hasattr(wildcards, "dataset") else DATASETS
+
+
+def model_row(wildcards):
+    return STUDY.model(wildcards.model)
+
+
+def dataset_row(wildcards):
+    return STUDY.dataset(wildcards.dataset)
+
+
+def num_classes(wildcards):
+    return [STUDY.dataset(d)["num_classes"] for d in job_datasets(wildcards)]
+
+
+def features_of(split):
+    def inputs(wildcards):
+        return [
+            f"results/features/{wildcards.model}/{d}/{split}.npy"
+            for d in job_datasets(wildcards)
+        ]
+
+    return inputs
+
+
+def labels_of(split):
+    def inputs(wildcards):
+        return [f"results/labels/{d}/{split}.npy" for d in job_datasets(wildcards)]
+
+    return inputs
+
+
+def probe_results(protocol):
+    return expand(
+        "results/probes/{protocol}/{model}/{dataset}.csv",
+        protocol=protocol,
+        model=MODELS,
+        dataset=DATASETS,
+    )
+
+
+FIGURES = ["f1_id_protocols", "f2_id_vs_ood", "f3_scatter", "f4_bn_effect"]
+
+
+def all_targets():
+    return [
+        "results/tables/accuracy.csv",
+        "results/tables/correlations.csv",
+        *expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=["png", "pdf"]),
+    ]
+
+
+def job_pairs(wildcards):
+    """(data set, split) pairs of a feature-extraction job, in output order."""
+    return [(d, s) for d in job_datasets(wildcards) for s in SPLITS]
+
+
+def per_job_pairs(pattern):
+    """Outputs of a feature-extraction job, in the order of job_pairs()."""
+    datasets = DATASETS if BATCH_DATASETS else ["{dataset}"]
+    return [
+        pattern.replace("{dataset}", d).replace("{split}", s)
+        for d in datasets
+        for s in SPLITS
+    ]
+
+
+def pretrain_hp(wildcards):
+    """Pre-training hyper-parameters of one model: the shared ones plus its method's own."""
+    cfg = config["pretrain"]
+    method = STUDY.model(wildcards.model)["method"]
+    hp = {k: v for k, v in cfg.items() if k != "methods"}
+    hp.update(cfg["methods"].get(method, {}))
+    hp.update(mean=config["transform"]["mean"], std=config["transform"]["std"])
+    return hp

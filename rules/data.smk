@@ -1,0 +1,18 @@
+# Data sets. The demo renders synthetic sets; images and labels in the data set's own order.
+
+
+rule generate_dataset:
+    output:
+        train_images="results/data/{dataset}/train_images.npy",
+        test_images="results/data/{dataset}/test_images.npy",
+        train_labels="results/labels/{dataset}/train.npy",
+        test_labels="results/labels/{dataset}/test.npy",
+    log:
+        "logs/generate_dataset/{dataset}.log",
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        row=dataset_row,
+        code=code("generate_dataset"),
+    script:
+        script_path("generate_dataset")

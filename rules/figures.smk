@@ -1,0 +1,91 @@
+# Figures: one named rule per figure, so `snakemake f2_id_vs_ood` or a change to
+# config figures.f2 re-renders that figure alone.
+
+
+rule f1_id_protocols:
+    input:
+        correlations="results/tables/correlations.csv",
+    output:
+        png=report(
+            "results/figures/f1_id_protocols.png",
+            caption="../report/f1_id_protocols.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/f1_id_protocols.pdf",
+    log:
+        "logs/figures/f1_id_protocols.log",
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        figure="f1",
+        options=config["figures"]["f1"],
+        code=code("plot_figure"),
+    script:
+        script_path("plot_figure")
+
+
+rule f2_id_vs_ood:
+    input:
+        correlations="results/tables/correlations.csv",
+    output:
+        png=report(
+            "results/figures/f2_id_vs_ood.png",
+            caption="../report/f2_id_vs_ood.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/f2_id_vs_ood.pdf",
+    log:
+        "logs/figures/f2_id_vs_ood.log",
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        figure="f2",
+        options=config["figures"]["f2"],
+        code=code("plot_figure"),
+    script:
+        script_path("plot_figure")
+
+
+rule f3_scatter:
+    input:
+        accuracy="results/tables/accuracy.csv",
+    output:
+        png=report(
+            "results/figures/f3_scatter.png",
+            caption="../report/f3_scatter.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/f3_scatter.pdf",
+    log:
+        "logs/figures/f3_scatter.log",
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        figure="f3",
+        options=config["figures"]["f3"],
+        code=code("plot_figure"),
+    script:
+        script_path("plot_figure")
+
+
+rule f4_bn_effect:
+    input:
+        accuracy="results/tables/accuracy.csv",
+        correlations="results/tables/correlations.csv",
+    output:
+        png=report(
+            "results/figures/f4_bn_effect.png",
+            caption="../report/f4_bn_effect.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/f4_bn_effect.pdf",
+    log:
+        "logs/figures/f4_bn_effect.log",
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        figure="f4",
+        options=config["figures"]["f4"],
+        code=code("plot_figure"),
+    script:
+        script_path("plot_figure")

@@ -1,0 +1,135 @@
+"""End to end: the whole DAG on the smoke configuration, checked against independent oracles."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "tests" / "integration" / "smoke.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+pytestmark = pytest.mark.integration
+
+
+def snakemake(workdir, *args, check=True):
+    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(SMOKE), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def planned_jobs(proc) -> dict[str, int]:
+    """Job counts of a dry run's 'Job stats' table."""
+    counts = {}
+    lines = (proc.stdout + proc.stderr).splitlines()
+    if not any(line.startswith("Job stats") for line in lines):
+        return counts
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
+    for line in lines[start + 3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    counts.pop("total", None)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("smoke")
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+def test_tables_have_the_promised_shape(run):
+    acc = pd.read_csv(run / "results/tables/accuracy.csv")
+    assert list(acc.columns[:10]) == ["model", "method", "backbone", "arch", "paradigm", "dataset",
+                                      "domain", "shift_group", "protocol", "arm"]
+    assert {"top1", "top5", "seed", "epochs", "code_version"} <= set(acc.columns)
+    assert len(acc) == 4 * 3 * 2 * 2
+    assert not acc.duplicated(["model", "dataset", "protocol", "arm"]).any()
+    assert acc["top1"].between(0, 100).all()
+    assert acc.loc[acc.dataset == "count", "top5"].isna().all()  # 4 classes: no top-5
+    assert acc.loc[acc.dataset == "shapes", "top5"].between(0, 100).all()
+    corr = pd.read_csv(run / "results/tables/correlations.csv")
+    assert list(corr.columns[:13]) == ["x_protocol", "x_arm", "x_dataset", "y_protocol", "y_arm",
+                                       "y_dataset", "subset", "method", "n", "value", "p_value",
+                                       "ci_low", "ci_high"]
+    assert set(corr["method"]) == {"kendall", "spearman", "pearson"}
+    assert (corr.loc[corr.subset == "all", "n"] == 4).all()
+    for figure in ("f1_id_protocols", "f2_id_vs_ood", "f3_scatter", "f4_bn_effect"):
+        for ext in ("png", "pdf"):
+            assert (run / f"results/figures/{figure}.{ext}").stat().st_size > 1000
+
+
+def test_feature_cache_layout(run):
+    for dataset, n_train, n_test in (("shapes", 400, 200), ("count", 200, 100)):
+        for split, n in (("train", n_train), ("test", n_test)):
+            labels = np.load(run / f"results/labels/{dataset}/{split}.npy")
+            assert labels.dtype == np.int64 and labels.shape == (n,)
+            for model, dim in (("simclr_resnet", 128), ("mae_vit", 64)):
+                feats = np.load(run / f"results/features/{model}/{dataset}/{split}.npy")
+                assert feats.shape == (n, dim) and feats.dtype == np.float32
+                meta = json.loads((run / f"results/features/{model}/{dataset}/{split}.json").read_text())
+                assert meta["n"] == n and meta["d"] == dim and meta["dtype"] == "float32"
+                weights = run / f"results/checkpoints/{model}.safetensors"
+                import hashlib
+                assert meta["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def test_knn_accuracy_equals_scikit_learn_on_the_cache(run):
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    acc = pd.read_csv(run / "results/tables/accuracy.csv")
+    for model in ("random_resnet", "mae_vit"):
+        for dataset in ("shapes", "count"):
+            base = run / "results/features" / model / dataset
+            xtr, xte = np.load(base / "train.npy"), np.load(base / "test.npy")
+            ytr = np.load(run / f"results/labels/{dataset}/train.npy")
+            yte = np.load(run / f"results/labels/{dataset}/test.npy")
+            scaler = StandardScaler().fit(xtr)
+            for arm, (a, b) in {"raw": (xtr, xte), "bn": (scaler.transform(xtr), scaler.transform(xte))}.items():
+                clf = KNeighborsClassifier(n_neighbors=20, weights="distance", algorithm="brute").fit(a, ytr)
+                expected = (clf.predict(b) == yte).mean() * 100
+                got = acc.query("model == @model and dataset == @dataset and protocol == 'knn' and arm == @arm")
+                assert got["top1"].item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_rerun_is_a_no_op_and_one_figure_rerenders_alone(run):
+    assert planned_jobs(snakemake(run, "-n")) == {}
+    plan = planned_jobs(snakemake(run, "-n", "--config", "figures={f2: {method: kendall, dpi: 61}}"))
+    assert plan == {"f2_id_vs_ood": 1, "all": 1}
+    plan = planned_jobs(snakemake(run, "-n", "--config", "knn={k: 5}"))
+    assert plan["knn_probe"] == 4 and "linear_probe" not in plan and "extract_features" not in plan
+    assert {"accuracy_table", "correlations"} <= set(plan)
+
+
+def test_bad_input_fails_before_any_job(tmp_path):
+    proc = snakemake(tmp_path, "-n", "--config", "models=[simclr_resnet,dino]", check=False)
+    assert proc.returncode != 0
+    assert "config key 'models': unknown model key(s) 'dino'" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_per_dataset_jobs_give_the_same_results(run, tmp_path):
+    """batch_datasets=false: one job per (model, data set); same files, same values."""
+    plan = planned_jobs(snakemake(tmp_path, "-n", "--config", "batch_datasets=false"))
+    assert plan["extract_features"] == 4 * 3 and plan["knn_probe"] == 4 * 3
+    target = "results/probes/knn/simclr_resnet/count.csv"
+    snakemake(tmp_path, "--cores", "2", "--config", "batch_datasets=false", target)
+    for split in ("train", "test"):
+        a = np.load(tmp_path / f"results/features/simclr_resnet/count/{split}.npy")
+        b = np.load(run / f"results/features/simclr_resnet/count/{split}.npy")
+        np.testing.assert_array_equal(a, b)  # fixed seed + step budget: bit-identical weights
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / target), pd.read_csv(run / target))
+    assert not (tmp_path / "results/features/simclr_resnet/shapes_sketch").exists()

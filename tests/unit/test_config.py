@@ -1,0 +1,119 @@
+"""Configuration and table validation: bad input fails before any job, naming the culprit."""
+
+import copy
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow_scripts import registry
+from workflow_scripts.config import ConfigError, load_study
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def config():
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def test_default_config_is_valid(config):
+    study = load_study(config, ROOT)
+    assert study.id_dataset == "shapes"
+    assert len(study.model_keys) >= 12
+    assert set(study.models["family"]) == {"resnet", "vit"}
+    assert set(study.models["paradigm"]) >= {"discriminative", "generative"}
+    # at least one method runs on both backbones
+    by_method = study.models.groupby("method")["family"].nunique()
+    assert (by_method[by_method.index != "random"] == 2).any()
+    roles = study.datasets["role"].value_counts()
+    assert roles["id"] == 1 and roles["ood"] >= 5
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["linear"].update(epochs=-1), r"config key 'linear.epochs': -1 is less than the minimum"),
+        (lambda c: c.update(protocols=["knn", "svm"]), r"config key 'protocols.1': 'svm' is not one of"),
+        (lambda c: c.update(models=["simclr_resnet", "dino_vit"]), r"config key 'models': unknown model key\(s\) 'dino_vit'"),
+        (lambda c: c.update(datasets=["shapes", "imagenet"]), r"config key 'datasets': unknown data set key\(s\) 'imagenet'"),
+        (lambda c: c.update(datasets=["count", "texture"]), r"exactly one selected data set must have role 'id', found 0"),
+        (lambda c: c["knn"].update(k=0), r"config key 'knn.k': 0 is less than the minimum"),
+        (lambda c: c.update(knn_k=3), r"config key '<top level>': Additional properties are not allowed \('knn_k'"),
+        (lambda c: c["linear"].update(report_lr=0.3), r"config key 'linear.report_lr': 0.3 is not one of linear.base_lrs"),
+        (lambda c: c["linear"].update(warmup_epochs=30), r"config key 'linear.warmup_epochs'"),
+        (lambda c: c["pretrain"]["methods"].update(dino={}), r"config key 'pretrain.methods': unknown method\(s\) dino"),
+        (lambda c: c.update(models_table="nope.tsv"), r"models table '.*nope.tsv' does not exist"),
+    ],
+)
+def test_bad_config_names_the_key(config, edit, message):
+    bad = copy.deepcopy(config)
+    edit(bad)
+    with pytest.raises(ConfigError, match=message):
+        load_study(bad, ROOT)
+
+
+def _edited_table(tmp_path, name, transform):
+    src = ROOT / "config" / name
+    lines = src.read_text().splitlines()
+    out = tmp_path / name
+    out.write_text("\n".join(transform(lines)) + "\n")
+    return str(out)
+
+
+def _drop_column(lines, column):
+    header = lines[0].split("\t")
+    i = header.index(column)
+    return ["\t".join(c for j, c in enumerate(line.split("\t")) if j != i) for line in lines]
+
+
+def _set_cell(lines, key, column, value):
+    header = lines[0].split("\t")
+    i = header.index(column)
+    out = [lines[0]]
+    for line in lines[1:]:
+        cells = line.split("\t")
+        if cells[0] == key:
+            cells[i] = value
+        out.append("\t".join(cells))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("table", "transform", "message"),
+    [
+        ("models_demo.tsv", lambda l: _drop_column(l, "paradigm"), r"is missing column\(s\): paradigm"),
+        ("models_demo.tsv", lambda l: _set_cell(l, "simclr_vit", "steps", "-5"), r"line \d+ \(key 'simclr_vit'\): column 'steps': -5 is less than the minimum"),
+        ("models_demo.tsv", lambda l: _set_cell(l, "mae_vit", "method", "dino"), r"key 'mae_vit': method 'dino' cannot be trained"),
+        ("models_demo.tsv", lambda l: _set_cell(l, "mae_vit", "family", "resnet"), r"key 'mae_vit': family 'resnet' does not match arch 'vit_tiny_p8'"),
+        ("models_demo.tsv", lambda l: _set_cell(l, "mae_vit", "arch", "vit_huge"), r"key 'mae_vit': unknown arch 'vit_huge'"),
+        ("models_demo.tsv", lambda l: _set_cell(l, "simclr_resnet", "embedding", "cls"), r"key 'simclr_resnet': embedding 'cls' is not available"),
+        ("models_demo.tsv", lambda l: _set_cell(l, "simclr_resnet", "sha256", "abc"), r"column 'sha256': 'abc' does not match"),
+        ("models_demo.tsv", lambda l: l + [l[3]], r"repeats key\(s\): simclr_resnet"),
+        ("datasets_demo.tsv", lambda l: _drop_column(l, "num_classes"), r"missing column\(s\): num_classes"),
+        ("datasets_demo.tsv", lambda l: _set_cell(l, "count", "num_classes", "5"), r"key 'count': num_classes is 5 but generator 'count' makes 4"),
+        ("datasets_demo.tsv", lambda l: _set_cell(l, "count", "variant", "blurred"), r"key 'count': unknown variant 'blurred'"),
+        ("datasets_demo.tsv", lambda l: _set_cell(l, "texture", "role", "test"), r"key 'texture'\): column 'role': 'test' is not one of"),
+        ("datasets_demo.tsv", lambda l: _set_cell(l, "texture", "n_train", "abc"), r"column 'n_train': 'abc' is not of type"),
+    ],
+)
+def test_bad_table_names_row_and_column(config, tmp_path, table, transform, message):
+    key = "models_table" if table.startswith("models") else "datasets_table"
+    config[key] = _edited_table(tmp_path, table, transform)
+    with pytest.raises(ConfigError, match=message):
+        load_study(config, ROOT)
+
+
+def test_registry_agrees_with_the_schema():
+    schema = yaml.safe_load((ROOT / "config" / "schemas" / "models.schema.yaml").read_text())
+    assert set(schema["properties"]["family"]["enum"]) == {a["family"] for a in registry.ARCHS.values()}
+    assert set(schema["properties"]["paradigm"]["enum"]) == {m["paradigm"] for m in registry.METHODS.values()}
+
+
+def test_relative_tables_resolve_from_the_workflow_dir(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_study(config, ROOT).id_dataset == "shapes"
+    shutil.copy(ROOT / "config" / "models_demo.tsv", tmp_path / "mine.tsv")
+    config["models_table"] = "mine.tsv"
+    assert len(load_study(config, ROOT).model_keys) >= 12

@@ -1,0 +1,91 @@
+"""Accuracy table assembly and the helper-source hashes behind partial reruns."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workflow_scripts import provenance
+from workflow_scripts.results import COLUMNS, accuracy_table
+
+MODELS = [{"key": "a", "method": "simclr", "family": "resnet", "arch": "resnet10_tiny", "paradigm": "discriminative"},
+          {"key": "b", "method": "mae", "family": "vit", "arch": "vit_tiny_p8", "paradigm": "generative"}]
+DATASETS = [{"key": "id", "role": "id", "shift_group": "in_domain"},
+            {"key": "ood", "role": "ood", "shift_group": "style"}]
+
+
+def _linear(model, dataset):
+    rows = []
+    for arm in ("raw", "bn"):
+        for lr in (0.1, 0.3):
+            for seed, top1 in ((1, 50.0), (2, 60.0)):
+                rows.append({"model": model, "dataset": dataset, "protocol": "linear", "arm": arm,
+                             "base_lr": lr, "lr": lr, "seed": seed, "top1": top1 + lr * 10,
+                             "top5": 90.0, "top1_best": top1 + 5, "top5_best": 95.0,
+                             "best_epoch": 3, "epochs": 10, "batch_size": 256, "n_train": 100,
+                             "n_test": 50})
+    return pd.DataFrame(rows)
+
+
+def _knn(model, dataset):
+    return pd.DataFrame([{"model": model, "dataset": dataset, "protocol": "knn", "arm": arm,
+                          "top1": 40.0 + i, "top5": np.nan, "k": 20, "n_train": 100, "n_test": 50}
+                         for i, arm in enumerate(("raw", "bn"))])
+
+
+def test_accuracy_table_joins_and_averages_seeds():
+    frames = [f(m["key"], d["key"]) for m in MODELS for d in DATASETS for f in (_linear, _knn)]
+    table = accuracy_table(frames, MODELS, DATASETS, report="last", report_lr=0.3, code_version="v1")
+    assert list(table.columns) == COLUMNS
+    assert len(table) == 2 * 2 * 2 * 2
+    row = table.query("model == 'b' and dataset == 'ood' and protocol == 'linear' and arm == 'bn'").iloc[0]
+    assert row["top1"] == pytest.approx(58.0)  # mean of 53 and 63 at lr 0.3
+    assert row["top1_sd"] == pytest.approx(np.std([53.0, 63.0], ddof=1))
+    assert row["seed"] == "1;2" and row["backbone"] == "vit" and row["domain"] == "ood"
+    assert row["shift_group"] == "style" and row["code_version"] == "v1"
+    best = accuracy_table(frames, MODELS, DATASETS, report="best", report_lr=0.1, code_version="v1")
+    assert best.query("protocol == 'linear'")["top1"].eq(60.0).all()  # mean of 55 and 65
+    # order: model, dataset, protocol (knn first), arm (raw first)
+    assert list(table["protocol"][:4]) == ["knn", "knn", "linear", "linear"]
+    assert list(table["arm"][:2]) == ["raw", "bn"]
+
+
+def test_accuracy_table_rejects_unknown_and_duplicates():
+    with pytest.raises(ValueError, match="unknown model"):
+        accuracy_table([_knn("zzz", "id")], MODELS, DATASETS, report="last", report_lr=0.1, code_version="v")
+    with pytest.raises(ValueError, match="duplicate accuracy rows"):
+        accuracy_table([_knn("a", "id"), _knn("a", "id")], MODELS, DATASETS, report="last", report_lr=0.1, code_version="v")
+    with pytest.raises(ValueError, match="no linear-probe head was trained at base lr 0.5"):
+        accuracy_table([_linear("a", "id")], MODELS, DATASETS, report="last", report_lr=0.5, code_version="v")
+
+
+def test_code_hash_follows_package_imports(tmp_path, monkeypatch):
+    scripts = provenance.ROOT / "workflow_scripts" / "scripts"
+    closure = provenance.module_closure(str(scripts / "linear_probe.py"))
+    assert "workflow_scripts/linear.py" in closure and "workflow_scripts/schedules.py" in closure
+    assert "workflow_scripts/knn.py" not in closure
+    knn = provenance.module_closure(str(scripts / "knn_probe.py"))
+    assert "workflow_scripts/knn.py" in knn and "workflow_scripts/linear.py" not in knn
+    pre = provenance.module_closure(str(scripts / "pretrain.py"))
+    assert {"workflow_scripts/pretrain/mae.py", "workflow_scripts/augment.py"} <= set(pre)
+
+
+def test_code_hash_changes_with_a_helper(tmp_path, monkeypatch):
+    pkg = tmp_path / "workflow_scripts"
+    (pkg / "scripts").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helper.py").write_text("X = 1\n")
+    (pkg / "other.py").write_text("Y = 1\n")
+    script = pkg / "scripts" / "rule.py"
+    script.write_text("from workflow_scripts import helper\n")
+    monkeypatch.setattr(provenance, "ROOT", tmp_path)
+    provenance.code_hash.cache_clear()
+    provenance.module_closure.cache_clear()
+    before = provenance.code_hash(str(script))
+    (pkg / "other.py").write_text("Y = 2\n")
+    provenance.code_hash.cache_clear()
+    assert provenance.code_hash(str(script)) == before  # not imported: no rerun
+    (pkg / "helper.py").write_text("X = 2\n")
+    provenance.code_hash.cache_clear()
+    assert provenance.code_hash(str(script)) != before
+    provenance.code_hash.cache_clear()
+    provenance.module_closure.cache_clear()

@@ -1,0 +1,156 @@
+"""Backbones and their embeddings.
+
+``build_backbone(arch, embedding)`` returns a module mapping normalised images [B, 3, H, W] to
+embeddings [B, D]:
+
+* ResNets: global-average-pooled output of the last stage (torchvision ``resnet50`` without
+  ``fc``; the demo's ResNet-10 is assembled from torchvision ``BasicBlock``s).
+* ViTs (timm): ``cls`` = CLS token after the final LayerNorm; ``mean_patch`` = mean of the patch
+  tokens through a fresh ``fc_norm`` LayerNorm (the paper's BEiT-v2 embedding).
+
+The state dict of the returned module is what ``results/checkpoints/{model}.safetensors`` holds
+and what is loaded with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from workflow_scripts import registry
+
+
+class TinyResNet(nn.Module):
+    """ResNet-10: 3x3 stride-2 stem, one torchvision BasicBlock per stage, GAP embedding.
+
+    Module names follow torchvision (conv1, bn1, layer1..layer4) so the same conversion and
+    loading code paths serve it and ``resnet50``.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128)) -> None:
+        super().__init__()
+        from torchvision.models.resnet import BasicBlock
+
+        self.conv1 = nn.Conv2d(3, widths[0], 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        inplanes = widths[0]
+        for index, width in enumerate(widths):
+            stride = 1 if index == 0 else 2
+            downsample = None
+            if stride != 1 or inplanes != width:
+                downsample = nn.Sequential(
+                    nn.Conv2d(inplanes, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width)
+                )
+            setattr(self, f"layer{index + 1}", BasicBlock(inplanes, width, stride, downsample))
+            inplanes = width
+        self.num_features = inplanes
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.avgpool(self.forward_maps(x)), 1)
+
+
+class TorchvisionResNet50(nn.Module):
+    """torchvision ``resnet50`` with ``fc`` removed (2048-d GAP embedding)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.models import resnet50
+
+        net = resnet50(weights=None)
+        del net.fc
+        self.net = net
+        self.num_features = 2048
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        x = n.layer4(n.layer3(n.layer2(n.layer1(x))))
+        return torch.flatten(n.avgpool(x), 1)
+
+    # Keep torchvision's parameter names at the top level of the state dict.
+    def state_dict(self, *args, **kwargs):  # type: ignore[override]
+        return self.net.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
+        return self.net.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def _timm_vit(arch: str, embedding: str) -> nn.Module:
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    pool = {"cls": "token", "mean_patch": "avg"}[embedding]
+    if arch == "vit_tiny_p8":
+        model = VisionTransformer(
+            img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2, mlp_ratio=2.0,
+            num_classes=0, global_pool=pool, fc_norm=(embedding == "mean_patch"),
+        )
+    elif arch == "beitv2_base_patch16_224":
+        model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool=pool)
+    else:
+        model = timm.create_model(
+            arch, pretrained=False, num_classes=0, global_pool=pool,
+            fc_norm=(embedding == "mean_patch"),
+        )
+    return model
+
+
+def build_backbone(arch: str, embedding: str) -> nn.Module:
+    """A randomly initialised backbone whose ``forward`` returns the embedding."""
+    spec = registry.ARCHS.get(arch)
+    if spec is None:
+        raise ValueError(f"unknown arch '{arch}' (known: {', '.join(registry.ARCHS)})")
+    if embedding not in spec["embeddings"]:
+        raise ValueError(
+            f"embedding '{embedding}' is not available for arch '{arch}' "
+            f"(choose from {', '.join(spec['embeddings'])})"
+        )
+    if arch == "resnet10_tiny":
+        model = TinyResNet()
+    elif arch == "resnet50":
+        model = TorchvisionResNet50()
+    else:
+        model = _timm_vit(arch, embedding)
+    model.embed_dim = spec["dim"]
+    return model
+
+
+def family(arch: str) -> str:
+    return registry.ARCHS[arch]["family"]
+
+
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write the backbone's state dict as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    from workflow_scripts.io import atomic_path
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+
+
+def load_backbone(path: str | Path, arch: str, embedding: str) -> nn.Module:
+    """Build ``arch`` and load ``path`` (safetensors) with strict=True; eval mode."""
+    from safetensors.torch import load_file
+
+    model = build_backbone(arch, embedding)
+    state = load_file(str(path))
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"weights '{path}' do not fit arch '{arch}': missing keys {result.missing_keys}, "
+            f"unexpected keys {result.unexpected_keys}"
+        )
+    return model.eval()

@@ -1,0 +1,280 @@
+"""Validation of the configuration and of the model and data set tables.
+
+Runs at Snakefile parse time, before any job: every problem is reported as a
+:class:`ConfigError` that names the culprit (config key, table file, row key and column), so a
+typo never costs a pre-training run. Imports only light libraries (yaml, jsonschema, pandas).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pandas as pd
+import yaml
+
+from workflow_scripts import registry
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "config" / "schemas"
+
+
+class ConfigError(ValueError):
+    """Bad configuration or table content; the message names the culprit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """The validated configuration: tables restricted to the selected rows."""
+
+    config: dict
+    models: pd.DataFrame  # index: key
+    datasets: pd.DataFrame  # index: key
+
+    @property
+    def model_keys(self) -> list[str]:
+        return list(self.models.index)
+
+    @property
+    def dataset_keys(self) -> list[str]:
+        return list(self.datasets.index)
+
+    @property
+    def id_dataset(self) -> str:
+        return str(self.datasets.index[self.datasets["role"] == "id"][0])
+
+    def model(self, key: str) -> dict:
+        return _row_dict(self.models, key)
+
+    def dataset(self, key: str) -> dict:
+        return _row_dict(self.datasets, key)
+
+
+def load_schema(name: str) -> dict:
+    return yaml.safe_load((SCHEMA_DIR / f"{name}.schema.yaml").read_text())
+
+
+def _where(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def validate_config(config: dict) -> None:
+    """Check ``config`` against config/schemas/config.schema.yaml."""
+    schema = load_schema("config")
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"config key '{_where(e.absolute_path)}': {e.message}" for e in errors]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+def _coerce(value: str, types: list[str]) -> Any:
+    """Turn one TSV cell (a string) into the JSON type the schema asks for."""
+    text = value.strip()
+    if text == "" or text.upper() in {"NA", "NAN", "NONE", "NULL"}:
+        return None
+    if "integer" in types:
+        try:
+            return int(text)
+        except ValueError:
+            return text  # the schema check reports it
+    if "number" in types:
+        try:
+            number = float(text)
+            return number if math.isfinite(number) else text
+        except ValueError:
+            return text
+    if "boolean" in types:
+        lowered = text.lower()
+        if lowered in {"true", "yes", "1"}:
+            return True
+        if lowered in {"false", "no", "0"}:
+            return False
+    return text
+
+
+def _types(prop: dict) -> list[str]:
+    if "type" in prop:
+        return prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
+    return ["string"]
+
+
+def read_table(path: str | Path, schema_name: str, what: str) -> pd.DataFrame:
+    """Read a TSV table, coerce cells to the schema's types and validate every row.
+
+    Returns a DataFrame indexed by ``key`` whose cells hold Python values (None for empty).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} table '{path}' does not exist")
+    raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)
+    schema = load_schema(schema_name)
+    properties = schema["properties"]
+    missing = [col for col in schema["required"] if col not in raw.columns]
+    if missing:
+        raise ConfigError(f"{what} table '{path}' is missing column(s): {', '.join(missing)}")
+    if raw.empty:
+        raise ConfigError(f"{what} table '{path}' has no rows")
+    validator = jsonschema.Draft202012Validator(schema)
+    rows = []
+    for number, record in enumerate(raw.to_dict(orient="records"), start=2):
+        row = {
+            col: _coerce(val, _types(properties.get(col, {}))) for col, val in record.items()
+        }
+        errors = list(validator.iter_errors(row))
+        if errors:
+            details = "; ".join(
+                f"column '{_where(e.absolute_path)}': {e.message}" for e in errors
+            )
+            raise ConfigError(
+                f"{what} table '{path}', line {number} (key '{row.get('key')}'): {details}"
+            )
+        rows.append(row)
+    keys = [row["key"] for row in rows]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ConfigError(f"{what} table '{path}' repeats key(s): {', '.join(duplicates)}")
+    frame = pd.DataFrame(rows).set_index("key", drop=False)
+    frame.index.name = None
+    return frame.astype(object).where(frame.notna(), None)
+
+
+def _row_dict(frame: pd.DataFrame, key: str) -> dict:
+    row = frame.loc[key].to_dict()
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+
+
+def _select(frame: pd.DataFrame, wanted, config_key: str, what: str) -> pd.DataFrame:
+    if wanted == "all":
+        return frame
+    unknown = [key for key in wanted if key not in frame.index]
+    if unknown:
+        raise ConfigError(
+            f"config key '{config_key}': unknown {what} key(s) {', '.join(map(repr, unknown))}; "
+            f"the {what} table has: {', '.join(frame.index)}"
+        )
+    return frame.loc[list(wanted)]
+
+
+def check_models(models: pd.DataFrame, path: str) -> None:
+    """Cross-column rules of the model table that a JSON schema cannot express."""
+    for key, row in models.iterrows():
+        where = f"models table '{path}', key '{key}'"
+        arch = registry.ARCHS.get(row["arch"])
+        if arch is None:
+            raise ConfigError(
+                f"{where}: unknown arch '{row['arch']}' (known: {', '.join(registry.ARCHS)})"
+            )
+        if arch["family"] != row["family"]:
+            raise ConfigError(
+                f"{where}: family '{row['family']}' does not match arch '{row['arch']}' "
+                f"(family '{arch['family']}')"
+            )
+        if row["embedding"] not in arch["embeddings"]:
+            raise ConfigError(
+                f"{where}: embedding '{row['embedding']}' is not available for arch "
+                f"'{row['arch']}' (choose from {', '.join(arch['embeddings'])})"
+            )
+        if row["source"] == "demo":
+            method = registry.METHODS.get(row["method"])
+            if method is None:
+                raise ConfigError(
+                    f"{where}: method '{row['method']}' cannot be trained by the workflow "
+                    f"(known: {', '.join(registry.METHODS)})"
+                )
+            if row["family"] not in method["families"]:
+                raise ConfigError(
+                    f"{where}: method '{row['method']}' does not run on a {row['family']} backbone"
+                )
+            for column in ("seed", "steps"):
+                if row[column] is None:
+                    raise ConfigError(f"{where}: column '{column}' is required for source 'demo'")
+            if row["method"] != "random" and row["steps"] == 0:
+                raise ConfigError(f"{where}: column 'steps' must be > 0 for a trained method")
+        elif row["source"] == "checkpoint":
+            raise ConfigError(
+                f"{where}: source 'checkpoint' (download and conversion of real checkpoints) "
+                "is not implemented in this version"
+            )
+
+
+def check_datasets(datasets: pd.DataFrame, path: str) -> None:
+    """Cross-column rules of the data set table."""
+    from workflow_scripts import synthetic  # numpy only
+
+    for key, row in datasets.iterrows():
+        where = f"datasets table '{path}', key '{key}'"
+        if row["kind"] == "synthetic":
+            for column in ("generator", "variant", "n_train", "n_test", "seed"):
+                if row[column] is None:
+                    raise ConfigError(f"{where}: column '{column}' is required for kind 'synthetic'")
+            if row["generator"] not in synthetic.GENERATORS:
+                raise ConfigError(
+                    f"{where}: unknown generator '{row['generator']}' "
+                    f"(known: {', '.join(synthetic.GENERATORS)})"
+                )
+            if row["variant"] not in synthetic.VARIANTS[row["generator"]]:
+                raise ConfigError(
+                    f"{where}: unknown variant '{row['variant']}' for generator "
+                    f"'{row['generator']}' (known: {', '.join(synthetic.VARIANTS[row['generator']])})"
+                )
+            classes = synthetic.GENERATORS[row["generator"]]
+            if row["num_classes"] != classes:
+                raise ConfigError(
+                    f"{where}: num_classes is {row['num_classes']} but generator "
+                    f"'{row['generator']}' makes {classes} classes"
+                )
+            for column in ("n_train", "n_test"):
+                if row[column] < row["num_classes"]:
+                    raise ConfigError(
+                        f"{where}: column '{column}' ({row[column]}) is smaller than the "
+                        f"number of classes ({row['num_classes']})"
+                    )
+
+
+def resolve_path(value: str, basedir: str | Path) -> Path:
+    """A table path: relative to the working directory if it exists there, else to the
+    workflow's base directory (so ``--directory`` runs find the shipped tables)."""
+    path = Path(value)
+    if path.is_absolute() or path.exists():
+        return path
+    return Path(basedir) / path
+
+
+def load_study(config: dict, basedir: str | Path) -> Study:
+    """Validate ``config`` and its tables; return the selected rows as a :class:`Study`."""
+    validate_config(config)
+    models_path = resolve_path(config["models_table"], basedir)
+    datasets_path = resolve_path(config["datasets_table"], basedir)
+    models = read_table(models_path, "models", "models")
+    datasets = read_table(datasets_path, "datasets", "datasets")
+    models = _select(models, config["models"], "models", "model")
+    datasets = _select(datasets, config["datasets"], "datasets", "data set")
+    check_models(models, str(models_path))
+    check_datasets(datasets, str(datasets_path))
+    ids = list(datasets.index[datasets["role"] == "id"])
+    if len(ids) != 1:
+        raise ConfigError(
+            f"config key 'datasets': exactly one selected data set must have role 'id', "
+            f"found {len(ids)} ({', '.join(ids) or 'none'})"
+        )
+    lin = config["linear"]
+    if lin["report_lr"] not in lin["base_lrs"]:
+        raise ConfigError(
+            f"config key 'linear.report_lr': {lin['report_lr']} is not one of "
+            f"linear.base_lrs {lin['base_lrs']}"
+        )
+    if lin["warmup_epochs"] >= lin["epochs"]:
+        raise ConfigError(
+            f"config key 'linear.warmup_epochs': {lin['warmup_epochs']} must be smaller than "
+            f"linear.epochs ({lin['epochs']})"
+        )
+    unknown = sorted(set(config["pretrain"]["methods"]) - set(registry.METHODS))
+    if unknown:
+        raise ConfigError(
+            f"config key 'pretrain.methods': unknown method(s) {', '.join(unknown)} "
+            f"(known: {', '.join(registry.METHODS)})"
+        )
+    return Study(config=config, models=models, datasets=datasets)

@@ -1,0 +1,472 @@
+"""Rank correlations between evaluation protocols across self-supervised models.
+
+The question of the paper: does a cheap evaluation protocol of a pre-trained model (kNN or a
+linear probe, each on raw or BatchNorm-ed features) predict the other protocols and the accuracy
+on out-of-domain (OOD) data sets?  The unit of observation is the *model*: for two measurements
+(a protocol/arm on a data set each) we correlate the top-1 accuracies of all models having both.
+
+:func:`correlation_table` turns the tidy accuracy table into one row per
+(x measurement, y measurement, model subset, correlation method) with the point estimate and the
+two-sided p-value from :mod:`scipy.stats` and a percentile bootstrap confidence interval over
+models.  The bootstrap uses :func:`vectorized_stat`, which computes a coefficient for a whole
+matrix of resamples at once (Kendall's tau-b with ties, Spearman, Pearson).
+
+Nothing runs at import time.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+METHODS = ("kendall", "spearman", "pearson")
+
+#: Canonical order of the known protocols; unknown ones follow alphabetically.
+PROTOCOL_ORDER = ("knn", "linear", "linear_online", "finetune", "fewshot10", "fewshot1")
+#: Canonical order of the known feature arms; unknown ones follow alphabetically.
+ARM_ORDER = ("raw", "bn")
+
+#: Name of the pseudo data set holding the mean over all OOD data sets.
+MEAN_OOD = "mean_ood"
+#: Prefix of the pseudo data sets holding the mean over the OOD data sets of one shift group.
+GROUP_PREFIX = "group:"
+
+#: Columns every correlation table starts with, in this order.
+COLUMNS = (
+    "x_protocol", "x_arm", "x_dataset", "y_protocol", "y_arm", "y_dataset",
+    "subset", "method", "n", "value", "p_value", "ci_low", "ci_high",
+)
+#: Extra columns appended after :data:`COLUMNS`.
+EXTRA_COLUMNS = ("y_kind", "y_shift_group", "n_datasets")
+
+REQUIRED_COLUMNS = ("model", "dataset", "domain", "shift_group", "protocol", "arm", "top1")
+
+#: Fewest models for which a coefficient is reported (fewer -> NaN).
+MIN_N = 3
+
+_SCIPY = {
+    "kendall": stats.kendalltau,
+    "spearman": stats.spearmanr,
+    "pearson": stats.pearsonr,
+}
+
+# Upper bound on elements of one [chunk, n, n] sign array in the vectorised Kendall tau.
+_KENDALL_CHUNK_ELEMENTS = 1 << 22
+
+
+# --------------------------------------------------------------------------------------------
+# ordering helpers
+
+
+def protocol_sort_key(protocol: str) -> tuple[int, str]:
+    """Sort key: known protocols in :data:`PROTOCOL_ORDER`, then the others alphabetically."""
+    try:
+        return (PROTOCOL_ORDER.index(protocol), "")
+    except ValueError:
+        return (len(PROTOCOL_ORDER), str(protocol))
+
+
+def arm_sort_key(arm: str) -> tuple[int, str]:
+    """Sort key: ``raw`` before ``bn``, then other arms alphabetically."""
+    try:
+        return (ARM_ORDER.index(arm), "")
+    except ValueError:
+        return (len(ARM_ORDER), str(arm))
+
+
+def order_protocol_arms(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Deduplicate and order (protocol, arm) pairs canonically (protocol first, then arm)."""
+    return sorted(set(pairs), key=lambda pa: (protocol_sort_key(pa[0]), arm_sort_key(pa[1])))
+
+
+# --------------------------------------------------------------------------------------------
+# point estimates
+
+
+def correlate(x, y, *, min_n: int = MIN_N) -> dict[str, tuple[float, float]]:
+    """Kendall's tau-b, Spearman's rho and Pearson's r of ``x`` and ``y`` with two-sided p-values.
+
+    Returns ``{"kendall": (value, p), "spearman": (value, p), "pearson": (value, p)}``, computed
+    by :func:`scipy.stats.kendalltau` (tau-b, default method), :func:`scipy.stats.spearmanr` and
+    :func:`scipy.stats.pearsonr`, so the numbers are exactly scipy's.  Pairs where either value is
+    not finite are dropped first.  Constant input (after dropping) or fewer than ``min_n`` pairs
+    gives ``(nan, nan)`` for every method, without calling scipy (so without its warnings).
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y differ in length: {x.size} vs {y.size}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    nan = (float("nan"), float("nan"))
+    if x.size < max(min_n, 2) or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {method: nan for method in METHODS}
+    out = {}
+    for method in METHODS:
+        res = _SCIPY[method](x, y)
+        out[method] = (float(res.statistic), float(res.pvalue))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# bootstrap
+
+
+def bootstrap_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """Resample indices ``[n_resamples, n]``: ``np.random.default_rng(seed).integers(0, n, ...)``.
+
+    Deterministic in (n, n_resamples, seed): every row of a correlation table with the same model
+    set (and so the same ``n``) is resampled with the same models.
+    """
+    if n < 1:
+        raise ValueError(f"need at least one observation to resample, got n={n}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
+    return np.random.default_rng(seed).integers(0, n, (n_resamples, n))
+
+
+def vectorized_stat(method: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Correlation coefficient of each row pair of ``x`` and ``y`` (shape ``[B, n]`` -> ``[B]``).
+
+    * ``kendall``: tau-b, ``(concordant - discordant) / sqrt((n0 - ties_x) * (n0 - ties_y))``,
+      from pairwise sign matrices (ties, the normal case in bootstrap resamples, handled as in
+      :func:`scipy.stats.kendalltau`).
+    * ``spearman``: Pearson's r of the average ranks (:func:`scipy.stats.rankdata`).
+    * ``pearson``: Pearson's r.
+
+    A degenerate row (constant ``x`` or ``y``, or fewer than two columns) gives NaN.
+    Values agree with scipy up to floating point rounding.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.ndim == 1:
+        x = x[None, :]
+    if y.ndim == 1:
+        y = y[None, :]
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"x and y must have the same shape [B, n], got {x.shape} and {y.shape}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    n_rows, n = x.shape
+    if n < 2:
+        return np.full(n_rows, np.nan)
+    # Kendall's sign arrays are [chunk, n, n]; bound their size.
+    chunk = max(1, _KENDALL_CHUNK_ELEMENTS // (n * n)) if method == "kendall" else n_rows
+    out = np.empty(n_rows)
+    for start in range(0, n_rows, chunk):
+        sl = slice(start, start + chunk)
+        out[sl] = _combine(method, _prepare(method, x[sl]), _prepare(method, y[sl]))
+    return out
+
+
+# Each method splits into a per-variable preparation (cacheable: in a correlation table one
+# variable meets many others under the same resamples) and a cheap row-wise combination.
+
+
+def _prepare(method: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-variable part of :func:`vectorized_stat` for ``v`` of shape [B, n]."""
+    if method == "kendall":
+        # sign(v_i - v_j) over the full n x n matrix: every unordered pair counts twice, which
+        # cancels in tau-b.
+        a = v[:, :, None]
+        b = v[:, None, :]
+        signs = ((a > b).astype(np.int8) - (a < b).astype(np.int8)).reshape(v.shape[0], -1)
+        untied = np.count_nonzero(signs, axis=1)  # 2 * (n0 - ties)
+        return signs, untied
+    if method == "spearman":
+        v = stats.rankdata(v, axis=-1)
+    # Constant rows are detected exactly (max == min): after centring, rounding in the mean can
+    # leave tiny non-zero deviations that would otherwise produce a spurious coefficient.
+    degenerate = np.ptp(v, axis=1) == 0
+    centred = v - v.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    return unit, degenerate
+
+
+def _combine(method: str, px: tuple, py: tuple) -> np.ndarray:
+    """Row-wise coefficient from two :func:`_prepare` results."""
+    if method == "kendall":
+        (sx, ux), (sy, uy) = px, py
+        s = (sx * sy).sum(axis=1, dtype=np.int64)  # 2 * (concordant - discordant)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = s / np.sqrt(ux.astype(float) * uy.astype(float))
+        degenerate = (ux == 0) | (uy == 0)
+    else:
+        (ux, dx), (uy, dy) = px, py
+        with np.errstate(invalid="ignore"):
+            r = np.einsum("bk,bk->b", ux, uy)
+        degenerate = dx | dy
+    r = np.clip(r, -1.0, 1.0)
+    r[degenerate] = np.nan
+    return r
+
+
+def percentile_interval(samples: np.ndarray, ci: float) -> tuple[float, float]:
+    """Percentile interval of the finite entries of ``samples`` (NaN, NaN if there are none)."""
+    samples = np.asarray(samples, dtype=float).ravel()
+    samples = samples[np.isfinite(samples)]  # same as np.nanpercentile, without its overhead
+    if samples.size == 0:
+        return (float("nan"), float("nan"))
+    alpha = (1.0 - ci) / 2.0
+    low, high = np.percentile(samples, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    return (float(low), float(high))
+
+
+# --------------------------------------------------------------------------------------------
+# the table
+
+
+def identify_datasets(acc: pd.DataFrame) -> tuple[str, list[str], dict[str, str]]:
+    """The in-domain data set, the OOD data sets (order of first appearance) and their groups.
+
+    Raises ValueError unless exactly one data set has domain ``"id"``, if a data set has more
+    than one domain or shift group, or if a domain is neither ``"id"`` nor ``"ood"``.
+    """
+    per_ds = acc.drop_duplicates(["dataset", "domain", "shift_group"])
+    bad = per_ds["dataset"][per_ds["dataset"].duplicated()].unique().tolist()
+    if bad:
+        raise ValueError(f"data sets with more than one domain or shift_group: {bad}")
+    unknown = sorted(set(per_ds["domain"]) - {"id", "ood"})
+    if unknown:
+        raise ValueError(f"unknown domain values {unknown}; expected 'id' or 'ood'")
+    id_sets = per_ds.loc[per_ds["domain"] == "id", "dataset"].tolist()
+    if len(id_sets) != 1:
+        raise ValueError(
+            f"expected exactly one in-domain (domain == 'id') data set, found {len(id_sets)}: "
+            f"{id_sets} (all data sets: {per_ds['dataset'].tolist()})"
+        )
+    ood = per_ds[per_ds["domain"] == "ood"]
+    return id_sets[0], ood["dataset"].tolist(), dict(zip(ood["dataset"], ood["shift_group"]))
+
+
+def correlation_table(
+    acc: pd.DataFrame,
+    *,
+    n_resamples: int,
+    seed: int,
+    min_subset: int = 4,
+    subsets: Sequence[str] = ("backbone", "paradigm"),
+    ci: float = 0.95,
+) -> pd.DataFrame:
+    """Correlations of top-1 accuracy across models between measurements (protocol, arm, data set).
+
+    Rows (``y_kind`` column), each for every method in :data:`METHODS` and every subset:
+
+    ``pair``
+        every unordered pair of in-domain (protocol, arm), x before y in canonical order;
+        ``x_dataset == y_dataset ==`` the in-domain data set.
+    ``dataset``
+        every in-domain (protocol, arm) x every OOD data set d x every (protocol, arm) measured
+        on d.
+    ``mean``
+        ``y_dataset == "mean_ood"``: for each in-domain x and each (protocol, arm) y measured on
+        some OOD data set, the mean of the ``dataset`` coefficients of (x, y) over the OOD data
+        sets having y (those with a finite coefficient; their number is ``n_datasets``).
+        ``p_value`` is NaN: a mean of correlation coefficients over data sets sharing the same
+        models has no simple null distribution, so no test is reported.  The confidence interval
+        is bootstrapped: per resample the per-data-set coefficients (same resample indices for
+        every data set when the model sets agree) are averaged.  ``n`` is the smallest ``n`` of
+        the averaged data sets.
+    ``group``
+        the same mean over the OOD data sets of one shift group: ``y_dataset == "group:<group>"``.
+
+    Subsets: ``"all"`` (every model) and, for each column in ``subsets`` and each of its values
+    with at least ``min_subset`` models, ``"<column>=<value>"``.
+
+    ``n`` is the number of models having both values (others are dropped); with ``n < 3`` value,
+    p-value and interval are NaN.  Point estimates and two-sided p-values are those of
+    :func:`correlate` (scipy).  The interval is the percentile ``ci`` interval of
+    :func:`vectorized_stat` over the resamples ``bootstrap_indices(n, n_resamples, seed)`` of the
+    row's models (sorted by model key), ignoring degenerate (NaN) resamples.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in acc.columns]
+    missing += [c for c in subsets if c not in acc.columns and c not in missing]
+    if missing:
+        raise ValueError(f"accuracy table lacks columns {missing}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    id_ds, ood_sets, groups = identify_datasets(acc)
+
+    dup = acc.duplicated(["model", "dataset", "protocol", "arm"], keep=False)
+    if dup.any():
+        keys = acc.loc[dup, ["model", "dataset", "protocol", "arm"]].drop_duplicates()
+        raise ValueError(
+            "several rows for the same (model, dataset, protocol, arm): "
+            f"{keys.head(5).to_dict('records')}"
+        )
+
+    wide = acc.pivot(index="model", columns=["dataset", "protocol", "arm"], values="top1")
+    wide = wide.astype(float).sort_index()
+    measured = wide.notna().any(axis=0)
+    present = {
+        ds: order_protocol_arms((p, a) for (d, p, a), ok in measured.items() if ok and d == ds)
+        for ds in [id_ds, *ood_sets]
+    }
+    x_pas = present[id_ds]
+    y_ood = order_protocol_arms(pa for d in ood_sets for pa in present[d])
+    group_names = list(dict.fromkeys(groups[d] for d in ood_sets))
+
+    records: list[dict] = []
+    for subset, models in _subset_specs(acc, subsets, min_subset, wide.index):
+        engine = _Engine(wide.loc[models], n_resamples, seed, ci)
+        # 1. in-domain pairs
+        for (xp, xa), (yp, ya) in itertools.combinations(x_pas, 2):
+            res = engine.row((id_ds, xp, xa), (id_ds, yp, ya))
+            records += _records(xp, xa, id_ds, yp, ya, id_ds, subset, res, "pair", "", 1)
+        # 2. per OOD data set, remembering the bootstrap samples for the means
+        per_ds: dict[tuple, dict] = {}
+        for xp, xa in x_pas:
+            for d in ood_sets:
+                for yp, ya in present[d]:
+                    res = engine.row((id_ds, xp, xa), (d, yp, ya))
+                    per_ds[(xp, xa, d, yp, ya)] = res
+                    records += _records(
+                        xp, xa, id_ds, yp, ya, d, subset, res, "dataset", groups[d], 1
+                    )
+        # 3. and 4. means over all OOD data sets and per shift group
+        for kind, label, group, members in [
+            ("mean", MEAN_OOD, "", ood_sets),
+            *[("group", GROUP_PREFIX + g, g, [d for d in ood_sets if groups[d] == g])
+              for g in group_names],
+        ]:
+            for xp, xa in x_pas:
+                for yp, ya in y_ood:
+                    parts = [per_ds[(xp, xa, d, yp, ya)] for d in members
+                             if (yp, ya) in present[d]]
+                    if not parts:
+                        continue
+                    res = _mean_result(parts, ci)
+                    records += _records(
+                        xp, xa, id_ds, yp, ya, label, subset, res, kind, group,
+                        res["n_datasets"],
+                    )
+
+    out = pd.DataFrame.from_records(records, columns=[*COLUMNS, *EXTRA_COLUMNS])
+    out["n"] = out["n"].astype(int)
+    out["n_datasets"] = out["n_datasets"].astype(int)
+    for col in ("value", "p_value", "ci_low", "ci_high"):
+        out[col] = out[col].astype(float)
+    return out
+
+
+def _subset_specs(acc, subsets, min_subset, models) -> list[tuple[str, list[str]]]:
+    specs = [("all", list(models))]
+    for col in subsets:
+        per_model = acc[["model", col]].dropna().drop_duplicates()
+        clash = per_model["model"][per_model["model"].duplicated()].unique().tolist()
+        if clash:
+            raise ValueError(f"models with more than one {col!r}: {clash}")
+        for value, grp in sorted(per_model.groupby(col), key=lambda kv: str(kv[0])):
+            members = sorted(set(grp["model"]) & set(models))
+            if len(members) >= min_subset:
+                specs.append((f"{col}={value}", members))
+    return specs
+
+
+class _Engine:
+    """Computes rows for one subset of models.
+
+    Caches the bootstrap index matrices by n and, per (variable, model set, method), the
+    per-variable part of :func:`vectorized_stat` (sign arrays, ranks), which one variable
+    shares with every other variable it is correlated with.
+    """
+
+    def __init__(self, wide: pd.DataFrame, n_resamples: int, seed: int, ci: float):
+        self.wide = wide
+        self._columns = {key: wide[key].to_numpy(dtype=float) for key in wide.columns}
+        self.n_resamples = n_resamples
+        self.seed = seed
+        self.ci = ci
+        self._indices: dict[int, np.ndarray] = {}
+        self._prepared: dict[tuple, tuple] = {}
+
+    def indices(self, n: int) -> np.ndarray:
+        if n not in self._indices:
+            self._indices[n] = bootstrap_indices(n, self.n_resamples, self.seed)
+        return self._indices[n]
+
+    def _prep(self, method: str, key: tuple, keep: np.ndarray, resampled: np.ndarray):
+        cache_key = (method, key, keep.tobytes())
+        if cache_key not in self._prepared:
+            self._prepared[cache_key] = _prepare(method, resampled)
+        return self._prepared[cache_key]
+
+    def _samples(self, method, xkey, ykey, keep, xs, ys) -> np.ndarray:
+        if method == "kendall" and xs.size * xs.shape[1] > _KENDALL_CHUNK_ELEMENTS:
+            return vectorized_stat(method, xs, ys)  # too big to cache: chunked
+        px = self._prep(method, xkey, keep, xs)
+        py = self._prep(method, ykey, keep, ys)
+        return _combine(method, px, py)
+
+    def row(self, xkey: tuple, ykey: tuple) -> dict:
+        x = self._columns[xkey]
+        y = self._columns[ykey]
+        keep = np.isfinite(x) & np.isfinite(y)
+        x, y = x[keep], y[keep]
+        n = int(keep.sum())
+        res: dict = {"n": n, "methods": {}}
+        nan = float("nan")
+        if n < MIN_N:
+            for method in METHODS:
+                res["methods"][method] = {"value": nan, "p": nan, "samples": None,
+                                          "ci": (nan, nan)}
+            return res
+        point = correlate(x, y)
+        idx = self.indices(n)
+        xs, ys = x[idx], y[idx]
+        for method in METHODS:
+            value, p = point[method]
+            if np.isfinite(value):
+                samples = self._samples(method, xkey, ykey, keep, xs, ys)
+                interval = percentile_interval(samples, self.ci)
+            else:
+                samples, interval = None, (nan, nan)
+            res["methods"][method] = {"value": value, "p": p, "samples": samples,
+                                      "ci": interval}
+        return res
+
+
+def _mean_result(parts: list[dict], ci: float) -> dict:
+    """Average per-data-set results (those with a finite coefficient) and their resamples.
+
+    Per resample the coefficients of the averaged data sets are averaged; a resample degenerate
+    on any of them is NaN and so skipped by the percentile interval.
+    """
+    nan = float("nan")
+    # correlate() is NaN for all methods or none, so the averaged data sets agree across methods
+    ok = [p for p in parts if np.isfinite(p["methods"][METHODS[0]]["value"])]
+    res: dict = {
+        "n": min(p["n"] for p in (ok or parts)),
+        "n_datasets": len(ok),
+        "methods": {},
+    }
+    for method in METHODS:
+        if not ok:
+            res["methods"][method] = {"value": nan, "p": nan, "ci": (nan, nan)}
+            continue
+        value = float(np.mean([p["methods"][method]["value"] for p in ok]))
+        samples = np.mean([p["methods"][method]["samples"] for p in ok], axis=0)
+        res["methods"][method] = {
+            "value": value, "p": nan, "ci": percentile_interval(samples, ci),
+        }
+    return res
+
+
+def _records(xp, xa, xd, yp, ya, yd, subset, res, kind, group, n_datasets) -> list[dict]:
+    out = []
+    for method in METHODS:
+        m = res["methods"][method]
+        out.append({
+            "x_protocol": xp, "x_arm": xa, "x_dataset": xd,
+            "y_protocol": yp, "y_arm": ya, "y_dataset": yd,
+            "subset": subset, "method": method, "n": res["n"],
+            "value": m["value"], "p_value": m["p"],
+            "ci_low": m["ci"][0], "ci_high": m["ci"][1],
+            "y_kind": kind, "y_shift_group": group, "n_datasets": n_datasets,
+        })
+    return out

@@ -1,0 +1,564 @@
+"""Figures of the correlation study (seaborn/matplotlib, Agg backend).
+
+Every ``plot_*`` function takes DataFrames (the tidy accuracy table and/or the table of
+:func:`workflow_scripts.correlations.correlation_table`), a dict of options and two output paths
+(PNG and PDF).  Both files are written atomically (:func:`workflow_scripts.io.atomic_path`) and
+the figure is closed afterwards.
+
+Common options (all optional):
+
+``method``      correlation method shown (``"kendall"``)
+``subset``      model subset shown (``"all"``)
+``dpi``         PNG resolution (150)
+``cmap``        colour map (figure specific default)
+``annotate``    write values into heatmap cells (True)
+``font_scale``  seaborn font scale (1.0)
+``title``       figure title (a default describing the content)
+
+matplotlib and seaborn are imported lazily, and the Agg backend is selected inside the plotting
+functions, never at import time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from workflow_scripts.correlations import (
+    GROUP_PREFIX,
+    MEAN_OOD,
+    correlate,
+    identify_datasets,
+    order_protocol_arms,
+)
+from workflow_scripts.io import atomic_path
+
+PROTOCOL_LABELS = {
+    "knn": "kNN",
+    "linear": "linear",
+    "linear_online": "linear (online)",
+    "finetune": "fine-tune",
+    "fewshot10": "10-shot",
+    "fewshot1": "1-shot",
+}
+ARM_LABELS = {"raw": "", "bn": "BN"}
+METHOD_LABELS = {"kendall": "Kendall τ", "spearman": "Spearman ρ", "pearson": "Pearson r"}
+
+DEFAULTS = {
+    "method": "kendall",
+    "subset": "all",
+    "dpi": 150,
+    "cmap": None,
+    "annotate": True,
+    "font_scale": 1.0,
+    "title": None,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# labels and helpers
+
+
+def protocol_arm_label(protocol: str, arm: str) -> str:
+    """Readable name of a (protocol, arm): ``"kNN"``, ``"linear (BN)"``, ``"10-shot"``..."""
+    name = PROTOCOL_LABELS.get(protocol, str(protocol))
+    suffix = ARM_LABELS.get(arm, str(arm))
+    return f"{name} ({suffix})" if suffix else name
+
+
+def dataset_label(dataset: str) -> str:
+    """Readable column name: data sets as they are, means as ``"mean OOD"``, ``"mean: ..."``."""
+    if dataset == MEAN_OOD:
+        return "mean OOD"
+    if str(dataset).startswith(GROUP_PREFIX):
+        return "mean: " + str(dataset)[len(GROUP_PREFIX):].replace("_", " ")
+    return str(dataset)
+
+
+def stars(p: float) -> str:
+    """Significance stars: * p < .05, ** p < .01, *** p < .001 (nothing for NaN)."""
+    if p is None or not np.isfinite(p):
+        return ""
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""
+
+
+def _options(opts: dict | None, **figure_defaults) -> dict:
+    out = {**DEFAULTS, **figure_defaults}
+    out.update({k: v for k, v in (opts or {}).items() if v is not None})
+    if out["method"] not in METHOD_LABELS:
+        raise ValueError(f"unknown method {out['method']!r}; expected one of {list(METHOD_LABELS)}")
+    return out
+
+
+def _pyplot():
+    """Select the Agg backend and import pyplot and seaborn (lazily: nothing at import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    return plt, sns
+
+
+def _style(sns, o: dict):
+    """Context manager combining a clean style and the requested font scale."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(sns.axes_style("ticks"))
+    stack.enter_context(sns.plotting_context("notebook", font_scale=float(o["font_scale"])))
+    return stack
+
+
+def _save(fig, png: str | os.PathLike, pdf: str | os.PathLike, dpi: int) -> None:
+    """Write ``fig`` to both paths atomically (temporary file with the same suffix + rename)."""
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    with atomic_path(pdf) as tmp:
+        fig.savefig(tmp, bbox_inches="tight", metadata={"CreationDate": None, "Creator": None})
+
+
+def _select(corr: pd.DataFrame, o: dict) -> pd.DataFrame:
+    sel = corr[(corr["method"] == o["method"]) & (corr["subset"] == o["subset"])]
+    if sel.empty:
+        raise ValueError(
+            f"no correlation rows for method={o['method']!r}, subset={o['subset']!r}; "
+            f"methods: {sorted(corr['method'].unique())}, "
+            f"subsets: {sorted(corr['subset'].unique())}"
+        )
+    return sel
+
+
+def _n_text(ns: Iterable) -> str:
+    ns = sorted({int(n) for n in ns})
+    if not ns:
+        return "n = ?"
+    return f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]}"
+
+
+def _ood_columns(rows: pd.DataFrame) -> tuple[list[str], list[str], list[int]]:
+    """OOD data sets (grouped by shift group), group means, and where groups of sets change."""
+    kind = rows["y_kind"] if "y_kind" in rows else pd.Series(
+        np.where(rows["y_dataset"] == MEAN_OOD, "mean",
+                 np.where(rows["y_dataset"].astype(str).str.startswith(GROUP_PREFIX),
+                          "group", "dataset")), index=rows.index)
+    ds_rows = rows[kind == "dataset"]
+    datasets = list(dict.fromkeys(ds_rows["y_dataset"]))
+    if "y_shift_group" in rows:
+        group_of = dict(zip(ds_rows["y_dataset"], ds_rows["y_shift_group"]))
+    else:
+        group_of = {d: "" for d in datasets}
+    group_order = list(dict.fromkeys(group_of[d] for d in datasets))
+    datasets = sorted(datasets, key=lambda d: group_order.index(group_of[d]))  # stable
+    breaks = [i for i in range(1, len(datasets))
+              if group_of[datasets[i]] != group_of[datasets[i - 1]]]
+    groups = [GROUP_PREFIX + g for g in group_order
+              if (rows["y_dataset"] == GROUP_PREFIX + g).any()]
+    if len(groups) < 2:
+        groups = []  # a single group's mean is the overall mean
+    return datasets, groups, breaks
+
+
+def _heatmap(ax, sns, frame: pd.DataFrame, *, cmap, vmin: float, vmax: float, annot=None,
+             fmt: str = ".2f", fontsize: float = 8.0, linewidth: float = 0.5, square=False):
+    """A seaborn-style annotated heatmap on ``ax`` (NaN cells left blank); returns the mesh.
+
+    Drawn with ``pcolormesh`` directly: ``sns.heatmap`` renders the whole figure once per call
+    (to rotate overlapping tick labels), which makes multi-panel figures slow.  Text colour
+    follows the cell's luminance as in seaborn.  ``annot``: None/False (no text), True (values
+    formatted with ``fmt``) or an array of strings.
+    """
+    from seaborn.utils import relative_luminance
+
+    values = frame.to_numpy(dtype=float)
+    n_rows, n_cols = values.shape
+    cmap = sns.color_palette(cmap, as_cmap=True) if isinstance(cmap, str) else cmap
+    mesh = ax.pcolormesh(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax,
+                         edgecolors="white", linewidth=linewidth)
+    ax.set_xlim(0, n_cols)
+    ax.set_ylim(n_rows, 0)
+    ax.set_xticks(np.arange(n_cols) + 0.5, labels=[str(c) for c in frame.columns])
+    ax.set_yticks(np.arange(n_rows) + 0.5, labels=[str(r) for r in frame.index])
+    ax.tick_params(axis="y", rotation=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if square:
+        ax.set_aspect("equal")
+    if annot is not None and annot is not False:
+        for i in range(n_rows):
+            for j in range(n_cols):
+                v = values[i, j]
+                text = (format(v, fmt) if np.isfinite(v) else "") if annot is True else annot[i, j]
+                if not text:
+                    continue
+                lum = relative_luminance(cmap(mesh.norm(v))) if np.isfinite(v) else 1.0
+                ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=fontsize,
+                        color=".15" if lum > 0.408 else "w")
+    return mesh
+
+
+# --------------------------------------------------------------------------------------------
+# F1: in-domain protocol x protocol
+
+
+def plot_f1(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
+    """Symmetric heatmap of the in-domain correlations between (protocol, arm) pairs.
+
+    Cells: coefficient and significance stars (* p < .05, ** p < .01, *** p < .001); diagonal 1.
+    Options besides the common ones: ``vmin``/``vmax`` (-1, 1).
+    """
+    o = _options(opts, cmap="vlag", vmin=-1.0, vmax=1.0)
+    sel = _select(corr, o)
+    sel = sel[sel["x_dataset"] == sel["y_dataset"]]
+    if sel.empty:
+        raise ValueError("no in-domain protocol pairs in the correlation table")
+    pas = order_protocol_arms(
+        list(zip(sel["x_protocol"], sel["x_arm"])) + list(zip(sel["y_protocol"], sel["y_arm"]))
+    )
+    k = len(pas)
+    pos = {pa: i for i, pa in enumerate(pas)}
+    values = np.full((k, k), np.nan)
+    annot = np.full((k, k), "", dtype=object)
+    np.fill_diagonal(values, 1.0)
+    for i in range(k):
+        annot[i, i] = "1"
+    for row in sel.itertuples(index=False):
+        i, j = pos[(row.x_protocol, row.x_arm)], pos[(row.y_protocol, row.y_arm)]
+        text = "–" if not np.isfinite(row.value) else f"{row.value:.2f}{stars(row.p_value)}"
+        values[i, j] = values[j, i] = row.value
+        annot[i, j] = annot[j, i] = text
+    labels = [protocol_arm_label(*pa) for pa in pas]
+    id_ds = sel["x_dataset"].iloc[0]
+
+    plt, sns = _pyplot()
+    with _style(sns, o):
+        fig, ax = plt.subplots(figsize=(1.2 * k + 2.6, 1.0 * k + 1.6))
+        try:
+            mesh = _heatmap(
+                ax, sns, pd.DataFrame(values, index=labels, columns=labels), cmap=o["cmap"],
+                vmin=o["vmin"], vmax=o["vmax"], annot=annot if o["annotate"] else None,
+                fontsize=9 * o["font_scale"], linewidth=0.6, square=True,
+            )
+            fig.colorbar(mesh, ax=ax, shrink=0.8,
+                         label=METHOD_LABELS[o["method"]]).outline.set_linewidth(0)
+            plt.setp(ax.get_xticklabels(), rotation=35, ha="right")
+            ax.set_title(
+                o["title"] or f"{METHOD_LABELS[o['method']]} between in-domain protocols\n"
+                f"{id_ds}, {o['subset']} models, {_n_text(sel['n'])}",
+                fontsize=11 * o["font_scale"],
+            )
+            if o["annotate"]:
+                fig.text(0.01, 0.0, "* p < .05   ** p < .01   *** p < .001", fontsize=8,
+                         color="0.35", ha="left", va="top")
+            _save(fig, png, pdf, o["dpi"])
+        finally:
+            plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# F2: in-domain protocol vs OOD accuracy
+
+
+def plot_f2(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
+    """Heatmaps of in-domain (protocol, arm) (rows) vs OOD accuracy (columns).
+
+    Columns: the OOD data sets (grouped by shift group), then the mean per shift group and the
+    mean over all OOD data sets, after a separating line.  One panel per OOD (protocol, arm)
+    (``y``); options ``y_protocols`` / ``y_arms`` restrict the panels.  Options ``vmin``/``vmax``
+    (-1, 1).
+    """
+    o = _options(opts, cmap="vlag", vmin=-1.0, vmax=1.0)
+    sel = _select(corr, o)
+    sel = sel[sel["x_dataset"] != sel["y_dataset"]]
+    ys = order_protocol_arms(zip(sel["y_protocol"], sel["y_arm"]))
+    if o.get("y_protocols"):
+        ys = [pa for pa in ys if pa[0] in set(o["y_protocols"])]
+    if o.get("y_arms"):
+        ys = [pa for pa in ys if pa[1] in set(o["y_arms"])]
+    if not ys:
+        raise ValueError("no out-of-domain correlation rows to plot (check y_protocols/y_arms)")
+    xs = order_protocol_arms(zip(sel["x_protocol"], sel["x_arm"]))
+    datasets, groups, breaks = _ood_columns(sel)
+    columns = datasets + groups + [MEAN_OOD]
+    n_mean = len(groups) + 1
+    xlabels = [protocol_arm_label(*pa) for pa in xs]
+    clabels = [dataset_label(c) for c in columns]
+
+    plt, sns = _pyplot()
+    with _style(sns, o):
+        panel_h = 0.42 * len(xs) + 0.75
+        fig, axes = plt.subplots(
+            len(ys), 1, squeeze=False, sharex=True, layout="constrained",
+            figsize=(0.72 * len(columns) + 3.6, panel_h * len(ys) + 1.4),
+        )
+        try:
+            for ax, (yp, ya) in zip(axes[:, 0], ys):
+                rows = sel[(sel["y_protocol"] == yp) & (sel["y_arm"] == ya)]
+                mat = (rows.pivot_table(index=["x_protocol", "x_arm"], columns="y_dataset",
+                                        values="value", aggfunc="first", dropna=False)
+                       .reindex(index=pd.MultiIndex.from_tuples(xs), columns=columns))
+                mat.index, mat.columns = xlabels, clabels
+                _heatmap(ax, sns, mat, cmap=o["cmap"], vmin=o["vmin"], vmax=o["vmax"],
+                         annot=bool(o["annotate"]), fmt=".2f", fontsize=8 * o["font_scale"])
+                for b in breaks:  # between shift groups
+                    ax.axvline(b, color="0.35", lw=1.0)
+                ax.axvline(len(datasets), color="black", lw=2.5)  # before the means
+                ax.tick_params(axis="x", bottom=False, labelbottom=False)
+                ax.set_title(f"OOD accuracy under {protocol_arm_label(yp, ya)}  "
+                             f"({_n_text(rows['n'])})", fontsize=10 * o["font_scale"],
+                             loc="left")
+                ax.set_ylabel("")
+                ax.set_xlabel("")
+                ax.tick_params(axis="y", rotation=0)
+            bottom = axes[-1, 0]
+            bottom.tick_params(axis="x", bottom=True, labelbottom=True)
+            bottom.set_xticks(np.arange(len(columns)) + 0.5)
+            bottom.set_xticklabels(clabels, rotation=40, ha="right")
+            for lab in bottom.get_xticklabels()[-n_mean:]:
+                lab.set_fontweight("bold")
+            import matplotlib as mpl
+
+            cmap = o["cmap"]
+            sm = mpl.cm.ScalarMappable(
+                norm=mpl.colors.Normalize(o["vmin"], o["vmax"]),
+                cmap=sns.color_palette(cmap, as_cmap=True) if isinstance(cmap, str) else cmap,
+            )
+            fig.colorbar(sm, ax=axes[:, 0].tolist(), shrink=min(0.9, 1.5 / len(ys) + 0.3),
+                         label=METHOD_LABELS[o["method"]]).outline.set_linewidth(0)
+            fig.supylabel("in-domain protocol (x)", fontsize=10 * o["font_scale"])
+            fig.suptitle(
+                o["title"] or f"{METHOD_LABELS[o['method']]}: in-domain accuracy (rows) vs. "
+                f"OOD accuracy (columns), {o['subset']} models",
+                fontsize=11 * o["font_scale"],
+            )
+            _save(fig, png, pdf, o["dpi"])
+        finally:
+            plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# F3: scatter in-domain vs OOD accuracy
+
+
+def _accuracy(acc: pd.DataFrame, dataset, protocol, arm) -> pd.Series:
+    sel = acc[(acc["dataset"] == dataset) & (acc["protocol"] == protocol) & (acc["arm"] == arm)]
+    return sel.set_index("model")["top1"].astype(float).dropna()
+
+
+def plot_f3(acc: pd.DataFrame, opts: dict | None, png, pdf) -> None:
+    """Scatter of in-domain vs OOD top-1 accuracy, one panel per OOD data set.
+
+    Options: ``x_protocol``/``x_arm`` (``"linear"``/``"bn"``) for the in-domain axis,
+    ``y_protocol``/``y_arm`` (same defaults) for the OOD axis, ``col_wrap`` (4),
+    ``label_points`` (False: write model keys next to the points).  Colour = backbone,
+    marker = paradigm; each panel title gives Kendall's tau (scipy) and n.
+    """
+    o = _options(opts, x_protocol="linear", x_arm="bn", y_protocol="linear", y_arm="bn",
+                 col_wrap=4, label_points=False)
+    id_ds, ood_sets, _ = identify_datasets(acc)
+    x = _accuracy(acc, id_ds, o["x_protocol"], o["x_arm"])
+    if x.empty:
+        raise ValueError(f"no in-domain accuracy for ({o['x_protocol']}, {o['x_arm']}) on {id_ds}")
+    meta = acc.drop_duplicates("model").set_index("model")
+    panels = []
+    for d in ood_sets:
+        y = _accuracy(acc, d, o["y_protocol"], o["y_arm"])
+        common = x.index.intersection(y.index)
+        if len(common):
+            panels.append((d, pd.DataFrame({"x": x[common], "y": y[common]})))
+    if not panels:
+        raise ValueError(f"no OOD accuracy for ({o['y_protocol']}, {o['y_arm']})")
+    for _, frame in panels:
+        for col in ("backbone", "paradigm"):
+            values = meta[col] if col in meta else pd.Series(dtype=object)
+            frame[col] = values.reindex(frame.index).fillna("n/a").astype(str).to_numpy()
+    hue_order = sorted({v for _, f in panels for v in f["backbone"]})
+    style_order = sorted({v for _, f in panels for v in f["paradigm"]})
+
+    plt, sns = _pyplot()
+    with _style(sns, o):
+        ncol = max(1, min(int(o["col_wrap"]), len(panels)))
+        nrow = math.ceil(len(panels) / ncol)
+        fig, axes = plt.subplots(nrow, ncol, squeeze=False, sharex=True, layout="constrained",
+                                 figsize=(3.3 * ncol + 1.8, 3.0 * nrow + 0.6))
+        palette = dict(zip(hue_order, sns.color_palette("colorblind", len(hue_order))))
+        try:
+            handles = labels = None
+            for ax, (d, frame) in zip(axes.ravel(), panels):
+                sns.scatterplot(data=frame, x="x", y="y", hue="backbone", style="paradigm",
+                                hue_order=hue_order, style_order=style_order, palette=palette,
+                                s=45, ax=ax, legend=handles is None)
+                if handles is None:
+                    handles, labels = ax.get_legend_handles_labels()
+                    ax.get_legend().remove()
+                tau, p = correlate(frame["x"], frame["y"])["kendall"]
+                tau_text = "τ = n/a" if not np.isfinite(tau) else f"τ = {tau:.2f}{stars(p)}"
+                ax.set_title(f"{d}\n{tau_text} (n = {len(frame)})", fontsize=10 * o["font_scale"])
+                ax.set_xlabel("")
+                ax.set_ylabel("")
+                if o["label_points"]:
+                    for model, row in frame.iterrows():
+                        ax.annotate(str(model), (row["x"], row["y"]), xytext=(3, 2),
+                                    textcoords="offset points", fontsize=6, color="0.3")
+                ax.grid(True, lw=0.4, color="0.9")
+            for ax in axes.ravel()[len(panels):]:
+                ax.set_visible(False)
+            for ax in axes.ravel()[len(panels) - ncol:len(panels)]:
+                ax.tick_params(labelbottom=True)
+            fig.supxlabel(f"{id_ds} top-1 (%), {protocol_arm_label(o['x_protocol'], o['x_arm'])}",
+                          fontsize=10 * o["font_scale"])
+            fig.supylabel(f"OOD top-1 (%), {protocol_arm_label(o['y_protocol'], o['y_arm'])}",
+                          fontsize=10 * o["font_scale"])
+            fig.legend(handles, labels, loc="outside right center", frameon=False,
+                       fontsize=9 * o["font_scale"])
+            fig.suptitle(o["title"] or "In-domain vs. out-of-domain accuracy",
+                         fontsize=11 * o["font_scale"])
+            _save(fig, png, pdf, o["dpi"])
+        finally:
+            plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# F4: effect of BatchNorm
+
+
+def _bn_delta(acc: pd.DataFrame, dataset_mask: pd.Series) -> pd.DataFrame:
+    """bn - raw top-1 per (model, dataset, protocol) on the selected data sets."""
+    sel = acc[dataset_mask & acc["arm"].isin(["raw", "bn"])]
+    wide = sel.pivot_table(index=["model", "dataset", "protocol"], columns="arm", values="top1",
+                           aggfunc="first")
+    if not {"raw", "bn"} <= set(wide.columns):
+        return pd.DataFrame(columns=["model", "dataset", "protocol", "delta"])
+    delta = (wide["bn"] - wide["raw"]).dropna().rename("delta")
+    return delta.reset_index()
+
+
+def plot_f4(acc: pd.DataFrame, corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
+    """Effect of BatchNorm on the features.
+
+    Left: heatmap of the top-1 change (BN - raw, percentage points) per model (rows) and
+    protocol on the in-domain data set, plus (option ``include_ood_mean``, True) the mean change
+    over the OOD data sets per protocol.  Right: per protocol, the change of the correlation of
+    in-domain with mean OOD accuracy (same protocol and arm for x and y, ``y_dataset ==
+    "mean_ood"``) from the raw to the BN arm.  Option ``subsets``: list of subsets shown as bar
+    groups (default: [``subset``]).
+    """
+    o = _options(opts, cmap="PuOr_r", include_ood_mean=True, subsets=None)
+    id_ds, ood_sets, _ = identify_datasets(acc)
+    delta_id = _bn_delta(acc, acc["dataset"] == id_ds)
+    if delta_id.empty:
+        raise ValueError(f"no model has both a raw and a bn arm on {id_ds}")
+    prot_order = [p for p, _ in order_protocol_arms((p, "raw") for p in delta_id["protocol"])]
+    left = delta_id.pivot_table(index="model", columns="protocol", values="delta")
+    left = left[prot_order]
+    left.columns = [PROTOCOL_LABELS.get(p, p) for p in prot_order]
+    n_id_cols = left.shape[1]
+    if o["include_ood_mean"] and ood_sets:
+        delta_ood = _bn_delta(acc, acc["dataset"].isin(ood_sets))
+        if not delta_ood.empty:
+            ood_mean = delta_ood.pivot_table(index="model", columns="protocol", values="delta",
+                                             aggfunc="mean")
+            ood_order = [p for p, _ in order_protocol_arms((p, "raw") for p in ood_mean.columns)]
+            ood_mean = ood_mean[ood_order]
+            ood_mean.columns = [f"{PROTOCOL_LABELS.get(p, p)}\n(mean OOD)" for p in ood_order]
+            left = left.join(ood_mean, how="outer")
+    meta = acc.drop_duplicates("model").set_index("model")
+    backbone = (meta["backbone"] if "backbone" in meta else pd.Series("", index=meta.index))
+    backbone = backbone.reindex(left.index).fillna("").astype(str)
+    order = sorted(left.index, key=lambda m: (backbone[m], str(m)))
+    left = left.loc[order]
+    left.index = [f"{m}  [{backbone[m]}]" if backbone[m] else str(m) for m in order]
+    breaks = [i for i in range(1, len(order)) if backbone[order[i]] != backbone[order[i - 1]]]
+
+    sel = corr[(corr["method"] == o["method"]) & (corr["y_dataset"] == MEAN_OOD)
+               & (corr["x_protocol"] == corr["y_protocol"]) & (corr["x_arm"] == corr["y_arm"])]
+    subsets = list(o["subsets"] or [o["subset"]])
+    sel = sel[sel["subset"].isin(subsets)]
+    bars = []
+    for (subset, protocol), grp in sel.groupby(["subset", "x_protocol"], sort=False):
+        by_arm = grp.set_index("x_arm")["value"]
+        if {"raw", "bn"} <= set(by_arm.index):
+            bars.append({"subset": subset, "protocol": protocol, "raw": by_arm["raw"],
+                         "bn": by_arm["bn"], "delta": by_arm["bn"] - by_arm["raw"]})
+    bars = pd.DataFrame(bars, columns=["subset", "protocol", "raw", "bn", "delta"])
+    bar_protocols = [p for p, _ in order_protocol_arms((p, "raw") for p in bars["protocol"])]
+    bars["label"] = [PROTOCOL_LABELS.get(p, p) for p in bars["protocol"]]
+
+    plt, sns = _pyplot()
+    with _style(sns, o):
+        n_models, n_cols = left.shape
+        height = max(4.0, 0.3 * n_models + 2.0)
+        n_groups = max(1, bars["subset"].nunique())
+        right_w = (0.9 + 0.35 * n_groups) * max(2, len(bar_protocols))
+        fig, (ax_l, ax_r) = plt.subplots(
+            1, 2, layout="constrained",
+            figsize=(0.95 * n_cols + 2.8 + right_w + 1.5, height),
+            gridspec_kw={"width_ratios": [0.95 * n_cols + 2.0, right_w]},
+        )
+        try:
+            lim = float(np.nanmax(np.abs(left.to_numpy(dtype=float)))) if left.size else 1.0
+            lim = lim if np.isfinite(lim) and lim > 0 else 1.0
+            mesh = _heatmap(ax_l, sns, left, cmap=o["cmap"], vmin=-lim, vmax=lim,
+                            annot=bool(o["annotate"]), fmt=".1f",
+                            fontsize=7.5 * o["font_scale"])
+            fig.colorbar(mesh, ax=ax_l, shrink=0.6,
+                         label="Δ top-1 (pp), BN − raw").outline.set_linewidth(0)
+            if n_cols > n_id_cols:
+                ax_l.axvline(n_id_cols, color="black", lw=2.5)
+            for b in breaks:
+                ax_l.axhline(b, color="black", lw=1.2)
+            ax_l.tick_params(axis="y", labelsize=8 * o["font_scale"])
+            ax_l.set_ylabel("")
+            ax_l.set_title(f"Top-1 change from BN (pp): {id_ds}"
+                           + (" | mean OOD" if n_cols > n_id_cols else ""),
+                           fontsize=10 * o["font_scale"])
+
+            if bars.empty:
+                ax_r.text(0.5, 0.5, "no raw/BN pair with a\nmean-OOD correlation",
+                          ha="center", va="center", transform=ax_r.transAxes)
+                ax_r.set_axis_off()
+            else:
+                multi = bars["subset"].nunique() > 1
+                order_labels = [PROTOCOL_LABELS.get(p, p) for p in bar_protocols]
+                sns.barplot(data=bars, x="label", y="delta", order=order_labels,
+                            hue="subset" if multi else "label",
+                            hue_order=subsets if multi else order_labels,
+                            palette="colorblind" if multi else "muted", legend=multi, ax=ax_r)
+                ax_r.axhline(0, color="black", lw=0.8)
+                lo = min(0.0, float(bars["delta"].min()))
+                hi = max(0.0, float(bars["delta"].max()))
+                pad = max(0.3 * (hi - lo), 0.02)
+                ax_r.set_ylim(lo - (pad if lo < 0 else 0.1 * pad),
+                              hi + (pad if hi > 0 else 0.1 * pad))
+                if not multi:
+                    for i, row in bars.set_index("label").reindex(order_labels).iterrows():
+                        pos = order_labels.index(i)
+                        ax_r.annotate(
+                            f"{row['raw']:.2f}→{row['bn']:.2f}", (pos, row["delta"]),
+                            xytext=(0, 4 if row["delta"] >= 0 else -4),
+                            textcoords="offset points", ha="center",
+                            va="bottom" if row["delta"] >= 0 else "top",
+                            fontsize=8 * o["font_scale"],
+                        )
+
+                if multi:
+                    sns.move_legend(ax_r, "upper center", bbox_to_anchor=(0.5, -0.08),
+                                    frameon=False, title="subset",
+                                    fontsize=8 * o["font_scale"],
+                                    title_fontsize=9 * o["font_scale"])
+                ax_r.set_xlabel("")
+                ax_r.set_ylabel(f"Δ {METHOD_LABELS[o['method']]} (BN − raw)")
+                ax_r.set_title(f"{METHOD_LABELS[o['method']]} with mean OOD accuracy\n"
+                               "(same protocol and arm): raw → BN",
+                               fontsize=10 * o["font_scale"])
+                sns.despine(ax=ax_r)
+            fig.suptitle(o["title"] or "Effect of BatchNorm on the features",
+                         fontsize=11 * o["font_scale"])
+            _save(fig, png, pdf, o["dpi"])
+        finally:
+            plt.close(fig)

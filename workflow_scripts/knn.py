@@ -1,0 +1,474 @@
+"""Weighted k-nearest-neighbour probe on cached features (Marks, Knott et al., IJCV 2025).
+
+Protocol: k = 20, Euclidean distance, exact (brute-force) search, votes weighted by ``1 / d``
+with scikit-learn's rule for zero distances, no L2 normalisation, no temperature. The "bn" arm
+z-scores train and test features with the train mean / population std per dimension.
+
+The predictions are those of ``sklearn.neighbors.KNeighborsClassifier(n_neighbors=k,
+weights="distance", algorithm="brute")`` on the same float32 features; scikit-learn itself is
+never called here (it is the oracle of ``tests/unit/test_knn.py``).
+
+How the result is made exact although the search runs in float32:
+
+1. faiss' exact flat L2 search returns, per query, the ``k + margin`` candidates with the
+   smallest *approximate* squared distance (float32, ``|q|^2 + |x|^2 - 2 q.x``). It is called as
+   ``faiss.knn(queries, train, n)``, which runs ``knn_L2sqr`` -- the kernel behind
+   ``IndexFlatL2.search``, with bit-identical results -- on the caller's array instead of a
+   copy of the training set inside an index (2x less memory for ImageNet-sized feature banks).
+2. A rigorous bound ``E`` on faiss' float32 error (any summation order, Higham Thm 3.1:
+   ``gamma_{D+4} (|q| + max|x|)^2``) tells which candidates can still be among the true k
+   nearest: those with ``approx <= approx_k + 2E``. Their exact squared distances are recomputed
+   in float64 from the float32 vectors (``sum((q - x)^2)``, so exact duplicates give exactly 0).
+   If the last candidate returned is itself within ``approx_k + 2E``, the candidate list may be
+   incomplete and the query is searched again with twice as many candidates (up to n_train).
+3. The k neighbours are the k smallest exact squared distances, ties broken by the lower
+   training index (faiss keeps the lower index on exact ties too).
+4. Weights ``1 / d`` with ``d = float32(sqrt(float32(d2)))`` -- scikit-learn's float32 path
+   rounds the distances it returns to float32 (``EuclideanDistance32._rdist_to_dist``), and the
+   weights are computed from those; if any neighbour is at distance exactly 0, only the
+   zero-distance neighbours vote, with weight 1 (``sklearn.neighbors._base._get_weights``).
+5. Per-class votes are summed exactly as ``sklearn.utils.extmath.weighted_mode`` does: a
+   C-contiguous float64 row of length k holding the class' weights and zeros elsewhere, reduced
+   with ``np.sum(axis=1)`` (numpy's pairwise summation), so the sums are bit-identical to the
+   ones scikit-learn's ``predict`` compares for the same neighbour order. The argmax takes the
+   lowest class index on ties, like ``weighted_mode`` (strict ``>`` while scanning the classes
+   in increasing order).
+
+Where scikit-learn can still differ (none of these occur in the tests' or the benchmark's data
+except where the tests exclude them explicitly):
+
+* Training points tied exactly at the k-th distance: scikit-learn's ArgKmin max-heap rejects a
+  new point equal to the current maximum but evicts whichever tied point sits at the heap root,
+  so the survivor is not the lowest index and depends on its thread count and chunk size.
+* Neighbours tied in distance inside the k: scikit-learn orders them by heap position (its
+  ``simultaneous_sort`` is not stable), which can move the pairwise-summation sums by one ulp.
+* scikit-learn's distances come from the float64 expansion ``|q|^2 - 2 q.x + |x|^2``, which
+  can be off by far more than an ulp for near-duplicates with large norms (and is not always 0
+  for exact duplicates of non-integer vectors); the distances here are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+ARMS = ("raw", "bn")
+
+# faiss returns k + max(_MIN_MARGIN, k) candidates per query on the first pass.
+_MIN_MARGIN = 8
+# Rows per chunk when z-scoring, elements per chunk when recomputing exact distances.
+_ZSCORE_CHUNK_ELEMS = 1 << 23
+_CACHE_CHUNK_ELEMS = 1 << 16  # float64 working set of ~512 KiB (L2-sized)
+_SCORE_CHUNK_ELEMS = 1 << 22
+_U32 = 2.0**-24  # unit roundoff of float32
+
+
+# ----------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _as_features(x, name: str, *, sqnorms: bool = False):
+    """Return ``x`` as a C-contiguous float32 2-D array (no copy if it already is one).
+
+    With ``sqnorms=True`` also return the float32 squared row norms (used for the finiteness
+    check: they are finite only if every entry is, so the full check runs only if they are not).
+    """
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array [n, dim], got shape {arr.shape}")
+    if arr.dtype not in (np.float16, np.float32, np.float64):
+        raise ValueError(f"{name} must be float16, float32 or float64, got dtype {arr.dtype}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must be non-empty, got shape {arr.shape}")
+    with np.errstate(over="ignore"):
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.einsum("ij,ij->i", arr, arr)
+    if not np.isfinite(sq).all() and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contain NaN or inf (after conversion to float32)")
+    return (arr, sq) if sqnorms else arr
+
+
+def _as_labels(y, n: int, num_classes: int, name: str) -> np.ndarray:
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(f"{name} has {arr.shape[0]} entries but the features have {n} rows")
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must have an integer dtype, got {arr.dtype}")
+    if n and (arr.min() < 0 or arr.max() >= num_classes):
+        raise ValueError(
+            f"{name} must lie in [0, num_classes={num_classes}), "
+            f"got values in [{arr.min()}, {arr.max()}]"
+        )
+    return arr.astype(np.int64, copy=False)
+
+
+def _check_num_classes(num_classes) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise ValueError(f"num_classes must be an integer, got {num_classes!r}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return int(num_classes)
+
+
+def _check_k(k, n_train: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be an integer, got {k!r}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if k > n_train:
+        raise ValueError(f"k={k} exceeds the number of training samples ({n_train})")
+    return int(k)
+
+
+def _check_threads(threads) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    return int(threads)
+
+
+def _check_dims(train: np.ndarray, test: np.ndarray) -> None:
+    if train.shape[1] != test.shape[1]:
+        raise ValueError(
+            f"train features have dimension {train.shape[1]} but test features have "
+            f"dimension {test.shape[1]}"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# z-scoring
+
+
+def zscore(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardise train and test with the train mean and population std (ddof=0) per dimension.
+
+    Statistics are computed in float64 (in row chunks, two passes); a dimension whose std is 0
+    (constant over the training set) gets std 1, and its mean is the constant itself, so it
+    maps to exactly 0 in train. Returns float32 arrays, like ``StandardScaler`` fitted on train.
+    """
+    train = _as_features(train, "train features")
+    test = _as_features(test, "test features")
+    _check_dims(train, test)
+    n, dim = train.shape
+    rows = max(1, _ZSCORE_CHUNK_ELEMS // dim)
+
+    total = np.zeros(dim, dtype=np.float64)
+    for s in range(0, n, rows):
+        total += train[s : s + rows].sum(axis=0, dtype=np.float64)
+    mean = total / n
+    sq = np.zeros(dim, dtype=np.float64)
+    for s in range(0, n, rows):
+        dev = train[s : s + rows].astype(np.float64) - mean
+        sq += np.einsum("ij,ij->j", dev, dev)
+    std = np.sqrt(sq / n)
+
+    # Exactly constant columns: the float64 mean of n copies of c need not be c, so std can come
+    # out as a tiny positive number instead of 0; detect them directly.
+    lo = train.min(axis=0)
+    hi = train.max(axis=0)
+    constant = lo == hi
+    mean[constant] = lo[constant]
+    std[constant | (std == 0)] = 1.0
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        out = np.empty(x.shape, dtype=np.float32)
+        step = max(1, _ZSCORE_CHUNK_ELEMS // dim)
+        for s in range(0, x.shape[0], step):
+            out[s : s + step] = (x[s : s + step].astype(np.float64) - mean) / std
+        return out
+
+    return apply(train), apply(test)
+
+
+# ----------------------------------------------------------------------------------------------
+# neighbour search
+
+
+def _chunks(n: int, step: int) -> list[slice]:
+    return [slice(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+def _run(pool, fn, items) -> None:
+    """Apply ``fn`` to every item, on the thread pool if there is one (numpy releases the GIL)."""
+    if pool is None:
+        for it in items:
+            fn(it)
+    else:
+        for fut in [pool.submit(fn, it) for it in items]:
+            fut.result()
+
+
+def _exact_sqdist_dense(train: np.ndarray, query: np.ndarray, nb: np.ndarray, pool) -> np.ndarray:
+    """float64 ``sum((query[i] - train[nb[i, j]])**2)`` for all i, j: [nq, nb.shape[1]].
+
+    The differences of float32 values are exact in float64, so duplicates give exactly 0.
+    Queries are processed in cache-sized chunks, one neighbour rank at a time.
+    """
+    nq, ncol = nb.shape
+    out = np.empty((nq, ncol), dtype=np.float64)
+    rows = max(1, _CACHE_CHUNK_ELEMS // train.shape[1])
+
+    def work(sl: slice) -> None:
+        q64 = query[sl].astype(np.float64)
+        for j in range(ncol):
+            diff = train[nb[sl, j]].astype(np.float64)
+            diff -= q64
+            out[sl, j] = np.einsum("ij,ij->i", diff, diff)
+
+    _run(pool, work, _chunks(nq, rows))
+    return out
+
+
+def _exact_sqdist_pairs(train: np.ndarray, query: np.ndarray, q_rows: np.ndarray,
+                        nb: np.ndarray) -> np.ndarray:
+    """float64 ``sum((query[q_rows[p]] - train[nb[p]])**2)`` for each pair p."""
+    out = np.empty(q_rows.shape[0], dtype=np.float64)
+    for sl in _chunks(q_rows.shape[0], max(1, _CACHE_CHUNK_ELEMS // train.shape[1])):
+        diff = train[nb[sl]].astype(np.float64)
+        diff -= query[q_rows[sl]]
+        out[sl] = np.einsum("ij,ij->i", diff, diff)
+    return out
+
+
+def _brute_exact(train: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fallback without faiss: exact squared distances of each query to every training point."""
+    n_train, dim = train.shape
+    out_d2 = np.empty((query.shape[0], k), dtype=np.float64)
+    out_idx = np.empty((query.shape[0], k), dtype=np.int64)
+    d2 = np.empty(n_train, dtype=np.float64)
+    steps = _chunks(n_train, max(1, _CACHE_CHUNK_ELEMS // dim))
+    for i, q64 in enumerate(query.astype(np.float64)):
+        for sl in steps:
+            diff = train[sl].astype(np.float64)
+            diff -= q64
+            d2[sl] = np.einsum("ij,ij->i", diff, diff)
+        kth = np.partition(d2, k - 1)[k - 1]
+        idx = np.flatnonzero(d2 <= kth)  # includes every point tied with the k-th
+        order = np.lexsort((idx, d2[idx]))[:k]
+        out_idx[i] = idx[order]
+        out_d2[i] = d2[out_idx[i]]
+    return out_d2, out_idx
+
+
+def _exact_neighbours(faiss, train: np.ndarray, query: np.ndarray, k: int, err: np.ndarray,
+                      pool) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours of the ``query`` rows: (squared distances, indices), [nq, k].
+
+    Ordered by (exact float64 squared distance, training index). ``err[i]`` bounds faiss'
+    absolute error on the squared distances of query i.
+    """
+    n_train = train.shape[0]
+    nq = query.shape[0]
+    out_d2 = np.empty((nq, k), dtype=np.float64)
+    out_idx = np.empty((nq, k), dtype=np.int64)
+    todo = np.arange(nq)
+    n_cand = k + max(_MIN_MARGIN, k)
+    while todo.size:
+        q = query if todo.size == nq else np.ascontiguousarray(query[todo])
+        if n_cand >= n_train:  # every training point is a candidate
+            out_d2[todo], out_idx[todo] = _brute_exact(train, q, k)
+            break
+        approx, cand = faiss.knn(q, train, n_cand)  # = IndexFlatL2.search, without a copy
+        # Only candidates with approx <= approx_k + 2E can be among (or tie with) the exact k
+        # nearest; they form a prefix since faiss sorts by approximate distance. If the last
+        # candidate is still within that range, points not returned could be too: search again
+        # with more candidates. (Non-finite faiss distances, e.g. float32 overflow, never pass.)
+        approx = approx.astype(np.float64)
+        thresh = approx[:, k - 1] + 2.0 * err[todo]
+        done = (approx[:, -1] > thresh) & np.isfinite(approx).all(axis=1) & (cand >= 0).all(axis=1)
+        rows = np.flatnonzero(done)
+        if rows.size:
+            qd = q if rows.size == q.shape[0] else np.ascontiguousarray(q[rows])
+            need = approx[rows, k:] <= thresh[rows, None]
+            n_extra = int(need.sum(axis=1).max())
+            sub_cand = cand[rows, : k + n_extra]
+            d2 = np.full(sub_cand.shape, np.inf, dtype=np.float64)
+            d2[:, :k] = _exact_sqdist_dense(train, qd, sub_cand[:, :k], pool)
+            if n_extra:
+                r_idx, c_idx = np.nonzero(need[:, :n_extra])
+                c_idx += k
+                d2[r_idx, c_idx] = _exact_sqdist_pairs(train, qd, r_idx, sub_cand[r_idx, c_idx])
+            order = np.lexsort((sub_cand, d2), axis=-1)[:, :k]
+            out_d2[todo[rows]] = np.take_along_axis(d2, order, axis=1)
+            out_idx[todo[rows]] = np.take_along_axis(sub_cand, order, axis=1)
+        todo = todo[~done]
+        n_cand *= 2
+    return out_d2, out_idx
+
+
+def _upper_sqnorms(x: np.ndarray, sq32: np.ndarray, gamma: float) -> np.ndarray:
+    """float64 upper bounds of the squared row norms of ``x`` from their float32 values."""
+    if np.isfinite(sq32).all():
+        return sq32.astype(np.float64) / (1.0 - gamma) * (1.0 + 4 * _U32)
+    return np.einsum("ij,ij->i", x, x, dtype=np.float64) * (1.0 + 1e-12)  # float32 overflow
+
+
+def _sklearn_weights(d2: np.ndarray) -> np.ndarray:
+    """``sklearn.neighbors._base._get_weights(dist, "distance")`` for float32 features.
+
+    For float32 input scikit-learn ranks by float64 squared distances but returns
+    ``dist = float32(sqrt(float32(d2)))`` (``EuclideanDistance32._rdist_to_dist`` takes and returns
+    float32), and weights by ``1.0 / dist`` in float64; the same rounding is applied here.
+    """
+    with np.errstate(over="ignore"):
+        dist = np.sqrt(d2.astype(np.float32)).astype(np.float64)
+    if np.isinf(dist).any():
+        # scikit-learn would give these neighbours weight 0 (and raise if all of them do)
+        raise ValueError("squared distances overflow float32 (features of magnitude ~1e19 or "
+                         "more); rescale the features")
+    with np.errstate(divide="ignore"):
+        w = 1.0 / dist
+    inf_mask = np.isinf(w)
+    inf_row = inf_mask.any(axis=1)
+    w[inf_row] = inf_mask[inf_row]
+    return w
+
+
+def _class_sums(nb_labels: np.ndarray, weights: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-class vote sums, bit-identical to ``weighted_mode``'s ``np.sum(template, axis=1)``.
+
+    Only (query, class) pairs that occur among the neighbours get a template row, so the cost is
+    O(n k^2) instead of O(n k num_classes).
+    """
+    nq, k = nb_labels.shape
+    scores = np.zeros((nq, num_classes), dtype=np.float64)
+    keys = np.unique((np.arange(nq, dtype=np.int64)[:, None] * num_classes + nb_labels).ravel())
+    rows, cls = np.divmod(keys, num_classes)
+    step = max(1, _SCORE_CHUNK_ELEMS // k)
+    for s in range(0, keys.size, step):
+        r, c = rows[s : s + step], cls[s : s + step]
+        template = np.where(nb_labels[r] == c[:, None], weights[r], 0.0)
+        scores[r, c] = np.sum(template, axis=1)
+    return scores
+
+
+def knn_scores(train_x, train_y, test_x, *, k: int = 20, num_classes: int, threads: int = 1,
+               block_size: int = 4096) -> np.ndarray:
+    """float64 [N_test, num_classes] summed vote weights per class (sklearn rule).
+
+    Weights are ``1 / d`` (Euclidean), or, for a query with any neighbour at distance exactly 0,
+    1 for the zero-distance neighbours and 0 for the others. Classes without a neighbour score
+    0. Features are cast to float32 (float16/32/64 accepted); the search runs with ``threads``
+    OpenMP threads over query blocks of ``block_size`` rows.
+    """
+    import faiss  # imported lazily: no work at import time
+
+    num_classes = _check_num_classes(num_classes)
+    threads = _check_threads(threads)
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
+            or block_size < 1:
+        raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
+    train, train_sq = _as_features(train_x, "train features", sqnorms=True)
+    test, test_sq = _as_features(test_x, "test features", sqnorms=True)
+    _check_dims(train, test)
+    labels = _as_labels(train_y, train.shape[0], num_classes, "train labels")
+    k = _check_k(k, train.shape[0])
+
+    dim = train.shape[1]
+    # |faiss float32 squared distance - exact| <= gamma_{dim+4} (|q| + |x|)^2 with
+    # gamma_n = n u / (1 - n u): the norms and the sgemm dot product are length-dim sums (error
+    # <= gamma_dim |q|^2, |x|^2, |q||x| for any summation order, FMA or not), plus the two
+    # roundings of |q|^2 + |x|^2 - 2 q.x (faiss' direct path, for small query blocks, has error
+    # <= gamma_dim |q - x|^2, smaller). In practice the error is ~1000x below this bound.
+    # The float32 squared norms underestimate by at most a factor (1 - gamma_dim).
+    gamma_d = dim * _U32 / (1.0 - dim * _U32)
+    m = dim + 4
+    gamma_m = m * _U32 / (1.0 - m * _U32)
+    norm_train = np.sqrt(_upper_sqnorms(train, train_sq, gamma_d).max())
+    norm_test = np.sqrt(_upper_sqnorms(test, test_sq, gamma_d))
+    err = gamma_m * (norm_test + norm_train) ** 2
+
+    prev_threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+    try:
+        scores = np.empty((test.shape[0], num_classes), dtype=np.float64)
+        for sl in _chunks(test.shape[0], block_size):
+            d2, nb = _exact_neighbours(faiss, train, test[sl], k, err[sl], pool)
+            scores[sl] = _class_sums(labels[nb], _sklearn_weights(d2), num_classes)
+    finally:
+        faiss.omp_set_num_threads(prev_threads)
+        if pool is not None:
+            pool.shutdown()
+    return scores
+
+
+def knn_predict(train_x, train_y, test_x, *, k: int = 20, num_classes: int,
+                threads: int = 1) -> np.ndarray:
+    """int64 [N_test] predicted class: argmax of :func:`knn_scores`, lowest index on ties."""
+    scores = knn_scores(train_x, train_y, test_x, k=k, num_classes=num_classes, threads=threads)
+    return np.argmax(scores, axis=1).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# metrics and the two-arm evaluation
+
+
+def topk_accuracy(scores: np.ndarray, labels: np.ndarray, ks: Iterable[int] = (1, 5)
+                  ) -> dict[int, float]:
+    """Top-k accuracy in percent (0-100) for each k in ``ks``.
+
+    A query counts as a hit if its true label is among the k classes with the highest score,
+    ties broken toward the lower class index (stable argsort of ``-scores``). For
+    ``k >= num_classes`` the metric is meaningless and ``float('nan')`` is returned.
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or scores.shape[0] == 0:
+        raise ValueError(f"scores must be a non-empty 2-D array, got shape {scores.shape}")
+    n, num_classes = scores.shape
+    labels = _as_labels(labels, n, num_classes, "labels")
+    ks = [int(kk) for kk in ks]
+    for kk in ks:
+        if kk < 1:
+            raise ValueError(f"top-k needs k >= 1, got {kk}")
+    valid = [kk for kk in ks if kk < num_classes]
+    out: dict[int, float] = {kk: float("nan") for kk in ks}
+    if valid:
+        order = np.argsort(-scores, axis=1, kind="stable")[:, : max(valid)]
+        hit = order == labels[:, None]
+        for kk in valid:
+            out[kk] = 100.0 * float(hit[:, :kk].any(axis=1).mean())
+    return out
+
+
+def evaluate_knn(train_x, train_y, test_x, test_y, *, k: int = 20, num_classes: int,
+                 arms: Sequence[str] = ARMS, threads: int = 1) -> list[dict]:
+    """kNN top-1/top-5 accuracy for each arm: "raw" features and "bn" (train z-scored).
+
+    Returns one dict per arm, in the order given:
+    ``{"arm", "top1", "top5", "k", "n_train", "n_test"}`` (accuracies in percent; top5 is nan
+    when num_classes <= 5).
+    """
+    num_classes = _check_num_classes(num_classes)
+    arms = tuple(arms)
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {arms!r}")
+    train = _as_features(train_x, "train features")
+    test = _as_features(test_x, "test features")
+    _check_dims(train, test)
+    _as_labels(train_y, train.shape[0], num_classes, "train labels")
+    test_labels = _as_labels(test_y, test.shape[0], num_classes, "test labels")
+    k = _check_k(k, train.shape[0])
+
+    results = []
+    for arm in arms:
+        if arm == "bn":
+            tr, te = zscore(train, test)
+        else:
+            tr, te = train, test
+        scores = knn_scores(tr, train_y, te, k=k, num_classes=num_classes, threads=threads)
+        acc = topk_accuracy(scores, test_labels, ks=(1, 5))
+        results.append({
+            "arm": arm,
+            "top1": acc[1],
+            "top5": acc[5],
+            "k": k,
+            "n_train": int(train.shape[0]),
+            "n_test": int(test.shape[0]),
+        })
+    return results

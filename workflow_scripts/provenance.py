@@ -1,0 +1,75 @@
+"""Source hashes that make Snakemake rerun a rule when a helper module it imports changes.
+
+Snakemake reruns a job when its own script changes but not when a module the script imports
+changes. :func:`code_hash` follows the ``workflow_scripts`` imports of a rule script
+transitively (by parsing, never importing) and hashes those files; rules carry it as a param.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+PACKAGE = "workflow_scripts"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _module_file(name: str) -> Path | None:
+    rel = Path(*name.split("."))
+    for candidate in (ROOT / rel.with_suffix(".py"), ROOT / rel / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")}
+
+
+@lru_cache(maxsize=None)
+def module_closure(script: str) -> tuple[str, ...]:
+    """Package files reachable by imports from ``script`` (relative paths, sorted)."""
+    seen: set[Path] = set()
+    todo = [Path(script).resolve()]
+    while todo:
+        path = todo.pop()
+        for name in _imports(path):
+            target = _module_file(name)
+            if target and target not in seen:
+                seen.add(target)
+                todo.append(target)
+        # modules loaded by name at run time (pre-training methods) count for their package
+        if path.name == "__init__.py" and path.parent.name == "pretrain":
+            for sibling in sorted(path.parent.glob("*.py")):
+                if sibling not in seen:
+                    seen.add(sibling)
+                    todo.append(sibling)
+    return tuple(sorted(str(p.relative_to(ROOT)) for p in seen))
+
+
+@lru_cache(maxsize=None)
+def code_hash(script: str) -> str:
+    """sha256 (first 16 hex digits) over the package modules ``script`` imports."""
+    digest = hashlib.sha256()
+    for rel in module_closure(script):
+        digest.update(rel.encode() + b"\0" + (ROOT / rel).read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@lru_cache(maxsize=None)
+def package_version() -> str:
+    """Hash of every module of the package: the code version recorded with results."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / PACKAGE).rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return "src-" + digest.hexdigest()[:12]

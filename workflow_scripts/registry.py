@@ -1,0 +1,50 @@
+"""Names the workflow knows, importable without torch.
+
+The configuration is validated against these names at Snakefile parse time, before any job
+runs; the modules that implement them (``backbones``, ``pretrain``, ``synthetic``) are tested to
+agree with this registry.
+"""
+
+from __future__ import annotations
+
+# arch -> family (backbone family used by the analysis), input image size, embedding dim,
+# embeddings it supports.
+ARCHS: dict[str, dict] = {
+    # Demo backbones (shared/spec/demo.md): a ResNet-10 of torchvision BasicBlocks with widths
+    # 16/32/64/128 and a 3x3 stride-2 stem; a timm ViT with patch 8, dim 64, depth 4, 2 heads.
+    "resnet10_tiny": {"family": "resnet", "img_size": 32, "dim": 128, "embeddings": ("avgpool",)},
+    "vit_tiny_p8": {"family": "vit", "img_size": 32, "dim": 64, "embeddings": ("cls", "mean_patch")},
+    # The paper's backbones.
+    "resnet50": {"family": "resnet", "img_size": 224, "dim": 2048, "embeddings": ("avgpool",)},
+    "vit_base_patch16_224": {
+        "family": "vit", "img_size": 224, "dim": 768, "embeddings": ("cls", "mean_patch"),
+    },
+    "beitv2_base_patch16_224": {
+        "family": "vit", "img_size": 224, "dim": 768, "embeddings": ("mean_patch",),
+    },
+}
+
+# Pre-training methods the demo zoo can train inside the workflow -> (paradigm, families it
+# runs on). "random" writes the seeded initialisation untouched (a baseline).
+METHODS: dict[str, dict] = {
+    "random": {"paradigm": "baseline", "families": ("resnet", "vit")},
+    "supervised": {"paradigm": "discriminative", "families": ("resnet", "vit")},
+    "simclr": {"paradigm": "discriminative", "families": ("resnet", "vit")},
+    "byol": {"paradigm": "discriminative", "families": ("resnet", "vit")},
+    "simsiam": {"paradigm": "discriminative", "families": ("resnet", "vit")},
+    "rotation": {"paradigm": "discriminative", "families": ("resnet", "vit")},
+    "mae": {"paradigm": "generative", "families": ("vit",)},
+    "simmim": {"paradigm": "generative", "families": ("vit",)},
+}
+
+PARADIGMS = ("discriminative", "generative", "baseline")
+SOURCES = ("demo", "checkpoint")
+DATASET_KINDS = ("synthetic",)
+DOMAINS = ("id", "ood")
+SPLITS = ("train", "test")
+
+# Frozen protocols run on every data set; the trained ones (fine-tuning, few-shot) are added by
+# the trained-protocols work and run on the in-domain set only.
+FROZEN_PROTOCOLS = ("knn", "linear")
+PROTOCOLS = FROZEN_PROTOCOLS
+ARMS = ("raw", "bn")

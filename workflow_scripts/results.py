@@ -1,0 +1,93 @@
+"""The tidy accuracy table: one row per (model, data set, protocol, arm).
+
+``results/tables/accuracy.csv`` columns: model, method, backbone (the backbone family), arch,
+paradigm, dataset, domain (id/ood), shift_group, protocol, arm, top1, top5 (percent 0-100;
+top5 empty with <= 5 classes), then provenance: top1_sd (over seeds), n_seeds, seed, epochs,
+report (last/best epoch), k, n_train, n_test, code_version.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = [
+    "model", "method", "backbone", "arch", "paradigm", "dataset", "domain", "shift_group",
+    "protocol", "arm", "top1", "top5", "top1_sd", "n_seeds", "seed", "epochs", "report", "k",
+    "n_train", "n_test", "code_version",
+]
+
+
+def knn_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame[["model", "dataset", "protocol", "arm", "top1", "top5", "k", "n_train", "n_test"]].copy()
+    out["top1_sd"] = 0.0
+    out["n_seeds"] = 1
+    out["seed"] = ""
+    out["epochs"] = np.nan
+    out["report"] = ""
+    return out
+
+
+def linear_rows(frame: pd.DataFrame, report: str, report_lr: float) -> pd.DataFrame:
+    """Average the heads at ``report_lr`` over seeds, at the last or the best epoch."""
+    chosen = frame[np.isclose(frame["base_lr"], report_lr)].copy()
+    if chosen.empty:
+        raise ValueError(f"no linear-probe head was trained at base lr {report_lr}")
+    suffix = "" if report == "last" else "_best"
+    chosen["top1"] = chosen[f"top1{suffix}"]
+    chosen["top5"] = chosen[f"top5{suffix}"]
+    grouped = chosen.groupby(["model", "dataset", "protocol", "arm"], sort=False)
+    out = grouped.agg(
+        top1=("top1", "mean"), top5=("top5", "mean"), top1_sd=("top1", lambda s: s.std(ddof=1) if len(s) > 1 else 0.0),
+        n_seeds=("seed", "size"), seed=("seed", lambda s: ";".join(str(v) for v in sorted(s))),
+        epochs=("epochs", "first"), n_train=("n_train", "first"), n_test=("n_test", "first"),
+    ).reset_index()
+    out["report"] = report
+    out["k"] = np.nan
+    return out
+
+
+def accuracy_table(
+    probe_frames: list[pd.DataFrame], models: list[dict], datasets: list[dict], *,
+    report: str, report_lr: float, code_version: str,
+) -> pd.DataFrame:
+    """Join the per-job probe results with the model and data set tables."""
+    parts = []
+    by_protocol: dict[str, list[pd.DataFrame]] = {}
+    for frame in probe_frames:
+        for protocol, group in frame.groupby("protocol"):
+            by_protocol.setdefault(protocol, []).append(group)
+    for protocol, frames in by_protocol.items():
+        frame = pd.concat(frames, ignore_index=True)
+        if protocol == "knn":
+            parts.append(knn_rows(frame))
+        elif protocol == "linear":
+            parts.append(linear_rows(frame, report, report_lr))
+        else:
+            raise ValueError(f"unknown protocol '{protocol}' in the probe results")
+    table = pd.concat(parts, ignore_index=True)
+    model_info = pd.DataFrame(models)[["key", "method", "family", "arch", "paradigm"]].rename(
+        columns={"key": "model", "family": "backbone"}
+    )
+    data_info = pd.DataFrame(datasets)[["key", "role", "shift_group"]].rename(
+        columns={"key": "dataset", "role": "domain"}
+    )
+    table = table.merge(model_info, on="model", how="left").merge(data_info, on="dataset", how="left")
+    unknown = table[table["method"].isna() | table["domain"].isna()]
+    if not unknown.empty:
+        raise ValueError(f"probe results for unknown model/data set: {unknown[['model', 'dataset']].drop_duplicates().values.tolist()}")
+    duplicated = table.duplicated(["model", "dataset", "protocol", "arm"])
+    if duplicated.any():
+        raise ValueError(f"duplicate accuracy rows: {table[duplicated][['model', 'dataset', 'protocol', 'arm']].values.tolist()}")
+    table["code_version"] = code_version
+    order = {k: i for i, k in enumerate(m["key"] for m in models)}
+    dorder = {k: i for i, k in enumerate(d["key"] for d in datasets)}
+    porder = {"knn": 0, "linear": 1}
+    aorder = {"raw": 0, "bn": 1}
+    table = table.sort_values(
+        ["model", "dataset", "protocol", "arm"],
+        key=lambda s: s.map({"model": order, "dataset": dorder, "protocol": porder, "arm": aorder}[s.name]),
+    ).reset_index(drop=True)
+    for column in ("k", "epochs", "n_seeds", "n_train", "n_test"):
+        table[column] = table[column].astype("Int64")
+    return table[COLUMNS]

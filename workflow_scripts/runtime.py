@@ -1,0 +1,29 @@
+"""What every rule script does first: log to the rule's log file and honour its threads."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def setup(snakemake, torch_threads: bool = False) -> logging.Logger:
+    """Send logging (and warnings) to ``snakemake.log[0]`` and stderr; set torch threads."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if snakemake.log:
+        handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))
+    logging.basicConfig(
+        level=logging.INFO, handlers=handlers, force=True,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
+    logging.captureWarnings(True)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its AVX2 probe is noise
+    os.environ.setdefault("OMP_NUM_THREADS", str(snakemake.threads))
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(snakemake.threads)))
+    logger = logging.getLogger(f"sslbench.{snakemake.rule}")
+    logger.info("rule %s, wildcards %s, threads %s", snakemake.rule, dict(snakemake.wildcards),
+                snakemake.threads)
+    return logger

@@ -1,0 +1,26 @@
+"""Rule linear_probe: all linear heads (arms x lrs x seeds) of a (model, data set) at once."""
+
+import _bootstrap  # noqa: F401 - puts the repository root on sys.path
+
+import numpy as np
+import pandas as pd
+
+from workflow_scripts import runtime
+from workflow_scripts.features import load_features
+from workflow_scripts.io import save_csv
+from workflow_scripts.linear import HeadSpec, Recipe, train_heads
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+log = runtime.setup(sm, torch_threads=True)
+model, cfg = sm.wildcards.model, sm.params.linear
+heads = [HeadSpec(arm, lr, seed) for arm in sm.params.arms for lr in cfg["base_lrs"]
+         for seed in cfg["seeds"]]
+recipe = Recipe.from_config(cfg)
+for i, dataset in enumerate(sm.params.datasets):
+    xtr = load_features(sm.input.train[i], model, dataset, "train")
+    xte = load_features(sm.input.test[i], model, dataset, "test")
+    ytr, yte = np.load(sm.input.train_labels[i]), np.load(sm.input.test_labels[i])
+    results, _ = train_heads(xtr, ytr, xte, yte, sm.params.num_classes[i], heads, recipe)
+    frame = pd.DataFrame(results).assign(model=model, dataset=dataset, protocol="linear")
+    save_csv(sm.output[i], frame)
+    log.info("%s / %s: %s", model, dataset, frame[["arm", "base_lr", "seed", "top1"]].to_dict("records"))
