@@ -60,6 +60,47 @@ def _where(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
+def _resolve(schema: dict, node: dict) -> dict:
+    ref = node.get("$ref")
+    if ref and ref.startswith("#/"):
+        for part in ref[2:].split("/"):
+            schema = schema[part]
+        return schema
+    return node
+
+
+def coerce_cli_values(config: Any, node: dict, root: dict) -> Any:
+    """Turn strings that came from ``snakemake --config key=value`` into the schema's type.
+
+    Snakemake keeps e.g. ``batch_datasets=false`` or ``figures={f2: {dpi: 300}}``'s 300 as
+    strings; a string where the schema wants a number, boolean or null is parsed as YAML and
+    kept when the result has a wanted type (otherwise validation reports it).
+    """
+    node = _resolve(root, node)
+    if isinstance(config, dict):
+        props = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        return {
+            k: coerce_cli_values(v, props.get(k, extra if isinstance(extra, dict) else {}), root)
+            for k, v in config.items()
+        }
+    if isinstance(config, list):
+        items = node.get("items", {})
+        return [coerce_cli_values(v, items, root) for v in config]
+    if isinstance(config, str):
+        wanted = set(_types(node)) if "type" in node else set()
+        if wanted & {"integer", "number", "boolean", "null"}:
+            try:
+                value = yaml.safe_load(config)
+            except yaml.YAMLError:
+                return config
+            kinds = {bool: "boolean", int: "integer", float: "number", type(None): "null"}
+            kind = kinds.get(type(value))
+            if kind in wanted or (kind == "integer" and "number" in wanted):
+                return value
+    return config
+
+
 def validate_config(config: dict) -> None:
     """Check ``config`` against config/schemas/config.schema.yaml."""
     schema = load_schema("config")
@@ -244,7 +285,10 @@ def resolve_path(value: str, basedir: str | Path) -> Path:
 
 
 def load_study(config: dict, basedir: str | Path) -> Study:
-    """Validate ``config`` and its tables; return the selected rows as a :class:`Study`."""
+    """Validate ``config`` and its tables; return the selected rows as a :class:`Study`.
+
+    ``config`` is updated in place with values coerced from command-line strings."""
+    config.update(coerce_cli_values(config, load_schema("config"), load_schema("config")))
     validate_config(config)
     models_path = resolve_path(config["models_table"], basedir)
     datasets_path = resolve_path(config["datasets_table"], basedir)

@@ -192,17 +192,7 @@ def _chunks(n: int, step: int) -> list[slice]:
     return [slice(s, min(n, s + step)) for s in range(0, n, step)]
 
 
-def _run(pool, fn, items) -> None:
-    """Apply ``fn`` to every item, on the thread pool if there is one (numpy releases the GIL)."""
-    if pool is None:
-        for it in items:
-            fn(it)
-    else:
-        for fut in [pool.submit(fn, it) for it in items]:
-            fut.result()
-
-
-def _exact_sqdist_dense(train: np.ndarray, query: np.ndarray, nb: np.ndarray, pool) -> np.ndarray:
+def _exact_sqdist_dense(train: np.ndarray, query: np.ndarray, nb: np.ndarray) -> np.ndarray:
     """float64 ``sum((query[i] - train[nb[i, j]])**2)`` for all i, j: [nq, nb.shape[1]].
 
     The differences of float32 values are exact in float64, so duplicates give exactly 0.
@@ -210,16 +200,12 @@ def _exact_sqdist_dense(train: np.ndarray, query: np.ndarray, nb: np.ndarray, po
     """
     nq, ncol = nb.shape
     out = np.empty((nq, ncol), dtype=np.float64)
-    rows = max(1, _CACHE_CHUNK_ELEMS // train.shape[1])
-
-    def work(sl: slice) -> None:
+    for sl in _chunks(nq, max(1, _CACHE_CHUNK_ELEMS // train.shape[1])):
         q64 = query[sl].astype(np.float64)
         for j in range(ncol):
             diff = train[nb[sl, j]].astype(np.float64)
             diff -= q64
             out[sl, j] = np.einsum("ij,ij->i", diff, diff)
-
-    _run(pool, work, _chunks(nq, rows))
     return out
 
 
@@ -254,8 +240,8 @@ def _brute_exact(train: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarr
     return out_d2, out_idx
 
 
-def _exact_neighbours(faiss, train: np.ndarray, query: np.ndarray, k: int, err: np.ndarray,
-                      pool) -> tuple[np.ndarray, np.ndarray]:
+def _exact_neighbours(faiss, train: np.ndarray, query: np.ndarray, k: int,
+                      err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours of the ``query`` rows: (squared distances, indices), [nq, k].
 
     Ordered by (exact float64 squared distance, training index). ``err[i]`` bounds faiss'
@@ -287,7 +273,7 @@ def _exact_neighbours(faiss, train: np.ndarray, query: np.ndarray, k: int, err: 
             n_extra = int(need.sum(axis=1).max())
             sub_cand = cand[rows, : k + n_extra]
             d2 = np.full(sub_cand.shape, np.inf, dtype=np.float64)
-            d2[:, :k] = _exact_sqdist_dense(train, qd, sub_cand[:, :k], pool)
+            d2[:, :k] = _exact_sqdist_dense(train, qd, sub_cand[:, :k])
             if n_extra:
                 r_idx, c_idx = np.nonzero(need[:, :n_extra])
                 c_idx += k
@@ -352,8 +338,9 @@ def knn_scores(train_x, train_y, test_x, *, k: int = 20, num_classes: int, threa
 
     Weights are ``1 / d`` (Euclidean), or, for a query with any neighbour at distance exactly 0,
     1 for the zero-distance neighbours and 0 for the others. Classes without a neighbour score
-    0. Features are cast to float32 (float16/32/64 accepted); the search runs with ``threads``
-    OpenMP threads over query blocks of ``block_size`` rows.
+    0. Features are cast to float32 (float16/32/64 accepted). The test set is cut into blocks of
+    at most ``block_size`` rows (bounding memory), processed by ``threads`` worker threads that
+    each run faiss with one OpenMP thread (``faiss.omp_set_num_threads``).
     """
     import faiss  # imported lazily: no work at import time
 
@@ -382,18 +369,34 @@ def knn_scores(train_x, train_y, test_x, *, k: int = 20, num_classes: int, threa
     norm_test = np.sqrt(_upper_sqnorms(test, test_sq, gamma_d))
     err = gamma_m * (norm_test + norm_train) ** 2
 
-    prev_threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(threads)
-    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
-    try:
-        scores = np.empty((test.shape[0], num_classes), dtype=np.float64)
-        for sl in _chunks(test.shape[0], block_size):
-            d2, nb = _exact_neighbours(faiss, train, test[sl], k, err[sl], pool)
-            scores[sl] = _class_sums(labels[nb], _sklearn_weights(d2), num_classes)
-    finally:
-        faiss.omp_set_num_threads(prev_threads)
-        if pool is not None:
-            pool.shutdown()
+    # Parallel over query blocks (like scikit-learn's parallel_on_X): each worker runs faiss with
+    # one OpenMP thread on its own block, then the exact re-ranking and the votes. This avoids
+    # OpenMP barriers inside every sgemm call, which cost a lot when the cores are shared.
+    # The result does not depend on the blocking or the thread count.
+    scores = np.empty((test.shape[0], num_classes), dtype=np.float64)
+    n_test = test.shape[0]
+    # Blocks are not cut below faiss' BLAS threshold (n_rows * dim >= 128000 by default): its
+    # direct path for smaller blocks is several times slower than sgemm.
+    min_rows = -(-int(faiss.cvar.distance_compute_blas_threshold) // dim)
+    step = max(1, min(block_size, max(min_rows, -(-n_test // threads))))
+    jobs = _chunks(n_test, step)
+
+    def work(sl: slice, omp_threads: int = 1) -> None:
+        faiss.omp_set_num_threads(omp_threads)
+        d2, nb = _exact_neighbours(faiss, train, test[sl], k, err[sl])
+        scores[sl] = _class_sums(labels[nb], _sklearn_weights(d2), num_classes)
+
+    if threads == 1 or len(jobs) == 1:  # in the calling thread; restore its OpenMP setting
+        prev_threads = faiss.omp_get_max_threads()
+        try:
+            for sl in jobs:
+                work(sl, threads)
+        finally:
+            faiss.omp_set_num_threads(prev_threads)
+    else:
+        with ThreadPoolExecutor(max_workers=min(threads, len(jobs))) as pool:
+            for fut in [pool.submit(work, sl) for sl in jobs]:
+                fut.result()
     return scores
 
 

@@ -8,8 +8,10 @@ import sys
 
 
 def setup(snakemake, torch_threads: bool = False) -> logging.Logger:
-    """Send logging (and warnings) to ``snakemake.log[0]`` and stderr; set torch threads."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    """Log INFO to ``snakemake.log[0]`` and warnings to stderr; set torch threads."""
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING)
+    handlers: list[logging.Handler] = [console]
     if snakemake.log:
         handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))
     logging.basicConfig(

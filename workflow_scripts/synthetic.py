@@ -34,7 +34,7 @@ Rendering is vectorised over the batch: per-sample parameters -> rotated and sca
 grid -> signed distance function (SDF, in object units) of the class -> anti-aliased coverage
 ``clip(0.5 - sdf_px, 0, 1)`` -> composite over the background. Python loops run only over
 classes, object slots or polygon vertices, never over images. Batches are processed in chunks
-of :data:`CHUNK` images to bound peak memory.
+of :func:`chunk_size` images (2,048 at 32x32) to bound peak memory.
 
 Determinism: every call derives its random stream from
 ``np.random.SeedSequence([seed, split_code, generator_code, variant_code])`` with fixed integer
@@ -54,6 +54,8 @@ __all__ = [
     "GENERATORS",
     "SPLITS",
     "VARIANTS",
+    "balanced_labels",
+    "chunk_size",
     "generate",
 ]
 
@@ -83,7 +85,9 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
     ),
 }
 
-#: Images rendered per chunk (bounds peak memory to a few tens of MB at 32x32).
+#: Images rendered per chunk at 32x32 (bounds peak memory to ~200 MB); larger images use
+#: proportionally fewer per chunk (see :func:`chunk_size`). Part of the data definition: the
+#: chunking decides which random stream renders which image.
 CHUNK = 2048
 
 # Stable integer codes for the seed sequence. Never reorder or reuse: changing a code changes
@@ -145,7 +149,8 @@ def generate(
     root = np.random.SeedSequence(
         [seed, _SPLIT_CODES[split], _GENERATOR_CODES[generator], _VARIANT_CODES[variant]]
     )
-    n_chunks = -(-n // CHUNK)
+    chunk = chunk_size(size)
+    n_chunks = -(-n // chunk)
     label_seq, *chunk_seqs = root.spawn(1 + n_chunks)
 
     num_classes = GENERATORS[generator]
@@ -154,10 +159,16 @@ def generate(
     render = {"shapes": _render_shapes, "count": _render_count, "texture": _render_texture}
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     for i, seq in enumerate(chunk_seqs):
-        lo, hi = i * CHUNK, min(n, (i + 1) * CHUNK)
+        lo, hi = i * chunk, min(n, (i + 1) * chunk)
         rgb = render[generator](np.random.default_rng(seq), labels[lo:hi], variant, size)
         images[lo:hi] = _to_uint8(rgb)
     return images, labels
+
+
+def chunk_size(size: int) -> int:
+    """Images per rendering chunk for ``size x size`` images: :data:`CHUNK` at 32x32, scaled
+    by the pixel count (at least 16)."""
+    return max(16, CHUNK * 32 * 32 // (size * size))
 
 
 def balanced_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -490,15 +501,20 @@ def _render_shapes(rng, labels, variant, size):
 
 
 def _corrupt(rng, img, scale):
-    """Gaussian blur (sigma 0.6-1.1 px), contrast reduced to 45-70 % around the image mean,
-    then strong Gaussian pixel noise (sigma 0.06-0.10)."""
+    """Gaussian blur (sigma 0.5-1.0 px), contrast reduced to 50-75 % around the image mean,
+    then strong Gaussian pixel noise (sigma 0.035-0.065, 1.4-2.6x the standard noise).
+
+    The severity is calibrated on a small CNN trained on ``standard`` without augmentation:
+    it still recognises ~99 % of clean, ~77 % of blurred-only and ~92 % of low-contrast-only
+    images, but noise at sigma 0.06-0.10 already brought it to chance; this setting keeps the
+    set hard without flattening every model to chance."""
     m = len(img)
-    sigma = rng.uniform(0.6, 1.1, m) * scale
+    sigma = rng.uniform(0.5, 1.0, m) * scale
     img = _blur(img, sigma)
     mean = img.mean(axis=(1, 2, 3), keepdims=True)
-    contrast = rng.uniform(0.45, 0.7, m).astype(np.float32)[:, None, None, None]
+    contrast = rng.uniform(0.5, 0.75, m).astype(np.float32)[:, None, None, None]
     img = mean + (img - mean) * contrast
-    noise_sd = rng.uniform(0.06, 0.10, m)[:, None, None, None]
+    noise_sd = rng.uniform(0.035, 0.065, m)[:, None, None, None]
     return img + _noise(rng, img.shape, noise_sd)
 
 

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.integration
 
 
 def snakemake(workdir, *args, check=True):
-    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(SMOKE), *args]
+    configfile = [] if "--configfile" in args else ["--configfile", str(SMOKE)]
+    # targets first: --configfile and --config take several values
+    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args, *configfile]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
@@ -105,11 +106,17 @@ def test_knn_accuracy_equals_scikit_learn_on_the_cache(run):
                 assert got["top1"].item() == pytest.approx(expected, abs=1e-9)
 
 
+def override(workdir, text):
+    path = workdir / "override.yaml"
+    path.write_text(text)
+    return ["--configfile", str(SMOKE), str(path)]
+
+
 def test_rerun_is_a_no_op_and_one_figure_rerenders_alone(run):
     assert planned_jobs(snakemake(run, "-n")) == {}
-    plan = planned_jobs(snakemake(run, "-n", "--config", "figures={f2: {method: kendall, dpi: 61}}"))
+    plan = planned_jobs(snakemake(run, "-n", *override(run, "figures: {f2: {dpi: 61}}\n")))
     assert plan == {"f2_id_vs_ood": 1, "all": 1}
-    plan = planned_jobs(snakemake(run, "-n", "--config", "knn={k: 5}"))
+    plan = planned_jobs(snakemake(run, "-n", *override(run, "knn: {k: 5}\n")))
     assert plan["knn_probe"] == 4 and "linear_probe" not in plan and "extract_features" not in plan
     assert {"accuracy_table", "correlations"} <= set(plan)
 
@@ -126,7 +133,7 @@ def test_per_dataset_jobs_give_the_same_results(run, tmp_path):
     plan = planned_jobs(snakemake(tmp_path, "-n", "--config", "batch_datasets=false"))
     assert plan["extract_features"] == 4 * 3 and plan["knn_probe"] == 4 * 3
     target = "results/probes/knn/simclr_resnet/count.csv"
-    snakemake(tmp_path, "--cores", "2", "--config", "batch_datasets=false", target)
+    snakemake(tmp_path, target, "--cores", "2", "--config", "batch_datasets=false")
     for split in ("train", "test"):
         a = np.load(tmp_path / f"results/features/simclr_resnet/count/{split}.npy")
         b = np.load(run / f"results/features/simclr_resnet/count/{split}.npy")

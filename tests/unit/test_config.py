@@ -117,3 +117,17 @@ def test_relative_tables_resolve_from_the_workflow_dir(config, tmp_path, monkeyp
     shutil.copy(ROOT / "config" / "models_demo.tsv", tmp_path / "mine.tsv")
     config["models_table"] = "mine.tsv"
     assert len(load_study(config, ROOT).model_keys) >= 12
+
+
+def test_command_line_strings_are_coerced(config):
+    # `snakemake --config batch_datasets=false 'figures={f2: {dpi: 300}}' knn='{k: 5}'`
+    config.update(batch_datasets="false", knn={"k": "5"})
+    config["figures"]["f2"] = {"dpi": "300", "method": "spearman"}
+    config["transform"]["resize"] = "null"
+    study = load_study(config, ROOT)
+    assert study.config["batch_datasets"] is False and study.config["knn"]["k"] == 5
+    assert study.config["figures"]["f2"] == {"dpi": 300, "method": "spearman"}
+    assert study.config["transform"]["resize"] is None
+    config["knn"]["k"] = "five"
+    with pytest.raises(ConfigError, match="config key 'knn.k': 'five' is not of type 'integer'"):
+        load_study(config, ROOT)

@@ -116,9 +116,10 @@ def test_ten_classes_multi_block_and_threads():
     q = rng.normal(size=(257, 32)).astype(np.float32)
     clf = sk_fit(x, y, 20)
     ref = clf.predict(q)
-    one = knn_scores(x, y, q, k=20, num_classes=10, block_size=50, threads=1)
-    two = knn_scores(x, y, q, k=20, num_classes=10, block_size=4096, threads=2)
-    np.testing.assert_array_equal(one, two)  # bit-identical whatever the blocking / threads
+    one = knn_scores(x, y, q, k=20, num_classes=10, block_size=4096, threads=1)
+    for threads, block_size in [(1, 50), (2, 64), (3, 50), (2, 4096)]:  # worker pool / inline
+        other = knn_scores(x, y, q, k=20, num_classes=10, block_size=block_size, threads=threads)
+        np.testing.assert_array_equal(one, other)  # bit-identical whatever blocks / threads
     np.testing.assert_array_equal(one.argmax(1), ref)
 
 
