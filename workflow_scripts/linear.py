@@ -95,10 +95,9 @@ class LinearHeads(torch.nn.Module):
     the optimiser step and the per-head gradient clipping are a handful of tensor ops whatever H
     is. Heads that share a seed see the same mini-batches and form a group: the group's batch
     is gathered once, its BatchNorm batch statistics are computed once (identical for every BN
-    head of the group), and its logits come from one matmul against the concatenated weights.
-    A BN head's affine is folded into its weights,
-    ``(x_hat * gamma + beta) @ W + b = x_hat @ (gamma[:, None] * W) + (beta @ W + b)``, which
-    autograd differentiates exactly like the unfolded form.
+    head of the group), and the logits of all its heads, raw and BN, come from one matmul: the
+    normalisation and affine of a BN head are folded into its weights (see _group_logits),
+    which autograd differentiates exactly like the unfolded form.
     """
 
     def __init__(self, dim: int, num_classes: int, heads: list[HeadSpec], init_std: float) -> None:
@@ -131,39 +130,54 @@ class LinearHeads(torch.nn.Module):
         self.register_buffer("restore", torch.argsort(torch.tensor(order)), persistent=False)
         self.in_order = order == list(range(len(heads)))
 
-    def _bn_logits(self, x: torch.Tensor, bn: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.gamma[rows], self.beta[rows]  # [G, D]
-        weight, bias = self.weight[bn], self.bias[bn]  # [G, D, C], [G, C]
-        if self.training:
-            var, mean = torch.var_mean(x, dim=0, unbiased=False)
-            with torch.no_grad():
-                n = x.shape[0]
-                self.running_mean[rows] = self.running_mean[rows] * (1 - BN_MOMENTUM) + BN_MOMENTUM * mean
-                self.running_var[rows] = (
-                    self.running_var[rows] * (1 - BN_MOMENTUM) + BN_MOMENTUM * var * n / (n - 1)
-                )
-            inp = (x - mean) / torch.sqrt(var + BN_EPS)  # shared by the group
-            scale, shift = gamma, beta
-        else:  # running statistics differ per head: fold them into the affine
-            inv = torch.rsqrt(self.running_var[rows] + BN_EPS)
-            inp = x
-            scale, shift = gamma * inv, beta - self.running_mean[rows] * gamma * inv
-        folded_w = scale[:, :, None] * weight  # [G, D, C]
+    def _group_logits(self, x: torch.Tensor, raw, bn, rows) -> torch.Tensor:
+        """Logits [B, R + G, C] of one seed group (raw heads, then BN heads) from ONE matmul.
+
+        BatchNorm (batch statistics in training, running statistics in eval) and the BN
+        affine are folded into the weights: for a BN head
+        ``((x - mu) * s * gamma + beta) @ W + b = x @ (s * gamma)[:, None] * W
+        + ((beta - mu * s * gamma) @ W + b)`` with s = 1 / sqrt(var + eps); a raw head has
+        scale 1 and shift 0."""
+        n_raw, n_bn = _count(raw), _count(bn)
+        dim = x.shape[1]
+        scales, shifts, weights, biases = [], [], [], []
+        if n_raw:
+            scales.append(x.new_ones(n_raw, dim))
+            shifts.append(x.new_zeros(n_raw, dim))
+            weights.append(self.weight[raw])
+            biases.append(self.bias[raw])
+        if n_bn:
+            if self.training:
+                var, mean = torch.var_mean(x, dim=0, unbiased=False)
+                with torch.no_grad():
+                    n = x.shape[0]
+                    self.running_mean[rows] = (
+                        self.running_mean[rows] * (1 - BN_MOMENTUM) + BN_MOMENTUM * mean
+                    )
+                    self.running_var[rows] = (
+                        self.running_var[rows] * (1 - BN_MOMENTUM) + BN_MOMENTUM * var * n / (n - 1)
+                    )
+                inv = torch.rsqrt(var + BN_EPS).expand(n_bn, dim)
+                mean = mean.expand(n_bn, dim)
+            else:
+                inv = torch.rsqrt(self.running_var[rows] + BN_EPS)
+                mean = self.running_mean[rows]
+            scale = self.gamma[rows] * inv
+            scales.append(scale)
+            shifts.append(self.beta[rows] - mean * scale)
+            weights.append(self.weight[bn])
+            biases.append(self.bias[bn])
+        scale = torch.cat(scales) if len(scales) > 1 else scales[0]  # [G, D]
+        shift = torch.cat(shifts) if len(shifts) > 1 else shifts[0]
+        weight = torch.cat(weights) if len(weights) > 1 else weights[0]  # [G, D, C]
+        bias = torch.cat(biases) if len(biases) > 1 else biases[0]  # [G, C]
+        folded_w = (scale[:, :, None] * weight).permute(1, 0, 2).reshape(dim, -1)
         folded_b = torch.einsum("gd,gdc->gc", shift, weight) + bias
-        w_cat = folded_w.permute(1, 0, 2).reshape(x.shape[1], -1)
-        return torch.addmm(folded_b.reshape(-1), inp, w_cat).view(len(x), _count(bn), -1)
+        return torch.addmm(folded_b.reshape(-1), x, folded_w).view(len(x), n_raw + n_bn, -1)
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         """xs: one [B, D] batch per seed group -> logits [H, B, C] in head order."""
-        blocks = []
-        for (raw, bn, rows), x in zip(self.groups, xs, strict=True):
-            if _count(raw):
-                w_cat = self.weight[raw].permute(1, 0, 2).reshape(x.shape[1], -1)  # [D, R*C]
-                blocks.append(
-                    torch.addmm(self.bias[raw].reshape(-1), x, w_cat).view(len(x), _count(raw), -1)
-                )
-            if _count(bn):
-                blocks.append(self._bn_logits(x, bn, rows))
+        blocks = [self._group_logits(x, *group) for group, x in zip(self.groups, xs, strict=True)]
         logits = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
         if not self.in_order:
             logits = logits[:, self.restore]
