@@ -15,7 +15,6 @@ rule accuracy_table:
         datasets=[STUDY.dataset(d) for d in DATASETS],
         report=config["linear"]["report"],
         report_lr=config["linear"]["report_lr"],
-        code_version=package_version(),
         code=code("accuracy_table"),
     script:
         script_path("accuracy_table")

@@ -8,7 +8,7 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from workflow_scripts.config import ConfigError, load_study
-from workflow_scripts.provenance import code_hash, package_version
+from workflow_scripts.provenance import code_hash
 
 try:
     STUDY = load_study(config, basedir=workflow.basedir)
@@ -29,6 +29,7 @@ wildcard_constraints:
     model="|".join(MODELS),
     dataset="|".join(DATASETS),
     split="train|test",
+    pct=r"[0-9]+(\.[0-9]+)?",
 
 
 def script_path(name):
@@ -108,6 +109,11 @@ def all_targets():
     return [
         "results/tables/accuracy.csv",
         "results/tables/correlations.csv",
+        *expand(
+            "results/splits/{dataset}/fewshot_{pct}.npy",
+            dataset=ID_DATASET,
+            pct=[f"{p:g}" for p in config["fewshot"]["percents"]],
+        ),
         *expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=["png", "pdf"]),
     ]
 

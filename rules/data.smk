@@ -16,3 +16,20 @@ rule generate_dataset:
         code=code("generate_dataset"),
     script:
         script_path("generate_dataset")
+
+
+rule fewshot_split:
+    input:
+        labels="results/labels/{dataset}/train.npy",
+    output:
+        "results/splits/{dataset}/fewshot_{pct}.npy",
+    log:
+        "logs/fewshot_split/{dataset}/{pct}.log",
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        num_classes=lambda wc: STUDY.dataset(wc.dataset)["num_classes"],
+        seed=config["fewshot"]["seed"],
+        code=code("fewshot_split"),
+    script:
+        script_path("fewshot_split")

@@ -315,6 +315,17 @@ def load_study(config: dict, basedir: str | Path) -> Study:
             f"config key 'linear.warmup_epochs': {lin['warmup_epochs']} must be smaller than "
             f"linear.epochs ({lin['epochs']})"
         )
+    id_row = datasets.loc[ids[0]]
+    if id_row["n_train"] is not None:
+        from workflow_scripts.fewshot import per_class
+
+        for percent in config["fewshot"]["percents"]:
+            if per_class(id_row["n_train"], id_row["num_classes"], percent) == 0:
+                raise ConfigError(
+                    f"config key 'fewshot.percents': a {percent:g}% subset of data set "
+                    f"'{ids[0]}' ({id_row['n_train']} train images, {id_row['num_classes']} "
+                    "classes) has 0 images per class"
+                )
     unknown = sorted(set(config["pretrain"]["methods"]) - set(registry.METHODS))
     if unknown:
         raise ConfigError(

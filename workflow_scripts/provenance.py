@@ -64,12 +64,3 @@ def code_hash(script: str) -> str:
     for rel in module_closure(script):
         digest.update(rel.encode() + b"\0" + (ROOT / rel).read_bytes() + b"\0")
     return digest.hexdigest()[:16]
-
-
-@lru_cache(maxsize=None)
-def package_version() -> str:
-    """Hash of every module of the package: the code version recorded with results."""
-    digest = hashlib.sha256()
-    for path in sorted((ROOT / PACKAGE).rglob("*.py")):
-        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return "src-" + digest.hexdigest()[:12]

@@ -3,7 +3,8 @@
 ``results/tables/accuracy.csv`` columns: model, method, backbone (the backbone family), arch,
 paradigm, dataset, domain (id/ood), shift_group, protocol, arm, top1, top5 (percent 0-100;
 top5 empty with <= 5 classes), then provenance: top1_sd (over seeds), n_seeds, seed, epochs,
-report (last/best epoch), k, n_train, n_test, code_version.
+report (last/best epoch), k, n_train, n_test, code_version (hash of the package modules that
+computed the row, see ``provenance.code_hash``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ COLUMNS = [
 
 
 def knn_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame[["model", "dataset", "protocol", "arm", "top1", "top5", "k", "n_train", "n_test"]].copy()
+    out = frame[["model", "dataset", "protocol", "arm", "top1", "top5", "k", "n_train", "n_test",
+                 "code_version"]].copy()
     out["top1_sd"] = 0.0
     out["n_seeds"] = 1
     out["seed"] = ""
@@ -41,6 +43,7 @@ def linear_rows(frame: pd.DataFrame, report: str, report_lr: float) -> pd.DataFr
         top1=("top1", "mean"), top5=("top5", "mean"), top1_sd=("top1", lambda s: s.std(ddof=1) if len(s) > 1 else 0.0),
         n_seeds=("seed", "size"), seed=("seed", lambda s: ";".join(str(v) for v in sorted(s))),
         epochs=("epochs", "first"), n_train=("n_train", "first"), n_test=("n_test", "first"),
+        code_version=("code_version", "first"),
     ).reset_index()
     out["report"] = report
     out["k"] = np.nan
@@ -49,7 +52,7 @@ def linear_rows(frame: pd.DataFrame, report: str, report_lr: float) -> pd.DataFr
 
 def accuracy_table(
     probe_frames: list[pd.DataFrame], models: list[dict], datasets: list[dict], *,
-    report: str, report_lr: float, code_version: str,
+    report: str, report_lr: float,
 ) -> pd.DataFrame:
     """Join the per-job probe results with the model and data set tables."""
     parts = []
@@ -79,7 +82,6 @@ def accuracy_table(
     duplicated = table.duplicated(["model", "dataset", "protocol", "arm"])
     if duplicated.any():
         raise ValueError(f"duplicate accuracy rows: {table[duplicated][['model', 'dataset', 'protocol', 'arm']].values.tolist()}")
-    table["code_version"] = code_version
     order = {k: i for i, k in enumerate(m["key"] for m in models)}
     dorder = {k: i for i, k in enumerate(d["key"] for d in datasets)}
     porder = {"knn": 0, "linear": 1}

@@ -67,13 +67,17 @@ def test_tables_have_the_promised_shape(run):
                                        "ci_low", "ci_high"]
     assert set(corr["method"]) == {"kendall", "spearman", "pearson"}
     assert (corr.loc[corr.subset == "all", "n"] == 4).all()
+    for pct, per_class in ((10, 10), (1, 1)):
+        subset = np.load(run / f"results/splits/shapes/fewshot_{pct}.npy")
+        labels = np.load(run / "results/labels/shapes/train.npy")
+        assert subset.dtype == np.int64 and np.all(np.bincount(labels[subset]) == per_class)
     for figure in ("f1_id_protocols", "f2_id_vs_ood", "f3_scatter", "f4_bn_effect"):
         for ext in ("png", "pdf"):
             assert (run / f"results/figures/{figure}.{ext}").stat().st_size > 1000
 
 
 def test_feature_cache_layout(run):
-    for dataset, n_train, n_test in (("shapes", 400, 200), ("count", 200, 100)):
+    for dataset, n_train, n_test in (("shapes", 1000, 200), ("count", 200, 100)):
         for split, n in (("train", n_train), ("test", n_test)):
             labels = np.load(run / f"results/labels/{dataset}/{split}.npy")
             assert labels.dtype == np.int64 and labels.shape == (n,)

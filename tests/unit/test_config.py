@@ -131,3 +131,9 @@ def test_command_line_strings_are_coerced(config):
     config["knn"]["k"] = "five"
     with pytest.raises(ConfigError, match="config key 'knn.k': 'five' is not of type 'integer'"):
         load_study(config, ROOT)
+
+
+def test_zero_size_fewshot_subset_fails_at_validation(config):
+    config["fewshot"]["percents"] = [10, 0.1]
+    with pytest.raises(ConfigError, match=r"config key 'fewshot.percents': a 0.1% subset of data set 'shapes' \(5000 train images, 10 classes\) has 0 images per class"):
+        load_study(config, ROOT)

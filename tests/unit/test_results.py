@@ -22,19 +22,20 @@ def _linear(model, dataset):
                              "base_lr": lr, "lr": lr, "seed": seed, "top1": top1 + lr * 10,
                              "top5": 90.0, "top1_best": top1 + 5, "top5_best": 95.0,
                              "best_epoch": 3, "epochs": 10, "batch_size": 256, "n_train": 100,
-                             "n_test": 50})
+                             "n_test": 50, "code_version": "v1"})
     return pd.DataFrame(rows)
 
 
 def _knn(model, dataset):
     return pd.DataFrame([{"model": model, "dataset": dataset, "protocol": "knn", "arm": arm,
-                          "top1": 40.0 + i, "top5": np.nan, "k": 20, "n_train": 100, "n_test": 50}
+                          "top1": 40.0 + i, "top5": np.nan, "k": 20, "n_train": 100, "n_test": 50,
+                          "code_version": "v1"}
                          for i, arm in enumerate(("raw", "bn"))])
 
 
 def test_accuracy_table_joins_and_averages_seeds():
     frames = [f(m["key"], d["key"]) for m in MODELS for d in DATASETS for f in (_linear, _knn)]
-    table = accuracy_table(frames, MODELS, DATASETS, report="last", report_lr=0.3, code_version="v1")
+    table = accuracy_table(frames, MODELS, DATASETS, report="last", report_lr=0.3)
     assert list(table.columns) == COLUMNS
     assert len(table) == 2 * 2 * 2 * 2
     row = table.query("model == 'b' and dataset == 'ood' and protocol == 'linear' and arm == 'bn'").iloc[0]
@@ -42,7 +43,7 @@ def test_accuracy_table_joins_and_averages_seeds():
     assert row["top1_sd"] == pytest.approx(np.std([53.0, 63.0], ddof=1))
     assert row["seed"] == "1;2" and row["backbone"] == "vit" and row["domain"] == "ood"
     assert row["shift_group"] == "style" and row["code_version"] == "v1"
-    best = accuracy_table(frames, MODELS, DATASETS, report="best", report_lr=0.1, code_version="v1")
+    best = accuracy_table(frames, MODELS, DATASETS, report="best", report_lr=0.1)
     assert best.query("protocol == 'linear'")["top1"].eq(60.0).all()  # mean of 55 and 65
     # order: model, dataset, protocol (knn first), arm (raw first)
     assert list(table["protocol"][:4]) == ["knn", "knn", "linear", "linear"]
@@ -51,11 +52,11 @@ def test_accuracy_table_joins_and_averages_seeds():
 
 def test_accuracy_table_rejects_unknown_and_duplicates():
     with pytest.raises(ValueError, match="unknown model"):
-        accuracy_table([_knn("zzz", "id")], MODELS, DATASETS, report="last", report_lr=0.1, code_version="v")
+        accuracy_table([_knn("zzz", "id")], MODELS, DATASETS, report="last", report_lr=0.1)
     with pytest.raises(ValueError, match="duplicate accuracy rows"):
-        accuracy_table([_knn("a", "id"), _knn("a", "id")], MODELS, DATASETS, report="last", report_lr=0.1, code_version="v")
+        accuracy_table([_knn("a", "id"), _knn("a", "id")], MODELS, DATASETS, report="last", report_lr=0.1)
     with pytest.raises(ValueError, match="no linear-probe head was trained at base lr 0.5"):
-        accuracy_table([_linear("a", "id")], MODELS, DATASETS, report="last", report_lr=0.5, code_version="v")
+        accuracy_table([_linear("a", "id")], MODELS, DATASETS, report="last", report_lr=0.5)
 
 
 def test_code_hash_follows_package_imports(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ sm = snakemake  # noqa: F821 - injected by Snakemake
 log = runtime.setup(sm)
 table = accuracy_table(
     [pd.read_csv(path) for path in sm.input], sm.params.models, sm.params.datasets,
-    report=sm.params.report, report_lr=sm.params.report_lr, code_version=sm.params.code_version,
+    report=sm.params.report, report_lr=sm.params.report_lr,
 )
 save_csv(sm.output[0], table)
 log.info("%d accuracy rows", len(table))

@@ -19,6 +19,7 @@ for i, dataset in enumerate(sm.params.datasets):
     ytr, yte = np.load(sm.input.train_labels[i]), np.load(sm.input.test_labels[i])
     rows = evaluate_knn(xtr, ytr, xte, yte, k=sm.params.k, num_classes=sm.params.num_classes[i],
                         arms=tuple(sm.params.arms), threads=sm.threads)
-    frame = pd.DataFrame(rows).assign(model=model, dataset=dataset, protocol="knn")
+    frame = pd.DataFrame(rows).assign(model=model, dataset=dataset, protocol="knn",
+                                      code_version=sm.params.code)
     save_csv(sm.output[i], frame)
     log.info("%s / %s: %s", model, dataset, frame[["arm", "top1", "top5"]].to_dict("records"))

@@ -21,6 +21,7 @@ for i, dataset in enumerate(sm.params.datasets):
     xte = load_features(sm.input.test[i], model, dataset, "test")
     ytr, yte = np.load(sm.input.train_labels[i]), np.load(sm.input.test_labels[i])
     results, _ = train_heads(xtr, ytr, xte, yte, sm.params.num_classes[i], heads, recipe)
-    frame = pd.DataFrame(results).assign(model=model, dataset=dataset, protocol="linear")
+    frame = pd.DataFrame(results).assign(model=model, dataset=dataset, protocol="linear",
+                                         code_version=sm.params.code)
     save_csv(sm.output[i], frame)
     log.info("%s / %s: %s", model, dataset, frame[["arm", "base_lr", "seed", "top1"]].to_dict("records"))
