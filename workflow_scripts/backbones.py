@@ -86,7 +86,7 @@ class TorchvisionResNet50(nn.Module):
         return self.net.load_state_dict(state_dict, strict=strict, assign=assign)
 
 
-def _timm_vit(arch: str, embedding: str) -> nn.Module:
+def _timm_vit(arch: str, embedding: str, drop_path: float = 0.0) -> nn.Module:
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
@@ -95,19 +95,25 @@ def _timm_vit(arch: str, embedding: str) -> nn.Module:
         model = VisionTransformer(
             img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2, mlp_ratio=2.0,
             num_classes=0, global_pool=pool, fc_norm=(embedding == "mean_patch"),
+            drop_path_rate=drop_path,
         )
     elif arch == "beitv2_base_patch16_224":
-        model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool=pool)
+        model = timm.create_model(
+            arch, pretrained=False, num_classes=0, global_pool=pool, drop_path_rate=drop_path
+        )
     else:
         model = timm.create_model(
             arch, pretrained=False, num_classes=0, global_pool=pool,
-            fc_norm=(embedding == "mean_patch"),
+            fc_norm=(embedding == "mean_patch"), drop_path_rate=drop_path,
         )
     return model
 
 
-def build_backbone(arch: str, embedding: str) -> nn.Module:
-    """A randomly initialised backbone whose ``forward`` returns the embedding."""
+def build_backbone(arch: str, embedding: str, drop_path: float = 0.0) -> nn.Module:
+    """A randomly initialised backbone whose ``forward`` returns the embedding.
+
+    ``drop_path``: stochastic-depth rate of the last ViT block (timm's linear schedule over
+    the blocks); it has no parameters, so weights load the same with or without it."""
     spec = registry.ARCHS.get(arch)
     if spec is None:
         raise ValueError(f"unknown arch '{arch}' (known: {', '.join(registry.ARCHS)})")
@@ -121,7 +127,7 @@ def build_backbone(arch: str, embedding: str) -> nn.Module:
     elif arch == "resnet50":
         model = TorchvisionResNet50()
     else:
-        model = _timm_vit(arch, embedding)
+        model = _timm_vit(arch, embedding, drop_path)
     model.embed_dim = spec["dim"]
     return model
 
@@ -141,11 +147,13 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | 
         save_file(state, str(tmp), metadata=metadata)
 
 
-def load_backbone(path: str | Path, arch: str, embedding: str) -> nn.Module:
+def load_backbone(
+    path: str | Path, arch: str, embedding: str, drop_path: float = 0.0
+) -> nn.Module:
     """Build ``arch`` and load ``path`` (safetensors) with strict=True; eval mode."""
     from safetensors.torch import load_file
 
-    model = build_backbone(arch, embedding)
+    model = build_backbone(arch, embedding, drop_path)
     state = load_file(str(path))
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:

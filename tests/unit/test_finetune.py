@@ -1,0 +1,118 @@
+"""Fine-tuning: layer decay per parameter, ViT extras active, BN arm, exact resume."""
+
+import numpy as np
+import pytest
+import torch
+
+from workflow_scripts import finetune as ft
+from workflow_scripts.backbones import build_backbone
+
+MEAN, STD = [0.5] * 3, [0.25] * 3
+
+
+def _data(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n)
+
+
+def test_layer_decay_gives_the_expected_lr_per_parameter():
+    vit = build_backbone("vit_tiny_p8", "cls")
+    model = ft.Classifier(vit, 10, "bn")
+    recipe = ft.FinetuneRecipe(epochs=2, batch_size=8, lr=0.1, head_lr=0.3, warmup_epochs=0)
+    lr_of = {name: g["lr"] for g in ft.param_groups(model, recipe) for name in g["names"]}
+    depth = 4
+    assert lr_of["backbone.patch_embed.proj.weight"] == pytest.approx(0.1 * 0.65 ** (depth + 1))
+    assert lr_of["backbone.cls_token"] == pytest.approx(0.1 * 0.65 ** (depth + 1))
+    assert lr_of["backbone.pos_embed"] == pytest.approx(0.1 * 0.65 ** (depth + 1))
+    for i in range(depth):
+        assert lr_of[f"backbone.blocks.{i}.attn.qkv.weight"] == pytest.approx(0.1 * 0.65 ** (depth - i))
+        assert lr_of[f"backbone.blocks.{i}.norm2.bias"] == pytest.approx(0.1 * 0.65 ** (depth - i))
+    assert lr_of["backbone.norm.weight"] == pytest.approx(0.1)
+    assert lr_of["head.weight"] == lr_of["bn.weight"] == pytest.approx(0.3)
+    # every parameter is in exactly one group
+    names = [n for g in ft.param_groups(model, recipe) for n in g["names"]]
+    assert len(names) == len(set(names)) == len(list(model.named_parameters()))
+
+
+def test_resnet_has_no_layer_decay():
+    model = ft.Classifier(build_backbone("resnet10_tiny", "avgpool"), 10, "raw")
+    groups = ft.param_groups(model, ft.FinetuneRecipe(epochs=2, batch_size=8, lr=0.1, warmup_epochs=0))
+    assert [g["lr"] for g in groups] == [0.1]
+
+
+def test_vit_extras_are_active(monkeypatch):
+    seen = []
+    real = ft.F.cross_entropy
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("label_smoothing", 0.0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ft.F, "cross_entropy", spy)
+    images, labels = _data()
+    recipe = ft.FinetuneRecipe(epochs=1, batch_size=16, warmup_epochs=0)
+    vit = build_backbone("vit_tiny_p8", "cls", drop_path=recipe.drop_path)
+    assert vit.blocks[-1].drop_path1.drop_prob == pytest.approx(0.2)
+    result, model = ft.finetune(vit, images, labels, images, labels, num_classes=10, arm="raw",
+                                recipe=recipe, seed=0, mean=MEAN, std=STD)
+    assert seen and set(seen) == {0.1}
+    assert result["label_smoothing"] == 0.1 and result["drop_path"] == 0.2
+    x = torch.randn(4, 3, 32, 32)
+    model.train()
+    assert not torch.equal(model(x), model(x))  # stochastic depth in training
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    seen.clear()
+    resnet = build_backbone("resnet10_tiny", "avgpool")
+    ft.finetune(resnet, images, labels, images, labels, num_classes=10, arm="bn", recipe=recipe,
+                seed=0, mean=MEAN, std=STD)
+    assert set(seen) == {0.0}  # no label smoothing for ResNets
+
+
+def test_bn_arm_puts_batchnorm_before_the_head():
+    model = ft.Classifier(build_backbone("resnet10_tiny", "avgpool"), 7, "bn")
+    assert isinstance(model.bn, torch.nn.BatchNorm1d) and model.bn.num_features == 128
+    assert model.head.bias.abs().sum() == 0 and model.head.weight.std() < 0.02
+    with pytest.raises(ValueError, match="unknown arm"):
+        ft.Classifier(build_backbone("resnet10_tiny", "avgpool"), 7, "ln")
+
+
+class Killed(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize(("arch", "embedding"), [("vit_tiny_p8", "cls"), ("resnet10_tiny", "avgpool")])
+def test_resume_equals_uninterrupted(tmp_path, arch, embedding):
+    torch.set_num_threads(1)
+    images, labels = _data()
+    recipe = ft.FinetuneRecipe(epochs=4, batch_size=16, warmup_epochs=1)
+
+    def fresh():
+        torch.manual_seed(123)
+        return build_backbone(arch, embedding, drop_path=recipe.drop_path)
+
+    kwargs = dict(num_classes=10, arm="bn", recipe=recipe, seed=5, mean=MEAN, std=STD)
+    full, model_full = ft.finetune(fresh(), images, labels, images, labels,
+                                   state_path=tmp_path / "a.pt", **kwargs)
+
+    def kill(epoch):
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        ft.finetune(fresh(), images, labels, images, labels, state_path=tmp_path / "b.pt",
+                    on_epoch_end=kill, **kwargs)
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["epoch"] == 1
+    torch.manual_seed(999)  # the global RNG state is restored from the file, not inherited
+    resumed, model_resumed = ft.finetune(fresh(), images, labels, images, labels,
+                                         state_path=tmp_path / "b.pt", **kwargs)
+    for key, value in model_full.state_dict().items():
+        assert torch.equal(value, model_resumed.state_dict()[key]), key
+    assert resumed["top1"] == full["top1"]
+
+
+def test_recipe_validation():
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        ft.FinetuneRecipe(epochs=3, batch_size=8, warmup_epochs=3)
+    with pytest.raises(ValueError, match="epochs"):
+        ft.FinetuneRecipe(epochs=0, batch_size=8)
