@@ -3,7 +3,7 @@
 
 rule accuracy_table:
     input:
-        [f for protocol in PROTOCOLS for f in probe_results(protocol)],
+        probe_results(),
     output:
         "results/tables/accuracy.csv",
     log:

@@ -20,6 +20,12 @@ DATASETS = STUDY.dataset_keys
 ID_DATASET = STUDY.id_dataset
 SPLITS = ["train", "test"]
 PROTOCOLS = config["protocols"]
+FROZEN_PROTOCOLS = [p for p in PROTOCOLS if p in ("knn", "linear")]
+PERCENTS = [f"{p:g}" for p in config["fewshot"]["percents"]]
+# Trained protocols run on the in-domain set only: finetune, fewshot<pct> per subset size.
+TRAINED_PROTOCOLS = (["finetune"] if "finetune" in PROTOCOLS else []) + (
+    [f"fewshot{pct}" for pct in PERCENTS] if "fewshot" in PROTOCOLS else []
+)
 # One job per model covering all of its data sets (fewest process start-ups), or one job per
 # (model, data set) (the unit on a GPU cluster, and adding a data set recomputes nothing else).
 BATCH_DATASETS = config["batch_datasets"]
@@ -93,13 +99,21 @@ def labels_of(split):
     return inputs
 
 
-def probe_results(protocol):
-    return expand(
+def probe_results():
+    """Every per-job result file the accuracy table collects."""
+    frozen = expand(
         "results/probes/{protocol}/{model}/{dataset}.csv",
-        protocol=protocol,
+        protocol=FROZEN_PROTOCOLS,
         model=MODELS,
         dataset=DATASETS,
     )
+    trained = expand(
+        "results/probes/{protocol}/{model}/{dataset}.csv",
+        protocol=TRAINED_PROTOCOLS,
+        model=MODELS,
+        dataset=ID_DATASET,
+    )
+    return frozen + trained
 
 
 FIGURES = ["f1_id_protocols", "f2_id_vs_ood", "f3_scatter", "f4_bn_effect"]
@@ -112,7 +126,7 @@ def all_targets():
         *expand(
             "results/splits/{dataset}/fewshot_{pct}.npy",
             dataset=ID_DATASET,
-            pct=[f"{p:g}" for p in config["fewshot"]["percents"]],
+            pct=PERCENTS,
         ),
         *expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=["png", "pdf"]),
     ]

@@ -53,3 +53,48 @@ rule linear_probe:
         code=code("linear_probe"),
     script:
         script_path("linear_probe")
+
+
+# Trained protocols on the in-domain set: one job per model runs full fine-tuning and the
+# few-shot subsets, both arms; per-epoch resume state lives in results/state (not an output).
+if TRAINED_PROTOCOLS:
+
+    rule finetune:
+        input:
+            weights="results/checkpoints/{model}.safetensors",
+            train_images=f"results/data/{ID_DATASET}/train_images.npy",
+            train_labels=f"results/labels/{ID_DATASET}/train.npy",
+            test_images=f"results/data/{ID_DATASET}/test_images.npy",
+            test_labels=f"results/labels/{ID_DATASET}/test.npy",
+            splits=expand(
+                "results/splits/{dataset}/fewshot_{pct}.npy",
+                dataset=ID_DATASET,
+                pct=PERCENTS if "fewshot" in PROTOCOLS else [],
+            ),
+        output:
+            [
+                f"results/probes/{p}/{{model}}/{ID_DATASET}.csv"
+                for p in TRAINED_PROTOCOLS
+            ],
+        log:
+            "logs/finetune/{model}.log",
+        benchmark:
+            "results/benchmarks/finetune/{model}.tsv"
+        conda:
+            "../envs/sslbench.yaml"
+        threads: 1
+        params:
+            model=model_row,
+            dataset=ID_DATASET,
+            protocols=TRAINED_PROTOCOLS,
+            percents=PERCENTS if "fewshot" in PROTOCOLS else [],
+            arms=config["arms"],
+            finetune=config["finetune"],
+            fewshot=config["fewshot"],
+            num_classes=STUDY.dataset(ID_DATASET)["num_classes"],
+            mean=config["transform"]["mean"],
+            std=config["transform"]["std"],
+            state_dir=lambda wc: f"results/state/finetune/{wc.model}",
+            code=code("finetune"),
+        script:
+            script_path("finetune")

@@ -42,8 +42,6 @@ PROTOCOL_LABELS = {
     "linear": "linear",
     "linear_online": "linear (online)",
     "finetune": "fine-tune",
-    "fewshot10": "10-shot",
-    "fewshot1": "1-shot",
 }
 ARM_LABELS = {"raw": "", "bn": "BN"}
 METHOD_LABELS = {"kendall": "Kendall τ", "spearman": "Spearman ρ", "pearson": "Pearson r"}
@@ -64,8 +62,12 @@ DEFAULTS = {
 
 
 def protocol_arm_label(protocol: str, arm: str) -> str:
-    """Readable name of a (protocol, arm): ``"kNN"``, ``"linear (BN)"``, ``"10-shot"``..."""
+    """Readable name of a (protocol, arm): ``"kNN"``, ``"linear (BN)"``, ``"few-shot 10%"``...
+
+    ``fewshot<pct>`` is a pct% subset of the train split (not pct images per class)."""
     name = PROTOCOL_LABELS.get(protocol, str(protocol))
+    if protocol not in PROTOCOL_LABELS and str(protocol).startswith("fewshot"):
+        name = f"few-shot {str(protocol).removeprefix('fewshot')}%"
     suffix = ARM_LABELS.get(arm, str(arm))
     return f"{name} ({suffix})" if suffix else name
 

@@ -46,6 +46,7 @@ class FinetuneRecipe:
     layer_decay: float = 0.65
     label_smoothing: float = 0.1
     drop_path: float = 0.2
+    seed: int = 42
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
@@ -158,13 +159,16 @@ def finetune(
     mean,
     std,
     state_path: str | Path | None = None,
+    fingerprint: str = "",
     on_epoch_end: Callable[[int], None] | None = None,
 ) -> tuple[dict, Classifier]:
     """Fine-tune ``backbone`` + head; return (result dict, model).
 
     ``backbone`` must already carry the drop-path rate for ViTs (``build_backbone(...,
     drop_path=recipe.drop_path)``). ``on_epoch_end(epoch)`` runs after the state is saved
-    (tests use it to simulate a killed job).
+    (tests use it to simulate a killed job). A state file whose ``fingerprint`` (the run's
+    settings and inputs) differs from this run's is ignored, never resumed from; the file is
+    deleted once the run completes.
     """
     torch.manual_seed(seed)
     model = Classifier(backbone, num_classes, arm)
@@ -179,8 +183,11 @@ def finetune(
     gen = torch.Generator().manual_seed(seed)
     start_epoch = 0
     state_path = Path(state_path) if state_path else None
-    if state_path and state_path.exists():
-        state = torch.load(state_path, weights_only=True)
+    state = torch.load(state_path, weights_only=True) if state_path and state_path.exists() else None
+    if state is not None and state.get("fingerprint") != fingerprint:
+        log.info("ignoring %s: it belongs to a run with other settings", state_path)
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -209,12 +216,14 @@ def finetune(
             _save_state(state_path, {
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
+                "torch_rng": torch.get_rng_state(), "fingerprint": fingerprint,
             })
         log.info("epoch %d/%d: loss %.4f", epoch + 1, recipe.epochs, loss.item())
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     top1, top5 = evaluate(model, test_images, test_labels, mean, std, num_classes)
+    if state_path and state_path.exists():
+        state_path.unlink()
     result = {
         "arm": arm, "top1": top1, "top5": top5, "epochs": recipe.epochs,
         "n_train": len(train_images), "n_test": len(test_images), "seed": seed,
@@ -223,3 +232,47 @@ def finetune(
         "layer_decay": recipe.layer_decay if vit else 1.0,
     }
     return result, model
+
+
+def recipe_from_config(cfg: dict) -> FinetuneRecipe:
+    fields = {f.name for f in dataclasses.fields(FinetuneRecipe)}
+    return FinetuneRecipe(**{k: v for k, v in cfg.items() if k in fields})
+
+
+def run_protocols(
+    *, weights: str, model: dict, protocols: list[str], arms: list[str], train_images: np.ndarray,
+    train_labels: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray,
+    subsets: dict[str, np.ndarray], recipes: dict[str, FinetuneRecipe], num_classes: int,
+    mean, std, state_dir: str | Path, weights_sha256: str,
+) -> dict[str, list[dict]]:
+    """Every trained protocol (``finetune``, ``fewshot<pct>``) x arm of one model.
+
+    ``subsets[protocol]`` holds the few-shot indices into the train split (none for
+    ``finetune``); ``recipes[protocol]`` its recipe. Returns result rows per protocol.
+    """
+    import json
+
+    from workflow_scripts.backbones import load_backbone
+
+    rows: dict[str, list[dict]] = {}
+    for protocol in protocols:
+        recipe = recipes[protocol]
+        index = subsets.get(protocol)
+        images = train_images if index is None else train_images[index]
+        labels = train_labels if index is None else train_labels[index]
+        rows[protocol] = []
+        for arm in arms:
+            backbone = load_backbone(weights, model["arch"], model["embedding"], recipe.drop_path)
+            fingerprint = json.dumps(
+                [dataclasses.asdict(recipe), arm, protocol, weights_sha256, len(images)],
+                sort_keys=True,
+            )
+            result, _ = finetune(
+                backbone, images, labels, test_images, test_labels, num_classes=num_classes,
+                arm=arm, recipe=recipe, seed=recipe.seed, mean=mean, std=std,
+                state_path=Path(state_dir) / f"{protocol}_{arm}.pt", fingerprint=fingerprint,
+            )
+            log.info("%s %s %s: top1 %.2f", model["key"], protocol, arm, result["top1"])
+            rows[protocol].append({**result, "protocol": protocol})
+    return rows
+

@@ -30,6 +30,18 @@ def knn_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def trained_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Fine-tuning and few-shot fine-tuning: one run per (model, protocol, arm)."""
+    out = frame[["model", "dataset", "protocol", "arm", "top1", "top5", "seed", "epochs",
+                 "n_train", "n_test", "code_version"]].copy()
+    out["seed"] = out["seed"].astype(str)
+    out["top1_sd"] = 0.0
+    out["n_seeds"] = 1
+    out["report"] = "last"
+    out["k"] = np.nan
+    return out
+
+
 def linear_rows(frame: pd.DataFrame, report: str, report_lr: float) -> pd.DataFrame:
     """Average the heads at ``report_lr`` over seeds, at the last or the best epoch."""
     chosen = frame[np.isclose(frame["base_lr"], report_lr)].copy()
@@ -50,6 +62,14 @@ def linear_rows(frame: pd.DataFrame, report: str, report_lr: float) -> pd.DataFr
     return out
 
 
+def _percent(protocol: str) -> float:
+    """fewshot10 -> 10 (larger subsets first)."""
+    try:
+        return float(protocol.removeprefix("fewshot"))
+    except ValueError:
+        return 0.0
+
+
 def accuracy_table(
     probe_frames: list[pd.DataFrame], models: list[dict], datasets: list[dict], *,
     report: str, report_lr: float,
@@ -66,6 +86,8 @@ def accuracy_table(
             parts.append(knn_rows(frame))
         elif protocol == "linear":
             parts.append(linear_rows(frame, report, report_lr))
+        elif protocol == "finetune" or protocol.startswith("fewshot"):
+            parts.append(trained_rows(frame))
         else:
             raise ValueError(f"unknown protocol '{protocol}' in the probe results")
     table = pd.concat(parts, ignore_index=True)
@@ -84,11 +106,13 @@ def accuracy_table(
         raise ValueError(f"duplicate accuracy rows: {table[duplicated][['model', 'dataset', 'protocol', 'arm']].values.tolist()}")
     order = {k: i for i, k in enumerate(m["key"] for m in models)}
     dorder = {k: i for i, k in enumerate(d["key"] for d in datasets)}
-    porder = {"knn": 0, "linear": 1}
+    porder = {"knn": 0, "linear": 1, "finetune": 2}
     aorder = {"raw": 0, "bn": 1}
     table = table.sort_values(
         ["model", "dataset", "protocol", "arm"],
-        key=lambda s: s.map({"model": order, "dataset": dorder, "protocol": porder, "arm": aorder}[s.name]),
+        key=lambda s: s.map(
+            {"model": order, "dataset": dorder, "protocol": porder, "arm": aorder}[s.name]
+        ) if s.name != "protocol" else s.map(lambda p: porder.get(p, 3 + 100 - _percent(p))),
     ).reset_index(drop=True)
     for column in ("k", "epochs", "n_seeds", "n_train", "n_test"):
         table[column] = table[column].astype("Int64")

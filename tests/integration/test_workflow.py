@@ -56,7 +56,13 @@ def test_tables_have_the_promised_shape(run):
     assert list(acc.columns[:10]) == ["model", "method", "backbone", "arch", "paradigm", "dataset",
                                       "domain", "shift_group", "protocol", "arm"]
     assert {"top1", "top5", "seed", "epochs", "code_version"} <= set(acc.columns)
-    assert len(acc) == 4 * 3 * 2 * 2
+    frozen = acc[acc.protocol.isin(["knn", "linear"])]
+    trained = acc[~acc.protocol.isin(["knn", "linear"])]
+    assert len(frozen) == 4 * 3 * 2 * 2
+    assert set(trained["protocol"]) == {"finetune", "fewshot10", "fewshot1"}
+    assert len(trained) == 4 * 3 * 2 and set(trained["dataset"]) == {"shapes"}
+    assert (trained.query("protocol == 'fewshot10'")["n_train"] == 100).all()
+    assert (trained.query("protocol == 'fewshot1'")["n_train"] == 10).all()
     assert not acc.duplicated(["model", "dataset", "protocol", "arm"]).any()
     assert acc["top1"].between(0, 100).all()
     assert acc.loc[acc.dataset == "count", "top5"].isna().all()  # 4 classes: no top-5
@@ -122,6 +128,7 @@ def test_rerun_is_a_no_op_and_one_figure_rerenders_alone(run):
     assert plan == {"f2_id_vs_ood": 1, "all": 1}
     plan = planned_jobs(snakemake(run, "-n", *override(run, "knn: {k: 5}\n")))
     assert plan["knn_probe"] == 4 and "linear_probe" not in plan and "extract_features" not in plan
+    assert "finetune" not in plan and "pretrain" not in plan
     assert {"accuracy_table", "correlations"} <= set(plan)
 
 

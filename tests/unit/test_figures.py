@@ -173,7 +173,8 @@ def test_f1_matrix_uses_pair_rows(tmp_path, corr):
 def test_labels():
     assert F.protocol_arm_label("knn", "raw") == "kNN"
     assert F.protocol_arm_label("linear", "bn") == "linear (BN)"
-    assert F.protocol_arm_label("fewshot10", "raw") == "10-shot"
+    assert F.protocol_arm_label("fewshot10", "raw") == "few-shot 10%"
+    assert F.protocol_arm_label("fewshot1", "bn") == "few-shot 1% (BN)"
     assert F.protocol_arm_label("mystery", "other") == "mystery (other)"
     assert F.dataset_label("mean_ood") == "mean OOD"
     assert F.dataset_label("group:new_label") == "mean: new label"

@@ -116,3 +116,29 @@ def test_recipe_validation():
         ft.FinetuneRecipe(epochs=3, batch_size=8, warmup_epochs=3)
     with pytest.raises(ValueError, match="epochs"):
         ft.FinetuneRecipe(epochs=0, batch_size=8)
+
+
+def test_state_of_other_settings_is_not_resumed(tmp_path):
+    images, labels = _data()
+    recipe = ft.FinetuneRecipe(epochs=2, batch_size=16, warmup_epochs=0)
+    kwargs = dict(num_classes=10, arm="raw", recipe=recipe, seed=1, mean=MEAN, std=STD,
+                  state_path=tmp_path / "s.pt")
+
+    def run(fingerprint, kill=False):
+        torch.manual_seed(0)
+        backbone = build_backbone("resnet10_tiny", "avgpool")
+
+        def stop(epoch):
+            if kill:
+                raise Killed
+
+        return ft.finetune(backbone, images, labels, images, labels, fingerprint=fingerprint,
+                           on_epoch_end=stop, **kwargs)
+
+    clean, model_clean = run("a")
+    assert not (tmp_path / "s.pt").exists()  # removed once the run completed
+    with pytest.raises(Killed):
+        run("b", kill=True)  # leaves a state of epoch 0 with fingerprint "b"
+    _, model_other = run("a")  # other settings: must start from scratch, not resume "b"
+    for key, value in model_clean.state_dict().items():
+        assert torch.equal(value, model_other.state_dict()[key]), key

@@ -1,0 +1,28 @@
+"""Rule finetune: full and few-shot fine-tuning of one model on the in-domain set, both arms."""
+
+import _bootstrap  # noqa: F401 - puts the repository root on sys.path
+
+import numpy as np
+import pandas as pd
+
+from workflow_scripts import finetune, runtime
+from workflow_scripts.features import sha256_file
+from workflow_scripts.io import save_csv
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+log = runtime.setup(sm, torch_threads=True)
+subsets = {f"fewshot{pct}": np.load(path) for pct, path in zip(sm.params.percents, sm.input.splits, strict=True)}
+recipes = {p: finetune.recipe_from_config(sm.params.fewshot if p.startswith("fewshot") else sm.params.finetune)
+           for p in sm.params.protocols}
+rows = finetune.run_protocols(
+    weights=sm.input.weights, model=sm.params.model, protocols=sm.params.protocols, arms=sm.params.arms,
+    train_images=np.load(sm.input.train_images), train_labels=np.load(sm.input.train_labels),
+    test_images=np.load(sm.input.test_images), test_labels=np.load(sm.input.test_labels),
+    subsets=subsets, recipes=recipes, num_classes=sm.params.num_classes,
+    mean=sm.params.mean, std=sm.params.std, state_dir=sm.params.state_dir,
+    weights_sha256=sha256_file(sm.input.weights),
+)
+for protocol, out in zip(sm.params.protocols, sm.output, strict=True):
+    frame = pd.DataFrame(rows[protocol]).assign(model=sm.wildcards.model, dataset=sm.params.dataset,
+                                                code_version=sm.params.code)
+    save_csv(out, frame)
