@@ -116,7 +116,10 @@ def probe_results():
     return frozen + trained
 
 
-FIGURES = ["f1_id_protocols", "f2_id_vs_ood", "f3_scatter", "f4_bn_effect"]
+# F4 compares the two arms, so it is built only when both run.
+FIGURES = ["f1_id_protocols", "f2_id_vs_ood", "f3_scatter"] + (
+    ["f4_bn_effect"] if set(config["arms"]) == {"raw", "bn"} else []
+)
 
 
 def all_targets():

@@ -62,7 +62,12 @@ rule f3_scatter:
         "../envs/sslbench.yaml"
     params:
         figure="f3",
-        options=config["figures"]["f3"],
+        # default to the BN arm when it runs, else the raw arm
+        options={
+            "x_arm": config["arms"][-1],
+            "y_arm": config["arms"][-1],
+            **config["figures"]["f3"],
+        },
         code=code("plot_figure"),
     script:
         script_path("plot_figure")

@@ -139,6 +139,11 @@ def test_bad_input_fails_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_one_arm_plans_no_bn_figure(run):
+    plan = planned_jobs(snakemake(run, "-n", "--config", "arms=[raw]"))
+    assert "f4_bn_effect" not in plan and plan["f3_scatter"] == 1 and plan["knn_probe"] == 4
+
+
 def test_per_dataset_jobs_give_the_same_results(run, tmp_path):
     """batch_datasets=false: one job per (model, data set); same files, same values."""
     plan = planned_jobs(snakemake(tmp_path, "-n", "--config", "batch_datasets=false"))
