@@ -20,7 +20,7 @@ DATASETS = STUDY.dataset_keys
 ID_DATASET = STUDY.id_dataset
 SPLITS = ["train", "test"]
 PROTOCOLS = config["protocols"]
-FROZEN_PROTOCOLS = [p for p in PROTOCOLS if p in ("knn", "linear")]
+FROZEN_PROTOCOLS = [p for p in PROTOCOLS if p in ("knn", "linear", "linear_online")]
 PERCENTS = [f"{p:g}" for p in config["fewshot"]["percents"]]
 # Trained protocols run on the in-domain set only: finetune, fewshot<pct> per subset size.
 TRAINED_PROTOCOLS = (["finetune"] if "finetune" in PROTOCOLS else []) + (

@@ -55,6 +55,45 @@ rule linear_probe:
         script_path("linear_probe")
 
 
+# The faithful probe: augmented images through the frozen backbone every epoch (opt-in).
+rule linear_online:
+    input:
+        weights="results/checkpoints/{model}.safetensors",
+        train_images=lambda wc: [
+            f"results/data/{d}/train_images.npy" for d in job_datasets(wc)
+        ],
+        test_images=lambda wc: [
+            f"results/data/{d}/test_images.npy" for d in job_datasets(wc)
+        ],
+        train_labels=labels_of("train"),
+        test_labels=labels_of("test"),
+    output:
+        per_job("results/probes/linear_online/{model}/{dataset}.csv"),
+    log:
+        per_job_log("logs/linear_online/{model}/{dataset}.log"),
+    benchmark:
+        per_job_log("results/benchmarks/linear_online/{model}/{dataset}.tsv")
+    conda:
+        "../envs/sslbench.yaml"
+    threads: 1
+    params:
+        model=model_row,
+        datasets=job_datasets,
+        num_classes=num_classes,
+        arms=config["arms"],
+        linear={
+            k: v
+            for k, v in config["linear"].items()
+            if k not in ("report", "report_lr")
+        },
+        online=config["linear_online"],
+        mean=config["transform"]["mean"],
+        std=config["transform"]["std"],
+        code=code("linear_online"),
+    script:
+        script_path("linear_online")
+
+
 # Trained protocols on the in-domain set: one job per model runs full fine-tuning and the
 # few-shot subsets, both arms; per-epoch resume state lives in results/state (not an output).
 if TRAINED_PROTOCOLS:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -263,7 +264,27 @@ def train_heads(
             raise ValueError(f"{name} labels outside [0, {num_classes})")
     if xtr.shape[1] != xte.shape[1]:
         raise ValueError(f"train/test feature dimensions differ: {xtr.shape[1]} vs {xte.shape[1]}")
-    dim = xtr.shape[1]
+    return fit_heads(
+        lambda idx: xtr[idx], lambda: xte, ytr, yte, xtr.shape[1], num_classes, heads, recipe
+    )
+
+
+def fit_heads(
+    train_batch: Callable[[torch.Tensor], torch.Tensor],
+    test_features: Callable[[], torch.Tensor],
+    ytr: torch.Tensor,
+    yte: torch.Tensor,
+    dim: int,
+    num_classes: int,
+    heads: list[HeadSpec],
+    recipe: Recipe,
+) -> tuple[list[dict], LinearHeads]:
+    """The training loop behind :func:`train_heads`, over any feature source.
+
+    ``train_batch(indices)`` returns the [B, D] features of those training samples (cached
+    rows, or the frozen backbone on freshly augmented images for the online probe);
+    ``test_features()`` returns the [N_test, D] test features, called once per epoch.
+    """
     model = LinearHeads(dim, num_classes, heads, recipe.init_std)
     head_lrs = [spec.base_lr * recipe.batch_size / 256 for spec in heads]
     lrs = torch.tensor(head_lrs)
@@ -282,10 +303,10 @@ def train_heads(
     started = time.perf_counter()
     for epoch in range(recipe.epochs):
         model.train()
-        per_seed = [epoch_batches(len(xtr), recipe.batch_size, data_gens[s]) for s in seeds]
+        per_seed = [epoch_batches(len(ytr), recipe.batch_size, data_gens[s]) for s in seeds]
         for step in range(len(per_seed[0])):
             batch_idx = [per_seed[i][step] for i in range(len(seeds))]
-            xs = [xtr[idx] for idx in batch_idx]  # one gather per seed group
+            xs = [train_batch(idx) for idx in batch_idx]  # one batch per seed group
             yb = torch.stack([ytr[idx] for idx in batch_idx])[head_seed_pos]  # [H, B]
             logits = model(xs)
             # Sum of per-head mean losses: each head's gradient is its own loss's gradient.
@@ -297,7 +318,7 @@ def train_heads(
             model.clip_and_scale_(recipe.grad_clip, lrs, recipe.weight_decay)
             optimizer.step()
         scheduler.step()
-        top1, top5 = evaluate(model, xte, yte, num_classes)
+        top1, top5 = evaluate(model, test_features(), yte, num_classes)
         improved = top1 > best1
         best1 = np.where(improved, top1, best1)
         best5 = np.where(improved, top5, best5)
@@ -314,6 +335,6 @@ def train_heads(
             "top1": float(top1[h]), "top5": float(top5[h]),
             "top1_best": float(best1[h]), "top5_best": float(best5[h]),
             "best_epoch": int(best_epoch[h]) + 1, "epochs": recipe.epochs,
-            "batch_size": recipe.batch_size, "n_train": len(xtr), "n_test": len(xte),
+            "batch_size": recipe.batch_size, "n_train": len(ytr), "n_test": len(yte),
         })
     return results, model

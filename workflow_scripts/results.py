@@ -84,7 +84,7 @@ def accuracy_table(
         frame = pd.concat(frames, ignore_index=True)
         if protocol == "knn":
             parts.append(knn_rows(frame))
-        elif protocol == "linear":
+        elif protocol in ("linear", "linear_online"):
             parts.append(linear_rows(frame, report, report_lr))
         elif protocol == "finetune" or protocol.startswith("fewshot"):
             parts.append(trained_rows(frame))
@@ -106,7 +106,7 @@ def accuracy_table(
         raise ValueError(f"duplicate accuracy rows: {table[duplicated][['model', 'dataset', 'protocol', 'arm']].values.tolist()}")
     order = {k: i for i, k in enumerate(m["key"] for m in models)}
     dorder = {k: i for i, k in enumerate(d["key"] for d in datasets)}
-    porder = {"knn": 0, "linear": 1, "finetune": 2}
+    porder = {"knn": 0, "linear": 1, "linear_online": 1.5, "finetune": 2}
     aorder = {"raw": 0, "bn": 1}
     table = table.sort_values(
         ["model", "dataset", "protocol", "arm"],

@@ -56,9 +56,9 @@ def test_tables_have_the_promised_shape(run):
     assert list(acc.columns[:10]) == ["model", "method", "backbone", "arch", "paradigm", "dataset",
                                       "domain", "shift_group", "protocol", "arm"]
     assert {"top1", "top5", "seed", "epochs", "code_version"} <= set(acc.columns)
-    frozen = acc[acc.protocol.isin(["knn", "linear"])]
-    trained = acc[~acc.protocol.isin(["knn", "linear"])]
-    assert len(frozen) == 4 * 3 * 2 * 2
+    frozen = acc[acc.protocol.isin(["knn", "linear", "linear_online"])]
+    trained = acc[~acc.protocol.isin(["knn", "linear", "linear_online"])]
+    assert len(frozen) == 4 * 3 * 3 * 2
     assert set(trained["protocol"]) == {"finetune", "fewshot10", "fewshot1"}
     assert len(trained) == 4 * 3 * 2 and set(trained["dataset"]) == {"shapes"}
     assert (trained.query("protocol == 'fewshot10'")["n_train"] == 100).all()
@@ -73,6 +73,10 @@ def test_tables_have_the_promised_shape(run):
                                        "ci_low", "ci_high"]
     assert set(corr["method"]) == {"kendall", "spearman", "pearson"}
     assert (corr.loc[corr.subset == "all", "n"] == 4).all()
+    # the analysis reports the agreement of the cached and the faithful (online) probe
+    cached_vs_online = corr.query("x_protocol == 'linear' and y_protocol == 'linear_online' "
+                                  "and x_arm == y_arm and y_kind == 'pair' and subset == 'all'")
+    assert set(cached_vs_online["method"]) == {"kendall", "spearman", "pearson"}
     for pct, per_class in ((10, 10), (1, 1)):
         subset = np.load(run / f"results/splits/shapes/fewshot_{pct}.npy")
         labels = np.load(run / "results/labels/shapes/train.npy")
@@ -128,7 +132,7 @@ def test_rerun_is_a_no_op_and_one_figure_rerenders_alone(run):
     assert plan == {"f2_id_vs_ood": 1, "all": 1}
     plan = planned_jobs(snakemake(run, "-n", *override(run, "knn: {k: 5}\n")))
     assert plan["knn_probe"] == 4 and "linear_probe" not in plan and "extract_features" not in plan
-    assert "finetune" not in plan and "pretrain" not in plan
+    assert "finetune" not in plan and "pretrain" not in plan and "linear_online" not in plan
     assert {"accuracy_table", "correlations"} <= set(plan)
 
 
