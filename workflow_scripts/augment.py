@@ -101,6 +101,13 @@ def weak_view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return random_resized_crop(x, gen, scale=(0.6, 1.0))
 
 
+def to_float_images(images) -> torch.Tensor:
+    """uint8 [N, H, W, 3] (numpy) -> float [N, 3, H, W] in [0, 1]."""
+    import numpy as np
+
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     m = torch.as_tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype).view(1, -1, 1, 1)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workflow_scripts.augment import normalize, weak_view
+from workflow_scripts.augment import normalize, to_float_images, weak_view
 from workflow_scripts.schedules import warmup_cosine_epochs
 
 log = logging.getLogger(__name__)
@@ -118,17 +118,13 @@ def param_groups(model: Classifier, recipe: FinetuneRecipe) -> list[dict]:
     return [{"params": by_lr[lr], "lr": lr, "names": names[lr]} for lr in sorted(by_lr)]
 
 
-def _to_float(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, mean, std,
              num_classes: int, batch_size: int = 512) -> tuple[float, float]:
     model.eval()
     hits1 = hits5 = 0
     for start in range(0, len(images), batch_size):
-        x = normalize(_to_float(images[start:start + batch_size]), mean, std)
+        x = normalize(to_float_images(images[start:start + batch_size]), mean, std)
         y = torch.from_numpy(np.asarray(labels[start:start + batch_size], dtype=np.int64))
         logits = model(x)
         hits1 += int((logits.argmax(1) == y).sum())
@@ -195,7 +191,7 @@ def finetune(
         torch.set_rng_state(state["torch_rng"])
         start_epoch = int(state["epoch"]) + 1
         log.info("resuming from %s after epoch %d", state_path, start_epoch)
-    x_train = _to_float(train_images)
+    x_train = to_float_images(train_images)
     y_train = torch.from_numpy(np.asarray(train_labels, dtype=np.int64))
     for epoch in range(start_epoch, recipe.epochs):
         model.train()

@@ -17,12 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from workflow_scripts.augment import normalize, random_resized_crop
+from workflow_scripts.augment import normalize, random_resized_crop, to_float_images
 from workflow_scripts.linear import HeadSpec, Recipe, fit_heads
-
-
-def _to_float(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def train_online(
@@ -49,7 +45,7 @@ def train_online(
     """
     backbone.requires_grad_(False)
     backbone.eval()
-    x_train, x_test = _to_float(train_images), _to_float(test_images)
+    x_train, x_test = to_float_images(train_images), to_float_images(test_images)
     gen = torch.Generator().manual_seed(seed)
 
     @torch.no_grad()

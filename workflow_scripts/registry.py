@@ -37,14 +37,4 @@ METHODS: dict[str, dict] = {
     "simmim": {"paradigm": "generative", "families": ("vit",)},
 }
 
-PARADIGMS = ("discriminative", "generative", "baseline")
-SOURCES = ("demo", "checkpoint")
-DATASET_KINDS = ("synthetic",)
-DOMAINS = ("id", "ood")
 SPLITS = ("train", "test")
-
-# Frozen protocols run on every data set; the trained ones (fine-tuning, few-shot) are added by
-# the trained-protocols work and run on the in-domain set only.
-FROZEN_PROTOCOLS = ("knn", "linear")
-PROTOCOLS = FROZEN_PROTOCOLS
-ARMS = ("raw", "bn")

@@ -62,14 +62,6 @@ def linear_rows(frame: pd.DataFrame, report: str, report_lr: float) -> pd.DataFr
     return out
 
 
-def _percent(protocol: str) -> float:
-    """fewshot10 -> 10 (larger subsets first)."""
-    try:
-        return float(protocol.removeprefix("fewshot"))
-    except ValueError:
-        return 0.0
-
-
 def accuracy_table(
     probe_frames: list[pd.DataFrame], models: list[dict], datasets: list[dict], *,
     report: str, report_lr: float,
@@ -104,15 +96,16 @@ def accuracy_table(
     duplicated = table.duplicated(["model", "dataset", "protocol", "arm"])
     if duplicated.any():
         raise ValueError(f"duplicate accuracy rows: {table[duplicated][['model', 'dataset', 'protocol', 'arm']].values.tolist()}")
-    order = {k: i for i, k in enumerate(m["key"] for m in models)}
-    dorder = {k: i for i, k in enumerate(d["key"] for d in datasets)}
-    porder = {"knn": 0, "linear": 1, "linear_online": 1.5, "finetune": 2}
-    aorder = {"raw": 0, "bn": 1}
+    from workflow_scripts.correlations import arm_sort_key, protocol_sort_key
+
+    ranks = {
+        "model": {m["key"]: i for i, m in enumerate(models)}.get,
+        "dataset": {d["key"]: i for i, d in enumerate(datasets)}.get,
+        "protocol": protocol_sort_key,
+        "arm": arm_sort_key,
+    }
     table = table.sort_values(
-        ["model", "dataset", "protocol", "arm"],
-        key=lambda s: s.map(
-            {"model": order, "dataset": dorder, "protocol": porder, "arm": aorder}[s.name]
-        ) if s.name != "protocol" else s.map(lambda p: porder.get(p, 3 + 100 - _percent(p))),
+        ["model", "dataset", "protocol", "arm"], key=lambda s: s.map(ranks[s.name])
     ).reset_index(drop=True)
     for column in ("k", "epochs", "n_seeds", "n_train", "n_test"):
         table[column] = table[column].astype("Int64")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 
@@ -20,7 +19,6 @@ def setup(snakemake, torch_threads: bool = False) -> logging.Logger:
     )
     logging.captureWarnings(True)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its AVX2 probe is noise
-    os.environ.setdefault("OMP_NUM_THREADS", str(snakemake.threads))
     if torch_threads:
         import torch
 

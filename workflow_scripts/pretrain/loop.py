@@ -11,6 +11,7 @@ import time
 import numpy as np
 import torch
 
+from workflow_scripts.augment import to_float_images
 from workflow_scripts.backbones import build_backbone
 from workflow_scripts.pretrain import get_method
 
@@ -24,10 +25,6 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-
-def to_float_images(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [0, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
 def pretrain(
