@@ -26,6 +26,23 @@ PERCENTS = [f"{p:g}" for p in config["fewshot"]["percents"]]
 TRAINED_PROTOCOLS = (["finetune"] if "finetune" in PROTOCOLS else []) + (
     [f"fewshot{pct}" for pct in PERCENTS] if "fewshot" in PROTOCOLS else []
 )
+# Few-shot subsets: the configured seed (the authors' 42) plus optional extra subset seeds,
+# whose runs give a mean and sd per (model, protocol, arm).
+FEWSHOT_SEEDS = [config["fewshot"]["seed"], *config["fewshot"].get("extra_seeds", [])]
+FEWSHOT_RUNS = (
+    [(pct, seed) for pct in PERCENTS for seed in FEWSHOT_SEEDS]
+    if "fewshot" in PROTOCOLS
+    else []
+)
+
+
+def fewshot_split_path(pct, seed):
+    """Subset file of the in-domain set: fewshot_{pct}.npy for the configured seed,
+    fewshot_{pct}_seed{seed}.npy for an extra seed."""
+    suffix = "" if seed == config["fewshot"]["seed"] else f"_seed{seed}"
+    return f"results/splits/{ID_DATASET}/fewshot_{pct}{suffix}.npy"
+
+
 # One job per model covering all of its data sets (fewest process start-ups), or one job per
 # (model, data set) (the unit on a GPU cluster, and adding a data set recomputes nothing else).
 BATCH_DATASETS = config["batch_datasets"]
@@ -116,21 +133,30 @@ def probe_results():
     return frozen + trained
 
 
-# F4 compares the two arms, so it is built only when both run.
-FIGURES = ["f1_id_protocols", "f2_id_vs_ood", "f3_scatter"] + (
-    ["f4_bn_effect"] if set(config["arms"]) == {"raw", "bn"} else []
+# F4 compares the two arms, so it is built only when both run. F6 compares paradigms within
+# the ViT backbone and the same method across backbones: built when either comparison exists.
+_VIT_PARADIGMS = set(STUDY.models.loc[STUDY.models["family"] == "vit", "paradigm"])
+_SHARED_METHODS = (STUDY.models.groupby("method")["family"].nunique() >= 2).any()
+FIGURES = (
+    ["f1_id_protocols", "f2_id_vs_ood", "f3_scatter"]
+    + (["f4_bn_effect"] if set(config["arms"]) == {"raw", "bn"} else [])
+    + ["f5_shift_groups"]
+    + (
+        ["f6_paradigm_backbone"]
+        if {"discriminative", "generative"} <= _VIT_PARADIGMS or _SHARED_METHODS
+        else []
+    )
 )
+# T1 models, T2 data sets, T3 accuracies: CSV plus an HTML view for the report.
+TABLES = ["models", "datasets", "accuracy"]
 
 
 def all_targets():
     return [
         "results/tables/accuracy.csv",
         "results/tables/correlations.csv",
-        *expand(
-            "results/splits/{dataset}/fewshot_{pct}.npy",
-            dataset=ID_DATASET,
-            pct=PERCENTS,
-        ),
+        *expand("results/tables/{table}.{ext}", table=TABLES, ext=["csv", "html"]),
+        *[fewshot_split_path(pct, seed) for pct in PERCENTS for seed in FEWSHOT_SEEDS],
         *expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=["png", "pdf"]),
     ]
 

@@ -33,3 +33,16 @@ rule fewshot_split:
         code=code("fewshot_split"),
     script:
         script_path("fewshot_split")
+
+
+use rule fewshot_split as fewshot_split_extra_seed with:
+    output:
+        "results/splits/{dataset}/fewshot_{pct}_seed{seed}.npy",
+    log:
+        "logs/fewshot_split/{dataset}/{pct}_seed{seed}.log",
+    wildcard_constraints:
+        seed="[0-9]+",
+    params:
+        num_classes=lambda wc: STUDY.dataset(wc.dataset)["num_classes"],
+        seed=lambda wc: int(wc.seed),
+        code=code("fewshot_split"),

@@ -105,11 +105,7 @@ if TRAINED_PROTOCOLS:
             train_labels=f"results/labels/{ID_DATASET}/train.npy",
             test_images=f"results/data/{ID_DATASET}/test_images.npy",
             test_labels=f"results/labels/{ID_DATASET}/test.npy",
-            splits=expand(
-                "results/splits/{dataset}/fewshot_{pct}.npy",
-                dataset=ID_DATASET,
-                pct=PERCENTS if "fewshot" in PROTOCOLS else [],
-            ),
+            splits=[fewshot_split_path(pct, seed) for pct, seed in FEWSHOT_RUNS],
         output:
             [
                 f"results/probes/{p}/{{model}}/{ID_DATASET}.csv"
@@ -126,7 +122,7 @@ if TRAINED_PROTOCOLS:
             model=model_row,
             dataset=ID_DATASET,
             protocols=TRAINED_PROTOCOLS,
-            percents=PERCENTS if "fewshot" in PROTOCOLS else [],
+            fewshot_runs=FEWSHOT_RUNS,
             arms=config["arms"],
             finetune=config["finetune"],
             fewshot=config["fewshot"],

@@ -315,6 +315,12 @@ def load_study(config: dict, basedir: str | Path) -> Study:
             f"config key 'linear.warmup_epochs': {lin['warmup_epochs']} must be smaller than "
             f"linear.epochs ({lin['epochs']})"
         )
+    fewshot = config["fewshot"]
+    if fewshot["seed"] in fewshot.get("extra_seeds", []):
+        raise ConfigError(
+            f"config key 'fewshot.extra_seeds': {fewshot['extra_seeds']} repeats fewshot.seed "
+            f"({fewshot['seed']}); list only additional subset seeds"
+        )
     id_row = datasets.loc[ids[0]]
     if id_row["n_train"] is not None:
         from workflow_scripts.fewshot import per_class

@@ -7,6 +7,11 @@ lr decay 0.65 applied to the real block structure (``layer_decay_scales``), labe
 and drop-path 0.2 -- all three actually applied, unlike the authors' code for some models. The
 BN arm puts ``BatchNorm1d`` before the linear head (init N(0, 0.01), bias 0).
 
+``authors_quirks: true`` restores the authors' fine-tuning behaviour (shared/spec/paper.md,
+quirk 3; ``with_authors_quirks``): no drop-path for MAE and MaskFeat, no layer decay for MaskFeat
+(its parameter names did not match the decay rule), and the final norm at ``layer_decay`` x lr
+(the last block's rate) instead of the full lr.
+
 Resume: after every epoch the whole training state (model, optimiser, scheduler, epoch, every
 random generator) is written atomically to ``state_path``, which lives outside the rule's
 declared outputs (Snakemake deletes those when a job fails). A rerun continues from the last
@@ -47,6 +52,8 @@ class FinetuneRecipe:
     label_smoothing: float = 0.1
     drop_path: float = 0.2
     seed: int = 42
+    # True: the authors' quirks (see ``with_authors_quirks``); False: the paper's recipe as written
+    authors_quirks: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
@@ -79,22 +86,42 @@ def is_vit(backbone: nn.Module) -> bool:
     return hasattr(backbone, "blocks") and hasattr(backbone, "patch_embed")
 
 
-def vit_layer_id(name: str, depth: int) -> int:
+# Methods whose fine-tuning the authors' code ran without drop-path / without layer decay.
+AUTHORS_NO_DROP_PATH = frozenset({"mae", "maskfeat"})
+AUTHORS_NO_LAYER_DECAY = frozenset({"maskfeat"})
+
+
+def with_authors_quirks(recipe: FinetuneRecipe, method: str) -> FinetuneRecipe:
+    """The recipe the authors' code actually ran for ``method`` (when ``authors_quirks``)."""
+    if not recipe.authors_quirks:
+        return recipe
+    changes = {}
+    if method in AUTHORS_NO_DROP_PATH:
+        changes["drop_path"] = 0.0
+    if method in AUTHORS_NO_LAYER_DECAY:
+        changes["layer_decay"] = 1.0
+    return dataclasses.replace(recipe, **changes)
+
+
+def vit_layer_id(name: str, depth: int, final_norm_in_last_block: bool = False) -> int:
     """Layer index of a ViT backbone parameter for layer-wise lr decay (BEiT/MAE convention):
-    embeddings 0, block i -> i + 1, everything after the blocks (final norms) depth + 1."""
+    embeddings 0, block i -> i + 1, everything after the blocks (final norms) depth + 1 -- or
+    depth, the last block's index, with ``final_norm_in_last_block`` (the authors' code)."""
     if name.split(".")[0] in {"cls_token", "pos_embed", "patch_embed", "reg_token", "mask_token"}:
         return 0
     match = re.match(r"blocks\.(\d+)\.", name)
     if match:
         return int(match.group(1)) + 1
-    return depth + 1
+    return depth if final_norm_in_last_block else depth + 1
 
 
-def layer_decay_scales(backbone: nn.Module, decay: float) -> dict[str, float]:
+def layer_decay_scales(
+    backbone: nn.Module, decay: float, final_norm_in_last_block: bool = False
+) -> dict[str, float]:
     """lr multiplier per backbone parameter: decay ** (depth + 1 - layer id)."""
     depth = len(backbone.blocks)
     return {
-        name: decay ** (depth + 1 - vit_layer_id(name, depth))
+        name: decay ** (depth + 1 - vit_layer_id(name, depth, final_norm_in_last_block))
         for name, _ in backbone.named_parameters()
     }
 
@@ -103,7 +130,8 @@ def param_groups(model: Classifier, recipe: FinetuneRecipe) -> list[dict]:
     """One optimiser group per distinct lr; the head (and BN arm) at the head lr."""
     head_lr = recipe.head_lr if recipe.head_lr is not None else recipe.lr
     scales = (
-        layer_decay_scales(model.backbone, recipe.layer_decay) if is_vit(model.backbone) else {}
+        layer_decay_scales(model.backbone, recipe.layer_decay, recipe.authors_quirks)
+        if is_vit(model.backbone) else {}
     )
     by_lr: dict[float, list[nn.Parameter]] = {}
     names: dict[float, list[str]] = {}
@@ -238,13 +266,15 @@ def recipe_from_config(cfg: dict) -> FinetuneRecipe:
 def run_protocols(
     *, weights: str, model: dict, protocols: list[str], arms: list[str], train_images: np.ndarray,
     train_labels: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray,
-    subsets: dict[str, np.ndarray], recipes: dict[str, FinetuneRecipe], num_classes: int,
-    mean, std, state_dir: str | Path, weights_sha256: str,
+    subsets: dict[str, dict[int, np.ndarray]], recipes: dict[str, FinetuneRecipe],
+    num_classes: int, mean, std, state_dir: str | Path, weights_sha256: str,
 ) -> dict[str, list[dict]]:
     """Every trained protocol (``finetune``, ``fewshot<pct>``) x arm of one model.
 
-    ``subsets[protocol]`` holds the few-shot indices into the train split (none for
-    ``finetune``); ``recipes[protocol]`` its recipe. Returns result rows per protocol.
+    ``subsets[protocol]`` maps each few-shot subset seed to its indices into the train split
+    (no entry for ``finetune``: the whole split); ``recipes[protocol]`` is the protocol's recipe,
+    adjusted per method by ``with_authors_quirks``. Returns result rows per protocol: one per
+    (subset seed, arm), with the subset seed in ``subset_seed`` (empty for ``finetune``).
     """
     import json
 
@@ -252,23 +282,28 @@ def run_protocols(
 
     rows: dict[str, list[dict]] = {}
     for protocol in protocols:
-        recipe = recipes[protocol]
-        index = subsets.get(protocol)
-        images = train_images if index is None else train_images[index]
-        labels = train_labels if index is None else train_labels[index]
+        recipe = with_authors_quirks(recipes[protocol], model["method"])
         rows[protocol] = []
-        for arm in arms:
-            backbone = load_backbone(weights, model["arch"], model["embedding"], recipe.drop_path)
-            fingerprint = json.dumps(
-                [dataclasses.asdict(recipe), arm, protocol, weights_sha256, len(images)],
-                sort_keys=True,
-            )
-            result, _ = finetune(
-                backbone, images, labels, test_images, test_labels, num_classes=num_classes,
-                arm=arm, recipe=recipe, seed=recipe.seed, mean=mean, std=std,
-                state_path=Path(state_dir) / f"{protocol}_{arm}.pt", fingerprint=fingerprint,
-            )
-            log.info("%s %s %s: top1 %.2f", model["key"], protocol, arm, result["top1"])
-            rows[protocol].append({**result, "protocol": protocol})
+        runs = subsets.get(protocol) or {None: None}
+        for subset_seed, index in runs.items():
+            images = train_images if index is None else train_images[index]
+            labels = train_labels if index is None else train_labels[index]
+            run_name = protocol if subset_seed is None or len(runs) == 1 else f"{protocol}_s{subset_seed}"
+            for arm in arms:
+                backbone = load_backbone(weights, model["arch"], model["embedding"], recipe.drop_path)
+                fingerprint = json.dumps(
+                    [dataclasses.asdict(recipe), arm, protocol, subset_seed, weights_sha256,
+                     len(images)],
+                    sort_keys=True,
+                )
+                result, _ = finetune(
+                    backbone, images, labels, test_images, test_labels, num_classes=num_classes,
+                    arm=arm, recipe=recipe, seed=recipe.seed, mean=mean, std=std,
+                    state_path=Path(state_dir) / f"{run_name}_{arm}.pt", fingerprint=fingerprint,
+                )
+                log.info("%s %s %s: top1 %.2f", model["key"], run_name, arm, result["top1"])
+                rows[protocol].append({
+                    **result, "protocol": protocol,
+                    "subset_seed": "" if subset_seed is None else subset_seed,
+                })
     return rows
-

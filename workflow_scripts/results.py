@@ -31,15 +31,31 @@ def knn_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def trained_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Fine-tuning and few-shot fine-tuning: one run per (model, protocol, arm)."""
-    out = frame[["model", "dataset", "protocol", "arm", "top1", "top5", "seed", "epochs",
-                 "n_train", "n_test", "code_version"]].copy()
-    out["seed"] = out["seed"].astype(str)
-    out["top1_sd"] = 0.0
-    out["n_seeds"] = 1
+    """Fine-tuning and few-shot fine-tuning: the mean (and sd) over few-shot subset seeds.
+
+    Full fine-tuning has one run per (model, arm) and its training seed in ``seed``; few-shot
+    runs list their subset seeds in ``seed`` (``subset_seed`` of the per-job rows).
+    """
+    frame = frame.copy()
+    if "subset_seed" not in frame:
+        frame["subset_seed"] = ""
+    subset = frame["subset_seed"].fillna("").astype(str).str.replace(r"\.0$", "", regex=True)
+    frame["seed"] = subset.where(subset != "", frame["seed"].astype(str))
+    grouped = frame.groupby(["model", "dataset", "protocol", "arm"], sort=False)
+    out = grouped.agg(
+        top1=("top1", "mean"), top5=("top5", "mean"),
+        top1_sd=("top1", lambda s: s.std(ddof=1) if len(s) > 1 else 0.0),
+        n_seeds=("seed", "size"), seed=("seed", lambda s: ";".join(sorted(s, key=_seed_key))),
+        epochs=("epochs", "first"), n_train=("n_train", "first"), n_test=("n_test", "first"),
+        code_version=("code_version", "first"),
+    ).reset_index()
     out["report"] = "last"
     out["k"] = np.nan
     return out
+
+
+def _seed_key(seed: str):
+    return (0, int(seed)) if seed.isdigit() else (1, seed)
 
 
 def linear_rows(frame: pd.DataFrame, report: str, report_lr: float) -> pd.DataFrame:

@@ -136,6 +136,13 @@ def test_rerun_is_a_no_op_and_one_figure_rerenders_alone(run):
     assert {"accuracy_table", "correlations"} <= set(plan)
 
 
+def test_extra_fewshot_seeds_plan_their_own_subsets(run):
+    plan = planned_jobs(snakemake(run, "-n", *override(run, "fewshot: {extra_seeds: [7, 8]}\n")))
+    assert plan["fewshot_split_extra_seed"] == 2 * 2  # 2 sizes x 2 extra seeds
+    assert plan["finetune"] == 4 and "fewshot_split" not in plan
+    assert "knn_probe" not in plan and "extract_features" not in plan
+
+
 def test_bad_input_fails_before_any_job(tmp_path):
     proc = snakemake(tmp_path, "-n", "--config", "models=[simclr_resnet,dino]", check=False)
     assert proc.returncode != 0

@@ -45,6 +45,8 @@ def test_default_config_is_valid(config):
         (lambda c: c["linear"].update(warmup_epochs=30), r"config key 'linear.warmup_epochs'"),
         (lambda c: c["pretrain"]["methods"].update(dino={}), r"config key 'pretrain.methods': unknown method\(s\) dino"),
         (lambda c: c.update(models_table="nope.tsv"), r"models table '.*nope.tsv' does not exist"),
+        (lambda c: c["fewshot"].update(extra_seeds=[0, 42]), r"config key 'fewshot.extra_seeds': \[0, 42\] repeats fewshot.seed"),
+        (lambda c: c["finetune"].update(authors_quirks=3), r"config key 'finetune.authors_quirks': 3 is not of type 'boolean'"),
     ],
 )
 def test_bad_config_names_the_key(config, edit, message):

@@ -142,3 +142,65 @@ def test_state_of_other_settings_is_not_resumed(tmp_path):
     _, model_other = run("a")  # other settings: must start from scratch, not resume "b"
     for key, value in model_clean.state_dict().items():
         assert torch.equal(value, model_other.state_dict()[key]), key
+
+
+def test_authors_quirks_restore_the_authors_recipe_per_method():
+    recipe = ft.FinetuneRecipe(epochs=2, batch_size=8, lr=0.1, warmup_epochs=0)
+    # the default recipe is the paper's, for every method
+    for method in ("mae", "maskfeat", "dino"):
+        assert ft.with_authors_quirks(recipe, method) == recipe
+    quirky = ft.FinetuneRecipe(epochs=2, batch_size=8, lr=0.1, warmup_epochs=0, authors_quirks=True)
+    assert ft.with_authors_quirks(quirky, "mae").drop_path == 0.0
+    assert ft.with_authors_quirks(quirky, "mae").layer_decay == 0.65
+    assert ft.with_authors_quirks(quirky, "maskfeat").drop_path == 0.0
+    assert ft.with_authors_quirks(quirky, "maskfeat").layer_decay == 1.0
+    assert ft.with_authors_quirks(quirky, "dino") == quirky  # drop-path and decay as the paper
+
+    def lrs(recipe):
+        model = ft.Classifier(build_backbone("vit_tiny_p8", "cls"), 10, "raw")
+        return {name: g["lr"] for g in ft.param_groups(model, recipe) for name in g["names"]}
+
+    depth = 4
+    dino = lrs(ft.with_authors_quirks(quirky, "dino"))
+    # the final norm trains at the last block's rate (0.65 x lr), not at the full lr
+    assert dino["backbone.norm.weight"] == pytest.approx(0.1 * 0.65)
+    assert dino["backbone.norm.weight"] == dino[f"backbone.blocks.{depth - 1}.mlp.fc2.weight"]
+    assert dino["backbone.blocks.0.attn.qkv.weight"] == pytest.approx(0.1 * 0.65 ** depth)
+    assert dino["head.weight"] == pytest.approx(0.1)
+    # MaskFeat: no layer decay at all
+    maskfeat = lrs(ft.with_authors_quirks(quirky, "maskfeat"))
+    assert all(lr == pytest.approx(0.1) for lr in maskfeat.values())
+
+
+def test_run_protocols_runs_every_few_shot_subset_seed(tmp_path):
+    """Extra few-shot subset seeds: one run per (subset seed, arm) on exactly that subset."""
+    from workflow_scripts.backbones import save_weights
+    from workflow_scripts.fewshot import fewshot_indices
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    save_weights(build_backbone("resnet10_tiny", "avgpool"), weights)
+    images, labels = _data(n=60)
+    labels = np.arange(60) % 3
+    subsets = {"fewshot20": {s: fewshot_indices(labels, 3, 20, dataset="d", seed=s) for s in (42, 7)}}
+    recipe = ft.FinetuneRecipe(epochs=1, batch_size=4, warmup_epochs=0)
+    rows = ft.run_protocols(
+        weights=str(weights), model={"key": "m", "method": "simclr", "arch": "resnet10_tiny",
+                                     "embedding": "avgpool"},
+        protocols=["fewshot20"], arms=["raw", "bn"], train_images=images, train_labels=labels,
+        test_images=images, test_labels=labels, subsets=subsets,
+        recipes={"fewshot20": recipe}, num_classes=3, mean=MEAN, std=STD,
+        state_dir=tmp_path / "state", weights_sha256="x")["fewshot20"]
+    assert [(r["subset_seed"], r["arm"]) for r in rows] == [(42, "raw"), (42, "bn"), (7, "raw"), (7, "bn")]
+    assert all(r["n_train"] == 12 for r in rows)  # floor(0.2 x 60 / 3) = 4 per class
+    assert not subsets["fewshot20"][42].tolist() == subsets["fewshot20"][7].tolist()
+    # the first seed's runs equal a direct fine-tuning run on that subset
+    index = subsets["fewshot20"][42]
+    from workflow_scripts.backbones import load_backbone
+
+    direct, _ = ft.finetune(load_backbone(weights, "resnet10_tiny", "avgpool"), images[index],
+                            labels[index], images, labels, num_classes=3, arm="raw", recipe=recipe,
+                            seed=recipe.seed, mean=MEAN, std=STD)
+    assert rows[0]["top1"] == direct["top1"]
+    assert not list((tmp_path / "state").glob("*.pt"))  # finished runs leave no state

@@ -90,3 +90,26 @@ def test_code_hash_changes_with_a_helper(tmp_path, monkeypatch):
     assert provenance.code_hash(str(script)) != before
     provenance.code_hash.cache_clear()
     provenance.module_closure.cache_clear()
+
+
+def test_trained_rows_give_mean_and_sd_over_subset_seeds():
+    rows = []
+    for protocol, seeds in (("finetune", [""]), ("fewshot10", [42, 0, 1])):
+        for i, seed in enumerate(seeds):
+            for arm, offset in (("raw", 0.0), ("bn", 1.5)):
+                rows.append({"model": "a", "dataset": "id", "protocol": protocol, "arm": arm,
+                             "top1": 30.0 + 7 * i + offset, "top5": 80.0 + i, "seed": 42,
+                             "subset_seed": seed, "epochs": 5, "n_train": 100, "n_test": 50,
+                             "code_version": "v"})
+    frame = pd.DataFrame(rows)
+    table = accuracy_table([frame[frame.protocol == p] for p in ("finetune", "fewshot10")],
+                           MODELS[:1], DATASETS[:1], report="last", report_lr=0.1)
+    few = table.query("protocol == 'fewshot10' and arm == 'bn'").iloc[0]
+    values = np.array([31.5, 38.5, 45.5])
+    assert few["top1"] == pytest.approx(values.mean())
+    assert few["top1_sd"] == pytest.approx(values.std(ddof=1))
+    assert few["n_seeds"] == 3 and few["seed"] == "0;1;42"
+    assert few["top5"] == pytest.approx(81.0)
+    full = table.query("protocol == 'finetune' and arm == 'raw'").iloc[0]
+    assert full["top1"] == 30.0 and full["top1_sd"] == 0 and full["n_seeds"] == 1
+    assert full["seed"] == "42"

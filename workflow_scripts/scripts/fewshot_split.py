@@ -14,5 +14,5 @@ labels = np.load(sm.input.labels)
 indices = fewshot_indices(labels, sm.params.num_classes, float(sm.wildcards.pct),
                           dataset=sm.wildcards.dataset, seed=sm.params.seed)
 save_npy(sm.output[0], indices)
-log.info("%s: %d%% subset, %d images (%d per class)", sm.wildcards.dataset, int(sm.wildcards.pct),
-         len(indices), len(indices) // sm.params.num_classes)
+log.info("%s: %s%% subset (seed %d), %d images (%d per class)", sm.wildcards.dataset, sm.wildcards.pct,
+         sm.params.seed, len(indices), len(indices) // sm.params.num_classes)

@@ -11,7 +11,9 @@ from workflow_scripts.io import save_csv
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log = runtime.setup(sm, torch_threads=True)
-subsets = {f"fewshot{pct}": np.load(path) for pct, path in zip(sm.params.percents, sm.input.splits, strict=True)}
+subsets = {}  # protocol -> {subset seed: indices}
+for (pct, seed), path in zip(sm.params.fewshot_runs, sm.input.splits, strict=True):
+    subsets.setdefault(f"fewshot{pct}", {})[seed] = np.load(path)
 recipes = {p: finetune.recipe_from_config(sm.params.fewshot if p.startswith("fewshot") else sm.params.finetune)
            for p in sm.params.protocols}
 rows = finetune.run_protocols(
