@@ -1,11 +1,17 @@
-# Tidy accuracy table and rank correlations across models.
+# Tables: T1 models, T2 data sets, T3 the tidy accuracy table, and the rank correlations
+# across models. T1-T3 each have an HTML view in the report.
 
 
 rule accuracy_table:
     input:
         probe_results(),
     output:
-        "results/tables/accuracy.csv",
+        report(
+            "results/tables/accuracy.csv",
+            caption="../report/t3_accuracy.rst",
+            category="Tables",
+            labels={"table": "T3 accuracy", "file": "CSV (download)"},
+        ),
     log:
         "logs/accuracy_table.log",
     conda:
@@ -34,3 +40,83 @@ rule correlations:
         code=code("correlations"),
     script:
         script_path("correlations")
+
+
+rule t1_models:
+    output:
+        csv=report(
+            "results/tables/models.csv",
+            caption="../report/t1_models.rst",
+            category="Tables",
+            labels={"table": "T1 models", "file": "CSV (download)"},
+        ),
+        html=report(
+            "results/tables/models.html",
+            caption="../report/t1_models.rst",
+            category="Tables",
+            labels={"table": "T1 models", "file": "HTML (view)"},
+        ),
+    log:
+        "logs/tables/t1_models.log",
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        table="models",
+        title="T1: models",
+        rows=[STUDY.model(m) for m in MODELS],
+        code=code("make_table"),
+    script:
+        script_path("make_table")
+
+
+rule t2_datasets:
+    input:
+        train=expand("results/labels/{dataset}/train.npy", dataset=DATASETS),
+        test=expand("results/labels/{dataset}/test.npy", dataset=DATASETS),
+    output:
+        csv=report(
+            "results/tables/datasets.csv",
+            caption="../report/t2_datasets.rst",
+            category="Tables",
+            labels={"table": "T2 data sets", "file": "CSV (download)"},
+        ),
+        html=report(
+            "results/tables/datasets.html",
+            caption="../report/t2_datasets.rst",
+            category="Tables",
+            labels={"table": "T2 data sets", "file": "HTML (view)"},
+        ),
+    log:
+        "logs/tables/t2_datasets.log",
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        table="datasets",
+        title="T2: data sets",
+        dataset_keys=DATASETS,
+        rows=[STUDY.dataset(d) for d in DATASETS],
+        code=code("make_table"),
+    script:
+        script_path("make_table")
+
+
+rule t3_accuracy:
+    input:
+        csv="results/tables/accuracy.csv",
+    output:
+        html=report(
+            "results/tables/accuracy.html",
+            caption="../report/t3_accuracy.rst",
+            category="Tables",
+            labels={"table": "T3 accuracy", "file": "HTML (view)"},
+        ),
+    log:
+        "logs/tables/t3_accuracy.log",
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        table="accuracy",
+        title="T3: top-1 / top-5 accuracy per model, data set, protocol and arm",
+        code=code("make_table"),
+    script:
+        script_path("make_table")

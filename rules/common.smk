@@ -7,6 +7,7 @@ import sys
 # find it through workflow_scripts/scripts/_bootstrap.py).
 sys.path.insert(0, workflow.basedir)
 
+from workflow_scripts import registry
 from workflow_scripts.config import ConfigError, load_study
 from workflow_scripts.provenance import code_hash
 
@@ -85,6 +86,56 @@ def per_job_log(pattern):
 def job_datasets(wildcards):
     """Data sets a per-(model, data set) job covers."""
     return [wildcards.dataset] if hasattr(wildcards, "dataset") else DATASETS
+
+
+# Synthetic data sets are rendered (generate_dataset), real ones listed from their folders
+# and checked (check_dataset); constraints built from the table give each label file one
+# producer. Real roots are checked by the integrity job, not here: a dry run plans the whole
+# study before any data is on disk.
+SYNTHETIC = [d for d in DATASETS if STUDY.dataset(d)["kind"] == "synthetic"]
+REAL = [d for d in DATASETS if d not in SYNTHETIC]
+
+
+def keys_regex(keys):
+    """Wildcard constraint matching exactly ``keys`` (nothing if empty)."""
+    return "|".join(keys) if keys else "(?!x)x"
+
+
+def images_of(dataset, split):
+    """A split's images: the rendered uint8 array (synthetic) or the file list the
+    integrity job wrote (real; read through workflow_scripts.datasets.loader)."""
+    if dataset in SYNTHETIC:
+        return f"results/data/{dataset}/{split}_images.npy"
+    return f"results/data/{dataset}/{split}_files.txt"
+
+
+def gpus_for(device, model):
+    """GPUs of a torch job: 1 with device cuda, or with auto for the paper-size backbones
+    (224-pixel archs); the demo's tiny backbones stay on CPU slots."""
+    if device == "cpu":
+        return 0
+    arch = STUDY.model(model)["arch"]
+    return int(device != "auto" or registry.ARCHS[arch]["img_size"] >= 224)
+
+
+def extraction_gpus(wildcards):
+    return gpus_for(config["features"]["device"], wildcards.model)
+
+
+def finetune_gpus(wildcards):
+    return gpus_for(config["finetune"].get("device", "auto"), wildcards.model)
+
+
+def data_source(dataset):
+    """What a script needs to read a data set's images (workflow_scripts.sources)."""
+    row = STUDY.dataset(dataset)
+    keys = ("key", "kind", "root", "variant", "num_classes")
+    return {k: row[k] for k in keys} | {"preprocessing": row["preprocessing"] or "none"}
+
+
+def data_sources(wildcards):
+    """data_source() of each data set of an extraction job."""
+    return {d: data_source(d) for d in job_datasets(wildcards)}
 
 
 def model_row(wildcards):
@@ -184,3 +235,33 @@ def pretrain_hp(wildcards):
     hp.update(cfg["methods"].get(method, {}))
     hp.update(mean=config["transform"]["mean"], std=config["transform"]["std"])
     return hp
+
+
+# The zoo: rows pre-trained by the workflow vs downloaded checkpoints. The two rules writing
+# results/checkpoints/{model}.safetensors are told apart by these wildcard constraints.
+DEMO_MODELS = [m for m in MODELS if STUDY.model(m)["source"] == "demo"]
+CHECKPOINT_MODELS = [m for m in MODELS if STUDY.model(m)["source"] == "checkpoint"]
+DEMO_MODELS_RE = keys_regex(DEMO_MODELS)
+CHECKPOINT_MODELS_RE = keys_regex(CHECKPOINT_MODELS)
+CHECKPOINT_SETTINGS = config["checkpoints"]
+DOWNLOAD_SETTINGS = {
+    k: CHECKPOINT_SETTINGS[k] for k in ("retries", "backoff", "timeout")
+}
+
+
+def checkpoint_spec(wildcards):
+    """What the conversion of one checkpoint row needs (its rerun trigger)."""
+    row = STUDY.model(wildcards.model)
+    options = {}
+    if row["format"] == "moco_v3":
+        options["moco_v3_encoder"] = CHECKPOINT_SETTINGS["moco_v3_encoder"]
+    return {
+        "model": row["key"],
+        "arch": row["arch"],
+        "embedding": row["embedding"],
+        "fmt": row["format"],
+        "url": row["url"],
+        "sha256": row["sha256"],
+        "trusted": bool(row.get("trusted")),
+        "options": options,
+    }

@@ -1,4 +1,5 @@
-# Data sets. The demo renders synthetic sets; images and labels in the data set's own order.
+# Data sets. The demo renders synthetic sets; real ones are listed from their on-disk layout
+# and checked against the table. Images and labels in the data set's own order.
 
 
 rule generate_dataset:
@@ -9,6 +10,8 @@ rule generate_dataset:
         test_labels="results/labels/{dataset}/test.npy",
     log:
         "logs/generate_dataset/{dataset}.log",
+    wildcard_constraints:
+        dataset=keys_regex(SYNTHETIC),
     conda:
         "../envs/sslbench.yaml"
     params:
@@ -16,6 +19,29 @@ rule generate_dataset:
         code=code("generate_dataset"),
     script:
         script_path("generate_dataset")
+
+
+# Integrity of one split of a real data set (before any extraction): image count, class count
+# and label range against the table; writes the labels, the file list the later steps read,
+# and a manifest (count per class, sha256 of the file list). The root (config data_root +
+# table root) is read from the config at run time, so moving the data reruns nothing.
+rule check_dataset:
+    output:
+        labels="results/labels/{dataset}/{split}.npy",
+        files="results/data/{dataset}/{split}_files.txt",
+        manifest="results/data/{dataset}/{split}_manifest.json",
+    log:
+        "logs/check_dataset/{dataset}/{split}.log",
+    wildcard_constraints:
+        dataset=keys_regex(REAL),
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        row=dataset_row,
+        allow_subset=lambda wc: wc.dataset in config["allow_subsets"],
+        code=code("check_dataset"),
+    script:
+        script_path("check_dataset")
 
 
 rule fewshot_split:

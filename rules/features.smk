@@ -1,10 +1,11 @@
 # Cached feature extraction: backbone in eval mode, eval transform, float [N, D] per split.
+# Synthetic sets come from their arrays, real ones through their adapter (file list).
 
 
 rule extract_features:
     input:
         weights="results/checkpoints/{model}.safetensors",
-        images=lambda wc: [f"results/data/{d}/{s}_images.npy" for d, s in job_pairs(wc)],
+        images=lambda wc: [images_of(d, s) for d, s in job_pairs(wc)],
         labels=lambda wc: [f"results/labels/{d}/{s}.npy" for d, s in job_pairs(wc)],
     output:
         features=per_job_pairs("results/features/{model}/{dataset}/{split}.npy"),
@@ -15,14 +16,18 @@ rule extract_features:
         per_job_log("results/benchmarks/extract_features/{model}/{dataset}.tsv")
     conda:
         "../envs/sslbench.yaml"
-    threads: 1
+    threads: config["features"]["threads"]
+    resources:
+        gpu=extraction_gpus,
     params:
         model=model_row,
         datasets=lambda wc: [d for d, _ in job_pairs(wc)],
         splits=lambda wc: [s for _, s in job_pairs(wc)],
+        sources=data_sources,
         transform=config["transform"],
-        batch_size=config["features"]["batch_size"],
-        dtype=config["features"]["dtype"],
+        # what changes the features; device, workers, threads, channels_last and log_every
+        # (config features section, read at run time) do not rerun anything
+        options={k: config["features"][k] for k in ("batch_size", "dtype", "bf16")},
         code=code("extract_features"),
     script:
         script_path("extract_features")

@@ -94,3 +94,48 @@ rule f4_bn_effect:
         code=code("plot_figure"),
     script:
         script_path("plot_figure")
+
+
+rule f5_shift_groups:
+    input:
+        correlations="results/tables/correlations.csv",
+    output:
+        png=report(
+            "results/figures/f5_shift_groups.png",
+            caption="../report/f5_shift_groups.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/f5_shift_groups.pdf",
+    log:
+        "logs/figures/f5_shift_groups.log",
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        figure="f5",
+        options=config["figures"]["f5"],
+        code=code("plot_figure"),
+    script:
+        script_path("plot_figure")
+
+
+rule f6_paradigm_backbone:
+    input:
+        accuracy="results/tables/accuracy.csv",
+    output:
+        png=report(
+            "results/figures/f6_paradigm_backbone.png",
+            caption="../report/f6_paradigm_backbone.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/f6_paradigm_backbone.pdf",
+    log:
+        "logs/figures/f6_paradigm_backbone.log",
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        figure="f6",
+        # default to the BN arm when it runs, else the raw arm
+        options={"arm": config["arms"][-1], **config["figures"]["f6"]},
+        code=code("plot_figure"),
+    script:
+        script_path("plot_figure")

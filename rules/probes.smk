@@ -101,9 +101,9 @@ if TRAINED_PROTOCOLS:
     rule finetune:
         input:
             weights="results/checkpoints/{model}.safetensors",
-            train_images=f"results/data/{ID_DATASET}/train_images.npy",
+            train_images=images_of(ID_DATASET, "train"),
             train_labels=f"results/labels/{ID_DATASET}/train.npy",
-            test_images=f"results/data/{ID_DATASET}/test_images.npy",
+            test_images=images_of(ID_DATASET, "test"),
             test_labels=f"results/labels/{ID_DATASET}/test.npy",
             splits=[fewshot_split_path(pct, seed) for pct, seed in FEWSHOT_RUNS],
         output:
@@ -118,17 +118,24 @@ if TRAINED_PROTOCOLS:
         conda:
             "../envs/sslbench.yaml"
         threads: 1
+        resources:
+            gpu=finetune_gpus,
         params:
             model=model_row,
             dataset=ID_DATASET,
             protocols=TRAINED_PROTOCOLS,
             fewshot_runs=FEWSHOT_RUNS,
             arms=config["arms"],
-            finetune=config["finetune"],
+            # device and loader workers are read at run time: they change no result
+            finetune={
+                k: v
+                for k, v in config["finetune"].items()
+                if k not in ("device", "workers")
+            },
             fewshot=config["fewshot"],
             num_classes=STUDY.dataset(ID_DATASET)["num_classes"],
-            mean=config["transform"]["mean"],
-            std=config["transform"]["std"],
+            source=data_source(ID_DATASET),
+            transform=config["transform"],
             state_dir=lambda wc: f"results/state/finetune/{wc.model}",
             code=code("finetune"),
         script:

@@ -1,5 +1,11 @@
-# The model zoo. The demo pre-trains every model inside the workflow, one job per model,
-# with a fixed seed and step budget; the result is the backbone as safetensors.
+# The model zoo. A table row with source 'demo' is pre-trained inside the workflow (one job per
+# model, fixed seed and step budget); a row with source 'checkpoint' is downloaded (a local
+# rule: cluster compute nodes are often offline) and converted once. Either way the result is
+# the backbone as safetensors, the only form later steps read.
+
+
+localrules:
+    download_checkpoint,
 
 
 rule pretrain:
@@ -13,6 +19,8 @@ rule pretrain:
         "logs/pretrain/{model}.log",
     benchmark:
         "results/benchmarks/pretrain/{model}.tsv"
+    wildcard_constraints:
+        model=DEMO_MODELS_RE,
     conda:
         "../envs/sslbench.yaml"
     threads: 1
@@ -23,3 +31,46 @@ rule pretrain:
         code=code("pretrain"),
     script:
         script_path("pretrain")
+
+
+rule download_checkpoint:
+    output:
+        raw="results/downloads/{model}.ckpt",
+        sha256="results/downloads/{model}.ckpt.sha256",
+    log:
+        "logs/download_checkpoint/{model}.log",
+    wildcard_constraints:
+        model=CHECKPOINT_MODELS_RE,
+    retries: 1
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        model=lambda wc: wc.model,
+        url=lambda wc: STUDY.model(wc.model)["url"],
+        sha256=lambda wc: STUDY.model(wc.model)["sha256"],
+        settings=DOWNLOAD_SETTINGS,
+    script:
+        script_path("download_checkpoint")
+
+
+rule convert_checkpoint:
+    input:
+        # ancient: a byte-identical re-download does not make every feature stale
+        raw=ancient("results/downloads/{model}.ckpt"),
+    output:
+        weights="results/checkpoints/{model}.safetensors",
+        sidecar="results/checkpoints/{model}.json",
+    log:
+        "logs/convert_checkpoint/{model}.log",
+    benchmark:
+        "results/benchmarks/convert_checkpoint/{model}.tsv"
+    wildcard_constraints:
+        model=CHECKPOINT_MODELS_RE,
+    conda:
+        "../envs/sslbench.yaml"
+    threads: 1
+    params:
+        spec=checkpoint_spec,
+        code=code("convert_checkpoint"),
+    script:
+        script_path("convert_checkpoint")

@@ -52,6 +52,14 @@ class Study:
         return _row_dict(self.datasets, key)
 
 
+# Optional keys of the config's features section: where and how extraction runs (they do not
+# change the features, so they are not job params).
+FEATURE_DEFAULTS = {
+    "device": "auto", "workers": 0, "threads": 1, "bf16": False, "channels_last": False,
+    "log_every": 60.0,
+}
+
+
 def load_schema(name: str) -> dict:
     return yaml.safe_load((SCHEMA_DIR / f"{name}.schema.yaml").read_text())
 
@@ -177,7 +185,8 @@ def read_table(path: str | Path, schema_name: str, what: str) -> pd.DataFrame:
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     if duplicates:
         raise ConfigError(f"{what} table '{path}' repeats key(s): {', '.join(duplicates)}")
-    frame = pd.DataFrame(rows).set_index("key", drop=False)
+    # dtype object: a column mixing integers and empty cells must not turn into floats
+    frame = pd.DataFrame(rows, dtype=object).set_index("key", drop=False)
     frame.index.name = None
     return frame.astype(object).where(frame.notna(), None)
 
@@ -235,18 +244,67 @@ def check_models(models: pd.DataFrame, path: str) -> None:
             if row["method"] != "random" and row["steps"] == 0:
                 raise ConfigError(f"{where}: column 'steps' must be > 0 for a trained method")
         elif row["source"] == "checkpoint":
-            raise ConfigError(
-                f"{where}: source 'checkpoint' (download and conversion of real checkpoints) "
-                "is not implemented in this version"
-            )
+            check_checkpoint_row(row, where)
+
+
+def check_checkpoint_row(row, where: str) -> None:
+    """Columns format, url and trusted of a row with source 'checkpoint'."""
+    from workflow_scripts.checkpoints import FORMATS, url_kind  # no torch
+
+    fmt = row["format"]
+    if fmt is None:
+        raise ConfigError(
+            f"{where}: column 'format' is required for source 'checkpoint' "
+            f"(known: {', '.join(FORMATS)})"
+        )
+    if fmt not in FORMATS:
+        raise ConfigError(
+            f"{where}: column 'format': unknown checkpoint format '{fmt}' "
+            f"(known: {', '.join(FORMATS)})"
+        )
+    if row["family"] not in FORMATS[fmt]["families"]:
+        raise ConfigError(
+            f"{where}: column 'format': format '{fmt}' holds a "
+            f"{'/'.join(FORMATS[fmt]['families'])} backbone, not a {row['family']} one"
+        )
+    if row["url"] is None:
+        raise ConfigError(f"{where}: column 'url' is required for source 'checkpoint'")
+    try:
+        url_kind(row["url"])
+    except ValueError as error:
+        raise ConfigError(f"{where}: column 'url': {error}") from None
+    trusted = row.get("trusted")  # True, False, or None/NaN for an empty cell or no column
+    if FORMATS[fmt]["pickle"] and not (isinstance(trusted, bool) and trusted):
+        raise ConfigError(
+            f"{where}: column 'trusted': format '{fmt}' can only be read by full unpickling, "
+            "which can run arbitrary code; set trusted to true only if you trust the file at "
+            f"{row['url']}"
+        )
 
 
 def check_datasets(datasets: pd.DataFrame, path: str) -> None:
     """Cross-column rules of the data set table."""
     from workflow_scripts import synthetic  # numpy only
+    from workflow_scripts.datasets import domainnet  # numpy and PIL only
 
     for key, row in datasets.iterrows():
         where = f"datasets table '{path}', key '{key}'"
+        if row["kind"] != "synthetic":
+            # Real layouts: the root folder itself is checked by the integrity job (a dry run
+            # plans the whole study before any data set is on disk).
+            if row.get("root") is None:
+                raise ConfigError(f"{where}: column 'root' is required for kind '{row['kind']}'")
+            for column in ("n_train", "n_test"):
+                if row[column] is None:
+                    raise ConfigError(
+                        f"{where}: column '{column}' is required for kind '{row['kind']}' "
+                        "(the integrity check compares the image count with it)"
+                    )
+            if row["kind"] == "domainnet" and row.get("variant") not in domainnet.DOMAINS:
+                raise ConfigError(
+                    f"{where}: column 'variant' must name the DomainNet domain "
+                    f"({', '.join(domainnet.DOMAINS)}), got {row.get('variant')!r}"
+                )
         if row["kind"] == "synthetic":
             for column in ("generator", "variant", "n_train", "n_test", "seed"):
                 if row[column] is None:
@@ -290,14 +348,30 @@ def load_study(config: dict, basedir: str | Path) -> Study:
     ``config`` is updated in place with values coerced from command-line strings."""
     config.update(coerce_cli_values(config, load_schema("config"), load_schema("config")))
     validate_config(config)
+    from workflow_scripts.checkpoints import settings
+
+    config["checkpoints"] = settings(config)  # the optional section, defaults filled in
     models_path = resolve_path(config["models_table"], basedir)
     datasets_path = resolve_path(config["datasets_table"], basedir)
     models = read_table(models_path, "models", "models")
     datasets = read_table(datasets_path, "datasets", "datasets")
+    for column in load_schema("datasets")["properties"]:
+        if column not in datasets.columns:  # optional columns a table leaves out
+            datasets[column] = None
     models = _select(models, config["models"], "models", "model")
     datasets = _select(datasets, config["datasets"], "datasets", "data set")
     check_models(models, str(models_path))
     check_datasets(datasets, str(datasets_path))
+    # Optional keys (documented in config/README.md) and their defaults.
+    config.setdefault("data_root", "data")
+    config.setdefault("allow_subsets", [])
+    for option, default in FEATURE_DEFAULTS.items():
+        config["features"].setdefault(option, default)
+    unknown = [key for key in config["allow_subsets"] if key not in datasets.index]
+    if unknown:
+        raise ConfigError(
+            f"config key 'allow_subsets': unknown data set key(s) {', '.join(map(repr, unknown))}"
+        )
     ids = list(datasets.index[datasets["role"] == "id"])
     if len(ids) != 1:
         raise ConfigError(
@@ -314,6 +388,12 @@ def load_study(config: dict, basedir: str | Path) -> Study:
         raise ConfigError(
             f"config key 'linear.warmup_epochs': {lin['warmup_epochs']} must be smaller than "
             f"linear.epochs ({lin['epochs']})"
+        )
+    real = [key for key in datasets.index if datasets.loc[key, "kind"] != "synthetic"]
+    if "linear_online" in config["protocols"] and real:
+        raise ConfigError(
+            "config key 'protocols': the faithful online probe 'linear_online' runs on the "
+            f"array (synthetic) data sets only so far; remove it or deselect {', '.join(real)}"
         )
     fewshot = config["fewshot"]
     if fewshot["seed"] in fewshot.get("extra_seeds", []):

@@ -54,25 +54,91 @@ def array_batches(images: np.ndarray, spec: dict, batch_size: int) -> Iterator[t
         yield eval_transform(chunk.permute(0, 3, 1, 2), spec)
 
 
+def resolve_device(name: str, key: str = "features.device") -> torch.device:
+    """``auto`` = the first CUDA device if there is one, else the CPU; ``key`` names the config
+    key in the error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"config key '{key}' is '{name}' but no CUDA device is visible")
+    return torch.device(name)
+
+
+def image_batches(files_path: str | Path, kind: str, root: str | Path, preprocessing: str | None,
+                  spec: dict, batch_size: int, workers: int = 0, pin_memory: bool = False):
+    """(DataLoader, N) over a real data set's split: adapter -> PIL RGB -> paper eval transform.
+
+    ``files_path`` is the ``{split}_files.txt`` list the integrity rule wrote (its order is the
+    order of the labels file)."""
+    from workflow_scripts.datasets.loader import ImageList, make_loader, read_file_list
+    from workflow_scripts.datasets.transforms import eval_transform as pil_eval_transform
+
+    items = read_file_list(files_path)
+    dataset = ImageList(kind, root, items, pil_eval_transform(spec, preprocessing))
+    return make_loader(dataset, batch_size, workers, pin_memory=pin_memory), len(items)
+
+
 @torch.inference_mode()
-def extract(backbone: torch.nn.Module, batches: Iterator[torch.Tensor], total: int) -> np.ndarray:
-    """Run ``backbone`` in eval mode over ``batches``; float32 [total, D]."""
-    backbone.eval()
+def extract(backbone: torch.nn.Module, batches: Iterator[torch.Tensor], total: int, *,
+            device: str | torch.device = "cpu", bf16: bool = False, channels_last: bool = False,
+            log_every: float = 60.0, label: str = "") -> np.ndarray:
+    """Run ``backbone`` in eval mode over ``batches``; float32 [total, D].
+
+    GPU-ready: ``device`` (the backbone is moved there), optional bfloat16 autocast and
+    channels-last memory format; progress (images, img/s, ETA) is logged every ``log_every``
+    seconds."""
+    device = torch.device(device)
+    backbone.eval().to(device)
+    if channels_last:
+        backbone.to(memory_format=torch.channels_last)
     out = None
     filled = 0
-    started = time.perf_counter()
+    started = last = time.perf_counter()
     for batch in batches:
-        emb = backbone(batch).float()
+        x = batch.to(device, non_blocking=True)
+        if channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            emb = backbone(x)
+        emb = emb.float().cpu()
         if out is None:
             out = np.empty((total, emb.shape[1]), dtype=np.float32)
+        if filled + len(emb) > total:
+            raise RuntimeError(f"extracted more than the expected {total} embeddings")
         out[filled:filled + len(emb)] = emb.numpy()
         filled += len(emb)
+        now = time.perf_counter()
+        if now - last >= log_every:
+            last = now
+            rate = filled / (now - started)
+            log.info("%s%d / %d images (%.0f%%), %.1f img/s, about %.0f s left", label, filled,
+                     total, 100 * filled / total, rate, (total - filled) / max(rate, 1e-9))
     if out is None or filled != total:
         raise RuntimeError(f"extracted {filled} embeddings, expected {total}")
     seconds = time.perf_counter() - started
-    log.info("extracted %d x %d features in %.1f s (%.0f img/s)", total, out.shape[1], seconds,
-             total / max(seconds, 1e-9))
+    log.info("%sextracted %d x %d features in %.1f s (%.1f img/s) on %s%s%s", label, total,
+             out.shape[1], seconds, total / max(seconds, 1e-9), device, " bf16" if bf16 else "",
+             " channels_last" if channels_last else "")
     return out
+
+
+def extract_split(backbone: torch.nn.Module, images_path: str | Path, source: dict, spec: dict,
+                  options: dict, label: str = "") -> np.ndarray:
+    """Features of one split: ``source`` is {kind, root, preprocessing} of the data set (kind
+    ``synthetic``: ``images_path`` is the uint8 array; otherwise the file list); ``options`` is
+    the configuration's ``features`` section."""
+    device = resolve_device(options.get("device", "cpu"))
+    batch_size = options["batch_size"]
+    if source["kind"] == "synthetic":
+        images = np.load(images_path)
+        batches, total = array_batches(images, spec, batch_size), len(images)
+    else:
+        batches, total = image_batches(
+            images_path, source["kind"], source["root"], source.get("preprocessing"), spec,
+            batch_size, options.get("workers", 0), pin_memory=device.type == "cuda")
+    return extract(backbone, batches, total, device=device, bf16=options.get("bf16", False),
+                   channels_last=options.get("channels_last", False),
+                   log_every=options.get("log_every", 60.0), label=label)
 
 
 def check_finite(features: np.ndarray, model: str, dataset: str, split: str) -> None:

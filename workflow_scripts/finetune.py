@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workflow_scripts.augment import normalize, to_float_images, weak_view
 from workflow_scripts.schedules import warmup_cosine_epochs
 
 log = logging.getLogger(__name__)
@@ -147,18 +146,19 @@ def param_groups(model: Classifier, recipe: FinetuneRecipe) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, mean, std,
-             num_classes: int, batch_size: int = 512) -> tuple[float, float]:
+def evaluate(model: nn.Module, source, num_classes: int, batch_size: int = 512,
+             device: torch.device | None = None) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy (percent; top-5 NaN with <= 5 classes) on an image source."""
     model.eval()
-    hits1 = hits5 = 0
-    for start in range(0, len(images), batch_size):
-        x = normalize(to_float_images(images[start:start + batch_size]), mean, std)
-        y = torch.from_numpy(np.asarray(labels[start:start + batch_size], dtype=np.int64))
+    hits1 = hits5 = n = 0
+    for x, y in source.eval_batches(batch_size):
+        if device is not None:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
         hits1 += int((logits.argmax(1) == y).sum())
         if num_classes > 5:
             hits5 += int((logits.topk(5, 1).indices == y[:, None]).any(1).sum())
-    n = len(images)
+        n += len(y)
     return hits1 * 100 / n, (hits5 * 100 / n if num_classes > 5 else float("nan"))
 
 
@@ -171,22 +171,20 @@ def _save_state(path: Path, state: dict) -> None:
 
 def finetune(
     backbone: nn.Module,
-    train_images: np.ndarray,
-    train_labels: np.ndarray,
-    test_images: np.ndarray,
-    test_labels: np.ndarray,
+    train,
+    test,
     *,
     num_classes: int,
     arm: str,
     recipe: FinetuneRecipe,
     seed: int,
-    mean,
-    std,
     state_path: str | Path | None = None,
     fingerprint: str = "",
     on_epoch_end: Callable[[int], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[dict, Classifier]:
-    """Fine-tune ``backbone`` + head; return (result dict, model).
+    """Fine-tune ``backbone`` + head on the image source ``train``, score on ``test``
+    (:mod:`workflow_scripts.sources`); return (result dict, model).
 
     ``backbone`` must already carry the drop-path rate for ViTs (``build_backbone(...,
     drop_path=recipe.drop_path)``). ``on_epoch_end(epoch)`` runs after the state is saved
@@ -194,8 +192,9 @@ def finetune(
     settings and inputs) differs from this run's is ignored, never resumed from; the file is
     deleted once the run completes.
     """
+    device = torch.device(device)
     torch.manual_seed(seed)
-    model = Classifier(backbone, num_classes, arm)
+    model = Classifier(backbone, num_classes, arm).to(device)
     vit = is_vit(backbone)
     smoothing = recipe.label_smoothing if vit else 0.0
     groups = param_groups(model, recipe)
@@ -207,7 +206,8 @@ def finetune(
     gen = torch.Generator().manual_seed(seed)
     start_epoch = 0
     state_path = Path(state_path) if state_path else None
-    state = torch.load(state_path, weights_only=True) if state_path and state_path.exists() else None
+    state = (torch.load(state_path, weights_only=True, map_location=device)
+             if state_path and state_path.exists() else None)
     if state is not None and state.get("fingerprint") != fingerprint:
         log.info("ignoring %s: it belongs to a run with other settings", state_path)
         state = None
@@ -215,19 +215,15 @@ def finetune(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        gen.set_state(state["generator"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
         start_epoch = int(state["epoch"]) + 1
         log.info("resuming from %s after epoch %d", state_path, start_epoch)
-    x_train = to_float_images(train_images)
-    y_train = torch.from_numpy(np.asarray(train_labels, dtype=np.int64))
     for epoch in range(start_epoch, recipe.epochs):
         model.train()
-        order = torch.randperm(len(x_train), generator=gen)
-        batches = [b for b in torch.split(order, recipe.batch_size) if len(b) > 1]
-        for idx in batches:
-            x = normalize(weak_view(x_train[idx], gen), mean, std)
-            loss = F.cross_entropy(model(x), y_train[idx], label_smoothing=smoothing)
+        for x, y in train.train_batches(recipe.batch_size, gen):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"fine-tuning loss became {loss.item()} in epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)
@@ -245,12 +241,12 @@ def finetune(
         log.info("epoch %d/%d: loss %.4f", epoch + 1, recipe.epochs, loss.item())
         if on_epoch_end is not None:
             on_epoch_end(epoch)
-    top1, top5 = evaluate(model, test_images, test_labels, mean, std, num_classes)
+    top1, top5 = evaluate(model, test, num_classes, device=device)
     if state_path and state_path.exists():
         state_path.unlink()
     result = {
         "arm": arm, "top1": top1, "top5": top5, "epochs": recipe.epochs,
-        "n_train": len(train_images), "n_test": len(test_images), "seed": seed,
+        "n_train": len(train), "n_test": len(test), "seed": seed,
         "label_smoothing": smoothing,
         "drop_path": recipe.drop_path if vit else 0.0,
         "layer_decay": recipe.layer_decay if vit else 1.0,
@@ -264,12 +260,12 @@ def recipe_from_config(cfg: dict) -> FinetuneRecipe:
 
 
 def run_protocols(
-    *, weights: str, model: dict, protocols: list[str], arms: list[str], train_images: np.ndarray,
-    train_labels: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray,
+    *, weights: str, model: dict, protocols: list[str], arms: list[str], train, test,
     subsets: dict[str, dict[int, np.ndarray]], recipes: dict[str, FinetuneRecipe],
-    num_classes: int, mean, std, state_dir: str | Path, weights_sha256: str,
+    num_classes: int, state_dir: str | Path, weights_sha256: str, device: str = "cpu",
 ) -> dict[str, list[dict]]:
-    """Every trained protocol (``finetune``, ``fewshot<pct>``) x arm of one model.
+    """Every trained protocol (``finetune``, ``fewshot<pct>``) x arm of one model, on the image
+    sources ``train`` and ``test`` (:mod:`workflow_scripts.sources`).
 
     ``subsets[protocol]`` maps each few-shot subset seed to its indices into the train split
     (no entry for ``finetune``: the whole split); ``recipes[protocol]`` is the protocol's recipe,
@@ -286,8 +282,7 @@ def run_protocols(
         rows[protocol] = []
         runs = subsets.get(protocol) or {None: None}
         for subset_seed, index in runs.items():
-            images = train_images if index is None else train_images[index]
-            labels = train_labels if index is None else train_labels[index]
+            images = train if index is None else train.subset(index)
             run_name = protocol if subset_seed is None or len(runs) == 1 else f"{protocol}_s{subset_seed}"
             for arm in arms:
                 backbone = load_backbone(weights, model["arch"], model["embedding"], recipe.drop_path)
@@ -297,9 +292,9 @@ def run_protocols(
                     sort_keys=True,
                 )
                 result, _ = finetune(
-                    backbone, images, labels, test_images, test_labels, num_classes=num_classes,
-                    arm=arm, recipe=recipe, seed=recipe.seed, mean=mean, std=std,
-                    state_path=Path(state_dir) / f"{run_name}_{arm}.pt", fingerprint=fingerprint,
+                    backbone, images, test, num_classes=num_classes, arm=arm, recipe=recipe,
+                    seed=recipe.seed, state_path=Path(state_dir) / f"{run_name}_{arm}.pt",
+                    fingerprint=fingerprint, device=device,
                 )
                 log.info("%s %s %s: top1 %.2f", model["key"], run_name, arm, result["top1"])
                 rows[protocol].append({

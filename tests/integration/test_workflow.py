@@ -81,9 +81,17 @@ def test_tables_have_the_promised_shape(run):
         subset = np.load(run / f"results/splits/shapes/fewshot_{pct}.npy")
         labels = np.load(run / "results/labels/shapes/train.npy")
         assert subset.dtype == np.int64 and np.all(np.bincount(labels[subset]) == per_class)
-    for figure in ("f1_id_protocols", "f2_id_vs_ood", "f3_scatter", "f4_bn_effect"):
+    # F6 needs a method on both backbones or both paradigms within the ViTs: not in the smoke zoo
+    for figure in ("f1_id_protocols", "f2_id_vs_ood", "f3_scatter", "f4_bn_effect", "f5_shift_groups"):
         for ext in ("png", "pdf"):
             assert (run / f"results/figures/{figure}.{ext}").stat().st_size > 1000
+    assert not (run / "results/figures/f6_paradigm_backbone.png").exists()
+    models = pd.read_csv(run / "results/tables/models.csv")
+    assert models["key"].tolist() == ["random_resnet", "simclr_resnet", "supervised_resnet", "mae_vit"]
+    datasets = pd.read_csv(run / "results/tables/datasets.csv")
+    assert (datasets["measured_train"] == datasets["n_train"]).all()
+    for table in ("models", "datasets", "accuracy"):
+        assert (run / f"results/tables/{table}.html").stat().st_size > 500
 
 
 def test_feature_cache_layout(run):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
@@ -54,8 +55,10 @@ def _call(name, acc, corr, opts, png, pdf):
     fn = getattr(F, name)
     if name in ("plot_f1", "plot_f2"):
         fn(corr, opts, png, pdf)
-    elif name == "plot_f3":
+    elif name in ("plot_f3", "plot_f6"):
         fn(acc, opts, png, pdf)
+    elif name == "plot_f5":
+        fn(corr, opts, png, pdf)
     else:
         fn(acc, corr, opts, png, pdf)
 
@@ -74,7 +77,7 @@ def _check_outputs(directory, png, pdf):
     return image
 
 
-PLOTS = ["plot_f1", "plot_f2", "plot_f3", "plot_f4"]
+PLOTS = ["plot_f1", "plot_f2", "plot_f3", "plot_f4", "plot_f5", "plot_f6"]
 
 
 @pytest.mark.parametrize("name", PLOTS)
@@ -191,3 +194,220 @@ def test_import_has_no_side_effects():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
     assert out.stdout.split() == ["False", "False", "False"]
+
+
+# --------------------------------------------------------------------------------------------
+# F5 and F6: the drawn values equal hand-built inputs
+
+
+def _capture_texts(monkeypatch):
+    """Record, per axes with a title, the annotations {(row, col): text} when a figure is saved."""
+    captured = []
+    original = F._save
+
+    def recording(fig, png, pdf, dpi):
+        for ax in fig.axes:
+            if ax.get_title():
+                cells = {}
+                for t in ax.texts:
+                    x, y = t.get_position()
+                    cells[(int(y - 0.5), int(x - 0.5))] = t.get_text()
+                captured.append((ax.get_title(), cells))
+        original(fig, png, pdf, dpi)
+
+    monkeypatch.setattr(F, "_save", recording)
+    return captured
+
+
+def _capture_notes(monkeypatch):
+    """Record every text drawn on the axes of a figure when it is saved."""
+    captured = []
+    original = F._save
+
+    def recording(fig, png, pdf, dpi):
+        captured.extend(t.get_text() for ax in fig.axes for t in ax.texts)
+        original(fig, png, pdf, dpi)
+
+    monkeypatch.setattr(F, "_save", recording)
+    return captured
+
+
+def hand_correlations():
+    """Group-mean rows for 2 x (protocol, arm) x 2 y (protocol, arm) x 2 groups + mean_ood,
+    shuffled, plus rows F5 must ignore (other method/subset, per-data-set and pair rows)."""
+    rows, value = [], 0.0
+    xs = [("knn", "raw"), ("linear", "bn")]
+    ys = [("knn", "raw"), ("linear", "bn")]
+    for (xp, xa), (yp, ya) in itertools.product(xs, ys):
+        for yd, kind, group, k in [("group:style", "group", "style", 2),
+                                   ("group:new_label", "group", "new_label", 3),
+                                   ("mean_ood", "mean", "", 5)]:
+            value += 0.037
+            rows.append(dict(x_protocol=xp, x_arm=xa, x_dataset="inet", y_protocol=yp,
+                             y_arm=ya, y_dataset=yd, subset="all", method="kendall", n=9,
+                             value=round(value - 0.4, 4), p_value=np.nan, ci_low=-1.0,
+                             ci_high=1.0, y_kind=kind, y_shift_group=group, n_datasets=k))
+    distractors = []
+    for r in rows:
+        distractors.append({**r, "method": "spearman", "value": 0.99})
+        distractors.append({**r, "subset": "backbone=vit", "value": -0.99})
+    distractors.append({**rows[0], "y_dataset": "sketch", "y_kind": "dataset", "value": 0.5,
+                        "n_datasets": 1})
+    distractors.append({**rows[0], "y_protocol": "linear", "y_arm": "bn", "y_dataset": "inet",
+                        "y_kind": "pair", "value": 0.7, "n_datasets": 1})
+    frame = pd.DataFrame(rows + distractors)
+    # group order in the table: style before new_label (as correlation_table writes them)
+    return frame.sample(frac=1.0, random_state=3).sort_values(
+        "y_dataset", key=lambda s: s.map({"group:style": 0, "group:new_label": 1}).fillna(2),
+        kind="stable"), pd.DataFrame(rows)
+
+
+def test_f5_cells_equal_hand_built_rows(tmp_path, monkeypatch):
+    frame, truth = hand_correlations()
+    captured = _capture_texts(monkeypatch)
+    cells = F.plot_f5(frame, {"dpi": 80}, tmp_path / "f5.png", tmp_path / "f5.pdf")
+    _check_outputs(tmp_path, tmp_path / "f5.png", tmp_path / "f5.pdf")
+    key = ["x_protocol", "x_arm", "y_protocol", "y_arm", "y_dataset"]
+    merged = cells.merge(truth, on=key, suffixes=("", "_true"), validate="one_to_one")
+    assert len(merged) == len(truth) == 2 * 2 * 3
+    np.testing.assert_array_equal(merged["value"], merged["value_true"])
+    assert (merged["text"] == merged["value_true"].map(lambda v: f"{v:.2f}")).all()
+    # positions: rows in canonical protocol order, columns = groups in table order, then mean
+    rows = {("knn", "raw"): 0, ("linear", "bn"): 1}
+    cols = {"group:style": 0, "group:new_label": 1, "mean_ood": 2}
+    assert (merged["row"] == [rows[(p, a)] for p, a in zip(merged.x_protocol, merged.x_arm)]).all()
+    assert (merged["col"] == merged["y_dataset"].map(cols)).all()
+    # the figure's annotations are exactly these texts, panel by panel
+    panels = [(title, texts) for title, texts in captured if title.startswith("OOD accuracy")]
+    assert [t.split("\n")[0] for t, _ in panels] == [
+        "OOD accuracy under kNN", "OOD accuracy under linear (BN)"]
+    for (_, texts), (yp, ya) in zip(panels, [("knn", "raw"), ("linear", "bn")]):
+        want = truth[(truth.y_protocol == yp) & (truth.y_arm == ya)]
+        assert texts == {(rows[(r.x_protocol, r.x_arm)], cols[r.y_dataset]): f"{r.value:.2f}"
+                         for r in want.itertuples()}
+
+
+def test_f5_options_and_errors(tmp_path):
+    frame, truth = hand_correlations()
+    cells = F.f5_cells(frame, {"y_arms": ["bn"], "include_mean": False})
+    assert set(cells["y_protocol"]) == {"linear"} and set(cells["y_dataset"]) == {
+        "group:style", "group:new_label"}
+    spear = F.f5_cells(frame, {"method": "spearman"})
+    assert (spear["value"] == 0.99).all()
+    with pytest.raises(ValueError, match="shift-group"):
+        F.plot_f5(frame[~frame.y_dataset.str.startswith("group:")], {}, tmp_path / "a.png",
+                  tmp_path / "a.pdf")
+    with pytest.raises(ValueError, match="y_protocols"):
+        F.f5_cells(frame, {"y_protocols": ["finetune"]})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_f5_on_correlation_table(corr):
+    """On a real correlation table, every cell is the group row of the table."""
+    cells = F.f5_cells(corr, {})
+    rows = corr[(corr.method == "kendall") & (corr.subset == "all")
+                & corr.y_kind.isin(["group", "mean"])]
+    assert len(cells) == len(rows)
+    merged = cells.merge(rows, on=["x_protocol", "x_arm", "y_protocol", "y_arm", "y_dataset"],
+                         suffixes=("", "_t"))
+    np.testing.assert_array_equal(merged["value"], merged["value_t"])
+
+
+def hand_accuracy(include_vit=True, shared=True):
+    """Models (method, backbone, paradigm); top1 = 10 * model index + data set/protocol offsets."""
+    models = [("a_resnet", "a", "resnet", "discriminative"),
+              ("b_resnet1", "b", "resnet", "discriminative"),
+              ("b_resnet2", "b", "resnet", "discriminative"),
+              ("d_resnet", "d", "resnet", "discriminative")]
+    if include_vit:
+        models += [("a_vit" if shared else "e_vit", "a" if shared else "e", "vit",
+                    "discriminative"),
+                   ("b_vit" if shared else "f_vit", "b" if shared else "f", "vit",
+                    "discriminative"),
+                   ("c_vit", "c", "vit", "generative"), ("g_vit", "g", "vit", "generative"),
+                   ("r_vit", "random", "vit", "baseline")]
+    datasets = [("inet", "id", "in_domain"), ("o1", "ood", "style"), ("o2", "ood", "new")]
+    rows = []
+    for i, (model, method, backbone, paradigm) in enumerate(models):
+        for j, (ds, domain, group) in enumerate(datasets):
+            protocols = ["knn", "linear"] + (["finetune"] if domain == "id" else [])
+            for k, protocol in enumerate(protocols):
+                for arm in ("raw", "bn"):
+                    if model == "d_resnet" and ds == "o2" and protocol == "linear":
+                        continue  # incomplete OOD coverage: no mean OOD for this one
+                    rows.append(dict(model=model, method=method, backbone=backbone,
+                                     arch=backbone + "_x", paradigm=paradigm, dataset=ds,
+                                     domain=domain, shift_group=group, protocol=protocol, arm=arm,
+                                     top1=10.0 * i + 3.0 * j + 1.0 * k + (0.5 if arm == "bn"
+                                                                          else 0.0)))
+    return pd.DataFrame(rows)
+
+
+def test_f6_pairs_methods_across_backbones(tmp_path):
+    acc = hand_accuracy()
+    data = F.plot_f6(acc, {"dpi": 80}, tmp_path / "f6.png", tmp_path / "f6.pdf")
+    _check_outputs(tmp_path, tmp_path / "f6.png", tmp_path / "f6.pdf")
+    assert data["arm"] == "bn" and data["notes"] == {}
+    pairs = data["pairs"]
+    assert sorted(pairs["method"].unique()) == ["a", "b"]  # c, d, g, random: one backbone only
+    idx = {m: i for i, m in enumerate(acc.drop_duplicates("model")["model"])}
+
+    def expected(models, measure, protocol):
+        k = {"knn": 0, "linear": 1, "finetune": 2}[protocol]
+        sets = [0] if measure == "in-domain" else [1, 2]
+        return np.mean([10.0 * idx[m] + 3.0 * j + k + 0.5 for m in models for j in sets])
+
+    for row in pairs.itertuples():
+        models = row.models.split(",")
+        assert models == sorted(m for m in idx if m.startswith(row.method + "_")
+                                and acc.loc[acc.model == m, "backbone"].iloc[0] == row.backbone)
+        assert row.n_models == len(models)
+        assert row.top1 == pytest.approx(expected(models, row.measure, row.protocol))
+    got = {(r.method, r.measure, r.protocol): set(g) for (r, g) in [
+        (r, pairs[(pairs.method == r.method) & (pairs.measure == r.measure)
+                  & (pairs.protocol == r.protocol)]["backbone"]) for r in pairs.itertuples()]}
+    assert all(v == {"resnet", "vit"} for v in got.values())
+    assert sorted({(m, p) for m, ms, p in got if ms == "in-domain"}) == sorted(
+        (m, p) for m in "ab" for p in ("knn", "linear", "finetune"))
+    assert sorted({(m, p) for m, ms, p in got if ms == "mean OOD"}) == sorted(
+        (m, p) for m in "ab" for p in ("knn", "linear"))
+    vit = data["vit"]
+    assert set(vit["model"]) == {"a_vit", "b_vit", "c_vit", "g_vit", "r_vit"}
+    assert dict(vit.drop_duplicates("model").set_index("model")["paradigm"]) == {
+        "a_vit": "discriminative", "b_vit": "discriminative", "c_vit": "generative",
+        "g_vit": "generative", "r_vit": "baseline"}
+    for r in vit.itertuples():
+        assert r.top1 == pytest.approx(expected([r.model], r.measure, r.protocol))
+    raw = F.f6_data(acc, {"arm": "raw"})
+    assert raw["arm"] == "raw"
+    np.testing.assert_allclose(
+        raw["pairs"]["top1"].to_numpy() + 0.5, pairs["top1"].to_numpy())
+
+
+def test_f6_incomplete_ood_coverage_has_no_mean():
+    m = F.f6_measures(hand_accuracy(), "bn")
+    d = m[m.model == "d_resnet"]
+    assert set(d.loc[d.measure == "mean OOD", "protocol"]) == {"knn"}
+
+
+@pytest.mark.parametrize("include_vit,shared,missing", [
+    (False, True, {"vit", "pairs"}), (True, False, {"pairs"})])
+def test_f6_empty_parts_give_a_note(tmp_path, monkeypatch, include_vit, shared, missing):
+    acc = hand_accuracy(include_vit=include_vit, shared=shared)
+    captured = _capture_notes(monkeypatch)
+    data = F.plot_f6(acc, {"dpi": 80}, tmp_path / "f6.png", tmp_path / "f6.pdf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f6.pdf", "f6.png"]
+    assert set(data["notes"]) == missing
+    # each missing part is explained on the figure
+    for part, prefix in (("vit", "(a) "), ("pairs", "(b) ")):
+        if part in missing:
+            assert prefix + data["notes"][part] in captured
+    assert data["pairs"].empty
+    assert data["vit"].empty == ("vit" in missing)
+
+
+def test_f6_single_paradigm_within_vit_is_a_note():
+    acc = hand_accuracy()
+    acc = acc[~acc.model.isin(["c_vit", "g_vit", "r_vit"])]
+    data = F.f6_data(acc, {})
+    assert "vit" in data["notes"] and data["vit"].empty and not data["pairs"].empty

@@ -6,6 +6,7 @@ import torch
 
 from workflow_scripts import finetune as ft
 from workflow_scripts.backbones import build_backbone
+from workflow_scripts.sources import ArraySource
 
 MEAN, STD = [0.5] * 3, [0.25] * 3
 
@@ -53,8 +54,8 @@ def test_vit_extras_are_active(monkeypatch):
     recipe = ft.FinetuneRecipe(epochs=1, batch_size=16, warmup_epochs=0)
     vit = build_backbone("vit_tiny_p8", "cls", drop_path=recipe.drop_path)
     assert vit.blocks[-1].drop_path1.drop_prob == pytest.approx(0.2)
-    result, model = ft.finetune(vit, images, labels, images, labels, num_classes=10, arm="raw",
-                                recipe=recipe, seed=0, mean=MEAN, std=STD)
+    data = ArraySource(images, labels, MEAN, STD)
+    result, model = ft.finetune(vit, data, data, num_classes=10, arm="raw", recipe=recipe, seed=0)
     assert seen and set(seen) == {0.1}
     assert result["label_smoothing"] == 0.1 and result["drop_path"] == 0.2
     x = torch.randn(4, 3, 32, 32)
@@ -64,8 +65,7 @@ def test_vit_extras_are_active(monkeypatch):
     assert torch.equal(model(x), model(x))
     seen.clear()
     resnet = build_backbone("resnet10_tiny", "avgpool")
-    ft.finetune(resnet, images, labels, images, labels, num_classes=10, arm="bn", recipe=recipe,
-                seed=0, mean=MEAN, std=STD)
+    ft.finetune(resnet, data, data, num_classes=10, arm="bn", recipe=recipe, seed=0)
     assert set(seen) == {0.0}  # no label smoothing for ResNets
 
 
@@ -91,21 +91,19 @@ def test_resume_equals_uninterrupted(tmp_path, arch, embedding):
         torch.manual_seed(123)
         return build_backbone(arch, embedding, drop_path=recipe.drop_path)
 
-    kwargs = dict(num_classes=10, arm="bn", recipe=recipe, seed=5, mean=MEAN, std=STD)
-    full, model_full = ft.finetune(fresh(), images, labels, images, labels,
-                                   state_path=tmp_path / "a.pt", **kwargs)
+    data = ArraySource(images, labels, MEAN, STD)
+    kwargs = dict(num_classes=10, arm="bn", recipe=recipe, seed=5)
+    full, model_full = ft.finetune(fresh(), data, data, state_path=tmp_path / "a.pt", **kwargs)
 
     def kill(epoch):
         if epoch == 1:
             raise Killed
 
     with pytest.raises(Killed):
-        ft.finetune(fresh(), images, labels, images, labels, state_path=tmp_path / "b.pt",
-                    on_epoch_end=kill, **kwargs)
+        ft.finetune(fresh(), data, data, state_path=tmp_path / "b.pt", on_epoch_end=kill, **kwargs)
     assert torch.load(tmp_path / "b.pt", weights_only=True)["epoch"] == 1
     torch.manual_seed(999)  # the global RNG state is restored from the file, not inherited
-    resumed, model_resumed = ft.finetune(fresh(), images, labels, images, labels,
-                                         state_path=tmp_path / "b.pt", **kwargs)
+    resumed, model_resumed = ft.finetune(fresh(), data, data, state_path=tmp_path / "b.pt", **kwargs)
     for key, value in model_full.state_dict().items():
         assert torch.equal(value, model_resumed.state_dict()[key]), key
     assert resumed["top1"] == full["top1"]
@@ -121,8 +119,8 @@ def test_recipe_validation():
 def test_state_of_other_settings_is_not_resumed(tmp_path):
     images, labels = _data()
     recipe = ft.FinetuneRecipe(epochs=2, batch_size=16, warmup_epochs=0)
-    kwargs = dict(num_classes=10, arm="raw", recipe=recipe, seed=1, mean=MEAN, std=STD,
-                  state_path=tmp_path / "s.pt")
+    data = ArraySource(images, labels, MEAN, STD)
+    kwargs = dict(num_classes=10, arm="raw", recipe=recipe, seed=1, state_path=tmp_path / "s.pt")
 
     def run(fingerprint, kill=False):
         torch.manual_seed(0)
@@ -132,8 +130,8 @@ def test_state_of_other_settings_is_not_resumed(tmp_path):
             if kill:
                 raise Killed
 
-        return ft.finetune(backbone, images, labels, images, labels, fingerprint=fingerprint,
-                           on_epoch_end=stop, **kwargs)
+        return ft.finetune(backbone, data, data, fingerprint=fingerprint, on_epoch_end=stop,
+                           **kwargs)
 
     clean, model_clean = run("a")
     assert not (tmp_path / "s.pt").exists()  # removed once the run completed
@@ -183,15 +181,15 @@ def test_run_protocols_runs_every_few_shot_subset_seed(tmp_path):
     save_weights(build_backbone("resnet10_tiny", "avgpool"), weights)
     images, labels = _data(n=60)
     labels = np.arange(60) % 3
+    data = ArraySource(images, labels, MEAN, STD)
     subsets = {"fewshot20": {s: fewshot_indices(labels, 3, 20, dataset="d", seed=s) for s in (42, 7)}}
     recipe = ft.FinetuneRecipe(epochs=1, batch_size=4, warmup_epochs=0)
     rows = ft.run_protocols(
         weights=str(weights), model={"key": "m", "method": "simclr", "arch": "resnet10_tiny",
                                      "embedding": "avgpool"},
-        protocols=["fewshot20"], arms=["raw", "bn"], train_images=images, train_labels=labels,
-        test_images=images, test_labels=labels, subsets=subsets,
-        recipes={"fewshot20": recipe}, num_classes=3, mean=MEAN, std=STD,
-        state_dir=tmp_path / "state", weights_sha256="x")["fewshot20"]
+        protocols=["fewshot20"], arms=["raw", "bn"], train=data, test=data, subsets=subsets,
+        recipes={"fewshot20": recipe}, num_classes=3, state_dir=tmp_path / "state",
+        weights_sha256="x")["fewshot20"]
     assert [(r["subset_seed"], r["arm"]) for r in rows] == [(42, "raw"), (42, "bn"), (7, "raw"), (7, "bn")]
     assert all(r["n_train"] == 12 for r in rows)  # floor(0.2 x 60 / 3) = 4 per class
     assert not subsets["fewshot20"][42].tolist() == subsets["fewshot20"][7].tolist()
@@ -199,8 +197,8 @@ def test_run_protocols_runs_every_few_shot_subset_seed(tmp_path):
     index = subsets["fewshot20"][42]
     from workflow_scripts.backbones import load_backbone
 
-    direct, _ = ft.finetune(load_backbone(weights, "resnet10_tiny", "avgpool"), images[index],
-                            labels[index], images, labels, num_classes=3, arm="raw", recipe=recipe,
-                            seed=recipe.seed, mean=MEAN, std=STD)
+    direct, _ = ft.finetune(load_backbone(weights, "resnet10_tiny", "avgpool"),
+                            ArraySource(images[index], labels[index], MEAN, STD), data,
+                            num_classes=3, arm="raw", recipe=recipe, seed=recipe.seed)
     assert rows[0]["top1"] == direct["top1"]
     assert not list((tmp_path / "state").glob("*.pt"))  # finished runs leave no state

@@ -1,24 +1,34 @@
-"""Rule extract_features: embed the train and test splits of one or more data sets."""
+"""Rule extract_features: embed the train and test splits of one or more data sets.
+
+Synthetic sets are read from their uint8 arrays, real ones through their adapter and the paper
+transform (file list from the integrity rule); device, batch size, loader workers, bf16 and
+channels-last come from the configuration's ``features`` section.
+"""
 
 import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 
-import numpy as np
-
 from workflow_scripts import runtime
 from workflow_scripts.backbones import load_backbone
-from workflow_scripts.features import array_batches, extract, sha256_file, write_features
+from workflow_scripts.datasets import resolve_root
+from workflow_scripts.features import extract_split, sha256_file, write_features
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log = runtime.setup(sm, torch_threads=True)
 model = sm.params.model
 backbone = load_backbone(sm.input.weights, model["arch"], model["embedding"])
 weights_sha = sha256_file(sm.input.weights)
+options = sm.config["features"] | sm.params.options  # run-time keys + result keys
 jobs = zip(sm.params.datasets, sm.params.splits, sm.input.images, sm.input.labels,
            sm.output.features, sm.output.sidecars, strict=True)
 for dataset, split, images_path, labels_path, out, sidecar in jobs:
-    images = np.load(images_path)
-    feats = extract(backbone, array_batches(images, sm.params.transform, sm.params.batch_size), len(images))
+    source = sm.params.sources[dataset]
+    if source["kind"] != "synthetic":  # the root is not a param: moving the data reruns nothing
+        source = source | {"root": str(resolve_root(source, sm.config["data_root"]))}
+    transform = sm.params.transform | ({} if source["kind"] == "synthetic" else
+                                       {"preprocessing": source["preprocessing"]})
+    feats = extract_split(backbone, images_path, source, sm.params.transform, options,
+                          label=f"{model['key']} / {dataset} / {split}: ")
     write_features(out, sidecar, feats, model=model["key"], dataset=dataset, split=split,
-                   dtype=sm.params.dtype, weights_sha256=weights_sha, transform=sm.params.transform,
-                   labels_path=labels_path)
+                   dtype=options["dtype"], weights_sha256=weights_sha,
+                   transform=transform, labels_path=labels_path)
     log.info("%s / %s / %s: %s", model["key"], dataset, split, feats.shape)

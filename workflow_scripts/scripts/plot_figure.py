@@ -1,4 +1,4 @@
-"""Rules f1_* .. f4_*: render one figure (PNG and PDF) from the result tables."""
+"""Rules f1_* .. f6_*: render one figure (PNG and PDF) from the result tables."""
 
 import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 
@@ -18,6 +18,10 @@ elif sm.params.figure == "f3":
     figures.plot_f3(tables["accuracy"], opts, png, pdf)
 elif sm.params.figure == "f4":
     figures.plot_f4(tables["accuracy"], tables["correlations"], opts, png, pdf)
+elif sm.params.figure == "f5":
+    figures.plot_f5(tables["correlations"], opts, png, pdf)
+elif sm.params.figure == "f6":
+    figures.plot_f6(tables["accuracy"], opts, png, pdf)
 else:
     raise ValueError(f"unknown figure '{sm.params.figure}'")
 log.info("wrote %s and %s", png, pdf)

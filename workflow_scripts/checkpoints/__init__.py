@@ -1,0 +1,130 @@
+"""Real pre-trained checkpoints: download (``download``) and one-off conversion (``convert``).
+
+A model-table row with ``source = checkpoint`` names a ``url`` and a source ``format``. The
+download step fetches the file (``results/downloads/{model}.ckpt``, checked against the row's
+``sha256``); the conversion step -- the only place a pickle is ever opened -- extracts the
+backbone and writes ``results/checkpoints/{model}.safetensors``, which every later step loads
+strictly. This module holds only names and URL parsing (no torch), so the configuration is
+validated against it at Snakefile parse time.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+
+# Source format -> backbone families it holds, whether reading it needs full unpickling
+# (arbitrary code: only for rows marked trusted), and where the backbone is in the file.
+FORMATS: dict[str, dict] = {
+    "vissl_trunk": {
+        "families": ("resnet",), "pickle": False,
+        "layout": "ckpt['classy_state_dict']['base_model']['model']['trunk'], "
+                  "prefix '_feature_blocks.' stripped",
+    },
+    "npid_numpy": {
+        "families": ("resnet",), "pickle": True,
+        "layout": "ckpt['model_state_dict'] with numpy-array values, prefix '_feature_blocks.' "
+                  "stripped, 'fc*' dropped",
+    },
+    "deepcluster": {
+        "families": ("resnet",), "pickle": False,
+        "layout": "bare state dict, prefix 'module.' stripped, 'projection_head.*' and "
+                  "'prototypes.*' dropped (SwAV, SeLa-v2, DeepCluster-v2)",
+    },
+    "moco_v2": {
+        "families": ("resnet",), "pickle": False,
+        "layout": "ckpt['state_dict'], 'module.encoder_q.*' minus the projector 'fc.*'",
+    },
+    "moco_v3": {
+        "families": ("resnet", "vit"), "pickle": False,
+        "layout": "ckpt['state_dict'], 'module.base_encoder.*' (or the momentum encoder, "
+                  "checkpoints.moco_v3_encoder) minus the projectors 'fc.*'/'head.*'",
+    },
+    "mmselfsup_resnet": {
+        "families": ("resnet",), "pickle": False,
+        "layout": "ckpt['state_dict'], 'backbone.*' (torchvision names)",
+    },
+    "mmselfsup_vit": {
+        "families": ("vit",), "pickle": False,
+        "layout": "ckpt['state_dict'], 'backbone.*' with mmcls ViT names renamed to timm, "
+                  "'mask_token' dropped",
+    },
+    "byol_online": {
+        "families": ("resnet",), "pickle": False,
+        "layout": "ckpt['online_backbone'], prefix 'module.' stripped",
+    },
+    "torchvision": {
+        "families": ("resnet",), "pickle": False,
+        "layout": "bare torchvision ResNet state dict (no fc)",
+    },
+    "timm_vit": {
+        "families": ("vit",), "pickle": False,
+        "layout": "bare timm ViT state dict (no head)",
+    },
+    "ibot": {
+        "families": ("vit",), "pickle": False,
+        "layout": "ckpt['state_dict'], 'head.*' dropped",
+    },
+    "mae": {
+        "families": ("vit",), "pickle": False,
+        "layout": "ckpt['model'] (timm names), 'mask_token' and 'decoder*' dropped (MAE, MILAN)",
+    },
+    "beit_v2": {
+        "families": ("vit",), "pickle": False,
+        "layout": "ckpt['model']; the shared 'rel_pos_bias.relative_position_bias_table' copied "
+                  "into every block; 'lm_head', 'cls_pt_layers', 'mask_token' and the final "
+                  "'norm' dropped; identity 'fc_norm' added",
+    },
+    "safetensors": {
+        "families": ("resnet", "vit"), "pickle": False,
+        "layout": "a safetensors file already holding the backbone's torchvision/timm names",
+    },
+}
+
+# Defaults of the optional config section `checkpoints` (documented in config/README.md).
+DEFAULTS: dict = {
+    "retries": 3,  # download attempts after the first one, within one job
+    "backoff": 5.0,  # seconds before the first retry, doubled for each further one
+    "timeout": 60.0,  # seconds to connect and between two received chunks
+    "moco_v3_encoder": "base",  # base (official evaluation) or momentum (the authors' overwrite)
+}
+
+GDRIVE_HOSTS = ("drive.google.com", "docs.google.com", "drive.usercontent.google.com")
+
+
+def gdrive_id(url: str) -> str | None:
+    """The file id of a Google Drive link, or None if ``url`` is not one."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or parts.hostname not in GDRIVE_HOSTS:
+        return None
+    query = urllib.parse.parse_qs(parts.query)
+    if query.get("id"):
+        return query["id"][0]
+    match = re.search(r"/d/([A-Za-z0-9_-]+)", parts.path)
+    return match.group(1) if match else ""
+
+
+def url_kind(url: str) -> str:
+    """'gdrive', 'http', 'file' or 'local'; ValueError for anything else."""
+    if "://" not in url:
+        if not url.strip():
+            raise ValueError("empty URL")
+        return "local"
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme in ("http", "https"):
+        found = gdrive_id(url)
+        if found == "":
+            raise ValueError(f"Google Drive link without a file id: {url}")
+        return "gdrive" if found else "http"
+    if scheme == "file":
+        if not urllib.parse.urlsplit(url).path:
+            raise ValueError(f"file URL without a path: {url}")
+        return "file"
+    raise ValueError(
+        f"unsupported URL scheme '{scheme}' in {url} (use https, http, file:// or a local path)"
+    )
+
+
+def settings(config: dict) -> dict:
+    """The `checkpoints` config section with defaults filled in."""
+    return {**DEFAULTS, **(config.get("checkpoints") or {})}
