@@ -109,6 +109,40 @@ def images_of(dataset, split):
     return f"results/data/{dataset}/{split}_files.txt"
 
 
+def threads_of(rule):
+    """Threads of a rule's jobs (config key threads.<rule>, default 1): they set the torch /
+    faiss thread count inside the job and the CPUs a cluster job asks for."""
+    return config.get("threads", {}).get(rule, 1)
+
+
+def job_images(wildcards):
+    """Train + test images of the data sets a job covers (0 where the table has no count)."""
+    return sum(
+        int(STUDY.dataset(d)[split] or 0)
+        for d in job_datasets(wildcards)
+        for split in ("n_train", "n_test")
+    )
+
+
+def mem_mb_features(copies, base_mb):
+    """Memory (MB) of a job holding ``copies`` float32 N x D feature arrays of its data sets
+    (N = train + test images, D = the model's embedding) on top of ``base_mb``."""
+
+    def mem_mb(wildcards):
+        dim = registry.ARCHS[STUDY.model(wildcards.model)["arch"]]["dim"]
+        return base_mb + -(-copies * job_images(wildcards) * dim * 4 // 2**20)
+
+    return mem_mb
+
+
+def mem_mb_training(wildcards):
+    """Memory (MB) of a fine-tuning job: a paper-size backbone (224-pixel input) with its
+    optimiser state, activations of a 256-image batch and loader workers; or a demo model
+    plus its in-memory image array."""
+    arch = STUDY.model(wildcards.model)["arch"]
+    return 32000 if registry.ARCHS[arch]["img_size"] >= 224 else 3000
+
+
 def gpus_for(device, model):
     """GPUs of a torch job: 1 with device cuda, or with auto for the paper-size backbones
     (224-pixel archs); the demo's tiny backbones stay on CPU slots."""

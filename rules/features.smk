@@ -4,7 +4,10 @@
 
 rule extract_features:
     input:
-        weights="results/checkpoints/{model}.safetensors",
+        # weights by the checksum of their sidecar (it holds their sha256): a
+        # byte-identical rewrite of a > 1 MB file must not rerun anything
+        weights=ancient("results/checkpoints/{model}.safetensors"),
+        weights_sidecar="results/checkpoints/{model}.json",
         images=lambda wc: [images_of(d, s) for d, s in job_pairs(wc)],
         labels=lambda wc: [f"results/labels/{d}/{s}.npy" for d, s in job_pairs(wc)],
     output:
@@ -19,6 +22,8 @@ rule extract_features:
     threads: config["features"]["threads"]
     resources:
         gpu=extraction_gpus,
+        # the job's features (N x D float32), the backbone and the loader's batches
+        mem_mb=mem_mb_features(1, 4000),
     params:
         model=model_row,
         datasets=lambda wc: [d for d, _ in job_pairs(wc)],

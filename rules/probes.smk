@@ -15,7 +15,9 @@ rule knn_probe:
         per_job_log("results/benchmarks/knn_probe/{model}/{dataset}.tsv")
     conda:
         "../envs/sslbench.yaml"
-    threads: 1
+    threads: threads_of("knn_probe")
+    resources:
+        mem_mb=mem_mb_features(3, 1000),
     params:
         datasets=job_datasets,
         num_classes=num_classes,
@@ -40,7 +42,9 @@ rule linear_probe:
         per_job_log("results/benchmarks/linear_probe/{model}/{dataset}.tsv")
     conda:
         "../envs/sslbench.yaml"
-    threads: 1
+    threads: threads_of("linear_probe")
+    resources:
+        mem_mb=mem_mb_features(3, 1500),
     params:
         datasets=job_datasets,
         num_classes=num_classes,
@@ -58,7 +62,10 @@ rule linear_probe:
 # The faithful probe: augmented images through the frozen backbone every epoch (opt-in).
 rule linear_online:
     input:
-        weights="results/checkpoints/{model}.safetensors",
+        # weights by the checksum of their sidecar (it holds their sha256): a
+        # byte-identical rewrite of a > 1 MB file must not rerun anything
+        weights=ancient("results/checkpoints/{model}.safetensors"),
+        weights_sidecar="results/checkpoints/{model}.json",
         train_images=lambda wc: [
             f"results/data/{d}/train_images.npy" for d in job_datasets(wc)
         ],
@@ -75,7 +82,9 @@ rule linear_online:
         per_job_log("results/benchmarks/linear_online/{model}/{dataset}.tsv")
     conda:
         "../envs/sslbench.yaml"
-    threads: 1
+    threads: threads_of("linear_online")
+    resources:
+        mem_mb=mem_mb_training,
     params:
         model=model_row,
         datasets=job_datasets,
@@ -100,7 +109,10 @@ if TRAINED_PROTOCOLS:
 
     rule finetune:
         input:
-            weights="results/checkpoints/{model}.safetensors",
+            # weights by the checksum of their sidecar (it holds their sha256): a
+            # byte-identical rewrite of a > 1 MB file must not rerun anything
+            weights=ancient("results/checkpoints/{model}.safetensors"),
+            weights_sidecar="results/checkpoints/{model}.json",
             train_images=images_of(ID_DATASET, "train"),
             train_labels=f"results/labels/{ID_DATASET}/train.npy",
             test_images=images_of(ID_DATASET, "test"),
@@ -117,9 +129,10 @@ if TRAINED_PROTOCOLS:
             "results/benchmarks/finetune/{model}.tsv"
         conda:
             "../envs/sslbench.yaml"
-        threads: 1
+        threads: threads_of("finetune")
         resources:
             gpu=finetune_gpus,
+            mem_mb=mem_mb_training,
         params:
             model=model_row,
             dataset=ID_DATASET,

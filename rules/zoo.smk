@@ -23,7 +23,9 @@ rule pretrain:
         model=DEMO_MODELS_RE,
     conda:
         "../envs/sslbench.yaml"
-    threads: 1
+    threads: threads_of("pretrain")
+    resources:
+        mem_mb=3000,
     params:
         row=model_row,
         hp=pretrain_hp,
@@ -55,8 +57,10 @@ rule download_checkpoint:
 
 rule convert_checkpoint:
     input:
-        # ancient: a byte-identical re-download does not make every feature stale
+        # the download by the checksum of its sha256 file: a byte-identical re-download (new
+        # mtime, > 1 MB) reruns nothing, different bytes re-convert
         raw=ancient("results/downloads/{model}.ckpt"),
+        raw_sha256="results/downloads/{model}.ckpt.sha256",
     output:
         weights="results/checkpoints/{model}.safetensors",
         sidecar="results/checkpoints/{model}.json",
@@ -69,6 +73,9 @@ rule convert_checkpoint:
     conda:
         "../envs/sslbench.yaml"
     threads: 1
+    resources:
+        # a ViT-B checkpoint with optimiser state, unpickled, plus the converted copy
+        mem_mb=8000,
     params:
         spec=checkpoint_spec,
         code=code("convert_checkpoint"),

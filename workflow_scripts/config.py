@@ -390,6 +390,13 @@ def load_study(config: dict, basedir: str | Path) -> Study:
             f"linear.epochs ({lin['epochs']})"
         )
     real = [key for key in datasets.index if datasets.loc[key, "kind"] != "synthetic"]
+    demo = [key for key in models.index if models.loc[key, "source"] == "demo"]
+    if demo and ids[0] in real:
+        raise ConfigError(
+            f"config key 'models': model(s) {', '.join(demo)} have source 'demo' and are "
+            f"pre-trained on the in-domain set, which must then be synthetic; '{ids[0]}' is a "
+            f"real data set (kind '{datasets.loc[ids[0], 'kind']}'): use checkpoint rows instead"
+        )
     if "linear_online" in config["protocols"] and real:
         raise ConfigError(
             "config key 'protocols': the faithful online probe 'linear_online' runs on the "

@@ -1,54 +1,20 @@
 """End to end: the whole DAG on the smoke configuration, checked against independent oracles."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SMOKE = ROOT / "tests" / "integration" / "smoke.yaml"
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+from snakerun import SMOKE, planned_jobs, snakemake
 
 pytestmark = pytest.mark.integration
 
 
-def snakemake(workdir, *args, check=True):
-    configfile = [] if "--configfile" in args else ["--configfile", str(SMOKE)]
-    # targets first: --configfile and --config take several values
-    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args, *configfile]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
-
-
-def planned_jobs(proc) -> dict[str, int]:
-    """Job counts of a dry run's 'Job stats' table."""
-    counts = {}
-    lines = (proc.stdout + proc.stderr).splitlines()
-    if not any(line.startswith("Job stats") for line in lines):
-        return counts
-    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
-    for line in lines[start + 3:]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        counts[parts[0]] = int(parts[1])
-    counts.pop("total", None)
-    return counts
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("smoke")
-    snakemake(workdir, "--cores", "2")
-    return workdir
+def run(smoke_run):
+    """The session's one local smoke run (conftest.py)."""
+    return smoke_run
 
 
 def test_tables_have_the_promised_shape(run):

@@ -233,7 +233,7 @@ def test_moco_v3_switch_reconverts_only_the_moco_rows(zoo):
 def test_unpinned_download_prints_the_row_to_pin(zoo):
     out = _output(zoo["first"])
     digest = sha256_of(zoo["www"] / "z_swav.pth")
-    assert f"model 'z_swav' has no pinned sha256; pin it by setting column 'sha256' of row 'z_swav'" in out
+    assert "model 'z_swav' has no pinned sha256; pin it by setting column 'sha256' of row 'z_swav'" in out
     row = next(line for line in out.splitlines() if line.startswith("z_swav\tfabricated"))
     assert row.split("\t")[12] == digest
     assert "model 'z_vissl_r50' has no pinned sha256" not in out

@@ -139,3 +139,17 @@ def test_zero_size_fewshot_subset_fails_at_validation(config):
     config["fewshot"]["percents"] = [10, 0.1]
     with pytest.raises(ConfigError, match=r"config key 'fewshot.percents': a 0.1% subset of data set 'shapes' \(5000 train images, 10 classes\) has 0 images per class"):
         load_study(config, ROOT)
+
+
+def test_demo_models_need_a_synthetic_in_domain_set(config):
+    config.update(models_table="config/models_demo.tsv", datasets_table="config/datasets_paper.tsv",
+                  datasets=["imagenet", "cub"], protocols=["knn"])
+    with pytest.raises(ConfigError, match=r"have source 'demo' .* 'imagenet' is a real data set"):
+        load_study(config, ROOT)
+
+
+def test_the_online_probe_is_refused_on_real_data_sets(config):
+    config.update(models_table="config/models_paper.tsv", datasets_table="config/datasets_paper.tsv",
+                  datasets=["imagenet", "cub"], protocols=["knn", "linear_online"])
+    with pytest.raises(ConfigError, match=r"'linear_online' runs on the array .* imagenet, cub"):
+        load_study(config, ROOT)

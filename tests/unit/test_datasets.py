@@ -250,6 +250,7 @@ def test_paper_table_and_schema_agree_with_the_adapters():
     assert tuple(schema["properties"]["kind"]["enum"]) == KINDS
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["datasets_table"] = "config/datasets_paper.tsv"
+    config["models_table"] = "config/models_paper.tsv"  # demo models need a synthetic id set
     study = load_study(config, ROOT)
     table = study.datasets
     assert len(table) == 11 and study.id_dataset == "imagenet"

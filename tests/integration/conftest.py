@@ -1,0 +1,21 @@
+"""Shared by the integration tests: ONE local smoke run per session.
+
+The local run (`smoke_run`) is the reference every integration test reads; tests that change
+files work on a copy (`snakerun.copy_workdir`), so the run itself stays complete and untouched.
+"""
+
+import time
+
+import pytest
+
+from snakerun import snakemake
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The smoke configuration run locally once (2 cores); its wall time in wall_seconds.txt."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    start = time.monotonic()
+    snakemake(workdir, "--cores", "2")
+    (workdir / "wall_seconds.txt").write_text(f"{time.monotonic() - start:.1f}\n")
+    return workdir

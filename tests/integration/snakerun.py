@@ -1,0 +1,50 @@
+"""How the integration tests drive snakemake (helpers; the shared run is in conftest.py)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "tests" / "integration" / "smoke.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir, *args, check=True, snakefile=None, timeout=900, prefix=()):
+    """Run snakemake in ``workdir`` on the smoke configuration (unless args bring a configfile).
+
+    Targets and options come first: --configfile and --config swallow the words after them.
+    ``prefix`` goes before the interpreter (e.g. ``timeout -s INT``).
+    """
+    configfile = [] if "--configfile" in args else ["--configfile", str(SMOKE)]
+    snakefile = Path(snakefile or ROOT / "Snakefile")
+    cmd = [*prefix, *SNAKEMAKE, "-s", str(snakefile), "--directory", str(workdir), *args,
+           *configfile]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=snakefile.parent,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}): {' '.join(cmd)}\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def planned_jobs(proc) -> dict[str, int]:
+    """Job counts of a (dry) run's 'Job stats' table; {} when nothing is to be done."""
+    counts = {}
+    lines = (proc.stdout + proc.stderr).splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Job stats")]
+    if not starts:
+        return counts
+    for line in lines[starts[0] + 3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    counts.pop("total", None)
+    return counts
+
+
+def copy_workdir(src: Path, dst: Path) -> Path:
+    """A copy of a finished run (results, logs and .snakemake metadata) with its mtimes."""
+    shutil.copytree(src, dst, symlinks=True, copy_function=shutil.copy2)
+    return dst
