@@ -99,3 +99,22 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=str(ROOT))
     assert out.stdout.strip() == "False"
+
+
+def test_paper_t1_carries_the_published_linear_numbers():
+    """T1 of the paper zoo holds shared/spec/reference_numbers.md's linear-probe top-1."""
+    import yaml
+
+    from workflow_scripts.config import load_study
+
+    root = Path(__file__).resolve().parents[2]
+    config = yaml.safe_load((root / "config" / "paper.yaml").read_text())
+    study = load_study(config, root)
+    t1 = T.models_table([study.model(k) for k in study.model_keys]).set_index("key")
+    assert len(t1) == 26
+    expected = {"jigsaw": 48.57, "swav": 75.3, "mae": 68.0, "dino_vitb16": 78.2, "milan": 78.9,
+                "pixmim": 67.5, "byol": 72.29}
+    for key, value in expected.items():
+        assert t1.loc[key, "published_linear"] == value, key
+    assert t1.loc[["densecl", "maskfeat", "beit_v2"], "published_linear"].isna().all()
+    assert list(t1.columns[-2:]) == ["published_linear", "note"]
