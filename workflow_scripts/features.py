@@ -12,11 +12,16 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from workflow_scripts.io import save_json, save_npy
+
+# torch is imported inside the functions that need it: the probes on cached features import
+# this module for load_features, and a kNN job should not pay torch's import (seconds).
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,7 @@ def eval_transform(images: torch.Tensor, spec: dict) -> torch.Tensor:
 
     ``spec``: resize (int or None), crop (int or None), interpolation, mean, std.
     """
+    import torch
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as TF
 
@@ -49,6 +55,8 @@ def eval_transform(images: torch.Tensor, spec: dict) -> torch.Tensor:
 
 def array_batches(images: np.ndarray, spec: dict, batch_size: int) -> Iterator[torch.Tensor]:
     """Batches of transformed images from a uint8 [N, H, W, 3] array (the synthetic sets)."""
+    import torch
+
     for start in range(0, len(images), batch_size):
         chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
         yield eval_transform(chunk.permute(0, 3, 1, 2), spec)
@@ -57,6 +65,8 @@ def array_batches(images: np.ndarray, spec: dict, batch_size: int) -> Iterator[t
 def resolve_device(name: str, key: str = "features.device") -> torch.device:
     """``auto`` = the first CUDA device if there is one, else the CPU; ``key`` names the config
     key in the error."""
+    import torch
+
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -78,7 +88,6 @@ def image_batches(files_path: str | Path, kind: str, root: str | Path, preproces
     return make_loader(dataset, batch_size, workers, pin_memory=pin_memory), len(items)
 
 
-@torch.inference_mode()
 def extract(backbone: torch.nn.Module, batches: Iterator[torch.Tensor], total: int, *,
             device: str | torch.device = "cpu", bf16: bool = False, channels_last: bool = False,
             log_every: float = 60.0, label: str = "") -> np.ndarray:
@@ -87,7 +96,16 @@ def extract(backbone: torch.nn.Module, batches: Iterator[torch.Tensor], total: i
     GPU-ready: ``device`` (the backbone is moved there), optional bfloat16 autocast and
     channels-last memory format; progress (images, img/s, ETA) is logged every ``log_every``
     seconds."""
-    device = torch.device(device)
+    import torch
+
+    with torch.inference_mode():
+        return _extract(backbone, batches, total, device=torch.device(device), bf16=bf16,
+                        channels_last=channels_last, log_every=log_every, label=label)
+
+
+def _extract(backbone, batches, total, *, device, bf16, channels_last, log_every, label):
+    import torch
+
     backbone.eval().to(device)
     if channels_last:
         backbone.to(memory_format=torch.channels_last)
