@@ -7,6 +7,7 @@ Most formats use the small demo architectures (the conversion code does not depe
 the real resnet50, vit_base_patch16_224 and beitv2_base_patch16_224 are each exercised once.
 """
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -29,7 +30,12 @@ from checkpoint_layouts import (  # noqa: E402
 )
 
 from workflow_scripts.backbones import load_backbone  # noqa: E402
-from workflow_scripts.checkpoints.download import sha256_of  # noqa: E402
+
+
+def _sha256(path) -> str:
+    """The oracle: hashlib over the whole file (independent of the chunked implementation)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "tests" / "integration" / "smoke.yaml"
@@ -99,7 +105,7 @@ def zoo(tmp_path_factory):
         for key, (fmt, arch, how) in GOOD.items():
             url = {"http": f"{server.url}/{key}.pth", "file": (elsewhere / f"{key}.pth").as_uri(),
                    "local": f"mine/{key}.pth"}[how]  # relative to the working directory
-            pinned = sha256_of(www / f"{key}.pth") if key in PINNED else ""
+            pinned = _sha256(www / f"{key}.pth") if key in PINNED else ""
             rows.append(_row(key, fmt, arch, url, pinned,
                              "true" if fmt == "npid_numpy" else "false"))
         rows += [
@@ -183,9 +189,9 @@ def test_converted_weights_and_embeddings_equal_the_originals(zoo, key):
     side = json.loads((work / f"results/checkpoints/{key}.json").read_text())
     raw = work / f"results/downloads/{key}.ckpt"
     assert side["format"] == fmt and side["arch"] == arch and side["model"] == key
-    assert side["source_sha256"] == sha256_of(raw) == (work / f"results/downloads/{key}.ckpt.sha256"
+    assert side["source_sha256"] == _sha256(raw) == (work / f"results/downloads/{key}.ckpt.sha256"
                                                        ).read_text().split()[0]
-    assert side["sha256"] == sha256_of(work / f"results/checkpoints/{key}.safetensors")
+    assert side["sha256"] == _sha256(work / f"results/checkpoints/{key}.safetensors")
     assert side["source_sha256_pinned"] == (key in PINNED)
     assert side["embed_dim"] == {"resnet10_tiny": 128, "resnet50": 2048, "vit_tiny_p8": 64,
                                  "vit_base_patch16_224": 768}[arch]
@@ -232,7 +238,7 @@ def test_moco_v3_switch_reconverts_only_the_moco_rows(zoo):
 
 def test_unpinned_download_prints_the_row_to_pin(zoo):
     out = _output(zoo["first"])
-    digest = sha256_of(zoo["www"] / "z_swav.pth")
+    digest = _sha256(zoo["www"] / "z_swav.pth")
     assert "model 'z_swav' has no pinned sha256; pin it by setting column 'sha256' of row 'z_swav'" in out
     row = next(line for line in out.splitlines() if line.startswith("z_swav\tfabricated"))
     assert row.split("\t")[12] == digest

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from workflow_scripts.checkpoints import FORMATS
-from workflow_scripts.checkpoints.download import sha256_of
+from workflow_scripts.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -314,12 +314,9 @@ def fit(state: dict, model) -> tuple[dict, list[str]]:
     for key, ref in expected.items():
         value = state[key] if key in state else torch.zeros_like(ref)
         if value.dtype != ref.dtype:
-            if value.is_floating_point() and ref.is_floating_point():
-                value = value.to(ref.dtype)
-            elif not value.is_floating_point() and not ref.is_floating_point():
-                value = value.to(ref.dtype)
-            else:
+            if value.is_floating_point() != ref.is_floating_point():
                 raise CheckpointError(f"'{key}' has dtype {value.dtype}, the backbone {ref.dtype}")
+            value = value.to(ref.dtype)  # float to float or integer to integer
         out[key] = value.detach().contiguous().clone()
     return out, added
 
@@ -339,7 +336,7 @@ def convert(
 
     if fmt not in FORMATS:
         raise CheckpointError(f"model '{model}': unknown format '{fmt}' (known: {', '.join(FORMATS)})")
-    digest = sha256_of(raw)
+    digest = sha256_file(raw)
     if sha256 and digest != sha256.lower():
         raise CheckpointError(
             f"model '{model}': '{raw}' has sha256 {digest}, the table pins {sha256}"
@@ -376,7 +373,7 @@ def convert(
         "dropped_keys": sorted(dropped), "added_keys": sorted(added + filled),
         "n_tensors": len(state),
         "n_parameters": int(sum(p.numel() for p in backbone.parameters())),
-        "sha256": sha256_of(weights), "torch": torch.__version__,
+        "sha256": sha256_file(weights), "torch": torch.__version__,
     }
     save_json(sidecar, info)
     log.info("model %s: %d tensors (%d parameters), dropped %d source keys, added %d; "

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from workflow_scripts.checkpoints import gdrive_id, url_kind
-from workflow_scripts.io import atomic_path
+from workflow_scripts.io import atomic_path, sha256_file
 
 CHUNK = 1 << 20
 USER_AGENT = "sslbench-checkpoint-download"
@@ -121,7 +121,7 @@ def _fetch_gdrive(url: str, tmp: Path, model: str, timeout: float, log) -> str:
             )
     except Exception as error:  # gdown raises several of its own and requests' errors
         raise DownloadError(f"Google Drive file {file_id}: {type(error).__name__}: {error}") from error
-    return sha256_of(tmp)
+    return sha256_file(tmp)
 
 
 def _local_source(url: str, kind: str) -> Path:
@@ -139,14 +139,6 @@ def _fetch_local(url: str, kind: str, tmp: Path, model: str, log) -> str:
     with open(source, "rb") as src, open(tmp, "wb") as fh:
         with _progress(source.stat().st_size, model, log) as bar:
             _copy_stream(iter(lambda: src.read(CHUNK), b""), fh, digest, bar)
-    return digest.hexdigest()
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
     return digest.hexdigest()
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workflow_scripts.datasets import adapter
 from workflow_scripts.datasets.common import DataError, Listing, missing_files
 
 
@@ -60,7 +61,7 @@ def check_split(row: dict, split: str, listing: Listing, root: Path | None = Non
             f"{where}: expected images of all {num_classes} classes, found {present} "
             f"(classes without images: {np.nonzero(counts == 0)[0][:10].tolist()})"
         )
-    if root is not None and row["kind"] != "cifar100":
+    if root is not None and adapter(row["kind"]).FILES:  # not for array refs (CIFAR-100)
         count, first = missing_files(root, listing.items)
         if count:
             raise IntegrityError(f"{where}: {count} listed image file(s) missing under root "

@@ -10,7 +10,8 @@ import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 from workflow_scripts import runtime
 from workflow_scripts.backbones import load_backbone
 from workflow_scripts.datasets import resolve_root
-from workflow_scripts.features import extract_split, sha256_file, write_features
+from workflow_scripts.features import extract_split, write_features
+from workflow_scripts.io import sha256_file
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log = runtime.setup(sm, torch_threads=True)

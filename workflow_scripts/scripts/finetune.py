@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from workflow_scripts import finetune, runtime
-from workflow_scripts.features import resolve_device, sha256_file
-from workflow_scripts.io import save_csv
+from workflow_scripts.features import resolve_device
+from workflow_scripts.io import save_csv, sha256_file
 from workflow_scripts.sources import open_split
 
 sm = snakemake  # noqa: F821 - injected by Snakemake

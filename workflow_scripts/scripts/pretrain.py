@@ -8,8 +8,7 @@ import numpy as np
 
 from workflow_scripts import runtime
 from workflow_scripts.backbones import save_weights
-from workflow_scripts.features import sha256_file
-from workflow_scripts.io import save_json
+from workflow_scripts.io import save_json, sha256_file
 from workflow_scripts.pretrain.loop import pretrain
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
