@@ -8,6 +8,7 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from workflow_scripts import registry
+from workflow_scripts.checkpoints import conversion_spec
 from workflow_scripts.config import ConfigError, load_study
 from workflow_scripts.provenance import code_hash
 
@@ -285,17 +286,4 @@ DOWNLOAD_SETTINGS = {
 
 def checkpoint_spec(wildcards):
     """What the conversion of one checkpoint row needs (its rerun trigger)."""
-    row = STUDY.model(wildcards.model)
-    options = {}
-    if row["format"] == "moco_v3":
-        options["moco_v3_encoder"] = CHECKPOINT_SETTINGS["moco_v3_encoder"]
-    return {
-        "model": row["key"],
-        "arch": row["arch"],
-        "embedding": row["embedding"],
-        "fmt": row["format"],
-        "url": row["url"],
-        "sha256": row["sha256"],
-        "trusted": bool(row.get("trusted")),
-        "options": options,
-    }
+    return conversion_spec(STUDY.model(wildcards.model), CHECKPOINT_SETTINGS)

@@ -248,7 +248,7 @@ def check_models(models: pd.DataFrame, path: str) -> None:
 
 
 def check_checkpoint_row(row, where: str) -> None:
-    """Columns format, url and trusted of a row with source 'checkpoint'."""
+    """Columns format and url of a row with source 'checkpoint'."""
     from workflow_scripts.checkpoints import FORMATS, url_kind  # no torch
 
     fmt = row["format"]
@@ -273,13 +273,6 @@ def check_checkpoint_row(row, where: str) -> None:
         url_kind(row["url"])
     except ValueError as error:
         raise ConfigError(f"{where}: column 'url': {error}") from None
-    trusted = row.get("trusted")  # True, False, or None/NaN for an empty cell or no column
-    if FORMATS[fmt]["pickle"] and not (isinstance(trusted, bool) and trusted):
-        raise ConfigError(
-            f"{where}: column 'trusted': format '{fmt}' can only be read by full unpickling, "
-            "which can run arbitrary code; set trusted to true only if you trust the file at "
-            f"{row['url']}"
-        )
 
 
 def check_datasets(datasets: pd.DataFrame, path: str) -> None:

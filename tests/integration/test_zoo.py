@@ -1,7 +1,7 @@
 """The real-checkpoint zoo through Snakemake: download (loopback HTTP, file://, local path) and
 conversion of a fabricated checkpoint in every source format, checked against the random
-weights it was made from; failures (sha256 mismatch, unreachable URL, untrusted pickle, extra
-key) end with a clear error and leave no file. No internet: everything is served on 127.0.0.1.
+weights it was made from; failures (sha256 mismatch, unreachable URL, a pickle that would run
+code, extra key) end with a clear error and leave no file. No internet: everything is served on 127.0.0.1.
 
 Most formats use the small demo architectures (the conversion code does not depend on sizes);
 the real resnet50, vit_base_patch16_224 and beitv2_base_patch16_224 are each exercised once.
@@ -53,6 +53,7 @@ GOOD = {
     "z_moco_v3_r": ("moco_v3", "resnet10_tiny", "http"),
     "z_mmselfsup_r": ("mmselfsup_resnet", "resnet10_tiny", "http"),
     "z_byol": ("byol_online", "resnet10_tiny", "http"),
+    "z_densecl": ("extracted_backbone", "resnet10_tiny", "http"),
     "z_torchvision": ("torchvision", "resnet10_tiny", "file"),
     "z_timm": ("timm_vit", "vit_tiny_p8", "local"),
     "z_ibot": ("ibot", "vit_tiny_p8", "http"),
@@ -62,8 +63,22 @@ GOOD = {
     "z_beit": ("beit_v2", "beitv2_base_patch16_224", "http"),
     "z_safetensors": ("safetensors", "vit_tiny_p8", "http"),
 }
-BAD = ["z_bad_sha", "z_unreachable", "z_numpy_untrusted", "z_extra_key"]
+BAD = ["z_bad_sha", "z_unreachable", "z_payload", "z_extra_key"]
+# formats whose fabricated files hold more than tensors: read by the restricted unpickler
+RESTRICTED = {"npid_numpy", "mmselfsup_resnet", "mmselfsup_vit", "mae", "beit_v2"}
 PINNED = {"z_vissl_r50", "z_mae"}  # rows whose table pins the (correct) sha256
+
+
+class _Payload:
+    """Unpickled in full, runs ``os.system(command)``."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (self.command,)
 
 
 def snakemake(workdir, configfile, *args):
@@ -94,9 +109,11 @@ def zoo(tmp_path_factory):
     # failures
     bad_ref = random_reference("resnet10_tiny", seed=300)
     write(www / "z_bad_sha.pth", "deepcluster", bad_ref)
+    # a checkpoint that runs a shell command when unpickled in full
+    marker = base / "payload_ran"
     torch.save({"classy_state_dict": {"base_model": {"model": {"trunk": {
-        f"_feature_blocks.{k}": v.numpy() for k, v in bad_ref.items()}}}}},
-        www / "z_numpy_untrusted.pth")
+        f"_feature_blocks.{k}": v for k, v in bad_ref.items()}}}}, "hook": _Payload(f"touch {marker}")},
+        www / "z_payload.pth")
     extra = dict(bad_ref, **{"layer5.0.conv1.weight": torch.zeros(4, 4)})
     write(www / "z_extra_key.pth", "deepcluster", extra)
 
@@ -106,14 +123,12 @@ def zoo(tmp_path_factory):
             url = {"http": f"{server.url}/{key}.pth", "file": (elsewhere / f"{key}.pth").as_uri(),
                    "local": f"mine/{key}.pth"}[how]  # relative to the working directory
             pinned = _sha256(www / f"{key}.pth") if key in PINNED else ""
-            rows.append(_row(key, fmt, arch, url, pinned,
-                             "true" if fmt == "npid_numpy" else "false"))
+            rows.append(_row(key, fmt, arch, url, pinned))
         rows += [
             _row("z_bad_sha", "deepcluster", "resnet10_tiny", f"{server.url}/z_bad_sha.pth", "0" * 64),
             _row("z_unreachable", "deepcluster", "resnet10_tiny",
                  f"http://127.0.0.1:{free_port()}/gone.pth"),
-            _row("z_numpy_untrusted", "vissl_trunk", "resnet10_tiny",
-                 f"{server.url}/z_numpy_untrusted.pth"),
+            _row("z_payload", "vissl_trunk", "resnet10_tiny", f"{server.url}/z_payload.pth"),
             _row("z_extra_key", "deepcluster", "resnet10_tiny", f"{server.url}/z_extra_key.pth"),
         ]
         header = ("key method arch family paradigm embedding source seed steps epochs format url "
@@ -138,7 +153,7 @@ def zoo(tmp_path_factory):
         second = snakemake(work, momentum_file, *targets[: len(GOOD)])
         hits = list(server.hits)
     return dict(work=work, refs=refs, momenta=momenta, first=first, plan=plan, second=second,
-                base_weights=base_weights, hits=hits, www=www)
+                base_weights=base_weights, hits=hits, www=www, marker=marker)
 
 
 def _job_counts(text):
@@ -195,8 +210,8 @@ def test_converted_weights_and_embeddings_equal_the_originals(zoo, key):
     assert side["source_sha256_pinned"] == (key in PINNED)
     assert side["embed_dim"] == {"resnet10_tiny": 128, "resnet50": 2048, "vit_tiny_p8": 64,
                                  "vit_base_patch16_224": 768}[arch]
-    assert side["unpickling"] == {"npid_numpy": "full", "safetensors": "safetensors"}.get(
-        fmt, "weights_only")
+    assert side["unpickling"] == ("restricted" if fmt in RESTRICTED else
+                                  "safetensors" if fmt == "safetensors" else "weights_only")
 
 
 def test_beit_v2_real_architecture(zoo):
@@ -262,11 +277,12 @@ def test_unreachable_url_names_the_model(zoo):
     assert not (zoo["work"] / "results/downloads/z_unreachable.ckpt").exists()
 
 
-def test_untrusted_pickle_is_refused_at_conversion(zoo):
+def test_code_in_a_pickle_is_refused_and_never_runs(zoo):
     out = _output(zoo["first"])
-    assert "model 'z_numpy_untrusted'" in out and "weights_only=True" in out
-    assert "column 'trusted' is true in the models table" in out
-    assert not (zoo["work"] / "results/checkpoints/z_numpy_untrusted.safetensors").exists()
+    assert "model 'z_payload'" in out and "the pickle references 'posix.system'" in out
+    assert "nothing from it ran" in out and "column 'trusted' is true in the models table" in out
+    assert not zoo["marker"].exists()
+    assert not (zoo["work"] / "results/checkpoints/z_payload.safetensors").exists()
 
 
 def test_unexpected_backbone_key_is_listed(zoo):

@@ -47,15 +47,23 @@ def test_paper_table_has_the_26_models(config):
     # layouts as shared/spec/paper.md gives them
     expected = {"jigsaw": "vissl_trunk", "npid": "npid_numpy", "swav": "deepcluster",
                 "moco_v2": "moco_v2", "simsiam": "mmselfsup_resnet", "byol": "byol_online",
-                "dino_r50": "torchvision", "densecl": "mmselfsup_resnet",
+                "dino_r50": "torchvision", "densecl": "extracted_backbone",
                 "moco_v3_r50": "moco_v3", "dino_vitb16": "timm_vit", "ibot": "ibot",
                 "moco_v3_vitb16": "moco_v3", "mae": "mae", "milan": "mae",
                 "maskfeat": "mmselfsup_vit", "eva": "mmselfsup_vit", "beit_v2": "beit_v2"}
     assert {k: models.loc[k, "format"] for k in expected} == expected
-    # only the pickle-only format is trusted; DenseCL is flagged as a substitute run
-    assert list(models.index[models["trusted"] == True]) == ["npid"]  # noqa: E712
-    assert "SUBSTITUTE" in models.loc["densecl", "note"]
-    assert "densecl_resnet50_8xb32-coslr-200e_in1k" in models.loc["densecl", "url"]
+    # every paper file is read without running code from it: no row needs trust
+    assert not models["trusted"].any()
+    # DenseCL: the authors' own file, re-published by the DenseCL author
+    assert models.loc["densecl", "url"] == (
+        "https://huggingface.co/xinlongwang/DenseCL/resolve/main/densecl_r50_imagenet_200ep.pth"
+        "?download=true")
+    assert "SUBSTITUTE" not in models.loc["densecl", "note"]
+    # BEiT-v2: the authors' copy; the official release named beside it, not claimed equal
+    assert models.loc["beit_v2", "url"].endswith("1v9MzCK4GVTKiwNA0tdICAmVPZFgV8OVx")
+    assert ("https://github.com/addf400/files/releases/download/BEiT-v2/"
+            "beitv2_base_patch16_224_pt1k.pth") in models.loc["beit_v2", "note"]
+    assert "not yet shown to be the same file" in models.loc["beit_v2", "note"]
     assert models["sha256"].isna().all()  # none published; pinned after a first download
 
 
@@ -97,9 +105,6 @@ def _edit(tmp_path, key, column, value):
      r"key 'swav': column 'format': format 'mae' holds a vit backbone, not a resnet one"),
     ("mae", "url", "", r"key 'mae': column 'url' is required for source 'checkpoint'"),
     ("mae", "url", "s3://bucket/mae.pth", r"key 'mae': column 'url': unsupported URL scheme 's3'"),
-    ("npid", "trusted", "false",
-     r"key 'npid': column 'trusted': format 'npid_numpy' can only be read by full unpickling"),
-    ("npid", "trusted", "", r"key 'npid': column 'trusted'"),
     ("mae", "trusted", "maybe", r"line 22 \(key 'mae'\): column 'trusted': 'maybe' is not of type"),
     ("mae", "sha256", "abc", r"line 22 \(key 'mae'\): column 'sha256': 'abc' does not match"),
 ])

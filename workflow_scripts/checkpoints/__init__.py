@@ -2,8 +2,8 @@
 
 A model-table row with ``source = checkpoint`` names a ``url`` and a source ``format``. The
 download step fetches the file (``results/downloads/{model}.ckpt``, checked against the row's
-``sha256``); the conversion step -- the only place a pickle is ever opened -- extracts the
-backbone and writes ``results/checkpoints/{model}.safetensors``, which every later step loads
+``sha256``); the conversion step -- the only place a pickle is ever opened, with torch's
+weights-only loader or the restricted one of ``safe_pickle`` -- extracts the backbone and writes ``results/checkpoints/{model}.safetensors``, which every later step loads
 strictly. This module holds only names and URL parsing (no torch), so the configuration is
 validated against it at Snakefile parse time.
 """
@@ -13,70 +13,77 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-# Source format -> backbone families it holds, whether reading it needs full unpickling
-# (arbitrary code: only for rows marked trusted), and where the backbone is in the file.
+# Source format -> backbone families it holds and where the backbone is in the file. Every
+# pickled format is read without running code from the file (convert.load_checkpoint).
 FORMATS: dict[str, dict] = {
     "vissl_trunk": {
-        "families": ("resnet",), "pickle": False,
+        "families": ("resnet",),
         "layout": "ckpt['classy_state_dict']['base_model']['model']['trunk'], "
-                  "prefix '_feature_blocks.' stripped",
+                  "prefix '_feature_blocks.' stripped, leftover 'fc.*'/'head.*' dropped",
     },
     "npid_numpy": {
-        "families": ("resnet",), "pickle": True,
+        "families": ("resnet",),
         "layout": "ckpt['model_state_dict'] with numpy-array values, prefix '_feature_blocks.' "
                   "stripped, 'fc*' dropped",
     },
     "deepcluster": {
-        "families": ("resnet",), "pickle": False,
+        "families": ("resnet",),
         "layout": "bare state dict, prefix 'module.' stripped, 'projection_head.*' and "
                   "'prototypes.*' dropped (SwAV, SeLa-v2, DeepCluster-v2)",
     },
     "moco_v2": {
-        "families": ("resnet",), "pickle": False,
+        "families": ("resnet",),
         "layout": "ckpt['state_dict'], 'module.encoder_q.*' minus the projector 'fc.*'",
     },
     "moco_v3": {
-        "families": ("resnet", "vit"), "pickle": False,
+        "families": ("resnet", "vit"),
         "layout": "ckpt['state_dict'], 'module.base_encoder.*' (or the momentum encoder, "
                   "checkpoints.moco_v3_encoder) minus the projectors 'fc.*'/'head.*'",
     },
     "mmselfsup_resnet": {
-        "families": ("resnet",), "pickle": False,
+        "families": ("resnet",),
         "layout": "ckpt['state_dict'], 'backbone.*' (torchvision names)",
     },
     "mmselfsup_vit": {
-        "families": ("vit",), "pickle": False,
+        "families": ("vit",),
         "layout": "ckpt['state_dict'], 'backbone.*' with mmcls ViT names renamed to timm, "
                   "'mask_token' dropped",
     },
     "byol_online": {
-        "families": ("resnet",), "pickle": False,
-        "layout": "ckpt['online_backbone'], prefix 'module.' stripped",
+        "families": ("resnet",),
+        "layout": "ckpt['online_backbone'], prefix 'module.' stripped, the ImageNet "
+                  "classifier 'fc.*' dropped",
+    },
+    "extracted_backbone": {
+        "families": ("resnet",),
+        "layout": "ckpt['state_dict'] with torchvision names, no prefix (what "
+                  "tools/extract_backbone_weights.py of DenseCL/OpenSelfSup/MMSelfSup writes, "
+                  "beside 'author')",
     },
     "torchvision": {
-        "families": ("resnet",), "pickle": False,
+        "families": ("resnet",),
         "layout": "bare torchvision ResNet state dict (no fc)",
     },
     "timm_vit": {
-        "families": ("vit",), "pickle": False,
+        "families": ("vit",),
         "layout": "bare timm ViT state dict (no head)",
     },
     "ibot": {
-        "families": ("vit",), "pickle": False,
+        "families": ("vit",),
         "layout": "ckpt['state_dict'], 'head.*' dropped",
     },
     "mae": {
-        "families": ("vit",), "pickle": False,
+        "families": ("vit",),
         "layout": "ckpt['model'] (timm names), 'mask_token' and 'decoder*' dropped (MAE, MILAN)",
     },
     "beit_v2": {
-        "families": ("vit",), "pickle": False,
+        "families": ("vit",),
         "layout": "ckpt['model']; the shared 'rel_pos_bias.relative_position_bias_table' copied "
                   "into every block; 'lm_head', 'cls_pt_layers', 'mask_token' and the final "
                   "'norm' dropped; identity 'fc_norm' added",
     },
     "safetensors": {
-        "families": ("resnet", "vit"), "pickle": False,
+        "families": ("resnet", "vit"),
         "layout": "a safetensors file already holding the backbone's torchvision/timm names",
     },
 }
@@ -128,3 +135,21 @@ def url_kind(url: str) -> str:
 def settings(config: dict) -> dict:
     """The `checkpoints` config section with defaults filled in."""
     return {**DEFAULTS, **(config.get("checkpoints") or {})}
+
+
+def conversion_spec(row, settings: dict) -> dict:
+    """The keyword arguments of ``convert.convert`` for one model-table row (a mapping) and the
+    filled ``checkpoints`` config section: exactly what changes the converted weights."""
+    options = {}
+    if row["format"] == "moco_v3":
+        options["moco_v3_encoder"] = settings["moco_v3_encoder"]
+    return {
+        "model": row["key"],
+        "arch": row["arch"],
+        "embedding": row["embedding"],
+        "fmt": row["format"],
+        "url": row["url"],
+        "sha256": row.get("sha256") or None,
+        "trusted": bool(row.get("trusted")),
+        "options": options,
+    }

@@ -1,9 +1,10 @@
 """Convert a downloaded checkpoint into the backbone's safetensors: the only unpickling step.
 
-``load_checkpoint`` opens the file with ``torch.load(weights_only=True)`` (no code runs) wherever
-the format allows. A format that stores objects weights-only loading refuses (NPID's numpy
-arrays), or a file that turns out to hold such objects, is unpickled in full only when its table
-row is marked ``trusted``; otherwise the error says so. One extractor per source format
+``load_checkpoint`` opens the file with ``torch.load(weights_only=True)``; a file that also
+holds objects this refuses (numpy arrays, mmengine's message hub, an ``argparse.Namespace``) is
+read with the restricted unpickler of ``safe_pickle`` -- no code from the file runs, unknown
+classes become inert placeholders -- and only a file that reaches for code (a refused global)
+needs its table row marked ``trusted`` for full unpickling. One extractor per source format
 (``EXTRACTORS``) turns the loaded object into a state dict with torchvision/timm names and lists
 what it dropped; ``fit`` checks it against ``build_backbone(arch, embedding)`` -- any missing or
 unexpected key or shape mismatch is an error listing them -- and ``convert`` loads it with
@@ -31,47 +32,66 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------- loading
 
 
-def load_checkpoint(path: str | Path, fmt: str, *, model: str, trusted: bool) -> tuple[Any, str]:
-    """Open ``path``; return (object, how) with how 'safetensors', 'weights_only' or 'full'."""
+TRUST_HINT = ("full unpickling can run arbitrary code, so it is done only for a row whose column "
+              "'trusted' is true in the models table; set it only if you trust the file's source")
+
+
+def load_checkpoint(path: str | Path, fmt: str, *, model: str,
+                    trusted: bool) -> tuple[Any, str, list[str]]:
+    """Open ``path``; return (object, how, placeholders).
+
+    how: 'safetensors'; 'weights_only' (``torch.load(weights_only=True)``); 'restricted'
+    (``safe_pickle.restricted_load``: the file also holds objects torch's loader refuses --
+    numpy arrays, mmengine loggers, argparse Namespaces -- loaded without running code from the
+    file; ``placeholders`` names the classes met); or 'full' (a refused global in a row marked
+    ``trusted``)."""
     if fmt == "safetensors":
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path)), "safetensors"
+            return load_file(str(path)), "safetensors", []
         except Exception as error:
             raise CheckpointError(f"model '{model}': '{path}' is not a safetensors file: {error}") from None
     import pickle
 
     import torch
 
-    hint = ("full unpickling can run arbitrary code, so it is done only for a row whose column "
-            "'trusted' is true in the models table; set it only if you trust the file's source")
-    if FORMATS[fmt]["pickle"]:
-        if not trusted:
-            raise CheckpointError(
-                f"model '{model}': format '{fmt}' ({FORMATS[fmt]['layout']}) can only be read "
-                f"by full unpickling; {hint}"
-            )
-        log.warning("model %s: full unpickling of '%s' (format %s, row marked trusted)", model,
-                    path, fmt)
-        return torch.load(str(path), map_location="cpu", weights_only=False), "full"
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True), "weights_only"
-    except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if not trusted:
-            raise CheckpointError(
-                f"model '{model}': '{path}' cannot be read with torch.load(weights_only=True) "
-                f"({reason}); {hint}"
-            ) from None
-        log.warning("model %s: weights-only loading failed (%s); full unpickling (row marked "
-                    "trusted)", model, reason)
-        return torch.load(str(path), map_location="cpu", weights_only=False), "full"
-    except Exception as error:
-        raise CheckpointError(
+    from workflow_scripts.checkpoints.safe_pickle import (
+        RefusedGlobal,
+        plain,
+        restricted_load,
+        unsupported_globals,
+    )
+
+    def unreadable(error: Exception) -> CheckpointError:
+        return CheckpointError(
             f"model '{model}': '{path}' is not a readable torch checkpoint: "
-            f"{type(error).__name__}: {error}"
-        ) from None
+            f"{type(error).__name__}: {plain(str(error))}"
+        )
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True), "weights_only", []
+    except pickle.UnpicklingError as error:
+        refused = unsupported_globals(str(error))
+    except Exception as error:
+        raise unreadable(error) from None
+    log.info("model %s: torch.load(weights_only=True) refuses %s; loading with the restricted "
+             "unpickler", model, ", ".join(refused) or "the file")
+    try:
+        obj, placeholders = restricted_load(path)
+    except RefusedGlobal as error:
+        if not trusted:
+            raise CheckpointError(
+                f"model '{model}': '{path}' cannot be read without running code from it: "
+                f"{error}; {TRUST_HINT}"
+            ) from None
+        log.warning("model %s: %s; full unpickling (row marked trusted)", model, error)
+        return torch.load(str(path), map_location="cpu", weights_only=False), "full", []
+    except Exception as error:
+        raise unreadable(error) from None
+    if placeholders:
+        log.info("model %s: inert placeholders for %s (not used)", model, ", ".join(placeholders))
+    return obj, "restricted", placeholders
 
 
 # --------------------------------------------------------------------------- extractors
@@ -103,9 +123,9 @@ def _tensors(state: Mapping, fmt: str) -> dict:
         if isinstance(value, np.ndarray | np.generic):
             value = torch.from_numpy(np.array(value, copy=True, order="C"))  # keeps 0-d shape
         if not isinstance(value, torch.Tensor):
-            raise CheckpointError(
-                f"format '{fmt}': entry '{key}' is a {type(value).__name__}, not a tensor"
-            )
+            what = (f"an inert placeholder of '{value.dotted}'" if hasattr(value, "dotted")
+                    else f"a {type(value).__name__}")
+            raise CheckpointError(f"format '{fmt}': entry '{key}' is {what}, not a tensor")
         out[str(key)] = value
     return out
 
@@ -137,7 +157,9 @@ Extracted = tuple[dict, list[str], list[str]]  # state, dropped source keys, add
 
 def _vissl_trunk(ckpt, fmt, options) -> Extracted:
     trunk = _tensors(_get(ckpt, ["classy_state_dict", "base_model", "model", "trunk"], fmt), fmt)
-    return _strip(_require(trunk, fmt, "trunk weights"), "_feature_blocks."), [], []
+    # A classifier left in a (converted) trunk, e.g. ClusterFit's; the authors dropped it too.
+    trunk, leftover = _drop(_require(trunk, fmt, "trunk weights"), r"(_feature_blocks\.)?(fc|head)\.")
+    return _require(_strip(trunk, "_feature_blocks."), fmt, "trunk weights"), leftover, []
 
 
 def _npid_numpy(ckpt, fmt, options) -> Extracted:
@@ -202,8 +224,13 @@ def _mmselfsup_vit(ckpt, fmt, options) -> Extracted:
 
 
 def _byol_online(ckpt, fmt, options) -> Extracted:
-    state = _strip(_tensors(_get(ckpt, ["online_backbone"], fmt), fmt), "module.")
-    return _require(state, fmt, "online backbone weights"), [], []
+    state = _tensors(_get(ckpt, ["online_backbone"], fmt), fmt)
+    state, classifier = _drop(state, r"(module\.)?fc\.")  # the torchvision ResNet's classifier
+    return _require(_strip(state, "module."), fmt, "online backbone weights"), classifier, []
+
+
+def _extracted_backbone(ckpt, fmt, options) -> Extracted:
+    return _require(_tensors(_get(ckpt, ["state_dict"], fmt), fmt), fmt, "backbone weights"), [], []
 
 
 def _bare(ckpt, fmt, options) -> Extracted:
@@ -263,6 +290,7 @@ EXTRACTORS: dict[str, Callable[[Any, str, dict], Extracted]] = {
     "mmselfsup_resnet": _mmselfsup_resnet,
     "mmselfsup_vit": _mmselfsup_vit,
     "byol_online": _byol_online,
+    "extracted_backbone": _extracted_backbone,
     "torchvision": _bare,
     "timm_vit": _bare,
     "ibot": _ibot,
@@ -341,7 +369,7 @@ def convert(
         raise CheckpointError(
             f"model '{model}': '{raw}' has sha256 {digest}, the table pins {sha256}"
         )
-    ckpt, how = load_checkpoint(raw, fmt, model=model, trusted=bool(trusted))
+    ckpt, how, placeholders = load_checkpoint(raw, fmt, model=model, trusted=bool(trusted))
     try:
         state, dropped, added = extract(ckpt, fmt, options)
         del ckpt
@@ -369,7 +397,7 @@ def convert(
         "model": model, "arch": arch, "embedding": embedding, "embed_dim": int(out.shape[1]),
         "source": "checkpoint", "format": fmt, "layout": FORMATS[fmt]["layout"],
         "source_url": url, "source_sha256": digest, "source_sha256_pinned": bool(sha256),
-        "unpickling": how, "options": dict(options or {}),
+        "unpickling": how, "placeholders": placeholders, "options": dict(options or {}),
         "dropped_keys": sorted(dropped), "added_keys": sorted(added + filled),
         "n_tensors": len(state),
         "n_parameters": int(sum(p.numel() for p in backbone.parameters())),
