@@ -177,8 +177,38 @@ def pascal(base: Path) -> dict:
     return {"root": root, "splits": truth, "num_classes": 20}
 
 
+class Py2Pickler(pickle._Pickler):
+    """Protocol 2 as Python 2's cPickle wrote CIFAR's batches: byte strings as (SHORT_)BINSTRING
+    (Python 3 writes _codecs.encode calls) and numpy 1.x's numpy.core.multiarray names."""
+
+    def save_bytes(self, obj):
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + len(obj).to_bytes(4, "little") + obj)
+        self.memoize(obj)
+
+    dispatch = dict(pickle._Pickler.dispatch)
+    dispatch[bytes] = save_bytes
+
+    def save_global(self, obj, name=None):
+        module = getattr(obj, "__module__", "")
+        if module == "numpy._core.multiarray":
+            qualname = name or obj.__qualname__
+            self.write(pickle.GLOBAL + f"numpy.core.multiarray\n{qualname}\n".encode())
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+def py2_pickle(obj, path: Path) -> None:
+    with open(path, "wb") as fh:
+        Py2Pickler(fh, protocol=2).dump(obj)
+
+
 def cifar100(base: Path) -> dict:
-    """cifar-100-python/{train,test}: pickled dicts with byte-string keys, as distributed."""
+    """cifar-100-python/{train,test}: pickled dicts with byte-string keys, as distributed
+    (Python 2 pickles: see Py2Pickler)."""
     root = base / "cifar-100-python"
     root.mkdir(parents=True, exist_ok=True)
     truth, pixels = {}, {}
@@ -194,12 +224,10 @@ def cifar100(base: Path) -> dict:
             # rows: 1024 red, 1024 green, 1024 blue values, each plane row-major
             b"data": images.transpose(0, 3, 1, 2).reshape(n, 3072),
         }
-        with open(root / split, "wb") as fh:
-            pickle.dump(entry, fh, protocol=2)
+        py2_pickle(entry, root / split)
         truth[split] = ([f"{split}#{i}" for i in range(n)], fine)
         pixels[split] = images
-    with open(root / "meta", "wb") as fh:
-        pickle.dump({b"fine_label_names": [str(i).encode() for i in range(100)]}, fh)
+    py2_pickle({b"fine_label_names": [str(i).encode() for i in range(100)]}, root / "meta")
     return {"root": root, "splits": truth, "pixels": pixels, "num_classes": 100}
 
 

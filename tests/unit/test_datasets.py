@@ -86,6 +86,65 @@ def test_cifar_batches_decode_to_the_original_pixels(data):
             np.testing.assert_array_equal(np.asarray(image), truth["cifar100"]["pixels"][split][i])
 
 
+def test_cifar_restricted_load_equals_plain_pickle(data):
+    """The restricted data unpickler against the stdlib's (the oracle, on a file we made)."""
+    import pickle
+
+    from workflow_scripts.checkpoints.safe_pickle import load_data_pickle
+
+    base, _, _ = data
+    for name in ("train", "test", "meta"):
+        path = base / layouts.ROOTS["cifar100"] / name
+        with open(path, "rb") as fh:
+            expected = pickle.load(fh, encoding="bytes")
+        with open(path, "rb") as fh:
+            got = load_data_pickle(fh, encoding="bytes")
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            if isinstance(value, np.ndarray):
+                assert got[key].dtype == value.dtype and np.array_equal(got[key], value)
+            else:
+                assert got[key] == value
+
+
+class _Payload:
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+@pytest.mark.parametrize("payload", ["os.system", "builtins.exec", "plain class"])
+def test_cifar_batch_with_code_is_refused_and_never_runs(tmp_path, payload):
+    """A crafted batch file: refused with the global named, before anything of it runs (the
+    oracle: the marker file the payload would write)."""
+    import builtins
+    import collections
+    import os
+    import pickle
+
+    from workflow_scripts.datasets import cifar100
+
+    marker = tmp_path / "ran"
+    root = tmp_path / "cifar-100-python"
+    root.mkdir()
+    evil = {"os.system": _Payload(os.system, f"touch {marker}"),
+            "builtins.exec": _Payload(builtins.exec, f"open({str(marker)!r}, 'w')"),
+            # not code, but not plain data either: a data file holds none
+            "plain class": collections.UserDict({"a": 1})}[payload]
+    entry = {b"data": np.zeros((2, 3072), dtype=np.uint8), b"fine_labels": [0, 1], b"x": evil}
+    with open(root / "train", "wb") as fh:
+        pickle.dump(entry, fh, protocol=2)
+    name = {"os.system": "posix.system", "builtins.exec": "builtins.exec",
+            "plain class": "collections.UserDict"}[payload]
+    with pytest.raises(DataError, match=rf"cannot read CIFAR-100 batch '.*train': the pickle "
+                                        rf"references '{re.escape(name)}', which a data file may "
+                                        rf"not reference"):
+        cifar100.read_batch(root, "train")
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("kind", ["imagenet", "domainnet"])
 def test_every_image_mode_comes_back_as_rgb(data, kind):
     base, truth, rows = data

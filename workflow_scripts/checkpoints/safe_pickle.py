@@ -154,9 +154,10 @@ def _safe_reconstructor(cls, base, state):
     raise RefusedGlobal("copyreg._reconstructor", f"called for {cls!r} on base {base!r}")
 
 
-def allowed_global(module: str, name: str):
-    """The object for an allowed global, or None."""
-    dotted = f"{module}.{name}"
+def plain_global(module: str, name: str):
+    """The object for a global of plain data (built-in containers and scalars, ``collections``'
+    containers, numpy arrays/dtypes/scalars, ``_codecs.encode`` for protocol-2 bytes), or None.
+    Needs no torch."""
     if module == "builtins" and name in SAFE_BUILTINS:
         import builtins
 
@@ -165,13 +166,28 @@ def allowed_global(module: str, name: str):
         import collections
 
         return getattr(collections, name)
-    if dotted == "copyreg._reconstructor":
-        return _safe_reconstructor
+    if module == "_codecs" and name == "encode":
+        import _codecs
+
+        return _codecs.encode
     if module == "numpy" or module.startswith("numpy."):
         return _numpy_global(module, name)
+    return None
+
+
+def allowed_global(module: str, name: str):
+    """The object for a global a checkpoint may use (plain data and torch's weights-only
+    allow-list), or None."""
+    found = plain_global(module, name)
+    if found is not None:
+        return found
+    if f"{module}.{name}" == "copyreg._reconstructor":
+        return _safe_reconstructor
+    if module.split(".", 1)[0] == "numpy":
+        return None
     from torch import _weights_only_unpickler
 
-    return _weights_only_unpickler._get_allowed_globals().get(dotted)
+    return _weights_only_unpickler._get_allowed_globals().get(f"{module}.{name}")
 
 
 def _compat(module: str, name: str) -> tuple[str, str]:
@@ -252,3 +268,24 @@ def plain(text: str) -> str:
 def unsupported_globals(message: str) -> list[str]:
     """The globals torch's weights-only unpickler names in its refusal message."""
     return list(dict.fromkeys(re.findall(r"[Uu]nsupported global: GLOBAL ([\w.]+)", plain(message))))
+
+
+class _DataUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise RefusedGlobal(repr((module, name)), "which is not a plain name")
+        module, name = _compat(module, name)
+        found = plain_global(module, name)
+        if found is None:
+            raise RefusedGlobal(f"{module}.{name}", "which a data file may not reference (plain "
+                                                    "containers, bytes, str, numbers and numpy "
+                                                    "arrays only)")
+        return found
+
+
+def load_data_pickle(file, *, encoding: str = "bytes"):
+    """Unpickle a data set file (CIFAR's batches) from an open binary ``file``: plain
+    containers, bytes, str, numbers and numpy arrays only. Any other global -- a class, a
+    function -- is refused with ``RefusedGlobal`` naming it; nothing else is ever imported or
+    called. Needs no torch."""
+    return _DataUnpickler(file, encoding=encoding).load()

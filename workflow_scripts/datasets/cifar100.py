@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from workflow_scripts.checkpoints.safe_pickle import load_data_pickle
 from workflow_scripts.datasets.common import DataError, Listing, require
 
 LAYOUT = """<root>/train   (pickled dict: b'data' uint8 [50000, 3072], b'fine_labels', ...)
@@ -27,19 +28,22 @@ _CACHE: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 def read_batch(root: Path, batch: str) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images [N, 32, 32, 3] and int64 fine labels of one batch file (cached per process).
 
-    The batches are pickles of plain dicts/lists/bytes; CIFAR's own documentation reads them
-    with ``pickle.load(fo, encoding='bytes')``. This is the data set's distribution format, read
-    here only, from the path the user configured.
+    The batches are pickles of plain dicts, lists, bytes and a numpy array; CIFAR's own
+    documentation reads them with ``pickle.load(fo, encoding='bytes')``. They are read here with
+    a restricted unpickler that accepts exactly such plain data and refuses any other global
+    (naming it), so a crafted batch file cannot run code.
     """
     key = (str(root), batch)
     if key not in _CACHE:
         path = require(root / batch, "CIFAR-100 batch file", LAYOUT)
         try:
             with open(path, "rb") as fh:
-                entry = pickle.load(fh, encoding="bytes")  # noqa: S301 - data file, see above
+                entry = load_data_pickle(fh, encoding="bytes")
             data = np.asarray(entry[b"data"], dtype=np.uint8)
             labels = np.asarray(entry[b"fine_labels"], dtype=np.int64)
-        except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as error:
+        except pickle.UnpicklingError as error:  # RefusedGlobal names the global
+            raise DataError(f"cannot read CIFAR-100 batch '{path}': {error}") from None
+        except (OSError, EOFError, KeyError, TypeError) as error:
             raise DataError(f"cannot read CIFAR-100 batch '{path}': {error!r}") from error
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
             raise DataError(f"CIFAR-100 batch '{path}' has data {data.shape} and "
