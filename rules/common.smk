@@ -237,8 +237,30 @@ FIGURES = (
 TABLES = ["models", "datasets", "accuracy"]
 
 
+def stage_outputs():
+    """Every file the tables are built from, stage by stage (data, labels, weights, cached
+    features, per-job results). They are targets of the default rule because Snakemake does
+    not rebuild a missing intermediate file while its consumers exist: a failed or killed
+    rerun deletes its outputs, and the next run would then report success over stale tables.
+    As targets, a missing one is rebuilt and whatever it changes downstream reruns."""
+    features = expand(
+        "results/features/{model}/{dataset}/{split}.npy",
+        model=MODELS,
+        dataset=DATASETS,
+        split=SPLITS,
+    )
+    return [
+        *[images_of(d, s) for d in DATASETS for s in SPLITS],
+        *expand("results/labels/{dataset}/{split}.npy", dataset=DATASETS, split=SPLITS),
+        *expand("results/checkpoints/{model}.{ext}", model=MODELS, ext=["safetensors", "json"]),
+        *(features if FROZEN_PROTOCOLS else []),
+        *probe_results(),
+    ]
+
+
 def all_targets():
     return [
+        *stage_outputs(),
         "results/tables/accuracy.csv",
         "results/tables/correlations.csv",
         *expand("results/tables/{table}.{ext}", table=TABLES, ext=["csv", "html"]),

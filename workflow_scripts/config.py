@@ -412,10 +412,4 @@ def load_study(config: dict, basedir: str | Path) -> Study:
                     f"'{ids[0]}' ({id_row['n_train']} train images, {id_row['num_classes']} "
                     "classes) has 0 images per class"
                 )
-    unknown = sorted(set(config["pretrain"]["methods"]) - set(registry.METHODS))
-    if unknown:
-        raise ConfigError(
-            f"config key 'pretrain.methods': unknown method(s) {', '.join(unknown)} "
-            f"(known: {', '.join(registry.METHODS)})"
-        )
     return Study(config=config, models=models, datasets=datasets)

@@ -43,7 +43,7 @@ def test_default_config_is_valid(config):
         (lambda c: c.update(knn_k=3), r"config key '<top level>': Additional properties are not allowed \('knn_k'"),
         (lambda c: c["linear"].update(report_lr=0.3), r"config key 'linear.report_lr': 0.3 is not one of linear.base_lrs"),
         (lambda c: c["linear"].update(warmup_epochs=30), r"config key 'linear.warmup_epochs'"),
-        (lambda c: c["pretrain"]["methods"].update(dino={}), r"config key 'pretrain.methods': unknown method\(s\) dino"),
+        (lambda c: c["pretrain"]["methods"].update(dino={}), r"config key 'pretrain.methods': Additional properties are not allowed \('dino' was unexpected\)"),
         (lambda c: c.update(models_table="nope.tsv"), r"models table '.*nope.tsv' does not exist"),
         (lambda c: c["fewshot"].update(extra_seeds=[0, 42]), r"config key 'fewshot.extra_seeds': \[0, 42\] repeats fewshot.seed"),
         (lambda c: c["finetune"].update(authors_quirks=3), r"config key 'finetune.authors_quirks': 3 is not of type 'boolean'"),
@@ -111,6 +111,9 @@ def test_registry_agrees_with_the_schema():
     schema = yaml.safe_load((ROOT / "config" / "schemas" / "models.schema.yaml").read_text())
     assert set(schema["properties"]["family"]["enum"]) == {a["family"] for a in registry.ARCHS.values()}
     assert set(schema["properties"]["paradigm"]["enum"]) == {m["paradigm"] for m in registry.METHODS.values()}
+    config_schema = yaml.safe_load((ROOT / "config" / "schemas" / "config.schema.yaml").read_text())
+    methods = config_schema["properties"]["pretrain"]["properties"]["methods"]["properties"]
+    assert set(methods) == set(registry.METHODS)
 
 
 def test_relative_tables_resolve_from_the_workflow_dir(config, tmp_path, monkeypatch):
@@ -133,6 +136,73 @@ def test_command_line_strings_are_coerced(config):
     config["knn"]["k"] = "five"
     with pytest.raises(ConfigError, match="config key 'knn.k': 'five' is not of type 'integer'"):
         load_study(config, ROOT)
+
+
+@pytest.mark.parametrize(("section", "value", "message"), [
+    ("pretrain", {"methods": {"simclr": {"temprature": 0.5}}},
+     r"config key 'pretrain.methods.simclr': Additional properties are not allowed "
+     r"\('temprature' was unexpected\)"),
+    ("figures", {"f2": {"metod": "spearman"}},
+     r"config key 'figures.f2': Additional properties are not allowed \('metod' was unexpected\)"),
+    ("pretrain", {"methods": {"mae": {"mask_ratio": 1.5}}},
+     r"config key 'pretrain.methods.mae.mask_ratio': 1.5 is greater than or equal to the maximum of 1"),
+    ("pretrain", {"methods": {"simmim": {"mask_ratio": 0}}},
+     r"config key 'pretrain.methods.simmim.mask_ratio': 0 is less than or equal to the minimum of 0"),
+    ("pretrain", {"methods": {"simclr": {"temperature": 0}}},
+     r"config key 'pretrain.methods.simclr.temperature': 0 is less than or equal to the minimum of 0"),
+    ("pretrain", {"methods": {"byol": {"momentum": 1.0}}},
+     r"config key 'pretrain.methods.byol.momentum': 1.0 is greater than or equal to the maximum of 1"),
+    ("pretrain", {"methods": {"dino": {}}},
+     r"config key 'pretrain.methods': Additional properties are not allowed \('dino' was unexpected\)"),
+    ("linear", {"momentum": 1.0},
+     r"config key 'linear.momentum': 1.0 is greater than or equal to the maximum of 1"),
+    ("figures", {"f3": {"x_arm": "both"}}, r"config key 'figures.f3.x_arm': 'both' is not one of"),
+    ("figures", {"f4": {"vmin": 0}},
+     r"config key 'figures.f4': Additional properties are not allowed \('vmin' was unexpected\)"),
+])
+def test_typos_and_out_of_range_values_name_the_key(config, section, value, message):
+    """Every mapping is closed (one schema per pre-training method and per figure), with
+    ranges; ``--config`` merges like this (nested mappings update, not replace)."""
+    def merge(base, extra):
+        for key, item in extra.items():
+            if isinstance(item, dict) and isinstance(base.get(key), dict):
+                merge(base[key], item)
+            else:
+                base[key] = item
+
+    merge(config[section], value)
+    with pytest.raises(ConfigError, match=message):
+        load_study(config, ROOT)
+
+
+def test_nested_command_line_values_are_coerced(config):
+    """`--config 'pretrain={methods: {mae: {mask_ratio: 0.6}}}'` arrives as a string."""
+    config["pretrain"]["methods"]["mae"]["mask_ratio"] = "0.6"
+    config["figures"]["f5"] = {"col_wrap": "2", "y_arms": ["bn"]}
+    study = load_study(config, ROOT)
+    assert study.config["pretrain"]["methods"]["mae"]["mask_ratio"] == 0.6
+    assert study.config["figures"]["f5"] == {"col_wrap": 2, "y_arms": ["bn"]}
+
+
+def _mappings(node, path=()):
+    """Every schema node that describes a mapping, with its path in the schema."""
+    if isinstance(node, dict):
+        if node.get("type") == "object" or "properties" in node:
+            yield path, node
+        for key, child in node.items():
+            if key in ("properties", "definitions"):
+                for name, sub in child.items():
+                    yield from _mappings(sub, (*path, name))
+            elif isinstance(child, dict) and key not in ("properties", "definitions"):
+                yield from _mappings(child, (*path, key))
+
+
+def test_every_config_mapping_is_closed():
+    schema = yaml.safe_load((ROOT / "config" / "schemas" / "config.schema.yaml").read_text())
+    nodes = [(p, n) for p, n in _mappings(schema) if n.get("type") == "object"]
+    assert len(nodes) > 25
+    open_ = [".".join(p) or "<top>" for p, n in nodes if n.get("additionalProperties") is not False]
+    assert open_ == []
 
 
 def test_zero_size_fewshot_subset_fails_at_validation(config):

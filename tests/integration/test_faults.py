@@ -1,0 +1,105 @@
+"""Faults on the smoke configuration: kills at random moments, a killed rerun, a deleted stage.
+
+The oracle is always an uninterrupted run (the session's smoke run, or a copy of it rerun
+without interruption): after any fault, ``--unlock`` and a plain rerun must give the same bytes
+-- tables and cached features -- and a dry run afterwards must plan nothing.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from snakerun import ROOT, SMOKE, SNAKEMAKE, copy_workdir, planned_jobs, snakemake
+
+pytestmark = pytest.mark.integration
+
+TABLES = ["accuracy", "correlations", "models", "datasets"]
+MAE = "results/checkpoints/mae_vit.safetensors"
+
+
+def _results(workdir: Path) -> dict[str, bytes]:
+    """The bytes of the tables and of every cached feature array."""
+    files = [workdir / f"results/tables/{t}.csv" for t in TABLES]
+    files += sorted((workdir / "results/features").rglob("*.npy"))
+    return {str(p.relative_to(workdir)): p.read_bytes() for p in files}
+
+
+def _start(workdir, *args):
+    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2",
+           *args, "--configfile", str(SMOKE)]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _kill(job):
+    """SIGKILL snakemake and its jobs at once (the whole process group), as on node loss."""
+    try:
+        os.killpg(job.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    job.wait()
+
+
+def test_kills_at_random_moments_recover_to_the_uninterrupted_bytes(smoke_run, tmp_path):
+    reference = _results(smoke_run)
+    workdir = tmp_path / "work"
+    rng = random.Random(12)
+    wall = float((smoke_run / "wall_seconds.txt").read_text())
+    kills = 0
+    for _ in range(3):
+        job = _start(workdir)
+        time.sleep(rng.uniform(3.0, 0.7 * wall))
+        if job.poll() is None:
+            _kill(job)
+            kills += 1
+        else:
+            job.wait()
+        snakemake(workdir, "--unlock")
+    assert kills >= 2  # the run was really interrupted
+    snakemake(workdir, "--cores", "2")
+    assert _results(workdir) == reference
+    assert planned_jobs(snakemake(workdir, "-n")) == {}
+
+
+def test_killed_rerun_after_a_config_change_is_not_forgotten(smoke_run, tmp_path):
+    """A change that reruns one job (mae's mask ratio): its job is killed, which deletes its
+    output. The rerun must rebuild it and everything after it, as an uninterrupted run does."""
+    change = "pretrain={methods: {mae: {mask_ratio: 0.6}}}"
+    oracle = copy_workdir(smoke_run, tmp_path / "oracle")
+    snakemake(oracle, "--cores", "2", "--config", change)
+    assert _results(oracle) != _results(smoke_run)  # the change does change results
+
+    workdir = copy_workdir(smoke_run, tmp_path / "work")
+    job = _start(workdir, "--config", change)
+    deadline = time.monotonic() + 120
+    try:
+        while not (workdir / "logs/pretrain/mae_vit.log").exists() or (workdir / MAE).exists():
+            assert job.poll() is None, "the run ended before its pre-training job was killed"
+            assert time.monotonic() < deadline, "the pre-training job did not start"
+            time.sleep(0.05)
+    finally:
+        _kill(job)
+    assert not (workdir / MAE).exists()  # the killed job's output is gone
+    snakemake(workdir, "--unlock", "--config", change)
+    proc = snakemake(workdir, "--cores", "2", "--config", change)
+    assert "Nothing to be done" not in proc.stdout + proc.stderr
+    assert _results(workdir) == _results(oracle)
+    assert planned_jobs(snakemake(workdir, "-n", "--config", change)) == {}
+
+
+def test_deleted_intermediate_results_are_rebuilt(smoke_run, tmp_path):
+    workdir = copy_workdir(smoke_run, tmp_path / "work")
+    reference = _results(smoke_run)
+    for path in sorted((workdir / "results/probes/knn").rglob("*.csv")):
+        path.unlink()
+    (workdir / "results/features/simclr_resnet/shapes/test.npy").unlink()
+    plan = planned_jobs(snakemake(workdir, "-n"))
+    assert plan.get("knn_probe") == 4 and plan.get("extract_features") == 1, plan
+    snakemake(workdir, "--cores", "2")
+    assert len(list((workdir / "results/probes/knn").rglob("*.csv"))) == 4
+    assert _results(workdir) == reference
