@@ -17,8 +17,8 @@ rule accuracy_table:
     conda:
         "../envs/sslbench.yaml"
     params:
-        models=[STUDY.model(m) for m in MODELS],
-        datasets=[STUDY.dataset(d) for d in DATASETS],
+        models=[model_fields(m, "table") for m in MODELS],
+        datasets=[dataset_fields(d, "table") for d in DATASETS],
         report=config["linear"]["report"],
         report_lr=config["linear"]["report_lr"],
         code=code("accuracy_table"),

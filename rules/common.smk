@@ -173,12 +173,36 @@ def data_sources(wildcards):
     return {d: data_source(d) for d in job_datasets(wildcards)}
 
 
-def model_row(wildcards):
-    return STUDY.model(wildcards.model)
+# The columns of a table row that change each step's results: a job's params carry these only,
+# so descriptions, notes, published numbers and unknown extra columns reach T1/T2 alone.
+MODEL_COLUMNS = {
+    "pretrain": ("key", "method", "arch", "embedding", "seed", "steps"),
+    "backbone": ("key", "method", "arch", "embedding"),  # extraction, fine-tuning, online probe
+    "table": ("key", "method", "family", "arch", "paradigm"),  # columns of T3
+}
+DATASET_COLUMNS = {
+    "generate": ("key", "generator", "variant", "n_train", "n_test", "seed"),
+    "check": ("key", "kind", "root", "variant", "num_classes", "n_train", "n_test"),
+    "table": ("key", "role", "shift_group"),  # columns of T3
+}
 
 
-def dataset_row(wildcards):
-    return STUDY.dataset(wildcards.dataset)
+def model_fields(key, use):
+    row = STUDY.model(key)
+    return {column: row.get(column) for column in MODEL_COLUMNS[use]}
+
+
+def dataset_fields(key, use):
+    row = STUDY.dataset(key)
+    return {column: row.get(column) for column in DATASET_COLUMNS[use]}
+
+
+def model_row(use):
+    return lambda wildcards: model_fields(wildcards.model, use)
+
+
+def dataset_row(use):
+    return lambda wildcards: dataset_fields(wildcards.dataset, use)
 
 
 def num_classes(wildcards):

@@ -15,7 +15,7 @@ rule generate_dataset:
     conda:
         "../envs/sslbench.yaml"
     params:
-        row=dataset_row,
+        row=dataset_row("generate"),
         code=code("generate_dataset"),
     script:
         script_path("generate_dataset")
@@ -37,7 +37,7 @@ rule check_dataset:
     conda:
         "../envs/sslbench.yaml"
     params:
-        row=dataset_row,
+        row=dataset_row("check"),
         allow_subset=lambda wc: wc.dataset in config["allow_subsets"],
         code=code("check_dataset"),
     script:

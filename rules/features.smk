@@ -25,7 +25,7 @@ rule extract_features:
         # the job's features (N x D float32), the backbone and the loader's batches
         mem_mb=mem_mb_features(1, 4000),
     params:
-        model=model_row,
+        model=model_row("backbone"),
         datasets=lambda wc: [d for d, _ in job_pairs(wc)],
         splits=lambda wc: [s for _, s in job_pairs(wc)],
         sources=data_sources,

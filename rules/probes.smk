@@ -86,7 +86,7 @@ rule linear_online:
     resources:
         mem_mb=mem_mb_training,
     params:
-        model=model_row,
+        model=model_row("backbone"),
         datasets=job_datasets,
         num_classes=num_classes,
         arms=config["arms"],
@@ -134,7 +134,7 @@ if TRAINED_PROTOCOLS:
             gpu=finetune_gpus,
             mem_mb=mem_mb_training,
         params:
-            model=model_row,
+            model=model_row("backbone"),
             dataset=ID_DATASET,
             protocols=TRAINED_PROTOCOLS,
             fewshot_runs=FEWSHOT_RUNS,

@@ -27,7 +27,7 @@ rule pretrain:
     resources:
         mem_mb=3000,
     params:
-        row=model_row,
+        row=model_row("pretrain"),
         hp=pretrain_hp,
         num_classes=STUDY.dataset(ID_DATASET)["num_classes"],
         code=code("pretrain"),

@@ -137,14 +137,11 @@ def family(arch: str) -> str:
 
 
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write the backbone's state dict as safetensors, atomically."""
-    from safetensors.torch import save_file
-
-    from workflow_scripts.io import atomic_path
+    """Write the backbone's state dict as safetensors, atomically and deterministically."""
+    from workflow_scripts.io import save_safetensors
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+    save_safetensors(path, state, metadata)
 
 
 def load_backbone(

@@ -150,6 +150,26 @@ def _types(prop: dict) -> list[str]:
     return ["string"]
 
 
+def check_table_shape(path: Path, what: str) -> None:
+    """Every line of a TSV table has as many cells as its header (pandas would pad a short
+    row with empty cells -- unpinning a checkpoint's sha256 -- and reject a long one with a
+    message that names no file)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        lines = [(n, row) for n, row in enumerate(csv.reader(handle, delimiter="\t"), start=1)
+                 if any(cell.strip() for cell in row)]
+    if not lines:
+        raise ConfigError(f"{what} table '{path}' is empty (no header line)")
+    width = len(lines[0][1])
+    for number, row in lines[1:]:
+        if len(row) != width:
+            raise ConfigError(
+                f"{what} table '{path}', line {number}: {len(row)} tab-separated cells, the "
+                f"header has {width} (a missing or extra tab?)"
+            )
+
+
 def read_table(path: str | Path, schema_name: str, what: str) -> pd.DataFrame:
     """Read a TSV table, coerce cells to the schema's types and validate every row.
 
@@ -158,6 +178,7 @@ def read_table(path: str | Path, schema_name: str, what: str) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} table '{path}' does not exist")
+    check_table_shape(path, what)
     raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)
     schema = load_schema(schema_name)
     properties = schema["properties"]
@@ -412,4 +433,40 @@ def load_study(config: dict, basedir: str | Path) -> Study:
                     f"'{ids[0]}' ({id_row['n_train']} train images, {id_row['num_classes']} "
                     "classes) has 0 images per class"
                 )
+    check_plan(config, models, datasets)
     return Study(config=config, models=models, datasets=datasets)
+
+
+def check_plan(config: dict, models: pd.DataFrame, datasets: pd.DataFrame) -> None:
+    """What would otherwise fail late (after pre-training and extraction) or silently."""
+    minimum = config["analysis"]["min_models"]
+    if len(models) < minimum:
+        raise ConfigError(
+            f"config key 'models': {len(models)} model(s) selected ({', '.join(models.index)}); "
+            f"the correlations across models need at least analysis.min_models = {minimum}"
+        )
+    protocols = config["protocols"]
+    if "knn" in protocols:
+        k = config["knn"]["k"]
+        for key, row in datasets.iterrows():
+            if row["n_train"] is not None and k > row["n_train"]:
+                raise ConfigError(
+                    f"config key 'knn.k': k = {k} is larger than the train split of data set "
+                    f"'{key}' ({row['n_train']} images)"
+                )
+    if "fewshot" in protocols:
+        percents = config["fewshot"]["percents"]
+        if not percents:
+            raise ConfigError(
+                "config key 'fewshot.percents': empty while protocol 'fewshot' is selected; "
+                "list the subset sizes (e.g. [10, 1]) or remove 'fewshot' from protocols"
+            )
+        names: dict[str, float] = {}
+        for percent in percents:  # the protocol and file names use f"{pct:g}"
+            name = f"{percent:g}"
+            if name in names:
+                raise ConfigError(
+                    f"config key 'fewshot.percents': {names[name]} and {percent} both give the "
+                    f"protocol name 'fewshot{name}'; use distinct values"
+                )
+            names[name] = percent

@@ -139,7 +139,7 @@ def extract_split(backbone: torch.nn.Module, images_path: str | Path, source: di
     device = resolve_device(options.get("device", "cpu"))
     batch_size = options["batch_size"]
     if source["kind"] == "synthetic":
-        images = np.load(images_path)
+        images = np.load(images_path, allow_pickle=False)
         batches, total = array_batches(images, spec, batch_size), len(images)
     else:
         batches, total = image_batches(
@@ -148,6 +148,23 @@ def extract_split(backbone: torch.nn.Module, images_path: str | Path, source: di
     return extract(backbone, batches, total, device=device, bf16=options.get("bf16", False),
                    channels_last=options.get("channels_last", False),
                    log_every=options.get("log_every", 60.0), label=label)
+
+
+def check_split_sizes(splits: list[tuple[str, str, str, str, str]]) -> None:
+    """Before any extraction: each (dataset, split, kind, images, labels) has as many labels as
+    images, and every file reads (an error names data set, split and file)."""
+    from workflow_scripts.io import load_npy
+
+    for dataset, split, kind, images_path, labels_path in splits:
+        where = f"data set '{dataset}', split '{split}'"
+        labels = load_npy(labels_path, f"the labels of {where}", mmap_mode="r")
+        if kind == "synthetic":
+            n_images = len(load_npy(images_path, f"the images of {where}", mmap_mode="r"))
+        else:
+            n_images = len(Path(images_path).read_text().splitlines())
+        if labels.ndim != 1 or len(labels) != n_images:
+            raise ValueError(f"{where}: '{images_path}' lists {n_images} images but the labels "
+                             f"'{labels_path}' have shape {labels.shape}")
 
 
 def check_finite(features: np.ndarray, model: str, dataset: str, split: str) -> None:
@@ -182,8 +199,27 @@ def write_features(
 
 def load_features(path: str | Path, model: str, dataset: str, split: str) -> np.ndarray:
     """Load cached features as float32 and check them (the probes' entry point)."""
-    features = np.load(path).astype(np.float32, copy=False)
+    from workflow_scripts.io import load_npy
+
+    where = f"model '{model}', data set '{dataset}', split '{split}'"
+    features = load_npy(path, f"the features of {where}").astype(np.float32, copy=False)
     if features.ndim != 2:
-        raise ValueError(f"features '{path}' have shape {features.shape}, expected [N, D]")
+        raise ValueError(f"features '{path}' ({where}) have shape {features.shape}, expected [N, D]")
     check_finite(features, model, dataset, split)
     return features
+
+
+def load_labelled(features_path: str | Path, labels_path: str | Path, model: str, dataset: str,
+                  split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of one split, checked to describe the same N images."""
+    from workflow_scripts.io import load_npy
+
+    features = load_features(features_path, model, dataset, split)
+    labels = load_npy(labels_path, f"the labels of data set '{dataset}', split '{split}'")
+    if labels.ndim != 1 or len(labels) != len(features):
+        raise ValueError(
+            f"model '{model}', data set '{dataset}', split '{split}': the features "
+            f"'{features_path}' have {len(features)} rows but the labels '{labels_path}' have "
+            f"shape {labels.shape}"
+        )
+    return features, labels

@@ -7,7 +7,8 @@ import sys
 
 
 def setup(snakemake, torch_threads: bool = False) -> logging.Logger:
-    """Log INFO to ``snakemake.log[0]`` and warnings to stderr; set torch threads."""
+    """Log INFO to ``snakemake.log[0]`` and warnings to stderr; an uncaught exception goes to
+    both with its traceback; set torch threads."""
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING)
     handlers: list[logging.Handler] = [console]
@@ -26,4 +27,11 @@ def setup(snakemake, torch_threads: bool = False) -> logging.Logger:
     logger = logging.getLogger(f"sslbench.{snakemake.rule}")
     logger.info("rule %s, wildcards %s, threads %s", snakemake.rule, dict(snakemake.wildcards),
                 snakemake.threads)
+
+    def log_uncaught(kind, value, traceback):
+        # the job's error, with its traceback, in the rule's log (which outlives the job on a
+        # cluster) as well as on stderr
+        logger.error("%s: %s", kind.__name__, value, exc_info=(kind, value, traceback))
+
+    sys.excepthook = log_uncaught
     return logger

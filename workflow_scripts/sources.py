@@ -96,9 +96,16 @@ def open_split(source: dict, images_path: str | Path, labels_path: str | Path, s
                data_root: str | Path, workers: int = 0) -> ArraySource | FileSource:
     """The source of one split: ``source`` is the data set's {kind, root, preprocessing};
     ``images_path`` the uint8 array (synthetic) or the integrity rule's file list."""
-    labels = np.load(labels_path)
+    from workflow_scripts.io import load_npy
+
+    where = f"data set '{source['key']}'" if source.get("key") else "the data set"
+    labels = load_npy(labels_path, f"the labels of {where}")
     if source["kind"] == "synthetic":
-        return ArraySource(np.load(images_path), labels, spec["mean"], spec["std"])
+        images = load_npy(images_path, f"the images of {where}")
+        if len(images) != len(labels):
+            raise ValueError(f"{where}: the images '{images_path}' hold {len(images)} images but "
+                             f"the labels '{labels_path}' {len(labels)}")
+        return ArraySource(images, labels, spec["mean"], spec["std"])
     from workflow_scripts.datasets import resolve_root
     from workflow_scripts.datasets.loader import read_file_list
 

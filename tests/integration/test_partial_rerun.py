@@ -151,3 +151,18 @@ def test_a_changed_checkpoint_reruns_its_model_downstream(smoke_run, tmp_path):
     plan = planned_jobs(snakemake(work, "-n"))
     assert plan["extract_features"] == 1 and plan["knn_probe"] == 1
     assert "pretrain" not in plan and "generate_dataset" not in plan
+
+
+def test_descriptions_notes_and_extra_columns_rerun_only_the_t1_t2_tables(smoke_run, tmp_path):
+    """An added empty 'note' column, an unknown extra column and an edited description change no
+    result: only the two tables that print them are rebuilt."""
+    models = (ROOT / "tests/integration/models_smoke.tsv").read_text().splitlines()
+    models = [models[0] + "\tnote\tmy_column"] + [line + "\t\tx" for line in models[1:]]
+    datasets = (ROOT / "tests/integration/datasets_smoke.tsv").read_text().replace(
+        "same labels, sketch style", "same labels, drawn as sketches")
+    (tmp_path / "models.tsv").write_text("\n".join(models) + "\n")
+    (tmp_path / "datasets.tsv").write_text(datasets)
+    proc = snakemake(smoke_run, "-n", "--config", f"models_table={tmp_path / 'models.tsv'}",
+                     f"datasets_table={tmp_path / 'datasets.tsv'}")
+    assert planned_jobs(proc) == {"t1_models": 1, "t2_datasets": 1, "all": 1}
+    assert triggered(proc, "Params have changed") == {"t1_models", "t2_datasets"}

@@ -37,6 +37,7 @@ def _run(workdir, configfile, *args):
 def test_killed_finetune_job_resumes_and_equals_an_uninterrupted_run(tmp_path):
     config = yaml.safe_load(SMOKE.read_text())
     config.update(models=[MODEL], datasets=["shapes", "count"], protocols=["finetune"], arms=["raw"])
+    config["analysis"]["min_models"] = 1  # one model on purpose
     config["finetune"].update(epochs=6, batch_size=100)
     configfile = tmp_path / "resume.yaml"
     configfile.write_text(yaml.safe_dump(config))

@@ -205,6 +205,60 @@ def test_every_config_mapping_is_closed():
     assert open_ == []
 
 
+def test_fewer_models_than_the_correlations_need_is_refused(config):
+    config["models"] = ["simclr_resnet"]
+    with pytest.raises(ConfigError, match=r"config key 'models': 1 model\(s\) selected "
+                                          r"\(simclr_resnet\); the correlations across models "
+                                          r"need at least analysis.min_models = 4"):
+        load_study(config, ROOT)
+    config["analysis"]["min_models"] = 1  # on purpose
+    assert load_study(config, ROOT).model_keys == ["simclr_resnet"]
+
+
+def test_knn_k_larger_than_a_train_split_is_refused_at_planning(config):
+    table = load_study(copy.deepcopy(config), ROOT).datasets
+    smallest = min(table["n_train"])
+    name = table.index[list(table["n_train"]).index(smallest)]
+    config["knn"]["k"] = smallest + 1
+    with pytest.raises(ConfigError, match=rf"config key 'knn.k': k = {smallest + 1} is larger "
+                                          rf"than the train split of data set '{name}' "
+                                          rf"\({smallest} images\)"):
+        load_study(config, ROOT)
+    config["knn"]["k"] = smallest
+    load_study(config, ROOT)
+
+
+@pytest.mark.parametrize(("percents", "message"), [
+    ([10, 10.0000001, 1], r"config key 'fewshot.percents': 10 and 10.0000001 both give the "
+                          r"protocol name 'fewshot10'"),
+    ([], r"config key 'fewshot.percents': empty while protocol 'fewshot' is selected"),
+])
+def test_fewshot_percents_that_collide_or_are_missing(config, percents, message):
+    config["fewshot"]["percents"] = percents
+    with pytest.raises(ConfigError, match=message):
+        load_study(config, ROOT)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", r"models table '.*bad.tsv' is empty \(no header line\)"),
+    ("SHORT", r"models table '.*bad.tsv', line 3: 12 tab-separated cells, the header has 13"),
+    ("LONG", r"models table '.*bad.tsv', line 3: 14 tab-separated cells, the header has 13"),
+])
+def test_ragged_or_empty_tables_name_file_and_line(config, tmp_path, text, message):
+    lines = (ROOT / "config" / "models_demo.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    assert len(header) == 13
+    if text == "SHORT":
+        lines[2] = "\t".join(lines[2].split("\t")[:-1])
+    elif text == "LONG":
+        lines[2] = lines[2] + "\textra"
+    path = tmp_path / "bad.tsv"
+    path.write_text("" if text == "" else "\n".join(lines) + "\n")
+    config["models_table"] = str(path)
+    with pytest.raises(ConfigError, match=message):
+        load_study(config, ROOT)
+
+
 def test_zero_size_fewshot_subset_fails_at_validation(config):
     config["fewshot"]["percents"] = [10, 0.1]
     with pytest.raises(ConfigError, match=r"config key 'fewshot.percents': a 0.1% subset of data set 'shapes' \(5000 train images, 10 classes\) has 0 images per class"):

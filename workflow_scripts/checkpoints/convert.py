@@ -356,11 +356,9 @@ def convert(
 ) -> dict:
     """Convert ``raw`` into ``weights`` (safetensors) and ``sidecar`` (JSON); return the sidecar."""
     import torch
-    from safetensors.torch import save_file
-
     from workflow_scripts import registry
     from workflow_scripts.backbones import build_backbone
-    from workflow_scripts.io import atomic_path, save_json
+    from workflow_scripts.io import save_json, save_safetensors
 
     if fmt not in FORMATS:
         raise CheckpointError(f"model '{model}': unknown format '{fmt}' (known: {', '.join(FORMATS)})")
@@ -391,8 +389,7 @@ def convert(
         )
     metadata = {"model": model, "arch": arch, "embedding": embedding, "format": fmt,
                 "source_sha256": digest}
-    with atomic_path(weights) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+    save_safetensors(weights, state, metadata)
     info = {
         "model": model, "arch": arch, "embedding": embedding, "embed_dim": int(out.shape[1]),
         "source": "checkpoint", "format": fmt, "layout": FORMATS[fmt]["layout"],

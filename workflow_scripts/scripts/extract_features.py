@@ -10,7 +10,7 @@ import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 from workflow_scripts import runtime
 from workflow_scripts.backbones import load_backbone
 from workflow_scripts.datasets import resolve_root
-from workflow_scripts.features import extract_split, write_features
+from workflow_scripts.features import check_split_sizes, extract_split, write_features
 from workflow_scripts.io import sha256_file
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
@@ -19,8 +19,10 @@ model = sm.params.model
 backbone = load_backbone(sm.input.weights, model["arch"], model["embedding"])
 weights_sha = sha256_file(sm.input.weights)
 options = sm.config["features"] | sm.params.options  # run-time keys + result keys
-jobs = zip(sm.params.datasets, sm.params.splits, sm.input.images, sm.input.labels,
-           sm.output.features, sm.output.sidecars, strict=True)
+jobs = list(zip(sm.params.datasets, sm.params.splits, sm.input.images, sm.input.labels,
+                sm.output.features, sm.output.sidecars, strict=True))
+check_split_sizes([(d, s, sm.params.sources[d]["kind"], images, labels)
+                   for d, s, images, labels, _, _ in jobs])
 for dataset, split, images_path, labels_path, out, sidecar in jobs:
     source = sm.params.sources[dataset]
     if source["kind"] != "synthetic":  # the root is not a param: moving the data reruns nothing

@@ -2,11 +2,10 @@
 
 import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 
-import numpy as np
 import pandas as pd
 
 from workflow_scripts import runtime
-from workflow_scripts.features import load_features
+from workflow_scripts.features import load_labelled
 from workflow_scripts.io import save_csv
 from workflow_scripts.knn import evaluate_knn
 
@@ -14,9 +13,8 @@ sm = snakemake  # noqa: F821 - injected by Snakemake
 log = runtime.setup(sm)
 model = sm.wildcards.model
 for i, dataset in enumerate(sm.params.datasets):
-    xtr = load_features(sm.input.train[i], model, dataset, "train")
-    xte = load_features(sm.input.test[i], model, dataset, "test")
-    ytr, yte = np.load(sm.input.train_labels[i]), np.load(sm.input.test_labels[i])
+    xtr, ytr = load_labelled(sm.input.train[i], sm.input.train_labels[i], model, dataset, "train")
+    xte, yte = load_labelled(sm.input.test[i], sm.input.test_labels[i], model, dataset, "test")
     rows = evaluate_knn(xtr, ytr, xte, yte, k=sm.params.k, num_classes=sm.params.num_classes[i],
                         arms=tuple(sm.params.arms), threads=sm.threads)
     frame = pd.DataFrame(rows).assign(model=model, dataset=dataset, protocol="knn",

@@ -2,11 +2,10 @@
 
 import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 
-import numpy as np
 import pandas as pd
 
 from workflow_scripts import runtime
-from workflow_scripts.features import load_features
+from workflow_scripts.features import load_labelled
 from workflow_scripts.io import save_csv
 from workflow_scripts.linear import HeadSpec, Recipe, train_heads
 
@@ -17,9 +16,8 @@ heads = [HeadSpec(arm, lr, seed) for arm in sm.params.arms for lr in cfg["base_l
          for seed in cfg["seeds"]]
 recipe = Recipe.from_config(cfg)
 for i, dataset in enumerate(sm.params.datasets):
-    xtr = load_features(sm.input.train[i], model, dataset, "train")
-    xte = load_features(sm.input.test[i], model, dataset, "test")
-    ytr, yte = np.load(sm.input.train_labels[i]), np.load(sm.input.test_labels[i])
+    xtr, ytr = load_labelled(sm.input.train[i], sm.input.train_labels[i], model, dataset, "train")
+    xte, yte = load_labelled(sm.input.test[i], sm.input.test_labels[i], model, dataset, "test")
     results, _ = train_heads(xtr, ytr, xte, yte, sm.params.num_classes[i], heads, recipe)
     frame = pd.DataFrame(results).assign(model=model, dataset=dataset, protocol="linear",
                                          code_version=sm.params.code)
