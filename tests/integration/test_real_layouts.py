@@ -59,6 +59,7 @@ def write_setup(base: Path, truth: dict, edit_rows=None) -> Path:
                   protocols=["knn"], batch_datasets=True, transform=PAPER_TRANSFORM)
     config["fewshot"]["percents"] = [10]
     config["analysis"]["min_models"] = 1  # one model on purpose: extraction only
+    config["knn"]["k"] = 3  # the fixtures' splits hold a few images
     config["features"].update(batch_size=4, workers=2)
     path = base / "config.yaml"
     path.write_text(yaml.safe_dump(config))
