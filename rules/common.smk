@@ -177,7 +177,8 @@ def data_sources(wildcards):
 # so descriptions, notes, published numbers and unknown extra columns reach T1/T2 alone.
 MODEL_COLUMNS = {
     "pretrain": ("key", "method", "arch", "embedding", "seed", "steps"),
-    "backbone": ("key", "method", "arch", "embedding"),  # extraction, fine-tuning, online probe
+    # extraction, fine-tuning, the online probe
+    "backbone": ("key", "method", "arch", "embedding"),
     "table": ("key", "method", "family", "arch", "paradigm"),  # columns of T3
 }
 DATASET_COLUMNS = {
@@ -276,7 +277,11 @@ def stage_outputs():
     return [
         *[images_of(d, s) for d in DATASETS for s in SPLITS],
         *expand("results/labels/{dataset}/{split}.npy", dataset=DATASETS, split=SPLITS),
-        *expand("results/checkpoints/{model}.{ext}", model=MODELS, ext=["safetensors", "json"]),
+        *expand(
+            "results/checkpoints/{model}.{ext}",
+            model=MODELS,
+            ext=["safetensors", "json"],
+        ),
         *(features if FROZEN_PROTOCOLS else []),
         *probe_results(),
     ]
