@@ -36,23 +36,21 @@ import types
 from pathlib import Path
 from typing import Any
 
-# Top-level modules whose globals are refused outright: running, importing or reaching code.
+# Top-level modules whose globals are refused outright, before anything else happens: they run
+# programs, reach the operating system or the network, load or compile code, or reach into
+# objects (functools/operator/types/inspect); torch and numpy names outside the allow-list too.
+# Any other unknown global still runs nothing: it becomes a placeholder, and calling one is
+# refused.
 REFUSED_MODULES = frozenset({
-    "__builtin__", "__main__", "_frozen_importlib", "_frozen_importlib_external", "_imp",
-    "_io", "_osx_support", "_posixsubprocess", "_thread", "asyncio", "builtins", "code",
-    "codecs", "codeop", "commands", "compileall", "concurrent", "copyreg", "ctypes", "dill",
-    "distutils", "functools", "gc", "glob", "imp", "importlib", "inspect", "io", "itertools",
-    "joblib", "marshal", "multiprocessing", "nt", "operator", "os", "pdb", "pickle",
-    "pickletools", "pip", "pkgutil", "platform", "posix", "pty", "pydoc", "runpy", "sched",
-    "select", "selectors", "setuptools", "shelve", "shutil", "signal", "site", "socket",
-    "socketserver", "subprocess", "sys", "sysconfig", "tempfile", "threading", "timeit",
-    "types", "urllib", "webbrowser", "zipimport", "_codecs", "_pickle", "numpy", "torch",
-    "_operator", "_functools", "ssl", "http", "ftplib", "smtplib", "telnetlib", "xmlrpc",
-    "cProfile", "profile", "trace", "tracemalloc", "weakref", "abc", "contextlib", "atexit",
-    "logging", "warnings", "unittest", "doctest", "ensurepip", "venv", "zipfile", "tarfile",
-    "lzma", "bz2", "gzip", "zlib", "mmap", "fcntl", "resource", "pwd", "grp", "termios",
-    "tty", "readline", "rlcompleter", "cmd", "shlex", "string", "re", "_sre", "sre_compile",
-    "numba", "cython", "yaml", "requests", "pandas", "scipy", "sklearn", "tensorflow", "jax",
+    "__builtin__", "__main__", "builtins", "os", "posix", "nt", "sys", "subprocess",
+    "_posixsubprocess", "commands", "pty", "shutil", "signal", "socket", "ssl", "http", "urllib",
+    "ftplib", "smtplib", "webbrowser", "importlib", "imp", "zipimport", "pkgutil", "runpy",
+    "code", "codeop", "compileall", "ctypes", "marshal", "pickle", "_pickle", "pickletools",
+    "shelve", "dill", "joblib", "multiprocessing", "threading", "_thread", "concurrent",
+    "asyncio", "functools", "_functools", "operator", "_operator", "itertools", "types",
+    "inspect", "gc", "io", "_io", "codecs", "_codecs", "tempfile", "glob", "pdb", "pydoc",
+    "timeit", "cProfile", "profile", "trace", "site", "sysconfig", "platform", "setuptools",
+    "distutils", "pip", "venv", "ensurepip", "numpy", "torch",
 })
 
 SAFE_BUILTINS = frozenset({
