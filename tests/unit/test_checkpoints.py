@@ -369,3 +369,19 @@ def test_numpy_reference_round_trip_is_exact():
     values = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     out = _tensors({"w": values, "n": np.int64(5)}, "npid_numpy")
     assert torch.equal(out["w"], torch.from_numpy(values)) and int(out["n"]) == 5
+
+
+def test_protocol_1_rebuilds_objects_as_placeholders(tmp_path):
+    """Protocol 1 re-creates plain objects through copyreg._reconstructor; the restricted loader
+    answers it with a placeholder (torch.save writes protocol 2 unless asked; torch itself
+    cannot read protocol 0 files)."""
+    import argparse
+
+    raw = tmp_path / "old.pth"
+    torch.save({"model": {"w": torch.arange(3.0)}, "args": argparse.Namespace(lr=0.5)}, raw,
+               pickle_protocol=1)
+    assert "copy_reg._reconstructor" in pickle_globals(raw)  # Python 2's name, as pickled
+    obj, met = restricted_load(raw)
+    assert met == ["argparse.Namespace"]
+    assert isinstance(obj["args"], Placeholder) and obj["args"].state == {"lr": 0.5}
+    assert torch.equal(obj["model"]["w"], torch.arange(3.0))
