@@ -385,3 +385,25 @@ def test_protocol_1_rebuilds_objects_as_placeholders(tmp_path):
     assert met == ["argparse.Namespace"]
     assert isinstance(obj["args"], Placeholder) and obj["args"].state == {"lr": 0.5}
     assert torch.equal(obj["model"]["w"], torch.arange(3.0))
+
+
+def test_value_types_that_pickle_through_a_call_are_recorded_not_called(tmp_path):
+    """datetime and pathlib objects pickle as a call (REDUCE); the restricted loader records the
+    call as a placeholder with its arguments instead of making it; other calls are refused."""
+    import datetime
+    from pathlib import PurePosixPath
+
+    raw = tmp_path / "meta.pth"
+    when = datetime.datetime(2022, 8, 25, 10, 10, 10)
+    torch.save({"model": {"w": torch.ones(2)}, "meta": {"time": when,
+                                                        "dir": PurePosixPath("/work/run")}}, raw)
+    obj, met = restricted_load(raw)
+    assert met == ["datetime.datetime", "pathlib.PurePosixPath"]
+    stamp = obj["meta"]["time"]
+    assert isinstance(stamp, Placeholder) and stamp.dotted == "datetime.datetime"
+    assert stamp.args == when.__reduce__()[1]  # the recorded arguments, as pickled
+    assert obj["meta"]["dir"].args == ("/", "work", "run")
+    assert classify_global("datetime.datetime") == "placeholder"
+    assert classify_global("posix.system") == "REFUSED"
+    assert classify_global("__builtin__.getattr") == "allowed"
+    assert classify_global("numpy.core.multiarray._reconstruct") == "allowed"

@@ -107,21 +107,17 @@ def pickle_globals(path: str | Path) -> list[str]:
 
 
 def classify_global(dotted: str) -> str:
-    """'weights-only', 'allowed', 'placeholder' or 'REFUSED' (see safe_pickle)."""
+    """'weights-only', 'allowed', 'placeholder' or 'REFUSED': what torch's weights-only loader,
+    else the restricted unpickler (``safe_pickle.decide``), does with the global."""
     from torch import _weights_only_unpickler
 
-    from workflow_scripts.checkpoints import safe_pickle
+    from workflow_scripts.checkpoints.safe_pickle import decide
 
     module, _, name = dotted.rpartition(".")
-    module, name = safe_pickle._compat(module, name)
-    dotted = f"{module}.{name}"
+    dotted, verdict, _ = decide(module, name)
     if dotted in _weights_only_unpickler._get_allowed_globals():
         return "weights-only"
-    if dotted == "builtins.getattr" or safe_pickle.allowed_global(module, name) is not None:
-        return "allowed"
-    if module.split(".", 1)[0] in safe_pickle.REFUSED_MODULES or "." in name:
-        return "REFUSED"
-    return "placeholder"
+    return {"getattr": "allowed", "refused": "REFUSED"}.get(verdict, verdict)
 
 
 # --------------------------------------------------------------------------- structure

@@ -197,6 +197,22 @@ def _compat(module: str, name: str) -> tuple[str, str]:
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
+def decide(module: str, name: str) -> tuple[str, str, Any]:
+    """How the restricted unpickler takes a global: (dotted name after the Python 2 mapping,
+    verdict, object). Verdicts: 'allowed' (the object is returned), 'getattr' (allowed on
+    placeholders only), 'refused', 'placeholder'. The inspector reports the same verdicts."""
+    module, name = _compat(module, name)
+    dotted = f"{module}.{name}"
+    if dotted == "builtins.getattr":
+        return dotted, "getattr", None
+    found = allowed_global(module, name)
+    if found is not None:
+        return dotted, "allowed", found
+    if module.split(".", 1)[0] in REFUSED_MODULES or "." in name:
+        return dotted, "refused", None
+    return dotted, "placeholder", None
+
+
 class _Recorder:
     def __init__(self):
         self.placeholders: dict[str, type] = {}
@@ -222,14 +238,12 @@ def _module_for(recorder: _Recorder) -> types.SimpleNamespace:
         def find_class(self, module, name):
             if not isinstance(module, str) or not isinstance(name, str):
                 raise RefusedGlobal(repr((module, name)), "which is not a plain name")
-            module, name = _compat(module, name)
-            dotted = f"{module}.{name}"
-            if dotted == "builtins.getattr":
+            dotted, verdict, found = decide(module, name)
+            if verdict == "getattr":
                 return safe_getattr
-            found = allowed_global(module, name)
-            if found is not None:
+            if verdict == "allowed":
                 return found
-            if module.split(".", 1)[0] in REFUSED_MODULES or "." in name:
+            if verdict == "refused":
                 raise RefusedGlobal(dotted, "which is outside the allow-list (tensors, storages, "
                                             "plain containers, numbers, strings, numpy arrays)")
             return recorder.placeholder(dotted)
