@@ -45,6 +45,20 @@ def fewshot_split_path(pct, seed):
     return f"results/splits/{ID_DATASET}/fewshot_{pct}{suffix}.npy"
 
 
+# Fine-tuning runs: 'finetune' on the whole train split, 'fewshot<pct>' on the configured
+# subset seed's subset, 'fewshot<pct>_seed<s>' on an extra seed's. Each (run, arm) is one job
+# (one GPU queue entry with its own resume state), or with batch_runs one job per model runs
+# them all (the demo: process start-up dominates its tiny runs).
+TRAINED_RUNS = {}  # run name -> (protocol, percent or None, subset seed or None)
+if "finetune" in PROTOCOLS:
+    TRAINED_RUNS["finetune"] = ("finetune", None, None)
+for _pct, _seed in FEWSHOT_RUNS:
+    _suffix = "" if _seed == config["fewshot"]["seed"] else f"_seed{_seed}"
+    TRAINED_RUNS[f"fewshot{_pct}{_suffix}"] = (f"fewshot{_pct}", _pct, _seed)
+ARMS = config["arms"]
+BATCH_RUNS = config["batch_runs"]
+
+
 # One job per model covering all of its data sets (fewest process start-ups), or one job per
 # (model, data set) (the unit on a GPU cluster, and adding a data set recomputes nothing else).
 BATCH_DATASETS = config["batch_datasets"]
@@ -55,6 +69,8 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
     split="train|test",
     pct=r"[0-9]+(\.[0-9]+)?",
+    run="|".join(TRAINED_RUNS) or "(?!x)x",
+    arm="raw|bn",
 
 
 def script_path(name):
@@ -125,6 +141,13 @@ def job_images(wildcards):
     )
 
 
+def mem_mb_extraction(wildcards):
+    """Memory (MB) of an extraction job: the process and its loader workers (job_memory_mb)
+    plus the job's features once (written through a memory map: its dirty pages count
+    against the job until they reach the disk)."""
+    return job_memory_mb(wildcards, "features") + mem_mb_features(1, 0)(wildcards)
+
+
 def mem_mb_features(copies, base_mb):
     """Memory (MB) of a job holding ``copies`` float32 N x D feature arrays of its data sets
     (N = train + test images, D = the model's embedding) on top of ``base_mb``."""
@@ -137,11 +160,24 @@ def mem_mb_features(copies, base_mb):
 
 
 def mem_mb_training(wildcards):
-    """Memory (MB) of a fine-tuning job: a paper-size backbone (224-pixel input) with its
-    optimiser state, activations of a 256-image batch and loader workers; or a demo model
-    plus its in-memory image array."""
+    """Memory (MB) of a job training on images (fine-tuning, the online probe); see
+    job_memory_mb()."""
+    return job_memory_mb(wildcards, "finetune")
+
+
+def job_memory_mb(wildcards, rule):
+    """Host memory (MB) of a GPU-capable job, per process (x finetune.gpus for fine-tuning):
+    the process with torch, CUDA and the model (registry.HOST_MB) plus each loader worker
+    (registry.WORKER_MB, measured, README "Cluster") plus, for a demo model, its data set's
+    arrays held in memory."""
     arch = STUDY.model(wildcards.model)["arch"]
-    return 32000 if registry.ARCHS[arch]["img_size"] >= 224 else 3000
+    section = config["finetune"] if rule == "finetune" else config["features"]
+    workers = section.get("workers", 0)
+    if registry.ARCHS[arch]["img_size"] < 224:
+        return 3000
+    per_process = registry.HOST_MB + workers * registry.WORKER_MB
+    processes = config["finetune"]["gpus"] if rule == "finetune" else 1
+    return processes * per_process
 
 
 def gpus_for(device, model):
@@ -158,7 +194,88 @@ def extraction_gpus(wildcards):
 
 
 def finetune_gpus(wildcards):
-    return gpus_for(config["finetune"].get("device", "auto"), wildcards.model)
+    """GPUs of a fine-tuning job: finetune.gpus (data-parallel processes) on a GPU."""
+    gpus = gpus_for(config["finetune"]["device"], wildcards.model)
+    return gpus * config["finetune"]["gpus"]
+
+
+def finetune_cpus(wildcards):
+    """CPUs of a fine-tuning job: per process the compute threads (threads.finetune) plus its
+    data-loader workers (finetune.workers), times the processes (finetune.gpus on a GPU).
+    """
+    per_process = threads_of("finetune") + config["finetune"]["workers"]
+    return per_process * max(1, finetune_gpus(wildcards))
+
+
+def extraction_cpus(wildcards):
+    """CPUs of an extraction job: compute threads plus data-loader workers."""
+    return config["features"]["threads"] + config["features"]["workers"]
+
+
+def per_run(pattern):
+    """Output / log pattern of a fine-tuning job: one (run, arm), or with batch_runs every
+    run and arm of the model (one log and benchmark per model)."""
+    if BATCH_RUNS:
+        if pattern.startswith(("logs/", "results/benchmarks/")):
+            return pattern.replace("{model}/{run}/{arm}", "{model}")
+        return expand(pattern, run=list(TRAINED_RUNS), arm=ARMS, allow_missing=True)
+    return pattern
+
+
+def job_runs(wildcards):
+    """The (run, arm) units of a fine-tuning job, in output order, as plain dicts."""
+    units = (
+        [(r, a) for r in TRAINED_RUNS for a in ARMS]
+        if BATCH_RUNS
+        else [(wildcards.run, wildcards.arm)]
+    )
+    units = [(r, a, *TRAINED_RUNS[r]) for r, a in units]
+    return [
+        {
+            "run": run,
+            "arm": arm,
+            "protocol": protocol,
+            "subset_seed": seed,
+            "split": None if pct is None else fewshot_split_path(pct, seed),
+        }
+        for run, arm, protocol, pct, seed in units
+    ]
+
+
+def job_splits(wildcards):
+    """Few-shot subset files a fine-tuning job reads (in job_runs order, without repeats)."""
+    paths = []
+    for unit in job_runs(wildcards):
+        _, pct, seed = TRAINED_RUNS[unit["run"]]
+        if pct is not None and fewshot_split_path(pct, seed) not in paths:
+            paths.append(fewshot_split_path(pct, seed))
+    return paths
+
+
+def job_recipes(wildcards):
+    """The recipes of the protocols a fine-tuning job runs: config 'finetune' / 'fewshot'
+    without the keys that change no result (they are read at run time)."""
+    recipes = {}
+    for unit in job_runs(wildcards):
+        section = "fewshot" if unit["protocol"].startswith("fewshot") else "finetune"
+        recipes[unit["protocol"]] = {
+            k: v for k, v in config[section].items() if k not in RUN_TIME_KEYS
+        }
+    return recipes
+
+
+# Keys of the finetune section that say where and how fast a job runs, not what it computes.
+RUN_TIME_KEYS = ("device", "workers", "gpus", "save_minutes", "percents", "extra_seeds")
+
+
+def trained_outputs(protocol, model):
+    """The per-(run, arm) result files of one trained protocol of a model."""
+    return [
+        f"results/trained/{model}/{run}/{arm}.csv"
+        for run, (p, _, _) in TRAINED_RUNS.items()
+        if p == protocol
+        for arm in ARMS
+    ]
 
 
 def data_source(dataset):
@@ -283,6 +400,7 @@ def stage_outputs():
             ext=["safetensors", "json"],
         ),
         *(features if FROZEN_PROTOCOLS else []),
+        *[f for p in TRAINED_PROTOCOLS for m in MODELS for f in trained_outputs(p, m)],
         *probe_results(),
     ]
 

@@ -19,11 +19,11 @@ rule extract_features:
         per_job_log("results/benchmarks/extract_features/{model}/{dataset}.tsv")
     conda:
         "../envs/sslbench.yaml"
-    threads: config["features"]["threads"]
+    threads: extraction_cpus
     resources:
         gpu=extraction_gpus,
-        # the job's features (N x D float32), the backbone and the loader's batches
-        mem_mb=mem_mb_features(1, 4000),
+        # the process, its loader workers and the job's features (memory-mapped)
+        mem_mb=mem_mb_extraction,
     params:
         model=model_row("backbone"),
         datasets=lambda wc: [d for d, _ in job_pairs(wc)],
@@ -32,7 +32,7 @@ rule extract_features:
         transform=config["transform"],
         # what changes the features; device, workers, threads, channels_last and log_every
         # (config features section, read at run time) do not rerun anything
-        options={k: config["features"][k] for k in ("batch_size", "dtype", "bf16")},
+        options={k: config["features"][k] for k in ("batch_size", "dtype", "precision")},
         code=code("extract_features"),
     script:
         script_path("extract_features")

@@ -84,7 +84,7 @@ rule linear_online:
         "../envs/sslbench.yaml"
     threads: threads_of("linear_online")
     resources:
-        mem_mb=mem_mb_training,
+        mem_mb=lambda wc: job_memory_mb(wc, "linear_online"),
     params:
         model=model_row("backbone"),
         datasets=job_datasets,
@@ -103,8 +103,10 @@ rule linear_online:
         script_path("linear_online")
 
 
-# Trained protocols on the in-domain set: one job per model runs full fine-tuning and the
-# few-shot subsets, both arms; per-epoch resume state lives in results/state (not an output).
+# Trained protocols on the in-domain set: one job per (model, run, arm) -- run = finetune or
+# fewshot<pct>[_seed<s>] -- or one job per model with batch_runs; resume state lives in
+# results/state (not an output). A local rule gathers each protocol's rows into the file the
+# accuracy table reads.
 if TRAINED_PROTOCOLS:
 
     rule finetune:
@@ -117,35 +119,26 @@ if TRAINED_PROTOCOLS:
             train_labels=f"results/labels/{ID_DATASET}/train.npy",
             test_images=images_of(ID_DATASET, "test"),
             test_labels=f"results/labels/{ID_DATASET}/test.npy",
-            splits=[fewshot_split_path(pct, seed) for pct, seed in FEWSHOT_RUNS],
+            splits=job_splits,
         output:
-            [
-                f"results/probes/{p}/{{model}}/{ID_DATASET}.csv"
-                for p in TRAINED_PROTOCOLS
-            ],
+            per_run("results/trained/{model}/{run}/{arm}.csv"),
         log:
-            "logs/finetune/{model}.log",
+            per_run("logs/finetune/{model}/{run}/{arm}.log"),
         benchmark:
-            "results/benchmarks/finetune/{model}.tsv"
+            per_run("results/benchmarks/finetune/{model}/{run}/{arm}.tsv")
         conda:
             "../envs/sslbench.yaml"
-        threads: threads_of("finetune")
+        threads: finetune_cpus
         resources:
             gpu=finetune_gpus,
             mem_mb=mem_mb_training,
         params:
             model=model_row("backbone"),
             dataset=ID_DATASET,
-            protocols=TRAINED_PROTOCOLS,
-            fewshot_runs=FEWSHOT_RUNS,
-            arms=config["arms"],
-            # device and loader workers are read at run time: they change no result
-            finetune={
-                k: v
-                for k, v in config["finetune"].items()
-                if k not in ("device", "workers")
-            },
-            fewshot=config["fewshot"],
+            runs=job_runs,
+            # what changes a result (precision and compile included); device, workers, gpus
+            # and save_minutes are read at run time
+            recipes=job_recipes,
             num_classes=STUDY.dataset(ID_DATASET)["num_classes"],
             source=data_source(ID_DATASET),
             transform=config["transform"],
@@ -153,3 +146,18 @@ if TRAINED_PROTOCOLS:
             code=code("finetune"),
         script:
             script_path("finetune")
+
+    rule collect_trained:
+        input:
+            lambda wc: trained_outputs(wc.protocol, wc.model),
+        output:
+            f"results/probes/{{protocol}}/{{model}}/{ID_DATASET}.csv",
+        log:
+            f"logs/collect_trained/{{protocol}}/{{model}}.log",
+        wildcard_constraints:
+            protocol=keys_regex(TRAINED_PROTOCOLS),
+        localrule: True
+        run:
+            from workflow_scripts.io import concat_csv
+
+            concat_csv(input, output[0])

@@ -52,11 +52,18 @@ class Study:
         return _row_dict(self.datasets, key)
 
 
-# Optional keys of the config's features section: where and how extraction runs (they do not
-# change the features, so they are not job params).
-FEATURE_DEFAULTS = {
-    "device": "auto", "workers": 0, "threads": 1, "bf16": False, "channels_last": False,
-    "log_every": 60.0,
+# Optional keys per config section and their defaults (config/README.md). Where and how fast a
+# job runs (device, workers, threads, gpus, save_minutes, channels_last, log_every) changes no
+# result and is read at run time; precision and compile are job params.
+SECTION_DEFAULTS = {
+    "features": {"device": "auto", "workers": 0, "threads": 1, "precision": "fp32",
+                 "channels_last": False, "log_every": 60.0},
+    # precision tf32 is the authors' setting; on a CPU it is float32
+    "finetune": {"device": "auto", "workers": 0, "gpus": 1, "save_minutes": 15.0,
+                 "precision": "tf32", "compile": False},
+    "fewshot": {"precision": "tf32", "compile": False},
+    "knn": {"device": "auto"},
+    "linear": {"device": "auto"},
 }
 
 
@@ -379,8 +386,10 @@ def load_study(config: dict, basedir: str | Path) -> Study:
     # Optional keys (documented in config/README.md) and their defaults.
     config.setdefault("data_root", "data")
     config.setdefault("allow_subsets", [])
-    for option, default in FEATURE_DEFAULTS.items():
-        config["features"].setdefault(option, default)
+    config.setdefault("batch_runs", False)
+    for section, defaults in SECTION_DEFAULTS.items():
+        for option, default in defaults.items():
+            config[section].setdefault(option, default)
     unknown = [key for key in config["allow_subsets"] if key not in datasets.index]
     if unknown:
         raise ConfigError(

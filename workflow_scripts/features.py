@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from workflow_scripts.io import save_json, save_npy
+from workflow_scripts.io import save_json
 
 # torch is imported inside the functions that need it: the probes on cached features import
 # this module for load_features, and a kNN job should not pay torch's import (seconds).
@@ -25,12 +25,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def eval_transform(images: torch.Tensor, spec: dict) -> torch.Tensor:
-    """uint8 [B, 3, H, W] -> normalised float: Resize(shorter side) -> CenterCrop -> Normalize.
+def eval_crop(images: torch.Tensor, spec: dict) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> uint8 crops: Resize(shorter side) -> CenterCrop.
 
-    ``spec``: resize (int or None), crop (int or None), interpolation, mean, std.
-    """
-    import torch
+    ``spec``: resize (int or None), crop (int or None), interpolation."""
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as TF
 
@@ -40,17 +38,25 @@ def eval_transform(images: torch.Tensor, spec: dict) -> torch.Tensor:
         x = TF.resize(x, [spec["resize"]], interpolation=mode, antialias=True)
     if spec.get("crop"):
         x = TF.center_crop(x, [spec["crop"], spec["crop"]])
-    x = TF.to_dtype(x, torch.float32, scale=True)
-    return TF.normalize(x, mean=list(spec["mean"]), std=list(spec["std"]))
+    return x
+
+
+def eval_transform(images: torch.Tensor, spec: dict) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> normalised float: Resize(shorter side) -> CenterCrop -> Normalize
+    (``spec`` also gives mean and std)."""
+    from workflow_scripts.datasets.transforms import normalize_batch
+
+    return normalize_batch(eval_crop(images, spec), spec)
 
 
 def array_batches(images: np.ndarray, spec: dict, batch_size: int) -> Iterator[torch.Tensor]:
-    """Batches of transformed images from a uint8 [N, H, W, 3] array (the synthetic sets)."""
+    """Batches of uint8 eval crops from a uint8 [N, H, W, 3] array (the synthetic sets);
+    normalise them with ``normalize_batch`` (``extract(..., spec=spec)`` does, on the device)."""
     import torch
 
     for start in range(0, len(images), batch_size):
-        chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
-        yield eval_transform(chunk.permute(0, 3, 1, 2), spec)
+        chunk = torch.from_numpy(np.array(images[start:start + batch_size]))  # a writable copy
+        yield eval_crop(chunk.permute(0, 3, 1, 2), spec)
 
 
 def resolve_device(name: str, key: str = "features.device") -> torch.device:
@@ -67,7 +73,8 @@ def resolve_device(name: str, key: str = "features.device") -> torch.device:
 
 def image_batches(files_path: str | Path, kind: str, root: str | Path, preprocessing: str | None,
                   spec: dict, batch_size: int, workers: int = 0, pin_memory: bool = False):
-    """(DataLoader, N) over a real data set's split: adapter -> PIL RGB -> paper eval transform.
+    """(DataLoader, N) over a real data set's split: adapter -> PIL RGB -> the paper's eval
+    crop as uint8 (normalised on the device by ``extract``).
 
     ``files_path`` is the ``{split}_files.txt`` list the integrity rule wrote (its order is the
     order of the labels file)."""
@@ -75,46 +82,72 @@ def image_batches(files_path: str | Path, kind: str, root: str | Path, preproces
     from workflow_scripts.datasets.transforms import eval_transform as pil_eval_transform
 
     items = read_file_list(files_path)
-    dataset = ImageList(kind, root, items, pil_eval_transform(spec, preprocessing))
+    dataset = ImageList(kind, root, items, pil_eval_transform(spec, preprocessing, normalize=False))
     return make_loader(dataset, batch_size, workers, pin_memory=pin_memory), len(items)
 
 
 def extract(backbone: torch.nn.Module, batches: Iterator[torch.Tensor], total: int, *,
-            device: str | torch.device = "cpu", bf16: bool = False, channels_last: bool = False,
-            log_every: float = 60.0, label: str = "") -> np.ndarray:
-    """Run ``backbone`` in eval mode over ``batches``; float32 [total, D].
+            spec: dict | None = None, device: str | torch.device = "cpu", precision: str = "fp32",
+            channels_last: bool = False, log_every: float = 60.0, label: str = "",
+            out: np.ndarray | None = None, dtype: str = "float32",
+            where: tuple[str, str, str] | None = None) -> np.ndarray:
+    """Run ``backbone`` in eval mode over ``batches``; [total, D] features.
 
-    GPU-ready: ``device`` (the backbone is moved there), optional bfloat16 autocast and
-    channels-last memory format; progress (images, img/s, ETA) is logged every ``log_every``
-    seconds."""
+    ``batches``: uint8 crops, normalised on the device with ``spec``'s mean and std (or, with
+    ``spec`` None, already normalised float batches). GPU-ready: ``device`` (the backbone is
+    moved there), ``precision`` (``workflow_scripts.precision``) and channels-last; progress
+    (images, img/s, ETA) is logged every ``log_every`` seconds.
+
+    Rows are written batch by batch into ``out`` (e.g. a memory-mapped ``.npy``; created as
+    float32 in memory when None) in ``dtype``, each batch checked for NaN/inf (and float16
+    overflow) first: the job never holds more than the array plus a few batches. ``where`` =
+    (model, data set, split) names the culprit in that error."""
     import torch
 
+    from workflow_scripts import precision as precisions
+
+    device = torch.device(device)
+    precisions.configure(precision, device, benchmark=channels_last)
     with torch.inference_mode():
-        return _extract(backbone, batches, total, device=torch.device(device), bf16=bf16,
-                        channels_last=channels_last, log_every=log_every, label=label)
+        return _extract(backbone, batches, total, spec=spec, device=device, precision=precision,
+                        channels_last=channels_last, log_every=log_every, label=label, out=out,
+                        dtype=dtype, where=where or ("?", "?", "?"))
 
 
-def _extract(backbone, batches, total, *, device, bf16, channels_last, log_every, label):
+def _extract(backbone, batches, total, *, spec, device, precision, channels_last, log_every,
+             label, out, dtype, where):
     import torch
+
+    from workflow_scripts import precision as precisions
+    from workflow_scripts.datasets.transforms import normalize_batch
 
     backbone.eval().to(device)
     if channels_last:
         backbone.to(memory_format=torch.channels_last)
-    out = None
     filled = 0
     started = last = time.perf_counter()
     for batch in batches:
         x = batch.to(device, non_blocking=True)
+        if spec is not None:
+            x = normalize_batch(x, spec)
         if channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        with precisions.autocast(precision, device):
             emb = backbone(x)
-        emb = emb.float().cpu()
+        emb = emb.float().cpu().numpy()
         if out is None:
             out = np.empty((total, emb.shape[1]), dtype=np.float32)
         if filled + len(emb) > total:
             raise RuntimeError(f"extracted more than the expected {total} embeddings")
-        out[filled:filled + len(emb)] = emb.numpy()
+        if emb.shape[1] != out.shape[1]:
+            raise RuntimeError(f"the backbone gives {emb.shape[1]}-d features, the output holds "
+                               f"{out.shape[1]}")
+        chunk = emb if dtype == "float32" else emb.astype(dtype)
+        check_finite(emb, *where, offset=filled)
+        if chunk is not emb and not np.isfinite(chunk).all():
+            raise ValueError(f"features of model '{where[0]}' on data set '{where[1]}' split "
+                             f"'{where[2]}' overflow {dtype}")
+        out[filled:filled + len(emb)] = chunk
         filled += len(emb)
         now = time.perf_counter()
         if now - last >= log_every:
@@ -125,29 +158,48 @@ def _extract(backbone, batches, total, *, device, bf16, channels_last, log_every
     if out is None or filled != total:
         raise RuntimeError(f"extracted {filled} embeddings, expected {total}")
     seconds = time.perf_counter() - started
-    log.info("%sextracted %d x %d features in %.1f s (%.1f img/s) on %s%s%s", label, total,
-             out.shape[1], seconds, total / max(seconds, 1e-9), device, " bf16" if bf16 else "",
-             " channels_last" if channels_last else "")
+    log.info("%sextracted %d x %d features in %.1f s (%.1f img/s) on %s, %s%s", label, total,
+             out.shape[1], seconds, total / max(seconds, 1e-9), device,
+             precisions.effective(precision, device), " channels_last" if channels_last else "")
     return out
 
 
-def extract_split(backbone: torch.nn.Module, images_path: str | Path, source: dict, spec: dict,
-                  options: dict, label: str = "") -> np.ndarray:
-    """Features of one split: ``source`` is {kind, root, preprocessing} of the data set (kind
-    ``synthetic``: ``images_path`` is the uint8 array; otherwise the file list); ``options`` is
-    the configuration's ``features`` section."""
-    device = resolve_device(options.get("device", "cpu"))
+def split_batches(images_path: str | Path, source: dict, spec: dict, options: dict,
+                  device: torch.device):
+    """(uint8 batches, N) of one split: ``source`` is {kind, root, preprocessing} of the data
+    set (kind ``synthetic``: ``images_path`` is the uint8 array; otherwise the file list)."""
     batch_size = options["batch_size"]
     if source["kind"] == "synthetic":
-        images = np.load(images_path, allow_pickle=False)
-        batches, total = array_batches(images, spec, batch_size), len(images)
-    else:
-        batches, total = image_batches(
-            images_path, source["kind"], source["root"], source.get("preprocessing"), spec,
-            batch_size, options.get("workers", 0), pin_memory=device.type == "cuda")
-    return extract(backbone, batches, total, device=device, bf16=options.get("bf16", False),
-                   channels_last=options.get("channels_last", False),
-                   log_every=options.get("log_every", 60.0), label=label)
+        images = np.load(images_path, allow_pickle=False, mmap_mode="r")
+        return array_batches(images, spec, batch_size), len(images)
+    return image_batches(images_path, source["kind"], source["root"], source.get("preprocessing"),
+                         spec, batch_size, options.get("workers", 0),
+                         pin_memory=device.type == "cuda")
+
+
+def extract_split_to(path: str | Path, backbone: torch.nn.Module, images_path: str | Path,
+                     source: dict, spec: dict, options: dict, where: tuple[str, str, str],
+                     label: str = "") -> tuple[int, int]:
+    """Features of one split written to the ``.npy`` at ``path``: into a memory-mapped
+    temporary file next to it, renamed onto ``path`` once complete (``io.atomic_path``);
+    ``options`` is the configuration's ``features`` section. Returns (N, D)."""
+    from workflow_scripts.io import atomic_path
+
+    device = resolve_device(options.get("device", "cpu"))
+    batches, total = split_batches(images_path, source, spec, options, device)
+    dim = backbone.embed_dim
+    with atomic_path(path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=options["dtype"], shape=(total, dim))
+        try:
+            extract(backbone, batches, total, spec=spec, device=device,
+                    precision=options.get("precision", "fp32"),
+                    channels_last=options.get("channels_last", False),
+                    log_every=options.get("log_every", 60.0), label=label, out=out,
+                    dtype=options["dtype"], where=where)
+            out.flush()
+        finally:
+            del out
+    return total, dim
 
 
 def check_split_sizes(splits: list[tuple[str, str, str, str, str]]) -> None:
@@ -167,33 +219,38 @@ def check_split_sizes(splits: list[tuple[str, str, str, str, str]]) -> None:
                              f"'{labels_path}' have shape {labels.shape}")
 
 
-def check_finite(features: np.ndarray, model: str, dataset: str, split: str) -> None:
-    """NaN or infinite features are an error naming model, data set and split."""
-    bad = ~np.isfinite(features)
-    if bad.any():
-        rows = np.unique(np.nonzero(bad)[0])
+def check_finite(features: np.ndarray, model: str, dataset: str, split: str,
+                 offset: int = 0, chunk_rows: int = 4096) -> None:
+    """NaN or infinite features are an error naming model, data set, split and rows (row
+    numbers counted from ``offset``); checked in row chunks, so the check needs no N x D
+    temporary arrays."""
+    bad_rows: list[int] = []
+    bad_values = 0
+    for start in range(0, len(features), chunk_rows):
+        block = features[start:start + chunk_rows]
+        if np.isfinite(block).all():
+            continue
+        bad = ~np.isfinite(block)
+        bad_values += int(bad.sum())
+        bad_rows += (np.unique(np.nonzero(bad)[0]) + start + offset).tolist()
+    if bad_rows:
         raise ValueError(
             f"features of model '{model}' on data set '{dataset}' split '{split}' contain "
-            f"{int(bad.sum())} NaN/infinite values in {len(rows)} of {len(features)} rows "
-            f"(first rows: {rows[:5].tolist()})"
+            f"{bad_values} NaN/infinite values in {len(bad_rows)} rows "
+            f"(first rows: {bad_rows[:5]})"
         )
 
 
-def write_features(
-    path: str | Path, sidecar: str | Path, features: np.ndarray, *, model: str, dataset: str,
-    split: str, dtype: str, weights_sha256: str, transform: dict, labels_path: str,
+def write_sidecar(
+    sidecar: str | Path, *, n: int, d: int, model: str, dataset: str, split: str, dtype: str,
+    weights_sha256: str, transform: dict, labels_path: str, precision: str, device: str,
 ) -> None:
-    check_finite(features, model, dataset, split)
-    stored = features.astype(dtype)
-    if not np.isfinite(stored).all():
-        raise ValueError(
-            f"features of model '{model}' on data set '{dataset}' split '{split}' overflow {dtype}"
-        )
-    save_npy(path, stored)
+    """The JSON sidecar of one split's features (what made them)."""
     save_json(sidecar, {
-        "model": model, "dataset": dataset, "split": split, "n": int(stored.shape[0]),
-        "d": int(stored.shape[1]), "dtype": dtype, "weights_sha256": weights_sha256,
-        "transform": transform, "labels": str(labels_path), "backbone_mode": "eval",
+        "model": model, "dataset": dataset, "split": split, "n": int(n), "d": int(d),
+        "dtype": dtype, "weights_sha256": weights_sha256, "transform": transform,
+        "labels": str(labels_path), "backbone_mode": "eval", "precision": precision,
+        "device": device,
     })
 
 

@@ -12,10 +12,16 @@ quirk 3; ``with_authors_quirks``): no drop-path for MAE and MaskFeat, no layer d
 (its parameter names did not match the decay rule), and the final norm at ``layer_decay`` x lr
 (the last block's rate) instead of the full lr.
 
-Resume: after every epoch the whole training state (model, optimiser, scheduler, epoch, every
-random generator) is written atomically to ``state_path``, which lives outside the rule's
-declared outputs (Snakemake deletes those when a job fails). A rerun continues from the last
-completed epoch and ends with exactly the weights of an uninterrupted run (tested).
+Resume: the whole training state (model, optimiser, scheduler, epoch, step, every random
+generator) is written atomically to ``state_path`` at epoch ends, every ``save_minutes`` and on
+SIGUSR1/SIGTERM; it lives outside the rule's declared outputs (Snakemake deletes those when a
+job fails). A rerun continues from the saved step and ends with exactly the weights of an
+uninterrupted run (tested).
+
+Speed (:class:`Speed`, recorded in every result row): precision ``fp32`` / ``tf32`` (the
+authors' setting and the default) / ``bf16`` autocast (``workflow_scripts.precision``);
+ResNets on CUDA run channels-last with cuDNN autotuning; ``compile`` is opt-in; ``run`` starts N
+data-parallel processes (one per GPU).
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import signal
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workflow_scripts import precision as precisions
 from workflow_scripts.schedules import warmup_cosine_epochs
 
 log = logging.getLogger(__name__)
@@ -147,14 +157,18 @@ def param_groups(model: Classifier, recipe: FinetuneRecipe) -> list[dict]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, source, num_classes: int, batch_size: int = 512,
-             device: torch.device | None = None) -> tuple[float, float]:
+             device: torch.device | None = None, precision: str = "fp32",
+             channels_last: bool = False) -> tuple[float, float]:
     """Top-1 and top-5 accuracy (percent; top-5 NaN with <= 5 classes) on an image source."""
+    device = device or torch.device("cpu")
     model.eval()
     hits1 = hits5 = n = 0
     for x, y in source.eval_batches(batch_size):
-        if device is not None:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
+        x, y = source.prepare(x, device), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with precisions.autocast(precision, device):
+            logits = model(x)
         hits1 += int((logits.argmax(1) == y).sum())
         if num_classes > 5:
             hits5 += int((logits.topk(5, 1).indices == y[:, None]).any(1).sum())
@@ -162,11 +176,127 @@ def evaluate(model: nn.Module, source, num_classes: int, batch_size: int = 512,
     return hits1 * 100 / n, (hits5 * 100 / n if num_classes > 5 else float("nan"))
 
 
-def _save_state(path: Path, state: dict) -> None:
-    from workflow_scripts.io import atomic_path
+# Version of the training-state layout; a state file of another version is never resumed.
+STATE_FORMAT = 2
 
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+
+@dataclasses.dataclass(frozen=True)
+class Speed:
+    """How a run executes, not what it computes (up to float rounding): recorded per row."""
+
+    device: str = "cpu"
+    precision: str = "tf32"  # see workflow_scripts.precision
+    compile: bool = False  # torch.compile the forward/backward
+    save_minutes: float = 15.0  # training state written at least this often (and at epoch ends)
+
+
+class Preempted(RuntimeError):
+    """The job was asked to stop (SIGUSR1 / SIGTERM); its state is saved, a rerun resumes."""
+
+
+class _StopSignals:
+    """SIGUSR1 and SIGTERM set a flag (checked after every step) instead of killing the job.
+
+    Installed only in the main thread (Python's rule); the previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _shard() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless torch.distributed is initialised."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _rng_states(device: torch.device) -> dict:
+    states = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(states: dict, device: torch.device) -> None:
+    torch.set_rng_state(states["cpu"].cpu())
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"].cpu(), device)
+
+
+class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm over the global batch of a CPU (gloo) process group.
+
+    ``nn.SyncBatchNorm`` refuses CPU tensors, so CPU data-parallel runs (the tests) use this:
+    per-channel sum, sum of squares and count are all-reduced with autograd
+    (``torch.distributed.nn.functional.all_reduce``), so gradients flow through the global
+    statistics as in SyncBatchNorm. Same parameters, buffers and state-dict keys as
+    BatchNorm; eval mode uses the running statistics. CUDA runs use ``nn.SyncBatchNorm``."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (got {input.dim()}-D)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = [d for d in range(x.dim()) if d != 1]
+        count = torch.tensor(float(x.numel() // x.shape[1]), dtype=x.dtype)
+        stats = torch.cat([x.sum(dims), (x * x).sum(dims), count.view(1)])
+        stats = all_reduce(stats)
+        c = x.shape[1]
+        n = stats[2 * c]
+        mean = stats[:c] / n
+        var = stats[c:2 * c] / n - mean * mean
+        shape = [1, c] + [1] * (x.dim() - 2)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * var * n / (n - 1))
+        out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Every BatchNorm layer computes its statistics over the global batch (data parallel)."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+    def convert(module: nn.Module) -> nn.Module:
+        out = module
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            out = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum,
+                                   module.affine, module.track_running_stats)
+            if module.affine:
+                out.weight, out.bias = module.weight, module.bias
+            out.running_mean, out.running_var = module.running_mean, module.running_var
+            out.num_batches_tracked = module.num_batches_tracked
+        for name, child in module.named_children():
+            out.add_module(name, convert(child))
+        return out
+
+    return convert(model)
 
 
 def finetune(
@@ -181,21 +311,45 @@ def finetune(
     state_path: str | Path | None = None,
     fingerprint: str = "",
     on_epoch_end: Callable[[int], None] | None = None,
+    on_step_end: Callable[[int, int], None] | None = None,
     device: str | torch.device = "cpu",
-) -> tuple[dict, Classifier]:
+    speed: Speed | None = None,
+) -> tuple[dict | None, Classifier]:
     """Fine-tune ``backbone`` + head on the image source ``train``, score on ``test``
     (:mod:`workflow_scripts.sources`); return (result dict, model).
 
     ``backbone`` must already carry the drop-path rate for ViTs (``build_backbone(...,
-    drop_path=recipe.drop_path)``). ``on_epoch_end(epoch)`` runs after the state is saved
-    (tests use it to simulate a killed job). A state file whose ``fingerprint`` (the run's
-    settings and inputs) differs from this run's is ignored, never resumed from; the file is
-    deleted once the run completes.
+    drop_path=recipe.drop_path)``). ``speed`` (:class:`Speed`) sets precision, compile and how
+    often the state is saved; ``device`` overrides ``speed.device``.
+
+    State and resume: the training state (model, optimiser, scheduler, epoch, step within the
+    epoch, the epoch's sample plan, every random generator) is written atomically to
+    ``state_path`` at every epoch end, at least every ``speed.save_minutes`` and when the job
+    receives SIGUSR1 or SIGTERM (it then raises :class:`Preempted`). A rerun continues from the
+    saved step -- skipping the consumed samples without reading them -- and ends with exactly
+    the weights of an uninterrupted run (tested). A state whose ``fingerprint`` (the run's
+    settings and inputs) or format differs is ignored; the file is deleted once the run
+    completes. ``on_epoch_end(epoch)`` / ``on_step_end(epoch, step)`` run after any save (tests
+    use them to simulate a killed job).
+
+    Data parallel: inside an initialised ``torch.distributed`` group of N processes each rank
+    trains on its shard of every global batch (BatchNorm synchronised, gradients averaged, the
+    loss scaled so the update equals one process's on the global batch); rank 0 saves, scores
+    and returns the result, the other ranks return None.
     """
+    speed = speed or Speed(device=str(device))
     device = torch.device(device)
-    torch.manual_seed(seed)
-    model = Classifier(backbone, num_classes, arm).to(device)
+    rank, world = _shard()
     vit = is_vit(backbone)
+    channels_last = device.type == "cuda" and not vit
+    precisions.configure(speed.precision, device, benchmark=channels_last)
+    torch.manual_seed(seed)
+    model = Classifier(backbone, num_classes, arm)
+    if world > 1:
+        model = sync_batchnorm(model, device)
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     smoothing = recipe.label_smoothing if vit else 0.0
     groups = param_groups(model, recipe)
     optimizer = torch.optim.SGD(
@@ -204,44 +358,116 @@ def finetune(
     )
     scheduler = warmup_cosine_epochs(optimizer, recipe.epochs, recipe.warmup_epochs)
     gen = torch.Generator().manual_seed(seed)
-    start_epoch = 0
+    if world > 1:  # drop-path draws differ per rank (each rank sees other samples)
+        torch.manual_seed(seed + rank)
+    epoch, start, plan = 0, 0, None
+    loss_sum = torch.zeros((), device=device)  # this epoch's (scaled) losses, for train_loss
     state_path = Path(state_path) if state_path else None
-    state = (torch.load(state_path, weights_only=True, map_location=device)
-             if state_path and state_path.exists() else None)
-    if state is not None and state.get("fingerprint") != fingerprint:
-        log.info("ignoring %s: it belongs to a run with other settings", state_path)
-        state = None
+    state = _load_state(state_path, fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"].cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())
-        start_epoch = int(state["epoch"]) + 1
-        log.info("resuming from %s after epoch %d", state_path, start_epoch)
-    for epoch in range(start_epoch, recipe.epochs):
-        model.train()
-        for x, y in train.train_batches(recipe.batch_size, gen):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"fine-tuning loss became {loss.item()} in epoch {epoch}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            optimizer.step()
-        scheduler.step()
-        if state_path:
+        gen.set_state(state["generator"])
+        rngs = state["rng"]
+        if len(rngs) != world:
+            log.warning("%s was saved by %d processes, resuming with %d: the random streams "
+                        "differ from an uninterrupted run", state_path, len(rngs), world)
+        _set_rng_states(rngs[rank % len(rngs)], device)
+        epoch, start, plan = int(state["epoch"]), int(state["step"]), state["plan"]
+        loss_sum = state["loss_sum"].to(device)
+        log.info("resuming from %s at epoch %d, step %d", state_path, epoch + 1, start)
+    net: nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if speed.compile:
+        net = torch.compile(net)
+
+    def save(epoch: int, step: int, plan: dict | None) -> None:
+        rngs = _rng_states(device)
+        gathered = [rngs]
+        if world > 1:
+            import torch.distributed as dist
+
+            gathered = [None] * world
+            dist.all_gather_object(gathered, rngs)
+        if rank == 0 and state_path:
             _save_state(state_path, {
-                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(), "fingerprint": fingerprint,
+                "format": STATE_FORMAT, "fingerprint": fingerprint, "epoch": epoch, "step": step,
+                "plan": plan, "loss_sum": loss_sum, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "generator": gen.get_state(), "rng": gathered,
             })
-        log.info("epoch %d/%d: loss %.4f", epoch + 1, recipe.epochs, loss.item())
-        if on_epoch_end is not None:
-            on_epoch_end(epoch)
-    top1, top5 = evaluate(model, test, num_classes, device=device)
+        if world > 1:
+            torch.distributed.barrier()
+
+    def stop_reason(signals: _StopSignals, last_save: float) -> int:
+        """0: go on, 1: periodic save due, 2: signalled (the same on every rank)."""
+        due = 2 if signals.received else int(time.monotonic() - last_save >= speed.save_minutes * 60)
+        if world > 1:
+            flag = torch.tensor([due], device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            due = int(flag)
+        return due
+
+    train_loss = float("nan")
+    with _StopSignals() as signals:
+        last_save = time.monotonic()
+        for epoch in range(epoch, recipe.epochs):
+            if plan is None:
+                plan = train.plan_epoch(gen)
+            model.train()
+            step = start
+            for x, y in train.train_batches(recipe.batch_size, gen, plan, start, (rank, world)):
+                x, y = train.prepare(x, device), y.to(device, non_blocking=True)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with precisions.autocast(speed.precision, device):
+                    logits = net(x)
+                if world == 1:
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+                else:  # sum over the shard / global batch x world: DDP's mean is the global mean
+                    global_n = len(plan["order"][step * recipe.batch_size:][:recipe.batch_size])
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing,
+                                           reduction="sum") * (world / global_n)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"fine-tuning loss became {loss.item()} in epoch {epoch + 1}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if recipe.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                optimizer.step()
+                loss_sum += loss.detach()
+                step += 1
+                if state_path:
+                    reason = stop_reason(signals, last_save)
+                    if reason:
+                        save(epoch, step, plan)
+                        last_save = time.monotonic()
+                    if reason == 2:
+                        raise Preempted(
+                            f"signal {signals.received} received: training state saved at epoch "
+                            f"{epoch + 1}, step {step} to {state_path}; a rerun resumes from there")
+                if on_step_end is not None:
+                    on_step_end(epoch, step)
+            scheduler.step()
+            if world > 1:  # the mean over ranks of the scaled shard losses: the global loss
+                torch.distributed.all_reduce(loss_sum)
+                loss_sum /= world
+            train_loss = loss_sum.item() / max(step, 1)
+            start, plan = 0, None
+            loss_sum = torch.zeros((), device=device)
+            if state_path:
+                save(epoch + 1, 0, None)
+                last_save = time.monotonic()
+            log.info("epoch %d/%d: mean loss %.4f", epoch + 1, recipe.epochs, train_loss)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+    if rank != 0:
+        return None, model
+    top1, top5 = evaluate(model, test, num_classes, device=device, precision=speed.precision,
+                          channels_last=channels_last)
     if state_path and state_path.exists():
         state_path.unlink()
     result = {
@@ -250,8 +476,27 @@ def finetune(
         "label_smoothing": smoothing,
         "drop_path": recipe.drop_path if vit else 0.0,
         "layer_decay": recipe.layer_decay if vit else 1.0,
+        "precision": precisions.effective(speed.precision, device), "device": device.type,
+        "processes": world, "compile": speed.compile, "train_loss": train_loss,
     }
     return result, model
+
+
+def _save_state(path: Path, state: dict) -> None:
+    from workflow_scripts.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(path: Path | None, fingerprint: str) -> dict | None:
+    if not path or not path.exists():
+        return None
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    if state.get("format") != STATE_FORMAT or state.get("fingerprint") != fingerprint:
+        log.info("ignoring %s: it belongs to a run with other settings", path)
+        return None
+    return state
 
 
 def recipe_from_config(cfg: dict) -> FinetuneRecipe:
@@ -259,46 +504,106 @@ def recipe_from_config(cfg: dict) -> FinetuneRecipe:
     return FinetuneRecipe(**{k: v for k, v in cfg.items() if k in fields})
 
 
-def run_protocols(
-    *, weights: str, model: dict, protocols: list[str], arms: list[str], train, test,
-    subsets: dict[str, dict[int, np.ndarray]], recipes: dict[str, FinetuneRecipe],
-    num_classes: int, state_dir: str | Path, weights_sha256: str, device: str = "cpu",
-) -> dict[str, list[dict]]:
-    """Every trained protocol (``finetune``, ``fewshot<pct>``) x arm of one model, on the image
-    sources ``train`` and ``test`` (:mod:`workflow_scripts.sources`).
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """Everything one fine-tuning run (protocol, subset seed, arm of one model) needs; plain
+    data, so data-parallel worker processes can rebuild the run from it."""
 
-    ``subsets[protocol]`` maps each few-shot subset seed to its indices into the train split
-    (no entry for ``finetune``: the whole split); ``recipes[protocol]`` is the protocol's recipe,
-    adjusted per method by ``with_authors_quirks``. Returns result rows per protocol: one per
-    (subset seed, arm), with the subset seed in ``subset_seed`` (empty for ``finetune``).
-    """
-    import json
+    weights: str
+    weights_sha256: str
+    model: dict  # the model row's backbone columns (key, method, arch, embedding)
+    protocol: str  # finetune | fewshot<pct>
+    subset_seed: int | None  # few-shot subset seed (None: the whole train split)
+    arm: str
+    recipe: FinetuneRecipe  # the protocol's recipe (authors' quirks applied by the caller)
+    index: np.ndarray | None  # few-shot subset: indices into the train split
+    train: dict  # keyword arguments of sources.open_split
+    test: dict
+    num_classes: int
+    state_path: str
+    speed: Speed = Speed()
+    threads: int = 1
+    log_path: str | None = None  # where data-parallel workers log (rank 0)
 
+    def fingerprint(self, n_train: int) -> str:
+        """What a resumable state must match: settings that change the result and the inputs."""
+        import json
+
+        return json.dumps(
+            [dataclasses.asdict(self.recipe), self.arm, self.protocol, self.subset_seed,
+             self.weights_sha256, n_train, self.speed.precision, self.speed.compile],
+            sort_keys=True,
+        )
+
+
+def train_run(spec: RunSpec, with_weights: bool = False):
+    """Run ``spec`` in this process (or as one rank of a data-parallel group); the result row
+    (None on ranks other than 0), with ``with_weights`` also the trained model's state dict."""
     from workflow_scripts.backbones import load_backbone
+    from workflow_scripts.sources import open_split
 
-    rows: dict[str, list[dict]] = {}
-    for protocol in protocols:
-        recipe = with_authors_quirks(recipes[protocol], model["method"])
-        rows[protocol] = []
-        runs = subsets.get(protocol) or {None: None}
-        for subset_seed, index in runs.items():
-            images = train if index is None else train.subset(index)
-            run_name = protocol if subset_seed is None or len(runs) == 1 else f"{protocol}_s{subset_seed}"
-            for arm in arms:
-                backbone = load_backbone(weights, model["arch"], model["embedding"], recipe.drop_path)
-                fingerprint = json.dumps(
-                    [dataclasses.asdict(recipe), arm, protocol, subset_seed, weights_sha256,
-                     len(images)],
-                    sort_keys=True,
-                )
-                result, _ = finetune(
-                    backbone, images, test, num_classes=num_classes, arm=arm, recipe=recipe,
-                    seed=recipe.seed, state_path=Path(state_dir) / f"{run_name}_{arm}.pt",
-                    fingerprint=fingerprint, device=device,
-                )
-                log.info("%s %s %s: top1 %.2f", model["key"], run_name, arm, result["top1"])
-                rows[protocol].append({
-                    **result, "protocol": protocol,
-                    "subset_seed": "" if subset_seed is None else subset_seed,
-                })
-    return rows
+    train, test = open_split(**spec.train), open_split(**spec.test)
+    images = train if spec.index is None else train.subset(spec.index)
+    backbone = load_backbone(spec.weights, spec.model["arch"], spec.model["embedding"],
+                             spec.recipe.drop_path)
+    result, model = finetune(
+        backbone, images, test, num_classes=spec.num_classes, arm=spec.arm, recipe=spec.recipe,
+        seed=spec.recipe.seed, state_path=spec.state_path,
+        fingerprint=spec.fingerprint(len(images)), device=spec.speed.device, speed=spec.speed,
+    )
+    if result is None:
+        return None
+    log.info("%s %s (subset seed %s) %s: top1 %.2f", spec.model["key"], spec.protocol,
+             spec.subset_seed, spec.arm, result["top1"])
+    row = {**result, "protocol": spec.protocol,
+           "subset_seed": "" if spec.subset_seed is None else spec.subset_seed}
+    if with_weights:
+        return row, {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return row
+
+
+def run(spec: RunSpec, processes: int = 1, with_weights: bool = False):
+    """The run's result row (see :func:`train_run` for ``with_weights``): in this process, or
+    with ``processes`` data-parallel processes
+    started by torchrun's launcher (``torch.distributed.launcher``; one per GPU, NCCL on CUDA,
+    gloo on the CPU). The global batch, learning rate and sample order are those of one
+    process."""
+    if processes < 1:
+        raise ValueError(f"finetune.gpus must be >= 1, got {processes}")
+    if processes == 1:
+        return train_run(spec, with_weights)
+    import uuid
+
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d", rdzv_endpoint="localhost:0",  # torchrun --standalone
+        max_restarts=0, monitor_interval=1.0, start_method="spawn",
+        signals_to_handle="SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+    )
+    results = elastic_launch(config, _data_parallel_worker)(spec, with_weights)
+    return results[0]
+
+
+def _data_parallel_worker(spec: RunSpec, with_weights: bool = False):
+    """One rank of :func:`run` (a fresh process started by the launcher)."""
+    import os
+
+    import torch.distributed as dist
+
+    local_rank = int(os.environ["LOCAL_RANK"])
+    device = torch.device(spec.speed.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    torch.set_num_threads(max(1, spec.threads))
+    if spec.log_path and local_rank == 0:
+        logging.basicConfig(level=logging.INFO, filename=spec.log_path, force=True,
+                            format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        speed = dataclasses.replace(spec.speed, device=str(device))
+        return train_run(dataclasses.replace(spec, speed=speed), with_weights)
+    finally:
+        dist.destroy_process_group()

@@ -132,6 +132,27 @@ def save_csv(path: str | os.PathLike, frame) -> None:
         frame.to_csv(tmp, index=False)
 
 
+def concat_csv(inputs, output: str | os.PathLike) -> None:
+    """Concatenate CSV files that share one header, byte for byte, atomically (the rows of a
+    trained protocol's (run, arm) jobs -> the protocol's result file)."""
+    header = None
+    rows: list[str] = []
+    for path in inputs:
+        lines = Path(path).read_text().splitlines(keepends=True)
+        if not lines:
+            raise DataFileError(f"'{path}' is empty (expected a CSV header)")
+        if header is None:
+            header = lines[0]
+        elif lines[0] != header:
+            raise DataFileError(f"'{path}' has the columns {lines[0].strip()!r}, "
+                                f"expected {header.strip()!r} like '{inputs[0]}'")
+        rows += lines[1:]
+    if header is None:
+        raise ValueError("no CSV files to concatenate")
+    with atomic_path(output) as tmp:
+        Path(tmp).write_text(header + "".join(rows))
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

@@ -24,6 +24,15 @@ ARCHS: dict[str, dict] = {
     },
 }
 
+# Host memory (MB) of one GPU job process, for the SLURM request (--mem). HOST_MB: torch, the
+# CUDA libraries and context, a paper-size model with its optimiser state; measured on a CPU
+# at 1.1 GB for ResNet-50 + SGD state after imports (0.5 GB), the CUDA share is an assumption
+# (not measured: no GPU was available). WORKER_MB: one data-loader worker decoding JPEGs through
+# the paper's train transform (measured: 115 MB unique memory) plus the uint8 batches it
+# prefetches (2 x 256 x 3 x 224 x 224 bytes = 77 MB), with margin. README "Cluster".
+HOST_MB = 6000
+WORKER_MB = 300
+
 # Pre-training methods the demo zoo can train inside the workflow -> (paradigm, families it
 # runs on). "random" writes the seeded initialisation untouched (a baseline).
 METHODS: dict[str, dict] = {

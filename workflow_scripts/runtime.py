@@ -6,9 +6,10 @@ import logging
 import sys
 
 
-def setup(snakemake, torch_threads: bool = False) -> logging.Logger:
+def setup(snakemake, torch_threads: bool | int = False) -> logging.Logger:
     """Log INFO to ``snakemake.log[0]`` and warnings to stderr; an uncaught exception goes to
-    both with its traceback; set torch threads."""
+    both with its traceback; set torch threads: the job's threads (``True``) or that many (an
+    int: a job whose threads also count its data-loader workers' CPUs)."""
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING)
     handlers: list[logging.Handler] = [console]
@@ -20,10 +21,11 @@ def setup(snakemake, torch_threads: bool = False) -> logging.Logger:
     )
     logging.captureWarnings(True)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its AVX2 probe is noise
-    if torch_threads:
+    if torch_threads is not False:
         import torch
 
-        torch.set_num_threads(max(1, int(snakemake.threads)))
+        count = snakemake.threads if torch_threads is True else torch_threads
+        torch.set_num_threads(max(1, int(count)))
     logger = logging.getLogger(f"sslbench.{snakemake.rule}")
     logger.info("rule %s, wildcards %s, threads %s", snakemake.rule, dict(snakemake.wildcards),
                 snakemake.threads)

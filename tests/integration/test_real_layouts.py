@@ -5,6 +5,7 @@ paths; and the paper configuration's full DAG planned with an empty data root.""
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -202,21 +203,45 @@ def planned_jobs(output: str) -> dict[str, int]:
     return counts
 
 
+def _finetune_jobs(text):
+    """wildcards, threads and resources of each planned finetune job of a dry run's output."""
+    jobs = []
+    for block in text.split("rule finetune:")[1:]:
+        block = block.split("\n\n")[0]
+        job = dict(re.findall(r"(model|run|arm)=(\w+)", block))
+        threads = re.search(r"threads: (\d+)", block)
+        job["threads"] = int(threads.group(1)) if threads else 1
+        job["gpu"] = int(re.search(r"gpu=(\d+)", block).group(1))
+        job["mem_mb"] = int(re.search(r"mem_mb=(\d+)", block).group(1))
+        jobs.append(job)
+    return jobs
+
+
 def test_paper_config_plans_the_whole_study_with_an_empty_data_root(tmp_path):
     """26 models x 11 data sets. batch_datasets false: one integrity job per (data set, split),
     one extraction job per (model, data set) covering both splits, one kNN and one linear job
-    per (model, data set), one fine-tuning job per model (full + both few-shot sizes)."""
+    per (model, data set), one fine-tuning job per (model, run, arm): full and both few-shot
+    sizes x raw and BN, each with its GPU, its CPUs (threads + loader workers) and memory."""
     (tmp_path / "empty").mkdir()
     started = time.perf_counter()
-    proc = snakemake(tmp_path / "work", ROOT / "config" / "paper.yaml", "-n", "--config",
-                     f"data_root={tmp_path / 'empty'}")
+    proc = snakemake(tmp_path / "work", ROOT / "config" / "paper.yaml", "-n", "--cores", "64",
+                     "--config", f"data_root={tmp_path / 'empty'}")
     seconds = time.perf_counter() - started
     counts = planned_jobs(proc.stdout + proc.stderr)
     print(f"paper dry run: {seconds:.1f} s, {counts.get('total')} jobs")
     assert counts["check_dataset"] == 11 * 2
     assert counts["extract_features"] == 26 * 11
     assert counts["knn_probe"] == counts["linear_probe"] == 26 * 11
-    assert counts["finetune"] == 26
+    assert counts["finetune"] == 26 * 3 * 2 and counts["collect_trained"] == 26 * 3
+    jobs = _finetune_jobs(proc.stdout + proc.stderr)
+    assert {(j["model"], j["run"], j["arm"]) for j in jobs} == {
+        (m, r, a) for m in {j["model"] for j in jobs}
+        for r in ("finetune", "fewshot10", "fewshot1") for a in ("raw", "bn")}
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    cpus = paper["threads"]["finetune"] + paper["finetune"]["workers"]
+    for job in jobs:  # paper.yaml: one GPU, threads + loader workers, process + workers memory
+        assert (job["gpu"], job["threads"]) == (1, cpus), job
+        assert job["mem_mb"] == 6000 + 300 * paper["finetune"]["workers"], job
     assert counts["fewshot_split"] == 2
     assert "generate_dataset" not in counts and "pretrain" not in counts
     assert not list((tmp_path / "work").glob("results/**/*.npy"))

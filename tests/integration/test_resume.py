@@ -1,5 +1,5 @@
 """A fine-tuning job killed mid-way (SIGKILL to snakemake and its job) resumes from its last
-saved epoch when the workflow is re-run, and ends with the result of an uninterrupted run."""
+saved state when the workflow is re-run, and ends with the result of an uninterrupted run."""
 
 import os
 import signal
@@ -60,13 +60,14 @@ def test_killed_finetune_job_resumes_and_equals_an_uninterrupted_run(tmp_path):
     finally:
         job.wait()
     assert not (workdir / TARGET).exists()  # snakemake removed the output it had forced
-    saved_epoch = torch.load(workdir / STATE, weights_only=True)["epoch"]
-    assert 0 <= saved_epoch < 5
+    state = torch.load(workdir / STATE, weights_only=True)
+    saved_epoch, saved_step = state["epoch"], state["step"]  # the next epoch to run, its step
+    assert 1 <= saved_epoch <= 6 and saved_step == 0  # saved at an epoch end
 
     _run(workdir, configfile, "--unlock")
     _run(workdir, configfile, TARGET)
     log = (workdir / f"logs/finetune/{MODEL}.log").read_text()
-    assert f"after epoch {saved_epoch + 1}" in log  # it continued, it did not start over
+    assert f"at epoch {saved_epoch + 1}, step 0" in log  # it continued, it did not start over
     resumed = pd.read_csv(workdir / TARGET)
     pd.testing.assert_frame_equal(resumed, reference)
     assert not (workdir / STATE).exists()

@@ -141,3 +141,15 @@ def test_per_dataset_jobs_give_the_same_results(run, tmp_path):
         np.testing.assert_array_equal(a, b)  # fixed seed + step budget: bit-identical weights
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / target), pd.read_csv(run / target))
     assert not (tmp_path / "results/features/simclr_resnet/shapes_sketch").exists()
+
+
+def test_per_run_fine_tuning_jobs_give_the_same_results(run, tmp_path):
+    """batch_runs=false (the paper's setting): one fine-tuning job per (model, run, arm), each
+    its own process; the gathered protocol file equals the batched job's byte for byte."""
+    plan = planned_jobs(snakemake(tmp_path, "-n", "--config", "batch_runs=false"))
+    assert plan["finetune"] == 4 * 3 * 2 and plan["collect_trained"] == 4 * 3
+    target = "results/probes/fewshot1/simclr_resnet/shapes.csv"
+    snakemake(tmp_path, target, "--cores", "2", "--config", "batch_runs=false")
+    for arm in ("raw", "bn"):
+        assert (tmp_path / f"logs/finetune/simclr_resnet/fewshot1/{arm}.log").exists()
+    assert (tmp_path / target).read_bytes() == (run / target).read_bytes()

@@ -351,3 +351,26 @@ def test_allow_subsets_must_name_table_rows():
     config["allow_subsets"] = ["cub"]
     with pytest.raises(ConfigError, match=r"config key 'allow_subsets': unknown data set key\(s\) 'cub'"):
         load_study(config, ROOT)
+
+
+@pytest.mark.parametrize("preprocessing", ["none", "pad_square", "crop_square"])
+def test_uint8_crops_normalised_in_a_batch_equal_the_per_image_float_path(preprocessing):
+    """Loader workers ship uint8 crops; normalize_batch on the device gives bit for bit what the
+    transform's own ToDtype + Normalize gave per image (eval, and train with the same seed)."""
+    import torch
+
+    from workflow_scripts.datasets.transforms import normalize_batch
+
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+              for h, w in ((40, 52), (37, 37), (61, 45))]
+    for make in (eval_transform, train_transform):
+        floats, crops = [], []
+        for i, img in enumerate(images):
+            torch.manual_seed(i)
+            floats.append(make(SPEC, preprocessing)(img))
+            torch.manual_seed(i)
+            crops.append(make(SPEC, preprocessing, normalize=False)(img))
+        assert {c.dtype for c in crops} == {torch.uint8}
+        batch = normalize_batch(torch.stack(crops), SPEC)
+        assert torch.equal(batch, torch.stack(floats)), make.__name__

@@ -1,5 +1,8 @@
 """Fine-tuning: layer decay per parameter, ViT extras active, BN arm, exact resume."""
 
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -101,12 +104,103 @@ def test_resume_equals_uninterrupted(tmp_path, arch, embedding):
 
     with pytest.raises(Killed):
         ft.finetune(fresh(), data, data, state_path=tmp_path / "b.pt", on_epoch_end=kill, **kwargs)
-    assert torch.load(tmp_path / "b.pt", weights_only=True)["epoch"] == 1
+    state = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (2, 0)  # two epochs done
     torch.manual_seed(999)  # the global RNG state is restored from the file, not inherited
     resumed, model_resumed = ft.finetune(fresh(), data, data, state_path=tmp_path / "b.pt", **kwargs)
-    for key, value in model_full.state_dict().items():
-        assert torch.equal(value, model_resumed.state_dict()[key]), key
+    _assert_same_weights(model_full, model_resumed)
     assert resumed["top1"] == full["top1"]
+
+
+def _assert_same_weights(a, b):
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+
+
+@pytest.mark.parametrize(("arch", "embedding"), [("vit_tiny_p8", "cls"), ("resnet10_tiny", "avgpool")])
+def test_periodic_saves_resume_mid_epoch_exactly(tmp_path, arch, embedding):
+    """save_minutes: the state is written during the epoch; a job killed at step 2 of epoch 2
+    resumes there (sample plan, generator and RNG state restored) and ends bit-identical."""
+    torch.set_num_threads(1)
+    images, labels = _data()
+    recipe = ft.FinetuneRecipe(epochs=3, batch_size=8, warmup_epochs=1)
+    data = ArraySource(images, labels, MEAN, STD)
+
+    def fresh():
+        torch.manual_seed(123)
+        return build_backbone(arch, embedding, drop_path=recipe.drop_path)
+
+    often = ft.Speed(save_minutes=1e-9)  # a save after every step
+    kwargs = dict(num_classes=10, arm="bn", recipe=recipe, seed=5, speed=often)
+    full, model_full = ft.finetune(fresh(), data, data, **kwargs)
+
+    def kill(epoch, step):
+        if (epoch, step) == (1, 2):
+            raise Killed
+
+    with pytest.raises(Killed):
+        ft.finetune(fresh(), data, data, state_path=tmp_path / "s.pt", on_step_end=kill, **kwargs)
+    state = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 2) and len(state["plan"]["order"]) == 48
+    torch.manual_seed(999)
+    resumed, model_resumed = ft.finetune(fresh(), data, data, state_path=tmp_path / "s.pt", **kwargs)
+    _assert_same_weights(model_full, model_resumed)
+    assert resumed["top1"] == full["top1"]
+    assert not (tmp_path / "s.pt").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM])
+def test_a_signal_saves_the_state_mid_epoch_and_stops(tmp_path, signum):
+    """SIGUSR1 / SIGTERM delivered to the running job (the SLURM warning before the time
+    limit, a preemption): the step in flight finishes, the state is saved, Preempted is
+    raised; the rerun resumes at that step and ends with the uninterrupted run's weights."""
+    torch.set_num_threads(1)
+    images, labels = _data()
+    recipe = ft.FinetuneRecipe(epochs=2, batch_size=8, warmup_epochs=0)
+    data = ArraySource(images, labels, MEAN, STD)
+
+    def fresh():
+        torch.manual_seed(7)
+        return build_backbone("resnet10_tiny", "avgpool")
+
+    kwargs = dict(num_classes=10, arm="raw", recipe=recipe, seed=3)
+    full, model_full = ft.finetune(fresh(), data, data, **kwargs)
+    previous = signal.getsignal(signum)
+
+    def send(epoch, step):
+        if (epoch, step) == (0, 2):
+            os.kill(os.getpid(), signum)
+
+    with pytest.raises(ft.Preempted, match="state saved at epoch 1, step 3"):
+        ft.finetune(fresh(), data, data, state_path=tmp_path / "p.pt", on_step_end=send, **kwargs)
+    assert signal.getsignal(signum) is previous  # the job's handlers are gone again
+    state = torch.load(tmp_path / "p.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (0, 3)
+    resumed, model_resumed = ft.finetune(fresh(), data, data, state_path=tmp_path / "p.pt", **kwargs)
+    _assert_same_weights(model_full, model_resumed)
+
+
+def test_precision_on_cpu_fp32_and_tf32_are_identical_bf16_is_not():
+    """TF32 is a CUDA feature: on a CPU 'tf32' (the default) trains bit-identically to strict
+    'fp32' and records fp32; 'bf16' autocasts (different numbers, recorded)."""
+    torch.set_num_threads(1)
+    images, labels = _data()
+    recipe = ft.FinetuneRecipe(epochs=1, batch_size=16, warmup_epochs=0)
+    data = ArraySource(images, labels, MEAN, STD)
+    models, rows = {}, {}
+    for precision in ("fp32", "tf32", "bf16"):
+        torch.manual_seed(1)
+        backbone = build_backbone("resnet10_tiny", "avgpool")
+        rows[precision], models[precision] = ft.finetune(
+            backbone, data, data, num_classes=10, arm="bn", recipe=recipe, seed=0,
+            speed=ft.Speed(precision=precision))
+    _assert_same_weights(models["fp32"], models["tf32"])
+    assert rows["tf32"]["precision"] == "fp32" and rows["bf16"]["precision"] == "bf16"
+    weight = "backbone.stem.0.weight" if "backbone.stem.0.weight" in models["fp32"].state_dict() else None
+    differs = [not torch.equal(v, models["bf16"].state_dict()[k])
+               for k, v in models["fp32"].state_dict().items() if v.is_floating_point()]
+    assert any(differs), weight
+    assert {rows[p]["device"] for p in rows} == {"cpu"} and rows["fp32"]["processes"] == 1
 
 
 def test_recipe_validation():
@@ -170,35 +264,81 @@ def test_authors_quirks_restore_the_authors_recipe_per_method():
     assert all(lr == pytest.approx(0.1) for lr in maskfeat.values())
 
 
-def test_run_protocols_runs_every_few_shot_subset_seed(tmp_path):
-    """Extra few-shot subset seeds: one run per (subset seed, arm) on exactly that subset."""
+def _spec(tmp_path, images, labels, **changes):
+    """A RunSpec over a demo-style array data set written to tmp_path."""
     from workflow_scripts.backbones import save_weights
+
+    weights = tmp_path / "w.safetensors"
+    if not weights.exists():
+        torch.manual_seed(0)
+        save_weights(build_backbone("resnet10_tiny", "avgpool"), weights)
+        np.save(tmp_path / "images.npy", images)
+        np.save(tmp_path / "labels.npy", labels)
+    split = {"source": {"key": "d", "kind": "synthetic"}, "images_path": str(tmp_path / "images.npy"),
+             "labels_path": str(tmp_path / "labels.npy"), "spec": {"mean": MEAN, "std": STD},
+             "data_root": str(tmp_path)}
+    spec = ft.RunSpec(
+        weights=str(weights), weights_sha256="x",
+        model={"key": "m", "method": "simclr", "arch": "resnet10_tiny", "embedding": "avgpool"},
+        protocol="finetune", subset_seed=None, arm="bn",
+        recipe=ft.FinetuneRecipe(epochs=2, batch_size=12, warmup_epochs=0, seed=3), index=None,
+        train=split, test=split, num_classes=3, state_path=str(tmp_path / "state" / "run.pt"),
+        speed=ft.Speed(device="cpu"), threads=1)
+    import dataclasses
+
+    return dataclasses.replace(spec, **changes)
+
+
+def test_a_run_on_a_few_shot_subset_equals_fine_tuning_on_that_subset(tmp_path):
+    from workflow_scripts.backbones import load_backbone
     from workflow_scripts.fewshot import fewshot_indices
 
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    weights = tmp_path / "w.safetensors"
-    save_weights(build_backbone("resnet10_tiny", "avgpool"), weights)
-    images, labels = _data(n=60)
+    images, _ = _data(n=60)
     labels = np.arange(60) % 3
+    index = fewshot_indices(labels, 3, 20, dataset="d", seed=7)
+    spec = _spec(tmp_path, images, labels, protocol="fewshot20", subset_seed=7, index=index, arm="raw")
+    row = ft.run(spec)
+    assert (row["protocol"], row["subset_seed"], row["arm"], row["n_train"]) == ("fewshot20", 7, "raw", 12)
     data = ArraySource(images, labels, MEAN, STD)
-    subsets = {"fewshot20": {s: fewshot_indices(labels, 3, 20, dataset="d", seed=s) for s in (42, 7)}}
-    recipe = ft.FinetuneRecipe(epochs=1, batch_size=4, warmup_epochs=0)
-    rows = ft.run_protocols(
-        weights=str(weights), model={"key": "m", "method": "simclr", "arch": "resnet10_tiny",
-                                     "embedding": "avgpool"},
-        protocols=["fewshot20"], arms=["raw", "bn"], train=data, test=data, subsets=subsets,
-        recipes={"fewshot20": recipe}, num_classes=3, state_dir=tmp_path / "state",
-        weights_sha256="x")["fewshot20"]
-    assert [(r["subset_seed"], r["arm"]) for r in rows] == [(42, "raw"), (42, "bn"), (7, "raw"), (7, "bn")]
-    assert all(r["n_train"] == 12 for r in rows)  # floor(0.2 x 60 / 3) = 4 per class
-    assert not subsets["fewshot20"][42].tolist() == subsets["fewshot20"][7].tolist()
-    # the first seed's runs equal a direct fine-tuning run on that subset
-    index = subsets["fewshot20"][42]
+    direct, _ = ft.finetune(load_backbone(spec.weights, "resnet10_tiny", "avgpool"),
+                            ArraySource(images[index], labels[index], MEAN, STD), data,
+                            num_classes=3, arm="raw", recipe=spec.recipe, seed=spec.recipe.seed)
+    assert row["top1"] == direct["top1"]
+    assert not list((tmp_path / "state").glob("*.pt"))  # finished runs leave no state
+
+
+def test_two_data_parallel_processes_match_one(tmp_path):
+    """finetune.gpus 2 on the CPU (gloo, torchrun's launcher): each rank trains on half of
+    every global batch with synchronised BatchNorm and averaged gradients. Same global batch,
+    lr and sample order as one process, so the run equals one process's up to float rounding:
+    the global sums are formed in another order (per-shard partial sums, then the all-reduce)
+    and the BN variance as E[x^2] - E[x]^2 instead of torch's own formula. Not bitwise; the
+    tolerance (1e-4 relative) is far above that rounding (~1e-6) and far below any real
+    difference (a wrong loss scale, unsynchronised BN or a different sample order moves the
+    weights by 1e-2 or more); the accuracy may move by one sample at a decision boundary."""
+    torch.set_num_threads(1)
+    images, _ = _data(n=48)
+    labels = np.arange(48) % 3
+    spec = _spec(tmp_path, images, labels)
+    one, weights_one = ft.run(spec, with_weights=True)
+    two, weights_two = ft.run(spec, processes=2, with_weights=True)
+    assert one["processes"] == 1 and two["processes"] == 2
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+    assert abs(one["top1"] - two["top1"]) <= 100 / 48 + 1e-9
+    assert weights_one.keys() == weights_two.keys()
+    moved = 0
+    for key, value in weights_one.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(weights_two[key], value, rtol=1e-4, atol=1e-5, msg=key)
+            moved += not torch.equal(value, spec_initial(spec)[key])
+    assert moved > 10  # training changed the weights that were compared
+
+
+def spec_initial(spec):
+    """The model a run starts from (backbone weights, head init from the seed)."""
     from workflow_scripts.backbones import load_backbone
 
-    direct, _ = ft.finetune(load_backbone(weights, "resnet10_tiny", "avgpool"),
-                            ArraySource(images[index], labels[index], MEAN, STD), data,
-                            num_classes=3, arm="raw", recipe=recipe, seed=recipe.seed)
-    assert rows[0]["top1"] == direct["top1"]
-    assert not list((tmp_path / "state").glob("*.pt"))  # finished runs leave no state
+    torch.manual_seed(spec.recipe.seed)
+    return ft.Classifier(load_backbone(spec.weights, "resnet10_tiny", "avgpool"), spec.num_classes,
+                         spec.arm).state_dict()

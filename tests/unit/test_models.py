@@ -112,7 +112,7 @@ def test_extract_runs_in_eval_mode_in_order():
     model.train()
     images, _ = _images(n=50)
     spec = {"resize": None, "crop": None, "mean": [0.5] * 3, "std": [0.25] * 3}
-    feats = extract(model, array_batches(images, spec, batch_size=16), len(images))
+    feats = extract(model, array_batches(images, spec, batch_size=16), len(images), spec=spec)
     assert not model.training
     with torch.no_grad():
         ref = model(eval_transform(torch.from_numpy(images[7:9]).permute(0, 3, 1, 2), spec))
@@ -127,3 +127,71 @@ def test_non_finite_features_name_model_dataset_split(tmp_path):
     np.save(tmp_path / "f.npy", np.where(np.isnan(feats), np.inf, feats))
     with pytest.raises(ValueError, match="model 'm' on data set 'd' split 'train'"):
         load_features(tmp_path / "f.npy", "m", "d", "train")
+
+
+class _Flat(torch.nn.Module):
+    """A backbone with a known output: flatten the normalised image, one linear layer."""
+
+    def __init__(self, dim: int, nan_row: int | None = None):
+        super().__init__()
+        self.embed_dim = dim
+        self.fc = torch.nn.Linear(3 * 8 * 8, dim)
+        self.nan_row = nan_row
+        self.seen = 0
+
+    def forward(self, x):
+        out = self.fc(x.flatten(1))
+        if self.nan_row is not None and self.seen <= self.nan_row < self.seen + len(x):
+            out[self.nan_row - self.seen, 0] = float("nan")
+        self.seen += len(x)
+        return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_extraction_writes_through_a_memory_map_within_1_1x_the_array(tmp_path, dtype):
+    """The features go batch by batch into a memory-mapped .npy (renamed when complete): the
+    Python heap (tracemalloc: numpy's buffers) never holds more than 1.1x the feature array --
+    the old path held the array, its dtype copy and two N x D masks (~2.5x)."""
+    import tracemalloc
+
+    from workflow_scripts.features import extract_split_to
+
+    n, dim = 3000, 256
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "images.npy", rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8))
+    spec = {"resize": None, "crop": None, "mean": [0.5] * 3, "std": [0.25] * 3}
+    options = {"batch_size": 128, "dtype": dtype, "device": "cpu", "precision": "fp32"}
+    torch.manual_seed(0)
+    backbone = _Flat(dim)
+    out = tmp_path / "features" / "train.npy"
+    tracemalloc.start()
+    try:
+        shape = extract_split_to(out, backbone, tmp_path / "images.npy", {"kind": "synthetic"},
+                                 spec, options, where=("m", "d", "train"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    array_bytes = n * dim * np.dtype(dtype).itemsize
+    assert peak < 1.1 * array_bytes, (peak, array_bytes)
+    assert shape == (n, dim)
+    stored = np.load(out)
+    images = np.load(tmp_path / "images.npy")
+    expected = extract(backbone, array_batches(images, spec, 500), n, spec=spec)
+    np.testing.assert_array_equal(stored, expected.astype(dtype))
+    assert stored.dtype == np.dtype(dtype)
+    assert [p.name for p in out.parent.iterdir()] == ["train.npy"]  # no temporary left
+
+
+def test_non_finite_features_stop_extraction_before_the_file_exists(tmp_path):
+    from workflow_scripts.features import extract_split_to
+
+    np.save(tmp_path / "images.npy", np.zeros((300, 8, 8, 3), dtype=np.uint8))
+    spec = {"resize": None, "crop": None, "mean": [0.5] * 3, "std": [0.25] * 3}
+    out = tmp_path / "f" / "test.npy"
+    with pytest.raises(ValueError, match=r"model 'm' on data set 'd' split 'test' contain 1 "
+                                         r"NaN/infinite values in 1 rows \(first rows: \[217\]\)"):
+        extract_split_to(out, _Flat(16, nan_row=217), tmp_path / "images.npy",
+                         {"kind": "synthetic"}, spec,
+                         {"batch_size": 64, "dtype": "float32", "device": "cpu"},
+                         where=("m", "d", "test"))
+    assert not out.parent.exists() or not list(out.parent.iterdir())

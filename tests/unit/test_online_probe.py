@@ -62,8 +62,8 @@ def test_without_augmentation_equals_the_cached_probe():
     xte, yte = _data(40, 3)
     backbone = _resnet().eval()
     spec = {"resize": None, "crop": None, "mean": MEAN, "std": STD}
-    ftr = extract(backbone, array_batches(xtr, spec, 512), len(xtr))
-    fte = extract(backbone, array_batches(xte, spec, 512), len(xte))
+    ftr = extract(backbone, array_batches(xtr, spec, 512), len(xtr), spec=spec)
+    fte = extract(backbone, array_batches(xte, spec, 512), len(xte), spec=spec)
     cached, _ = train_heads(ftr, ytr, fte, yte, 5, HEADS, RECIPE)
     online, _ = train_online(backbone, xtr, ytr, xte, yte, num_classes=5, heads=HEADS,
                              recipe=RECIPE, mean=MEAN, std=STD, augment=False)

@@ -1,5 +1,7 @@
 """Image sources of the trained protocols: real files through the paper transforms, in the data
-set's order, and fine-tuning on them resumes exactly (the data-loader workers included)."""
+set's order, uint8 batches normalised on the device exactly like the per-image float path,
+per-sample augmentation seeds (independent of workers and of the samples skipped on resume),
+and fine-tuning on them resumes exactly (the data-loader workers included)."""
 
 import numpy as np
 import pytest
@@ -30,7 +32,9 @@ def test_eval_batches_equal_the_classic_torchvision_pipeline_in_order(imagenet):
         classic.CenterCrop(32), classic.ToTensor(), classic.Normalize(SPEC["mean"], SPEC["std"]),
     ])
     xs, ys = zip(*source.eval_batches(4))
-    x, y = torch.cat(xs), torch.cat(ys)
+    assert {x.dtype for x in xs} == {torch.uint8}  # workers ship uint8 crops
+    x = torch.cat([source.prepare(x, torch.device("cpu")) for x in xs])
+    y = torch.cat(ys)
     items, labels = truth["splits"]["train"]
     assert y.tolist() == labels
     for i, item in enumerate(items):
@@ -43,16 +47,54 @@ def test_train_batches_follow_the_generator(imagenet):
     source, _ = imagenet
     source = FileSource(source.kind, source.root, source.items, source.labels, SPEC, "none", workers=2)
 
-    def batches(seed):
-        torch.manual_seed(99)  # with workers, the global RNG plays no part
-        return list(source.train_batches(4, torch.Generator().manual_seed(seed)))
+    def batches(seed, src=source):
+        torch.manual_seed(99)  # the global RNG plays no part
+        gen = torch.Generator().manual_seed(seed)
+        return list(src.train_batches(4, gen, src.plan_epoch(gen)))
 
     first, again, other = batches(3), batches(3), batches(4)
     assert sum(len(y) for _, y in first) == len(source)  # 10 images: 4 + 4 + 2
+    # per-sample seeds: the same augmented images whatever the number of workers
+    in_process = FileSource(source.kind, source.root, source.items, source.labels, SPEC, "none")
+    for (a, ya), (b, yb) in zip(first, batches(3, in_process), strict=True):
+        assert torch.equal(ya, yb) and torch.equal(a, b)
     for (a, ya), (b, yb) in zip(first, again, strict=True):
         assert torch.equal(ya, yb) and torch.equal(a, b)
     assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(first, other))
     assert source.subset(np.array([3, 0])).items == [source.items[3], source.items[0]]
+
+
+def test_a_resumed_epoch_decodes_only_the_remaining_samples(imagenet, monkeypatch):
+    """Batches from step 1 equal the tail of a whole epoch, bit for bit, and the images of
+    step 0 are never opened."""
+    from workflow_scripts.datasets import loader
+
+    source, _ = imagenet
+    plan = source.plan_epoch(torch.Generator().manual_seed(5))
+    whole = list(source.train_batches(4, None, plan))
+    opened = []
+    real = loader.ImageList.__getitem__
+
+    def spy(self, key):
+        opened.append(key[0])
+        return real(self, key)
+
+    monkeypatch.setattr(loader.ImageList, "__getitem__", spy)
+    tail = list(source.train_batches(4, None, plan, start=1))
+    assert len(tail) == len(whole) - 1
+    for (a, ya), (b, yb) in zip(whole[1:], tail, strict=True):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+    assert sorted(opened) == sorted(plan["order"][4:].tolist())
+
+
+def test_shards_of_a_global_batch_are_disjoint_and_cover_it(imagenet):
+    source, _ = imagenet
+    plan = source.plan_epoch(torch.Generator().manual_seed(2))
+    whole = list(source.train_batches(4, None, plan))
+    shards = [list(source.train_batches(4, None, plan, shard=(rank, 2))) for rank in (0, 1)]
+    for step, (x, y) in enumerate(whole):
+        assert torch.equal(torch.cat([shards[0][step][0], shards[1][step][0]]), x)
+        assert torch.equal(torch.cat([shards[0][step][1], shards[1][step][1]]), y)
 
 
 class Killed(RuntimeError):

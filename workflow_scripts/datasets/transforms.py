@@ -4,6 +4,9 @@ eval  = [square step] -> Resize(resize, shorter side, bilinear) -> CenterCrop(cr
         in [0, 1] -> Normalize(mean, std)
 train = [square step] -> Resize(resize) -> RandomResizedCrop(crop) -> RandomHorizontalFlip ->
         float -> Normalize
+With ``normalize=False`` both end at the uint8 crop (``ToImage``): the data-loader workers then
+ship uint8 batches (a quarter of float32's bytes) and :func:`normalize_batch` runs the last two
+steps on the device, bit-identical to doing them per image (the same elementwise ops).
 The square step is the table's ``preprocessing``: ``pad_square`` (zero padding, the image
 centred; CUB, CIFAR-100), ``crop_square`` (centre crop to the shorter side; Pascal) or ``none``.
 ``spec`` is the configuration's ``transform`` section (resize/crop may be null = skip).
@@ -47,12 +50,24 @@ def _square(preprocessing: str | None):
     return [v2.Lambda(SQUARE[key])] if SQUARE[key] else []
 
 
-def _finish(spec: dict):
+def _finish(spec: dict, normalize: bool = True):
     import torch
     from torchvision.transforms import v2
 
+    if not normalize:
+        return [v2.ToImage()]
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=list(spec["mean"]), std=list(spec["std"]))]
+
+
+def normalize_batch(images, spec: dict):
+    """uint8 [B, 3, H, W] (on any device) -> float32 in [0, 1] -> Normalize(mean, std): the last
+    two steps of the transforms, batched (torchvision's own functional ops)."""
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+
+    x = TF.to_dtype(images, torch.float32, scale=True)
+    return TF.normalize(x, mean=list(spec["mean"]), std=list(spec["std"]))
 
 
 def _mode(spec: dict):
@@ -61,8 +76,9 @@ def _mode(spec: dict):
     return v2.InterpolationMode(spec.get("interpolation", "bilinear"))
 
 
-def eval_transform(spec: dict, preprocessing: str | None = None):
-    """PIL image -> normalised float tensor [3, crop, crop] (the frozen protocols' input)."""
+def eval_transform(spec: dict, preprocessing: str | None = None, normalize: bool = True):
+    """PIL image -> normalised float tensor [3, crop, crop] (the frozen protocols' input), or
+    the uint8 crop with ``normalize=False``."""
     from torchvision.transforms import v2
 
     steps = _square(preprocessing)
@@ -70,10 +86,10 @@ def eval_transform(spec: dict, preprocessing: str | None = None):
         steps.append(v2.Resize(spec["resize"], interpolation=_mode(spec), antialias=True))
     if spec.get("crop"):
         steps.append(v2.CenterCrop(spec["crop"]))
-    return v2.Compose(steps + _finish(spec))
+    return v2.Compose(steps + _finish(spec, normalize))
 
 
-def train_transform(spec: dict, preprocessing: str | None = None):
+def train_transform(spec: dict, preprocessing: str | None = None, normalize: bool = True):
     """PIL image -> augmented normalised tensor (fine-tuning, few-shot, online probe).
 
     RandomResizedCrop uses torchvision's defaults (scale 0.08-1, ratio 3/4-4/3); the
@@ -88,4 +104,4 @@ def train_transform(spec: dict, preprocessing: str | None = None):
     if size:
         steps.append(v2.RandomResizedCrop(size, interpolation=_mode(spec), antialias=True))
     steps.append(v2.RandomHorizontalFlip())
-    return v2.Compose(steps + _finish(spec))
+    return v2.Compose(steps + _finish(spec, normalize))

@@ -1,33 +1,40 @@
-"""Rule finetune: full and few-shot fine-tuning of one model on the in-domain set, both arms."""
+"""Rule finetune: the (run, arm) units of one job -- full fine-tuning or a few-shot subset, raw
+or BN arm -- each in this process or in finetune.gpus data-parallel processes."""
 
 import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 
-import numpy as np
 import pandas as pd
 
 from workflow_scripts import finetune, runtime
 from workflow_scripts.features import resolve_device
-from workflow_scripts.io import save_csv, sha256_file
-from workflow_scripts.sources import open_split
+from workflow_scripts.io import load_npy, save_csv, sha256_file
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
-log = runtime.setup(sm, torch_threads=True)
-run_time = sm.config["finetune"]  # device and loader workers: not params, they rerun nothing
-train, test = (open_split(sm.params.source, sm.input[f"{s}_images"], sm.input[f"{s}_labels"],
-                          sm.params.transform, sm.config.get("data_root", "."), run_time.get("workers", 0))
-               for s in ("train", "test"))
-subsets = {}  # protocol -> {subset seed: indices}
-for (pct, seed), path in zip(sm.params.fewshot_runs, sm.input.splits, strict=True):
-    subsets.setdefault(f"fewshot{pct}", {})[seed] = np.load(path)
-recipes = {p: finetune.recipe_from_config(sm.params.fewshot if p.startswith("fewshot") else sm.params.finetune)
-           for p in sm.params.protocols}
-rows = finetune.run_protocols(
-    weights=sm.input.weights, model=sm.params.model, protocols=sm.params.protocols, arms=sm.params.arms,
-    train=train, test=test, subsets=subsets, recipes=recipes, num_classes=sm.params.num_classes,
-    state_dir=sm.params.state_dir, weights_sha256=sha256_file(sm.input.weights),
-    device=resolve_device(run_time.get("device", "auto"), "finetune.device"),
-)
-for protocol, out in zip(sm.params.protocols, sm.output, strict=True):
-    frame = pd.DataFrame(rows[protocol]).assign(model=sm.wildcards.model, dataset=sm.params.dataset,
-                                                code_version=sm.params.code)
+run_time = sm.config["finetune"]  # device, workers, gpus, save_minutes: not params
+threads = sm.config.get("threads", {}).get("finetune", 1)  # compute threads per process
+log = runtime.setup(sm, torch_threads=threads)
+device = resolve_device(run_time["device"], "finetune.device")
+weights_sha = sha256_file(sm.input.weights)
+split_args = {
+    s: {"source": sm.params.source, "images_path": sm.input[f"{s}_images"],
+        "labels_path": sm.input[f"{s}_labels"], "spec": sm.params.transform,
+        "data_root": sm.config.get("data_root", "."), "workers": run_time["workers"]}
+    for s in ("train", "test")
+}
+for unit, out in zip(sm.params.runs, sm.output, strict=True):
+    cfg = sm.params.recipes[unit["protocol"]]
+    recipe = finetune.with_authors_quirks(finetune.recipe_from_config(cfg), sm.params.model["method"])
+    spec = finetune.RunSpec(
+        weights=sm.input.weights, weights_sha256=weights_sha, model=sm.params.model,
+        protocol=unit["protocol"], subset_seed=unit["subset_seed"], arm=unit["arm"], recipe=recipe,
+        index=None if unit["split"] is None else load_npy(unit["split"], f"the subset '{unit['split']}'"),
+        train=split_args["train"], test=split_args["test"], num_classes=sm.params.num_classes,
+        state_path=f"{sm.params.state_dir}/{unit['run']}_{unit['arm']}.pt",
+        speed=finetune.Speed(device=str(device), precision=cfg["precision"], compile=cfg["compile"],
+                             save_minutes=run_time["save_minutes"]),
+        threads=threads, log_path=sm.log[0] if sm.log else None,
+    )
+    row = finetune.run(spec, processes=run_time["gpus"])
+    frame = pd.DataFrame([row]).assign(model=sm.wildcards.model, dataset=sm.params.dataset,
+                                       code_version=sm.params.code)
     save_csv(out, frame)
