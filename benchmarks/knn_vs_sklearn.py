@@ -6,6 +6,9 @@ features, with BLAS/OpenMP limited to ``--threads`` for both, checks that the pr
 identical and prints a one-line summary (optionally a JSON file with ``--out``).
 
     /work/venv/bin/python benchmarks/knn_vs_sklearn.py [--n-train 20000 --n-test 5000 ...]
+
+``--search torch`` times the torch candidate search (matmul + topk) instead of faiss, on
+``--device`` (cpu, cuda, cuda:N or auto = CUDA when visible; a CUDA device implies torch).
 """
 
 from __future__ import annotations
@@ -55,12 +58,25 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1,
                     help="timed runs (after an untimed warm-up); the minimum is reported")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--search", choices=("auto", "faiss", "torch"), default="auto",
+                    help="candidate search of knn_predict (auto: faiss on the CPU, torch on CUDA)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     ap.add_argument("--out", type=Path, default=None, help="optional JSON output file")
     args = ap.parse_args(argv)
 
     import faiss  # noqa: F401  (imported up front, like sklearn: imports are not timed)
     from sklearn.neighbors import KNeighborsClassifier
     from threadpoolctl import threadpool_limits
+
+    device = args.device
+    if device != "cpu" or args.search == "torch":
+        import torch  # noqa: F401  (not timed either)
+
+        from workflow_scripts.features import resolve_device
+
+        device = resolve_device(device, "--device")
+    name = "torch" if args.search == "torch" or str(device) != "cpu" else "faiss"
+    run = {"device": device, "search": args.search}
 
     x_tr, y_tr, x_te, y_te = make_data(args.n_train, args.n_test, args.dim, args.classes,
                                        args.seed)
@@ -72,13 +88,13 @@ def main(argv=None) -> int:
         # untimed warm-up of both (thread pools, BLAS buffers) on a small slice
         n_w = min(args.n_train, max(args.k, 1000))
         knn_predict(x_tr[:n_w], y_tr[:n_w], x_te[:64], k=args.k, num_classes=args.classes,
-                    threads=args.threads)
+                    threads=args.threads, **run)
         KNeighborsClassifier(n_neighbors=args.k, weights="distance", algorithm="brute",
                              n_jobs=args.threads).fit(x_tr[:n_w], y_tr[:n_w]).predict(x_te[:64])
         for _ in range(args.repeats):
             t0, c0 = time.perf_counter(), time.process_time()
             pred = knn_predict(x_tr, y_tr, x_te, k=args.k, num_classes=args.classes,
-                               threads=args.threads)
+                               threads=args.threads, **run)
             t_faiss.append(time.perf_counter() - t0)
             c_faiss.append(time.process_time() - c0)
 
@@ -96,23 +112,24 @@ def main(argv=None) -> int:
     median_speedup = float(np.median(t_sk) / np.median(t_faiss))
     acc = 100.0 * float((pred == y_te).mean())
     print(f"data: n_train={args.n_train} n_test={args.n_test} dim={args.dim} "
-          f"classes={args.classes} k={args.k} threads={args.threads} seed={args.seed}; "
+          f"classes={args.classes} k={args.k} threads={args.threads} seed={args.seed} "
+          f"search={name} device={device}; "
           f"top-1 {acc:.2f}%; mismatches: {mismatches}")
-    print("per repeat (wall s): faiss " + ", ".join(f"{t:.2f}" for t in t_faiss)
+    print(f"per repeat (wall s): {name} " + ", ".join(f"{t:.2f}" for t in t_faiss)
           + "; sklearn " + ", ".join(f"{t:.2f}" for t in t_sk)
           + f"; speed-up of the medians {median_speedup:.2f}x")
-    print(f"knn: faiss {tf:.2f} s, sklearn {ts:.2f} s, speed-up {ts / tf:.2f}x, "
+    print(f"knn: {name} {tf:.2f} s, sklearn {ts:.2f} s, speed-up {ts / tf:.2f}x, "
           f"predictions identical: {identical}")
-    print(f"cpu time: faiss {cf:.2f} s, sklearn {cs:.2f} s, speed-up {cs / cf:.2f}x; "
+    print(f"cpu time: {name} {cf:.2f} s, sklearn {cs:.2f} s, speed-up {cs / cf:.2f}x; "
           f"load average {_loadavg()}")
 
     if args.out is not None:
         record = {
             "n_train": args.n_train, "n_test": args.n_test, "dim": args.dim,
             "classes": args.classes, "k": args.k, "threads": args.threads,
-            "repeats": args.repeats, "seed": args.seed,
-            "faiss_seconds": t_faiss, "sklearn_seconds": t_sk,
-            "faiss_cpu_seconds": c_faiss, "sklearn_cpu_seconds": c_sk,
+            "repeats": args.repeats, "seed": args.seed, "search": name, "device": str(device),
+            f"{name}_seconds": t_faiss, "sklearn_seconds": t_sk,
+            f"{name}_cpu_seconds": c_faiss, "sklearn_cpu_seconds": c_sk,
             "speedup": ts / tf, "median_speedup": median_speedup, "cpu_speedup": cs / cf,
             "load_average": _loadavg(), "mismatches": mismatches, "identical": identical,
             "top1": acc, "python": platform.python_version(),

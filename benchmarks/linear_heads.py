@@ -2,6 +2,7 @@
 
     python benchmarks/linear_heads.py                 # demo-sized features (5,000 x 128)
     python benchmarks/linear_heads.py --n 20000 --dim 2048 --classes 100
+    python benchmarks/linear_heads.py --device cuda   # features and heads on the GPU
 
 Both paths run the same code (train_heads), so the results are identical; the separate path
 calls it once per head. Prints the wall times and the speed-up; --out writes them as JSON.
@@ -20,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from workflow_scripts.features import resolve_device  # noqa: E402
 from workflow_scripts.linear import HeadSpec, Recipe, train_heads  # noqa: E402
 
 
@@ -32,9 +34,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device, "--device")
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(args.classes, args.dim)).astype(np.float32)
     ytr = rng.integers(0, args.classes, args.n)
@@ -47,17 +51,19 @@ def main() -> None:
 
     # Warm-up: the first call pays torch's lazy imports (optimiser, gradient clipping).
     train_heads(xtr[:64], ytr[:64], xte[:64], yte[:64], args.classes, heads[:2],
-                Recipe(epochs=2, batch_size=32, warmup_epochs=1))
+                Recipe(epochs=2, batch_size=32, warmup_epochs=1), device=device)
     started = time.perf_counter()
-    together, _ = train_heads(xtr, ytr, xte, yte, args.classes, heads, recipe)
+    together, _ = train_heads(xtr, ytr, xte, yte, args.classes, heads, recipe, device=device)
     t_together = time.perf_counter() - started
     started = time.perf_counter()
-    separate = [train_heads(xtr, ytr, xte, yte, args.classes, [h], recipe)[0][0] for h in heads]
+    separate = [train_heads(xtr, ytr, xte, yte, args.classes, [h], recipe, device=device)[0][0]
+                for h in heads]
     t_separate = time.perf_counter() - started
     max_diff = max(abs(a["top1"] - b["top1"]) for a, b in zip(together, separate, strict=True))
     result = {
         "n": args.n, "dim": args.dim, "classes": args.classes, "epochs": args.epochs,
-        "heads": len(heads), "threads": args.threads, "together_s": round(t_together, 2),
+        "heads": len(heads), "threads": args.threads, "device": str(device),
+        "together_s": round(t_together, 2),
         "separate_s": round(t_separate, 2), "speedup": round(t_separate / t_together, 2),
         "max_top1_difference": max_diff,
     }

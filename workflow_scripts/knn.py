@@ -15,6 +15,8 @@ How the result is made exact although the search runs in float32:
    ``faiss.knn(queries, train, n)``, which runs ``knn_L2sqr`` -- the kernel behind
    ``IndexFlatL2.search``, with bit-identical results -- on the caller's array instead of a
    copy of the training set inside an index (2x less memory for ImageNet-sized feature banks).
+   On a torch device (``search="torch"``, the default on CUDA) a matmul + ``torch.topk`` does
+   the same job instead (see "Torch candidate search" below).
 2. A rigorous bound ``E`` on faiss' float32 error (any summation order, Higham Thm 3.1:
    ``gamma_{D+4} (|q| + max|x|)^2``) tells which candidates can still be among the true k
    nearest: those with ``approx <= approx_k + 2E``. Their exact squared distances are recomputed
@@ -34,6 +36,27 @@ How the result is made exact although the search runs in float32:
    lowest class index on ties, like ``weighted_mode`` (strict ``>`` while scanning the classes
    in increasing order).
 
+Torch candidate search (``search="torch"``; ``device`` "cpu" or a CUDA device): the training
+features and their float32 squared norms stay resident on the device (ImageNet: 1.28M x 2048
+float32 = 10.5 GB). Queries go in chunks whose float32 [chunk, n_train] distance block fits in
+``_TORCH_BLOCK_BYTES``: ``d = (-2 (q @ x.T) + |x|^2) + |q|^2`` with float32 matmuls in IEEE
+mode (no TF32: ``torch.backends.cuda.matmul.fp32_precision = "ieee"`` for the call, restored
+afterwards), then ``torch.topk(largest=False)`` keeps the ``k + margin`` smallest per query. The
+bound of step 2 covers this: the matmul is a length-D inner product in *some* summation order
+(cuBLAS tiling, split-K, FMA are all such orders: error <= gamma_D |q||x|), the norms are
+numpy's float32 sums (<= gamma_D |q|^2, |x|^2), the factor -2 is exact and the two additions
+are separate roundings, so the error is <= gamma_{D+2} (|q| + |x|)^2 <= E. |x|^2 is
+deliberately not folded into the GEMM (``addmm`` with beta = 1): a BLAS may accumulate
+``C += alpha A B`` panel by panel, putting up to D more roundings on that term. GPU kernels may
+flush subnormal results to zero, which Higham's model excludes; ``(4D + 8) 2^-126`` is added to
+E for that. ``topk`` returns an arbitrary subset of values tied at the n-th place, which the
+rule of step 2 allows (every point not returned is >= the last one returned). Steps 2-5 then
+run unchanged, in numpy on the CPU (a float64 re-rank on the device would sum in another order
+and could change the last bit of a distance): both searches end with the k smallest (exact
+distance, index) over a superset of the exact k nearest and their ties, so the scores equal the
+faiss path's bit for bit. A re-search (step 2) recomputes the distance block of the queries
+concerned.
+
 Where scikit-learn can still differ (none of these occur in the tests' or the benchmark's data
 except where the tests exclude them explicitly):
 
@@ -49,10 +72,17 @@ except where the tests exclude them explicitly):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 ARMS = ("raw", "bn")
 
@@ -63,6 +93,9 @@ _ZSCORE_CHUNK_ELEMS = 1 << 23
 _CACHE_CHUNK_ELEMS = 1 << 16  # float64 working set of ~512 KiB (L2-sized)
 _SCORE_CHUNK_ELEMS = 1 << 22
 _U32 = 2.0**-24  # unit roundoff of float32
+# Bytes of the float32 [chunk, n_train] distance block of the torch search (one at a time).
+_TORCH_BLOCK_BYTES = 1 << 31
+SEARCHES = ("auto", "faiss", "torch")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,6 +162,21 @@ def _check_threads(threads) -> int:
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     return int(threads)
+
+
+def _check_search(search: str, device: str | torch.device) -> str:
+    """The candidate search to run: "faiss" (CPU only) or "torch" (CPU or CUDA)."""
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+    kind = device.split(":", 1)[0] if isinstance(device, str) else getattr(device, "type", None)
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or a CUDA device, got {device!r} ('auto' is "
+                         "resolved by the caller: workflow_scripts.features.resolve_device)")
+    if search == "auto":
+        return "faiss" if kind == "cpu" else "torch"
+    if search == "faiss" and kind != "cpu":
+        raise ValueError(f"search='faiss' runs on the CPU only, got device={device!r}")
+    return search
 
 
 def _check_dims(train: np.ndarray, test: np.ndarray) -> None:
@@ -240,12 +288,17 @@ def _brute_exact(train: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarr
     return out_d2, out_idx
 
 
-def _exact_neighbours(faiss, train: np.ndarray, query: np.ndarray, k: int,
+Search = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _exact_neighbours(search: Search, train: np.ndarray, query: np.ndarray, k: int,
                       err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours of the ``query`` rows: (squared distances, indices), [nq, k].
 
-    Ordered by (exact float64 squared distance, training index). ``err[i]`` bounds faiss'
-    absolute error on the squared distances of query i.
+    Ordered by (exact float64 squared distance, training index). ``search(q, rows, n)`` returns
+    the float32 approximate squared distances [len(q), n], sorted ascending per row, and the
+    int64 training indices of the n approximately nearest training points of ``q =
+    query[rows]``; ``err[i]`` bounds its absolute error on the squared distances of query i.
     """
     n_train = train.shape[0]
     nq = query.shape[0]
@@ -258,11 +311,11 @@ def _exact_neighbours(faiss, train: np.ndarray, query: np.ndarray, k: int,
         if n_cand >= n_train:  # every training point is a candidate
             out_d2[todo], out_idx[todo] = _brute_exact(train, q, k)
             break
-        approx, cand = faiss.knn(q, train, n_cand)  # = IndexFlatL2.search, without a copy
+        approx, cand = search(q, todo, n_cand)
         # Only candidates with approx <= approx_k + 2E can be among (or tie with) the exact k
-        # nearest; they form a prefix since faiss sorts by approximate distance. If the last
-        # candidate is still within that range, points not returned could be too: search again
-        # with more candidates. (Non-finite faiss distances, e.g. float32 overflow, never pass.)
+        # nearest; they form a prefix since the search sorts by approximate distance. If the
+        # last candidate is still within that range, points not returned could be too: search
+        # again with more candidates. (Non-finite distances, e.g. float32 overflow, never pass.)
         approx = approx.astype(np.float64)
         thresh = approx[:, k - 1] + 2.0 * err[todo]
         done = (approx[:, -1] > thresh) & np.isfinite(approx).all(axis=1) & (cand >= 0).all(axis=1)
@@ -284,6 +337,63 @@ def _exact_neighbours(faiss, train: np.ndarray, query: np.ndarray, k: int,
         todo = todo[~done]
         n_cand *= 2
     return out_d2, out_idx
+
+
+class _TorchSearch:
+    """Candidate search on a torch device: float32 ``(-2 q.x + |x|^2) + |q|^2`` + ``topk``.
+
+    The training features and squared norms are copied to the device once (no copy on the
+    CPU); query rows go in chunks of ``rows`` so that one [rows, n_train] float32 block fits in
+    ``block_bytes``. A lock keeps one block on the device at a time when worker threads share
+    the search. Call it inside :func:`_ieee_matmul`.
+    """
+
+    def __init__(self, train: np.ndarray, train_sq: np.ndarray, device: str | torch.device,
+                 block_bytes: int):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        with warnings.catch_warnings():  # read-only arrays (memory maps) are never written
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            self.train = torch.from_numpy(train).to(self.device)
+            self.train_sq = torch.from_numpy(train_sq).to(self.device)
+        self.rows = max(1, block_bytes // (4 * train.shape[0]))
+        self.lock = threading.Lock()
+
+    def __call__(self, query: np.ndarray, query_sq: np.ndarray,
+                 n: int) -> tuple[np.ndarray, np.ndarray]:
+        """float32 approximate squared distances and int64 indices of the ``n`` smallest per
+        query row, ascending, as numpy arrays [len(query), n]."""
+        torch = self.torch
+        approx = np.empty((query.shape[0], n), dtype=np.float32)
+        cand = np.empty((query.shape[0], n), dtype=np.int64)
+        with self.lock:
+            for sl in _chunks(query.shape[0], self.rows):
+                q = torch.from_numpy(query[sl].copy()).to(self.device)
+                q_sq = torch.from_numpy(query_sq[sl].copy()).to(self.device)
+                d = q @ self.train.T  # [rows, n_train], plain float32 (no TF32)
+                d.mul_(-2.0).add_(self.train_sq).add_(q_sq[:, None])  # 2 roundings, see above
+                vals, idx = torch.topk(d, n, dim=1, largest=False, sorted=True)
+                del d  # free the block before the next one is allocated
+                approx[sl] = vals.cpu().numpy()
+                cand[sl] = idx.cpu().numpy()
+        return approx, cand
+
+
+@contextlib.contextmanager
+def _ieee_matmul(torch):
+    """float32 matmuls in IEEE float32 (no TF32 on CUDA, no bf16/TF32 in oneDNN on the CPU)
+    for the duration; the previous settings are restored afterwards."""
+    backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+    previous = [b.fp32_precision for b in backends]
+    try:
+        for b in backends:
+            b.fp32_precision = "ieee"
+        yield
+    finally:
+        for b, prev in zip(backends, previous, strict=True):
+            b.fp32_precision = prev
 
 
 def _upper_sqnorms(x: np.ndarray, sq32: np.ndarray, gamma: float) -> np.ndarray:
@@ -333,7 +443,8 @@ def _class_sums(nb_labels: np.ndarray, weights: np.ndarray, num_classes: int) ->
 
 
 def knn_scores(train_x, train_y, test_x, *, k: int = 20, num_classes: int, threads: int = 1,
-               block_size: int = 4096) -> np.ndarray:
+               block_size: int = 4096, device: str | torch.device = "cpu",
+               search: str = "auto") -> np.ndarray:
     """float64 [N_test, num_classes] summed vote weights per class (sklearn rule).
 
     Weights are ``1 / d`` (Euclidean), or, for a query with any neighbour at distance exactly 0,
@@ -341,9 +452,14 @@ def knn_scores(train_x, train_y, test_x, *, k: int = 20, num_classes: int, threa
     0. Features are cast to float32 (float16/32/64 accepted). The test set is cut into blocks of
     at most ``block_size`` rows (bounding memory), processed by ``threads`` worker threads that
     each run faiss with one OpenMP thread (``faiss.omp_set_num_threads``).
-    """
-    import faiss  # imported lazily: no work at import time
 
+    ``device`` ("cpu", "cuda", "cuda:1" or a ``torch.device``; "auto" is resolved by the
+    caller) and ``search`` choose the candidate search: "faiss" (CPU only), "torch" (matmul +
+    topk on ``device``, blocks also bounded by ``_TORCH_BLOCK_BYTES``; the worker threads share
+    the device and do the exact re-rank on the CPU) or "auto" (faiss on the CPU, torch on
+    CUDA). The scores do not depend on the search.
+    """
+    search = _check_search(search, device)
     num_classes = _check_num_classes(num_classes)
     threads = _check_threads(threads)
     if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
@@ -368,6 +484,13 @@ def knn_scores(train_x, train_y, test_x, *, k: int = 20, num_classes: int, threa
     norm_train = np.sqrt(_upper_sqnorms(train, train_sq, gamma_d).max())
     norm_test = np.sqrt(_upper_sqnorms(test, test_sq, gamma_d))
     err = gamma_m * (norm_test + norm_train) ** 2
+    if search == "torch":
+        # + the subnormals a GPU kernel may flush to zero (see the module docstring)
+        return _torch_scores(train, train_sq, labels, test, test_sq,
+                             err + (4 * dim + 8) * 2.0**-126, k, num_classes, threads,
+                             block_size, device)
+
+    import faiss  # imported lazily: no work at import time
 
     # Parallel over query blocks (like scikit-learn's parallel_on_X): each worker runs faiss with
     # one OpenMP thread on its own block, then the exact re-ranking and the votes. This avoids
@@ -381,9 +504,12 @@ def knn_scores(train_x, train_y, test_x, *, k: int = 20, num_classes: int, threa
     step = max(1, min(block_size, max(min_rows, -(-n_test // threads))))
     jobs = _chunks(n_test, step)
 
+    def faiss_search(q: np.ndarray, _rows: np.ndarray, n: int):
+        return faiss.knn(q, train, n)  # = IndexFlatL2.search, without a copy
+
     def work(sl: slice, omp_threads: int = 1) -> None:
         faiss.omp_set_num_threads(omp_threads)
-        d2, nb = _exact_neighbours(faiss, train, test[sl], k, err[sl])
+        d2, nb = _exact_neighbours(faiss_search, train, test[sl], k, err[sl])
         scores[sl] = _class_sums(labels[nb], _sklearn_weights(d2), num_classes)
 
     if threads == 1 or len(jobs) == 1:  # in the calling thread; restore its OpenMP setting
@@ -400,10 +526,41 @@ def knn_scores(train_x, train_y, test_x, *, k: int = 20, num_classes: int, threa
     return scores
 
 
+def _torch_scores(train: np.ndarray, train_sq: np.ndarray, labels: np.ndarray,
+                  test: np.ndarray, test_sq: np.ndarray, err: np.ndarray, k: int,
+                  num_classes: int, threads: int, block_size: int,
+                  device: str | torch.device) -> np.ndarray:
+    """:func:`knn_scores` with the candidates from :class:`_TorchSearch` on ``device``."""
+    import torch
+
+    scores = np.empty((test.shape[0], num_classes), dtype=np.float64)
+    with _ieee_matmul(torch):
+        searcher = _TorchSearch(train, train_sq, device, _TORCH_BLOCK_BYTES)
+        # CPU-side blocks of block_size rows (each searched in device blocks of searcher.rows)
+        jobs = _chunks(test.shape[0], max(1, min(block_size, -(-test.shape[0] // threads))))
+
+        def work(sl: slice) -> None:
+            q_sq = test_sq[sl]
+            d2, nb = _exact_neighbours(lambda q, rows, n: searcher(q, q_sq[rows], n), train,
+                                       test[sl], k, err[sl])
+            scores[sl] = _class_sums(labels[nb], _sklearn_weights(d2), num_classes)
+
+        if threads == 1 or len(jobs) == 1:
+            for sl in jobs:
+                work(sl)
+        else:  # the device search is serialised by the searcher's lock, the re-rank is not
+            with ThreadPoolExecutor(max_workers=min(threads, len(jobs))) as pool:
+                for fut in [pool.submit(work, sl) for sl in jobs]:
+                    fut.result()
+    return scores
+
+
 def knn_predict(train_x, train_y, test_x, *, k: int = 20, num_classes: int,
-                threads: int = 1) -> np.ndarray:
+                threads: int = 1, device: str | torch.device = "cpu",
+                search: str = "auto") -> np.ndarray:
     """int64 [N_test] predicted class: argmax of :func:`knn_scores`, lowest index on ties."""
-    scores = knn_scores(train_x, train_y, test_x, k=k, num_classes=num_classes, threads=threads)
+    scores = knn_scores(train_x, train_y, test_x, k=k, num_classes=num_classes, threads=threads,
+                        device=device, search=search)
     return np.argmax(scores, axis=1).astype(np.int64)
 
 
@@ -439,14 +596,18 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, ks: Iterable[int] = (1
 
 
 def evaluate_knn(train_x, train_y, test_x, test_y, *, k: int = 20, num_classes: int,
-                 arms: Sequence[str] = ARMS, threads: int = 1) -> list[dict]:
+                 arms: Sequence[str] = ARMS, threads: int = 1,
+                 device: str | torch.device = "cpu", search: str = "auto") -> list[dict]:
     """kNN top-1/top-5 accuracy for each arm: "raw" features and "bn" (train z-scored).
+
+    ``device`` and ``search`` as in :func:`knn_scores` (the z-scoring runs on the CPU).
 
     Returns one dict per arm, in the order given:
     ``{"arm", "top1", "top5", "k", "n_train", "n_test"}`` (accuracies in percent; top5 is nan
     when num_classes <= 5).
     """
     num_classes = _check_num_classes(num_classes)
+    _check_search(search, device)
     arms = tuple(arms)
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
@@ -464,7 +625,8 @@ def evaluate_knn(train_x, train_y, test_x, test_y, *, k: int = 20, num_classes: 
             tr, te = zscore(train, test)
         else:
             tr, te = train, test
-        scores = knn_scores(tr, train_y, te, k=k, num_classes=num_classes, threads=threads)
+        scores = knn_scores(tr, train_y, te, k=k, num_classes=num_classes, threads=threads,
+                            device=device, search=search)
         acc = topk_accuracy(scores, test_labels, ks=(1, 5))
         results.append({
             "arm": arm,

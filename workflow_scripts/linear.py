@@ -15,6 +15,13 @@ Recipe (shared/spec/paper.md): SGD momentum 0.9, weight decay 0, head init N(0, 
 cross-entropy. Head h's initial weights are drawn from ``torch.Generator().manual_seed(seed_h)``
 as a [C, D] normal (nn.Linear's layout) and its epoch permutations from a second generator with
 the same seed; a last mini-batch of a single sample is dropped (BatchNorm cannot train on one).
+
+``device``: the features, labels, heads, optimiser state and every per-step tensor live there
+(the cached features are resident on it and each batch is gathered there by index); the
+initial weights and the permutations still come from CPU generators, so every device sees the
+same data order. Only the per-epoch accuracies come back to the CPU (the returned module stays
+on the device). On the CPU the numbers are those of the code without this option, bit for bit
+(tested); a GPU sums in other orders, so its numbers are close to, not equal to, the CPU's.
 """
 
 from __future__ import annotations
@@ -63,9 +70,15 @@ class Recipe:
         return cls(**{k: v for k, v in cfg.items() if k in fields})
 
 
-def epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """One epoch of shuffled mini-batch indices; a trailing batch of one sample is dropped."""
+def epoch_batches(n: int, batch_size: int, gen: torch.Generator,
+                  device: str | torch.device | None = None) -> list[torch.Tensor]:
+    """One epoch of shuffled mini-batch indices; a trailing batch of one sample is dropped.
+
+    The permutation is drawn from ``gen`` (a CPU generator) and moved to ``device`` in one copy.
+    """
     order = torch.randperm(n, generator=gen)
+    if device is not None:
+        order = order.to(device)  # no copy if it is already there
     batches = list(torch.split(order, batch_size))
     if len(batches[-1]) < 2:
         batches.pop()
@@ -99,6 +112,9 @@ class LinearHeads(torch.nn.Module):
     head of the group), and the logits of all its heads, raw and BN, come from one matmul: the
     normalisation and affine of a BN head are folded into its weights (see _group_logits),
     which autograd differentiates exactly like the unfolded form.
+
+    Index tensors (head groups, BN heads, head order) are non-persistent buffers, so
+    ``.to(device)`` moves them with the parameters.
     """
 
     def __init__(self, dim: int, num_classes: int, heads: list[HeadSpec], init_std: float) -> None:
@@ -117,19 +133,35 @@ class LinearHeads(torch.nn.Module):
         self.beta = torch.nn.Parameter(torch.zeros(n_bn, dim))
         self.register_buffer("running_mean", torch.zeros(n_bn, dim))
         self.register_buffer("running_var", torch.ones(n_bn, dim))
+        self.register_buffer("bn_heads", torch.tensor(self.bn_index, dtype=torch.long),
+                             persistent=False)
         self.seeds = sorted({spec.seed for spec in heads})
-        # per seed group: raw head indices, bn head indices, bn rows (into gamma/beta/running)
-        self.groups = []
+        # per seed group: raw head indices, bn head indices, bn rows (into gamma/beta/running),
+        # each a slice or the name of an index buffer
+        self._groups = []
         order = []
-        for seed in self.seeds:
+        for g, seed in enumerate(self.seeds):
             raw = [h for h, s in enumerate(heads) if s.seed == seed and s.arm == "raw"]
             bn = [h for h, s in enumerate(heads) if s.seed == seed and s.arm == "bn"]
             rows = [self.bn_index.index(h) for h in bn]
-            self.groups.append((_index(raw), _index(bn), _index(rows)))
+            group = []
+            for kind, positions in (("raw", raw), ("bn", bn), ("rows", rows)):
+                index = _index(positions)
+                if isinstance(index, torch.Tensor):
+                    self.register_buffer(f"group{g}_{kind}", index, persistent=False)
+                    index = f"group{g}_{kind}"
+                group.append(index)
+            self._groups.append(tuple(group))
             order += raw + bn
         # logits are produced group by group; this puts them back in head order
         self.register_buffer("restore", torch.argsort(torch.tensor(order)), persistent=False)
         self.in_order = order == list(range(len(heads)))
+
+    @property
+    def groups(self) -> list[tuple[slice | torch.Tensor, ...]]:
+        """Per seed group: (raw head indices, BN head indices, BN rows), slices or tensors."""
+        return [tuple(getattr(self, i) if isinstance(i, str) else i for i in group)
+                for group in self._groups]
 
     def _group_logits(self, x: torch.Tensor, raw, bn, rows) -> torch.Tensor:
         """Logits [B, R + G, C] of one seed group (raw heads, then BN heads) from ONE matmul.
@@ -193,7 +225,7 @@ class LinearHeads(torch.nn.Module):
         each head's own learning rate (momentum is linear in the gradient)."""
         gw, gb = self.weight.grad, self.bias.grad
         sq = gw.pow(2).sum((1, 2)) + gb.pow(2).sum(1)
-        bn = torch.tensor(self.bn_index, dtype=torch.long)
+        bn = self.bn_heads
         if len(bn):
             sq = sq.index_add(0, bn, self.gamma.grad.pow(2).sum(1) + self.beta.grad.pow(2).sum(1))
         coef = torch.ones_like(sq)
@@ -225,8 +257,8 @@ def evaluate(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-1 and top-5 accuracy (percent) per head; top-5 is NaN with <= 5 classes."""
     model.eval()
-    hits1 = torch.zeros(len(model.heads), dtype=torch.long)
-    hits5 = torch.zeros(len(model.heads), dtype=torch.long)
+    hits1 = torch.zeros(len(model.heads), dtype=torch.long, device=x.device)
+    hits5 = torch.zeros(len(model.heads), dtype=torch.long, device=x.device)
     for start in range(0, len(x), chunk):
         xb = x[start:start + chunk]
         logits = model([xb] * len(model.groups))
@@ -234,8 +266,9 @@ def evaluate(
         hits1 += topk_hits(logits, yb, 1)
         if num_classes > 5:
             hits5 += topk_hits(logits, yb, 5)
-    top1 = hits1.double().numpy() * 100 / len(x)
-    top5 = hits5.double().numpy() * 100 / len(x) if num_classes > 5 else np.full(len(model.heads), np.nan)
+    top1 = hits1.cpu().double().numpy() * 100 / len(x)
+    top5 = (hits5.cpu().double().numpy() * 100 / len(x) if num_classes > 5
+            else np.full(len(model.heads), np.nan))
     return top1, top5
 
 
@@ -247,8 +280,13 @@ def train_heads(
     num_classes: int,
     heads: list[HeadSpec],
     recipe: Recipe,
+    *,
+    device: str | torch.device = "cpu",
 ) -> tuple[list[dict], LinearHeads]:
-    """Train every head; return one result dict per head (last- and best-epoch accuracy)."""
+    """Train every head; return one result dict per head (last- and best-epoch accuracy).
+
+    The features and labels are checked on the CPU, then moved to ``device`` (resident there).
+    """
     if not heads:
         raise ValueError("no heads to train")
     if recipe.warmup_epochs >= recipe.epochs:
@@ -264,8 +302,11 @@ def train_heads(
             raise ValueError(f"{name} labels outside [0, {num_classes})")
     if xtr.shape[1] != xte.shape[1]:
         raise ValueError(f"train/test feature dimensions differ: {xtr.shape[1]} vs {xte.shape[1]}")
+    device = torch.device(device)
+    xtr, xte, ytr, yte = (t.to(device) for t in (xtr, xte, ytr, yte))  # no copy on the CPU
     return fit_heads(
-        lambda idx: xtr[idx], lambda: xte, ytr, yte, xtr.shape[1], num_classes, heads, recipe
+        lambda idx: xtr[idx], lambda: xte, ytr, yte, xtr.shape[1], num_classes, heads, recipe,
+        device=device,
     )
 
 
@@ -278,16 +319,22 @@ def fit_heads(
     num_classes: int,
     heads: list[HeadSpec],
     recipe: Recipe,
+    *,
+    device: str | torch.device = "cpu",
 ) -> tuple[list[dict], LinearHeads]:
     """The training loop behind :func:`train_heads`, over any feature source.
 
     ``train_batch(indices)`` returns the [B, D] features of those training samples (cached
     rows, or the frozen backbone on freshly augmented images for the online probe);
-    ``test_features()`` returns the [N_test, D] test features, called once per epoch.
+    ``test_features()`` returns the [N_test, D] test features, called once per epoch. On
+    ``device``: the heads, the optimiser state and the index batches passed to
+    ``train_batch``; ``ytr``/``yte`` are moved there and the features returned must be there.
     """
-    model = LinearHeads(dim, num_classes, heads, recipe.init_std)
+    device = torch.device(device)
+    ytr, yte = ytr.to(device), yte.to(device)
+    model = LinearHeads(dim, num_classes, heads, recipe.init_std).to(device)
     head_lrs = [spec.base_lr * recipe.batch_size / 256 for spec in heads]
-    lrs = torch.tensor(head_lrs)
+    lrs = torch.tensor(head_lrs, device=device)
     # lr 1: each head's own lr (and weight decay) is applied to its gradient by clip_and_scale_.
     optimizer = torch.optim.SGD(
         [model.weight, model.bias, model.gamma, model.beta], lr=1.0, momentum=recipe.momentum,
@@ -296,14 +343,15 @@ def fit_heads(
     scheduler = warmup_cosine_epochs(optimizer, recipe.epochs, recipe.warmup_epochs)
     seeds = model.seeds
     data_gens = {s: torch.Generator().manual_seed(s) for s in seeds}
-    head_seed_pos = torch.tensor([seeds.index(spec.seed) for spec in heads])
+    head_seed_pos = torch.tensor([seeds.index(spec.seed) for spec in heads], device=device)
     best1 = np.full(len(heads), -1.0)
     best5 = np.full(len(heads), np.nan)
     best_epoch = np.zeros(len(heads), dtype=int)
     started = time.perf_counter()
     for epoch in range(recipe.epochs):
         model.train()
-        per_seed = [epoch_batches(len(ytr), recipe.batch_size, data_gens[s]) for s in seeds]
+        per_seed = [epoch_batches(len(ytr), recipe.batch_size, data_gens[s], device)
+                    for s in seeds]
         for step in range(len(per_seed[0])):
             batch_idx = [per_seed[i][step] for i in range(len(seeds))]
             xs = [train_batch(idx) for idx in batch_idx]  # one batch per seed group

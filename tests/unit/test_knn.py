@@ -18,6 +18,7 @@ from sklearn.neighbors._base import _get_weights
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.extmath import weighted_mode
 
+import workflow_scripts.knn as knn_module
 from workflow_scripts.knn import evaluate_knn, knn_predict, knn_scores, topk_accuracy, zscore
 
 
@@ -71,9 +72,8 @@ def int_data(rng, n, nq, dim, num_classes, high=3):
 # random continuous data
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-@pytest.mark.parametrize("k", [1, 5, 20])
-def test_random_data_matches_sklearn(seed, k):
+def random_data(seed):
+    """Gaussian clusters: 3, 5, 7, 9 classes for seeds 0-3, 150 queries."""
     rng = np.random.default_rng(seed)
     num_classes = 3 + seed * 2  # 3, 5, 7, 9
     n, nq, dim = 400 + 37 * seed, 150, 8 + 5 * seed
@@ -81,6 +81,14 @@ def test_random_data_matches_sklearn(seed, k):
     y = rng.integers(0, num_classes, n)
     x = (centers[y] + rng.normal(size=(n, dim))).astype(np.float32)
     q = (centers[rng.integers(0, num_classes, nq)] + rng.normal(size=(nq, dim))).astype(np.float32)
+    return x, y, q, num_classes
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_random_data_matches_sklearn(seed, k):
+    x, y, q, num_classes = random_data(seed)
+    nq = q.shape[0]
 
     clf = sk_fit(x, y, k)
     scores = knn_scores(x, y, q, k=k, num_classes=num_classes)
@@ -96,8 +104,8 @@ def test_random_data_matches_sklearn(seed, k):
     np.testing.assert_allclose(scores.sum(1), (1.0 / dist).sum(1), rtol=1e-12)
 
 
-def test_huge_but_finite_features_use_float64_norm_bound():
-    # squared norms overflow float32 (the finiteness check must not misfire) but distances fit
+def huge_data():
+    """Squared norms overflow float32 but the distances fit."""
     rng = np.random.default_rng(12)
     x = rng.normal(size=(200, 8)).astype(np.float32)
     y = rng.integers(0, 3, 200)
@@ -105,6 +113,12 @@ def test_huge_but_finite_features_use_float64_norm_bound():
     off = np.float32(3e19)
     x[:, 0] += off
     q[:, 0] += off
+    return x, y, q, 3
+
+
+def test_huge_but_finite_features_use_float64_norm_bound():
+    # squared norms overflow float32 (the finiteness check must not misfire) but distances fit
+    x, y, q, _ = huge_data()
     scores = knn_scores(x, y, q, k=20, num_classes=3)
     np.testing.assert_array_equal(scores, reference_scores(x, y, q, 20, 3))
 
@@ -137,11 +151,8 @@ def test_float16_and_float64_inputs_are_computed_on_float32():
     np.testing.assert_array_equal(p16, clf16.predict(q16.astype(np.float32)))
 
 
-def test_near_duplicates_and_large_offsets_stay_exact():
-    """faiss' float32 |q|^2 + |x|^2 - 2q.x mis-ranks tiny distances on top of large norms; the
-    result must still be the exact one (candidate re-search + float64 re-ranking)."""
-    import faiss
-
+def near_dup_data():
+    """Clusters of near-duplicates with large norms and tiny gaps, 5 classes."""
     rng = np.random.default_rng(11)
     dim = 256  # 500 queries x 256 dims: faiss takes its BLAS path (nq * dim >= 128000)
     base = rng.normal(size=(5, dim)).astype(np.float32) + 100.0  # large norms, tiny gaps
@@ -149,6 +160,16 @@ def test_near_duplicates_and_large_offsets_stay_exact():
                         for _ in range(80)])
     y = rng.integers(0, 5, x.shape[0])
     q = np.repeat(base, 100, axis=0) + 1e-3 * rng.normal(size=(500, dim)).astype(np.float32)
+    return x, y, q, 5
+
+
+def test_near_duplicates_and_large_offsets_stay_exact():
+    """faiss' float32 |q|^2 + |x|^2 - 2q.x mis-ranks tiny distances on top of large norms; the
+    result must still be the exact one (candidate re-search + float64 re-ranking)."""
+    import faiss
+
+    x, y, q, _ = near_dup_data()
+    dim = x.shape[1]
     k = 20
     index = faiss.IndexFlatL2(dim)
     index.add(x)
@@ -284,6 +305,145 @@ def test_boundary_ties_follow_stable_order_on_random_integer_data():
     for k in (1, 20):
         np.testing.assert_array_equal(knn_scores(x, y, q, k=k, num_classes=5),
                                       reference_scores(x, y, q, k, 5))
+
+
+# ---------------------------------------------------------------------------------------------
+# the torch candidate search (matmul + topk), run on the CPU here; CUDA runs the same code
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch's intra-op threads spin badly on a shared 2-core machine; the blocks here are tiny."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def torch_search(monkeypatch, one_torch_thread):
+    """Device blocks of ``rows`` query rows; records [rows asked, n, rows per device block, the
+    float32 matmul precision in force, device blocks searched] of every torch search call."""
+    import torch
+
+    calls = []
+    original = knn_module._TorchSearch.__call__
+    original_topk = torch.topk
+
+    def counting(self, query, query_sq, n):
+        calls.append([query.shape[0], n, self.rows, torch.backends.cuda.matmul.fp32_precision, 0])
+        return original(self, query, query_sq, n)
+
+    def topk(block, n, **kwargs):
+        assert kwargs == {"dim": 1, "largest": False, "sorted": True}
+        calls[-1][4] += 1  # device blocks of this call
+        return original_topk(block, n, **kwargs)
+
+    monkeypatch.setattr(knn_module._TorchSearch, "__call__", counting)
+    monkeypatch.setattr(torch, "topk", topk)
+
+    def blocks_of(rows, n_train):
+        monkeypatch.setattr(knn_module, "_TORCH_BLOCK_BYTES", 4 * n_train * rows)
+        return calls
+
+    return blocks_of
+
+
+TORCH_CASES = {
+    "random": lambda: random_data(1),
+    "near_duplicates": near_dup_data,  # float32 mis-ranks: re-searches with 2x candidates
+    "duplicates": lambda: dup_data(2),  # exact duplicates, zero distances, boundary ties
+    "boundary_ties": lambda: int_data(np.random.default_rng(3), n=500, nq=150, dim=2,
+                                      num_classes=5) + (5,),
+    "huge": huge_data,  # float32 norms overflow: re-searches up to the exact fallback
+}
+
+
+@pytest.mark.parametrize("k", [5, 20])
+@pytest.mark.parametrize("case", list(TORCH_CASES))
+def test_torch_search_matches_faiss_and_sklearn(case, k, torch_search):
+    x, y, q, num_classes = TORCH_CASES[case]()
+    calls = torch_search(rows=7, n_train=x.shape[0])
+    faiss_scores = knn_scores(x, y, q, k=k, num_classes=num_classes)
+    assert not calls  # the default on the CPU is faiss
+    scores = knn_scores(x, y, q, k=k, num_classes=num_classes, search="torch", block_size=32)
+    np.testing.assert_array_equal(scores, faiss_scores)  # bit for bit
+    if case == "huge":  # sklearn's float64 expansion fails here; the documented rule
+        np.testing.assert_array_equal(scores, reference_scores(x, y, q, k, num_classes))
+    else:
+        keep = no_boundary_tie(q, x, k)
+        np.testing.assert_array_equal(scores.argmax(1)[keep], sk_fit(x, y, k).predict(q)[keep])
+    if case in ("duplicates", "boundary_ties"):  # ties at the k-th: lower training index wins
+        np.testing.assert_array_equal(scores, reference_scores(x, y, q, k, num_classes))
+
+    # first pass: blocks of 32 query rows with k + margin candidates, 7 rows per device block
+    first = k + max(8, k)
+    blocks = -(-q.shape[0] // 32)
+    assert [c[0] for c in calls if c[1] == first] == [min(32, q.shape[0] - 32 * b)
+                                                      for b in range(blocks)]
+    assert all(c[2] == 7 and c[3] == "ieee" and c[4] == -(-c[0] // 7) for c in calls)
+    # the "last candidate within the bound -> search again with 2x candidates" branch
+    again = [c for c in calls if c[1] > first]
+    if case != "duplicates":  # (it depends on k there)
+        assert bool(again) == (case != "random")
+    assert all(c[1] in (first * 2, first * 4, first * 8) and c[1] < x.shape[0] for c in again)
+
+
+def test_torch_search_threads_devices_and_precision_flag(torch_search):
+    import torch
+
+    x, y, q, num_classes = near_dup_data()
+    calls = torch_search(rows=50, n_train=x.shape[0])
+    ref = knn_predict(x, y, q, k=20, num_classes=num_classes)
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.fp32_precision
+    matmul.fp32_precision = "tf32"
+    try:
+        for device in ("cpu", torch.device("cpu")):
+            pred = knn_predict(x, y, q, k=20, num_classes=num_classes, threads=2, device=device,
+                               search="torch")
+            np.testing.assert_array_equal(pred, ref)
+        assert matmul.fp32_precision == "tf32"  # restored after the call
+    finally:
+        matmul.fp32_precision = previous
+    assert calls and all(c[3] == "ieee" for c in calls)  # IEEE float32 during the search
+
+
+@pytest.mark.parametrize("case", list(TORCH_CASES))
+def test_cuda_search_matches_faiss(case):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    x, y, q, num_classes = TORCH_CASES[case]()
+    for k in (5, 20):
+        np.testing.assert_array_equal(
+            knn_scores(x, y, q, k=k, num_classes=num_classes, device="cuda", threads=2),
+            knn_scores(x, y, q, k=k, num_classes=num_classes))
+
+
+def test_evaluate_knn_torch_search_equals_faiss(one_torch_thread):
+    rng = np.random.default_rng(8)
+    x = (rng.normal(size=(300, 12)) * rng.uniform(0.1, 20, size=12) + 5).astype(np.float32)
+    y = rng.integers(0, 7, 300)
+    q = (rng.normal(size=(90, 12)) * rng.uniform(0.1, 20, size=12) + 5).astype(np.float32)
+    yq = rng.integers(0, 7, 90)
+    assert (evaluate_knn(x, y, q, yq, k=20, num_classes=7, search="torch")
+            == evaluate_knn(x, y, q, yq, k=20, num_classes=7, device="cpu"))
+
+
+def test_search_and_device_errors():
+    x = np.zeros((10, 2), dtype=np.float32)
+    y = np.zeros(10, dtype=np.int64)
+    with pytest.raises(ValueError, match="search must be one of"):
+        knn_scores(x, y, x, k=3, num_classes=2, search="gpu")
+    with pytest.raises(ValueError, match="resolved by the caller"):
+        knn_scores(x, y, x, k=3, num_classes=2, device="auto")
+    with pytest.raises(ValueError, match="CPU only"):
+        knn_scores(x, y, x, k=3, num_classes=2, device="cuda", search="faiss")
+    with pytest.raises(ValueError, match="device must be"):
+        evaluate_knn(x, y, x, y, k=3, num_classes=2, device="mps")
 
 
 # ---------------------------------------------------------------------------------------------

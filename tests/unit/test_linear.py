@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import workflow_scripts.linear as linear_module
 from workflow_scripts.linear import HeadSpec, Recipe, epoch_batches, train_heads
 from workflow_scripts.schedules import lr_factor, warmup_cosine_epochs
 
@@ -145,3 +146,87 @@ def test_top5_counts_hits():
     top5 = logits.topk(5, dim=1).indices.numpy()
     hand = np.mean([ytr[i] in top5[i] for i in range(300)]) * 100
     assert results[0]["top5"] == pytest.approx(hand)
+
+
+# Seeds 42 and 7 interleaved: head groups indexed by tensors (not slices), heads out of order.
+MIXED_HEADS = [HeadSpec("raw", 0.1, 42), HeadSpec("bn", 0.1, 7), HeadSpec("raw", 0.3, 42),
+               HeadSpec("bn", 0.1, 42), HeadSpec("bn", 0.5, 7), HeadSpec("raw", 0.1, 7)]
+
+
+def test_device_cpu_is_bit_identical_to_the_default():
+    xtr, ytr, xte, yte, classes = _data(classes=8)
+    recipe = Recipe(epochs=4, batch_size=32, warmup_epochs=1, weight_decay=1e-4)
+    ref, ref_model = train_heads(xtr, ytr, xte, yte, classes, MIXED_HEADS, recipe)
+    ref_state = ref_model.state_dict()
+    for device in ("cpu", torch.device("cpu")):
+        results, model = train_heads(xtr, ytr, xte, yte, classes, MIXED_HEADS, recipe,
+                                     device=device)
+        assert results == ref  # 8 classes: no NaN top-5
+        state = model.state_dict()
+        assert state.keys() == ref_state.keys()
+        assert all(torch.equal(state[key], ref_state[key]) for key in state)
+
+
+def _leaves(tree):
+    """The tensors in nested tuples / lists / dicts."""
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, (list, tuple)):
+        for item in tree:
+            yield from _leaves(item)
+    elif isinstance(tree, dict):
+        yield from _leaves(list(tree.values()))
+
+
+class NoDeviceMixing(torch.overrides.TorchFunctionMode):
+    """Fails any torch call that mixes tensors (other than 0-dim ones) from two devices."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch._has_compatible_shallow_copy_type:  # Module.to() comparing old / new
+            return func(*args, **kwargs)
+        devices = {t.device.type for t in _leaves((args, kwargs)) if t.dim() > 0}
+        assert len(devices) <= 1, f"{func} mixes devices {devices}"
+        return func(*args, **kwargs)
+
+
+def test_every_training_tensor_follows_the_device(monkeypatch):
+    """The whole loop on the meta device, no CPU tensor mixed into any torch call (CUDA would
+    accept a CPU index tensor silently, with a copy and a sync)."""
+    model = linear_module.LinearHeads(12, 8, MIXED_HEADS, 0.01).to("meta")
+    indices = [model.restore, model.bn_heads]
+    indices += [i for group in model.groups for i in group if isinstance(i, torch.Tensor)]
+    assert len(indices) == 5 and all(t.device.type == "meta" for t in indices)
+    x = torch.zeros(40, 12, device="meta")
+    y = torch.zeros(40, dtype=torch.long, device="meta")
+    with NoDeviceMixing(), pytest.raises(NotImplementedError, match="meta tensor"):
+        linear_module.evaluate(model, x, y, 8, chunk=16)  # fails only at the copy to the CPU
+
+    seen = []
+
+    def evaluate(model, x, y, num_classes):  # (the real one returns numpy arrays)
+        seen.append((x.device.type, y.device.type, model.weight.device.type))
+        return np.zeros(len(model.heads)), np.zeros(len(model.heads))
+
+    monkeypatch.setattr(linear_module, "evaluate", evaluate)
+    xtr, ytr, xte, yte, classes = _data()
+    with NoDeviceMixing():
+        _, model = train_heads(xtr, ytr, xte, yte, classes, MIXED_HEADS,
+                               Recipe(epochs=2, batch_size=32, warmup_epochs=1,
+                                      weight_decay=1e-4), device="meta")
+    assert seen == [("meta", "meta", "meta")] * 2
+    assert all(t.device.type == "meta" for t in model.state_dict().values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_agrees_with_cpu():
+    xtr, ytr, xte, yte, classes = _data(classes=8)
+    recipe = Recipe(epochs=4, batch_size=32, warmup_epochs=1)
+    cpu, cpu_model = train_heads(xtr, ytr, xte, yte, classes, MIXED_HEADS, recipe)
+    gpu, gpu_model = train_heads(xtr, ytr, xte, yte, classes, MIXED_HEADS, recipe, device="cuda")
+    assert gpu_model.weight.device.type == "cuda"
+    for key, value in cpu_model.state_dict().items():
+        torch.testing.assert_close(gpu_model.state_dict()[key].cpu(), value, atol=2e-5,
+                                   rtol=1e-4)
+    for a, b in zip(cpu, gpu, strict=True):
+        assert abs(a["top1"] - b["top1"]) <= 100 / len(yte) + 1e-9  # at most one sample
