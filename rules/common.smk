@@ -201,10 +201,10 @@ def finetune_gpus(wildcards):
 
 def finetune_cpus(wildcards):
     """CPUs of a fine-tuning job: per process the compute threads (threads.finetune) plus its
-    data-loader workers (finetune.workers), times the processes (finetune.gpus on a GPU).
+    data-loader workers (finetune.workers), times the processes (finetune.gpus).
     """
     per_process = threads_of("finetune") + config["finetune"]["workers"]
-    return per_process * max(1, finetune_gpus(wildcards))
+    return per_process * config["finetune"]["gpus"]
 
 
 def extraction_cpus(wildcards):
@@ -266,6 +266,19 @@ def job_recipes(wildcards):
 
 # Keys of the finetune section that say where and how fast a job runs, not what it computes.
 RUN_TIME_KEYS = ("device", "workers", "gpus", "save_minutes", "percents", "extra_seeds")
+
+
+def gathered_outputs():
+    """With batch_runs, the fine-tuning job's protocol files (the accuracy table's inputs)."""
+    if not BATCH_RUNS:
+        return []
+    return [f"results/probes/{p}/{{model}}/{ID_DATASET}.csv" for p in TRAINED_PROTOCOLS]
+
+
+def gathered_inputs(model):
+    """The per-(run, arm) files of each trained protocol of a model, in TRAINED_PROTOCOLS
+    order (what collect_trained, or a batched fine-tuning job, concatenates)."""
+    return [trained_outputs(p, model) for p in TRAINED_PROTOCOLS]
 
 
 def trained_outputs(protocol, model):

@@ -121,7 +121,9 @@ if TRAINED_PROTOCOLS:
             test_labels=f"results/labels/{ID_DATASET}/test.npy",
             splits=job_splits,
         output:
-            per_run("results/trained/{model}/{run}/{arm}.csv"),
+            runs=per_run("results/trained/{model}/{run}/{arm}.csv"),
+            # batch_runs: the job also gathers each protocol's rows (no extra jobs)
+            gathered=gathered_outputs(),
         log:
             per_run("logs/finetune/{model}/{run}/{arm}.log"),
         benchmark:
@@ -136,6 +138,7 @@ if TRAINED_PROTOCOLS:
             model=model_row("backbone"),
             dataset=ID_DATASET,
             runs=job_runs,
+            gathered=lambda wc: gathered_inputs(wc.model) if BATCH_RUNS else [],
             # what changes a result (precision and compile included); device, workers, gpus
             # and save_minutes are read at run time
             recipes=job_recipes,
@@ -147,17 +150,20 @@ if TRAINED_PROTOCOLS:
         script:
             script_path("finetune")
 
+
+if TRAINED_PROTOCOLS and not BATCH_RUNS:
+
     rule collect_trained:
         input:
             lambda wc: trained_outputs(wc.protocol, wc.model),
         output:
             f"results/probes/{{protocol}}/{{model}}/{ID_DATASET}.csv",
         log:
-            f"logs/collect_trained/{{protocol}}/{{model}}.log",
+            "logs/collect_trained/{protocol}/{model}.log",
         wildcard_constraints:
             protocol=keys_regex(TRAINED_PROTOCOLS),
         localrule: True
-        run:
-            from workflow_scripts.io import concat_csv
-
-            concat_csv(input, output[0])
+        conda:
+            "../envs/sslbench.yaml"
+        script:
+            script_path("collect_trained")

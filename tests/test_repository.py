@@ -40,6 +40,15 @@ def test_conda_env_pins_agree_with_requirements():
     assert _pins(pip_section) == requirements
 
 
+def test_the_gpu_environment_differs_only_by_faiss_gpu():
+    requirements = _pins((ROOT / "requirements.txt").read_text().splitlines())
+    gpu = _pins((ROOT / "requirements-gpu.txt").read_text().splitlines())
+    assert gpu.pop("faiss-gpu") == requirements.pop("faiss-cpu") and gpu == requirements
+    env = yaml.safe_load((ROOT / "envs" / "sslbench-gpu.yaml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert _pins(pip_section) == _pins((ROOT / "requirements-gpu.txt").read_text().splitlines())
+
+
 def test_rule_scripts_are_thin():
     for script in (ROOT / "workflow_scripts" / "scripts").glob("[a-z]*.py"):
         lines = [l for l in script.read_text().splitlines() if l.strip() and not l.strip().startswith("#")]

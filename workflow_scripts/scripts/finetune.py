@@ -7,7 +7,7 @@ import pandas as pd
 
 from workflow_scripts import finetune, runtime
 from workflow_scripts.features import resolve_device
-from workflow_scripts.io import load_npy, save_csv, sha256_file
+from workflow_scripts.io import concat_csv, load_npy, save_csv, sha256_file
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 run_time = sm.config["finetune"]  # device, workers, gpus, save_minutes: not params
@@ -21,7 +21,13 @@ split_args = {
         "data_root": sm.config.get("data_root", "."), "workers": run_time["workers"]}
     for s in ("train", "test")
 }
-for unit, out in zip(sm.params.runs, sm.output, strict=True):
+def files(name):
+    """A named output as a list (Snakemake stores a single file as a plain string)."""
+    value = getattr(sm.output, name, [])
+    return [value] if isinstance(value, str) else list(value)
+
+
+for unit, out in zip(sm.params.runs, files("runs"), strict=True):
     cfg = sm.params.recipes[unit["protocol"]]
     recipe = finetune.with_authors_quirks(finetune.recipe_from_config(cfg), sm.params.model["method"])
     spec = finetune.RunSpec(
@@ -38,3 +44,5 @@ for unit, out in zip(sm.params.runs, sm.output, strict=True):
     frame = pd.DataFrame([row]).assign(model=sm.wildcards.model, dataset=sm.params.dataset,
                                        code_version=sm.params.code)
     save_csv(out, frame)
+for out, parts in zip(files("gathered"), sm.params.gathered, strict=True):  # batch_runs
+    concat_csv(parts, out)
