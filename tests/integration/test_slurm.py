@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snakerun import ROOT, planned_jobs, snakemake
+from snakerun import ROOT, copy_workdir, planned_jobs, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +122,47 @@ def test_results_equal_the_local_run(slurm_run):
     for features in sorted((smoke_run / "results/features").rglob("*.npy")):
         rel = features.relative_to(smoke_run)
         np.testing.assert_array_equal(np.load(workdir / rel), np.load(features), err_msg=str(rel))
+
+
+def test_the_time_limit_signal_saves_the_state_and_the_retry_resumes(slurm_run, tmp_path):
+    """profiles/slurm's preemption path on the real scheduler: SLURM sends SIGUSR1 before a
+    fine-tuning job's time limit (--signal), the job saves its state mid-run and stops, the
+    retry (a new SLURM job) resumes from exactly that step. Here with a 2-minute limit and the
+    signal 80 s before it; the run is too long to finish, so the retry is signalled too."""
+    import torch
+    import yaml
+
+    workdir = copy_workdir(slurm_run[0], tmp_path / "work")  # data and checkpoints exist
+    config = yaml.safe_load((ROOT / "tests/integration/smoke.yaml").read_text())
+    config.update(models=["mae_vit"], protocols=["finetune"], arms=["raw"], batch_runs=False)
+    config["analysis"]["min_models"] = 1
+    config["finetune"].update(epochs=1000, batch_size=100, save_minutes=60)
+    configfile = tmp_path / "preempt.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    text = (PROFILE / "profile.yaml").read_text()
+    edited = text.replace("retries: 3", "retries: 1").replace(
+        "runtime: 1440\n    slurm_extra: \"'--signal=USR1@600'\"",
+        "runtime: 2\n    slurm_extra: \"'--signal=USR1@80'\"")
+    assert edited.count("USR1@80") == 1 and "retries: 1" in edited
+    (profile / "profile.yaml").write_text(edited)
+    target = "results/trained/mae_vit/finetune/raw.csv"
+    proc = snakemake(workdir, target, "--workflow-profile", str(profile), "--cores", "2",
+                     "--configfile", str(configfile), check=False, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, "a 1000-epoch run cannot finish within 2 minutes"
+    attempts = [Path(log) for _, _, log in SUBMITTED.findall(out) if "/rule_finetune/" in log]
+    assert len(attempts) == 2, out[-4000:]
+    saved = re.compile(r"Preempted: signal 10 received: training state saved at epoch (\d+), "
+                       r"step (\d+)")
+    first = saved.findall(attempts[0].read_text())
+    assert first, attempts[0].read_text()[-3000:]
+    epoch, step = map(int, first[-1])
+    log = (workdir / "logs/finetune/mae_vit/finetune/raw.log").read_text()  # the retry's
+    assert f"at epoch {epoch}, step {step}" in log, log[-3000:]  # resumed exactly there
+    second = [tuple(map(int, m)) for m in saved.findall(log)]
+    assert second and second[-1] > (epoch, step)  # and went on before its own signal
+    state = torch.load(workdir / "results/state/finetune/mae_vit/finetune_raw.pt",
+                       weights_only=True)
+    assert (state["epoch"] + 1, state["step"]) == second[-1]
