@@ -22,6 +22,13 @@ def test_snakefmt_check_is_clean():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_ruff_check_is_clean():
+    ruff = Path(sys.executable).with_name("ruff")
+    proc = subprocess.run([str(ruff), "check", "."], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def _pins(lines):
     pins = {}
     for line in lines:
@@ -51,5 +58,5 @@ def test_the_gpu_environment_differs_only_by_faiss_gpu():
 
 def test_rule_scripts_are_thin():
     for script in (ROOT / "workflow_scripts" / "scripts").glob("[a-z]*.py"):
-        lines = [l for l in script.read_text().splitlines() if l.strip() and not l.strip().startswith("#")]
+        lines = [s for s in script.read_text().splitlines() if s.strip() and not s.strip().startswith("#")]
         assert len(lines) < 45, f"{script.name} holds logic: move it into the package"

@@ -2,7 +2,9 @@
 
 Snakemake reruns a job when its own script changes but not when a module the script imports
 changes. :func:`code_hash` follows the ``workflow_scripts`` imports of a rule script
-transitively (by parsing, never importing) and hashes those files; rules carry it as a param.
+transitively (by parsing, never importing) and hashes what those files *do*: their syntax trees
+without docstrings (comments never reach the tree), so editing a comment or a docstring reruns
+nothing, while any change of code reruns the rules that import it. Rules carry it as a param.
 """
 
 from __future__ import annotations
@@ -57,10 +59,28 @@ def module_closure(script: str) -> tuple[str, ...]:
     return tuple(sorted(str(p.relative_to(ROOT)) for p in seen))
 
 
+_DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def behaviour(source: str, filename: str = "<source>") -> str:
+    """The syntax tree of ``source`` without docstrings, as text: equal for two sources that
+    differ only in comments, docstrings or layout."""
+    tree = ast.parse(source, filename=filename)
+    for node in ast.walk(tree):
+        if isinstance(node, _DOCUMENTED) and node.body:
+            first = node.body[0]
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
 @lru_cache(maxsize=None)
 def code_hash(script: str) -> str:
-    """sha256 (first 16 hex digits) over the package modules ``script`` imports."""
+    """sha256 (first 16 hex digits) over the behaviour (:func:`behaviour`) of the package
+    modules ``script`` imports."""
     digest = hashlib.sha256()
     for rel in module_closure(script):
-        digest.update(rel.encode() + b"\0" + (ROOT / rel).read_bytes() + b"\0")
+        tree = behaviour((ROOT / rel).read_text(), rel)
+        digest.update(rel.encode() + b"\0" + tree.encode() + b"\0")
     return digest.hexdigest()[:16]

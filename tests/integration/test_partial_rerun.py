@@ -92,11 +92,17 @@ HELPERS = {
 
 @pytest.mark.parametrize("helper", sorted(HELPERS))
 def test_editing_a_helper_module_reruns_the_rules_that_import_it(copies, helper):
+    """Code hashes cover behaviour only: a comment reruns nothing, a code edit reruns the
+    rules whose scripts import the module (directly or through another package module)."""
     repo, work = copies
     path = repo / helper
     original = path.read_text()
     try:
-        path.write_text(original + "\n# an edit that changes no behaviour\n")
+        # a comment or docstring edit changes no behaviour: nothing reruns
+        path.write_text(original + "\n# a comment\n")
+        assert planned_jobs(snakemake(work, "-n", snakefile=repo / "Snakefile")) == {}
+        # a code edit reruns the rules that import the module, and what depends on them
+        path.write_text(original + "\n_EDITED = True\n")
         proc = snakemake(work, "-n", snakefile=repo / "Snakefile")
         assert triggered(proc, "Params have changed") == set(HELPERS[helper])
         assert planned_jobs(proc) == forced(work, *HELPERS[helper], snakefile=repo / "Snakefile")

@@ -85,11 +85,29 @@ def test_code_hash_changes_with_a_helper(tmp_path, monkeypatch):
     (pkg / "other.py").write_text("Y = 2\n")
     provenance.code_hash.cache_clear()
     assert provenance.code_hash(str(script)) == before  # not imported: no rerun
+    # comments, docstrings and layout change no behaviour: no rerun
+    (pkg / "helper.py").write_text('"""A helper."""\n\n# the one constant\nX = (1)  # one\n')
+    provenance.code_hash.cache_clear()
+    assert provenance.code_hash(str(script)) == before
     (pkg / "helper.py").write_text("X = 2\n")
     provenance.code_hash.cache_clear()
     assert provenance.code_hash(str(script)) != before
     provenance.code_hash.cache_clear()
     provenance.module_closure.cache_clear()
+
+
+def test_behaviour_drops_docstrings_and_comments_but_not_code():
+    base = "def f(x):\n    y = x\n    return y + 1\n\n\nclass A:\n    y = 'text'\n"
+    same = ('"""Module."""\n# comment\ndef f(x):\n    """Add one."""\n    y = x\n'
+            '    return (y + 1)  # +1\n\n\nclass A:\n    """A class."""\n\n    y = "text"\n')
+    assert provenance.behaviour(same) == provenance.behaviour(base)
+    changed = (base.replace("y + 1", "y + 2"), base.replace("'text'", "'other'"),
+               base + "Z = 0\n",  # a string statement that is not a docstring is code
+               base.replace("    y = x\n", "    y = x\n    'kept'\n"))
+    for source in changed:
+        assert provenance.behaviour(source) != provenance.behaviour(base), source
+    # a body that was only a docstring keeps a statement (the tree stays valid)
+    assert "Pass" in provenance.behaviour('def g():\n    """Only a docstring."""\n')
 
 
 def test_trained_rows_give_mean_and_sd_over_subset_seeds():
