@@ -6,11 +6,18 @@ rule accuracy_table:
     input:
         probe_results(),
     output:
-        report(
+        table=report(
             "results/tables/accuracy.csv",
             caption="../report/t3_accuracy.rst",
             category="Tables",
             labels={"table": "T3 accuracy", "file": "CSV (download)"},
+        ),
+        # what made the table: code, packages, configuration, tables, devices, date
+        manifest=report(
+            "results/tables/accuracy.json",
+            caption="../report/run_manifest.rst",
+            category="Tables",
+            labels={"table": "Run manifest", "file": "JSON"},
         ),
     log:
         "logs/accuracy_table.log",

@@ -422,6 +422,7 @@ def all_targets():
     return [
         *stage_outputs(),
         "results/tables/accuracy.csv",
+        "results/tables/accuracy.json",
         "results/tables/correlations.csv",
         *expand("results/tables/{table}.{ext}", table=TABLES, ext=["csv", "html"]),
         *[fewshot_split_path(pct, seed) for pct in PERCENTS for seed in FEWSHOT_SEEDS],

@@ -19,6 +19,18 @@ COLUMNS = [
 ]
 
 
+def devices_by_protocol(frames: list[pd.DataFrame]) -> dict[str, list[str]]:
+    """protocol -> the devices its per-job rows record (``cpu``, ``cuda``; rows written before
+    the column existed count as ``unrecorded``)."""
+    seen: dict[str, set[str]] = {}
+    for frame in frames:
+        devices = frame["device"].fillna("unrecorded") if "device" in frame else "unrecorded"
+        for protocol, device in pd.DataFrame({"p": frame["protocol"], "d": devices}).itertuples(
+                index=False):
+            seen.setdefault(str(protocol), set()).add(str(device))
+    return {protocol: sorted(devices) for protocol, devices in sorted(seen.items())}
+
+
 def knn_rows(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame[["model", "dataset", "protocol", "arm", "top1", "top5", "k", "n_train", "n_test",
                  "code_version"]].copy()

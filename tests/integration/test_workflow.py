@@ -153,3 +153,23 @@ def test_per_run_fine_tuning_jobs_give_the_same_results(run, tmp_path):
     for arm in ("raw", "bn"):
         assert (tmp_path / f"logs/finetune/simclr_resnet/fewshot1/{arm}.log").exists()
     assert (tmp_path / target).read_bytes() == (run / target).read_bytes()
+
+
+def test_the_run_manifest_describes_the_accuracy_table(run):
+    """results/tables/accuracy.json: the smoke run's configuration tables by sha256, the
+    devices of each protocol (this machine has no GPU) and the pinned packages as installed."""
+    import hashlib
+
+    import yaml
+
+    manifest = json.loads((run / "results/tables/accuracy.json").read_text())
+    config = yaml.safe_load(SMOKE.read_text())
+    root = SMOKE.parents[2]
+    for name in ("models", "datasets"):
+        table = root / config[f"{name}_table"]
+        assert manifest["tables"][name]["sha256"] == hashlib.sha256(table.read_bytes()).hexdigest()
+    protocols = ("fewshot1", "fewshot10", "finetune", "knn", "linear", "linear_online")
+    assert manifest["devices"] == {p: ["cpu"] for p in protocols}
+    assert manifest["packages"]["torch"]["installed"].startswith(
+        manifest["packages"]["torch"]["pinned"])
+    assert len(manifest["config_sha256"]) == 64 and manifest["created_utc"]

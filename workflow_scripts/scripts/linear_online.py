@@ -26,6 +26,7 @@ for i, dataset in enumerate(sm.params.datasets):
         authors_drift=online["authors_drift"],
     )
     frame = pd.DataFrame(results).assign(model=model["key"], dataset=dataset,
-                                         protocol="linear_online", code_version=sm.params.code)
+                                         protocol="linear_online", code_version=sm.params.code,
+                                         device="cpu")  # train_online runs on the CPU
     save_csv(sm.output[i], frame)
     log.info("%s / %s: %s", model["key"], dataset, frame[["arm", "top1"]].to_dict("records"))
