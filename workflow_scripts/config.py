@@ -52,21 +52,6 @@ class Study:
         return _row_dict(self.datasets, key)
 
 
-# Optional keys per config section and their defaults (config/README.md). Where and how fast a
-# job runs (device, workers, threads, gpus, save_minutes, channels_last, log_every) changes no
-# result and is read at run time; precision and compile are job params.
-SECTION_DEFAULTS = {
-    "features": {"device": "auto", "workers": 0, "threads": 1, "precision": "fp32",
-                 "channels_last": False, "log_every": 60.0},
-    # precision tf32 is the authors' setting; on a CPU it is float32
-    "finetune": {"device": "auto", "workers": 0, "gpus": 1, "save_minutes": 15.0,
-                 "precision": "tf32", "compile": False},
-    "fewshot": {"precision": "tf32", "compile": False},
-    "knn": {"device": "auto"},
-    "linear": {"device": "auto"},
-}
-
-
 def load_schema(name: str) -> dict:
     return yaml.safe_load((SCHEMA_DIR / f"{name}.schema.yaml").read_text())
 
@@ -114,6 +99,21 @@ def coerce_cli_values(config: Any, node: dict, root: dict) -> Any:
             if kind in wanted or (kind == "integer" and "number" in wanted):
                 return value
     return config
+
+
+def fill_defaults(config: dict, node: dict, root: dict) -> None:
+    """Set every optional key the configuration leaves out to its schema ``default`` (the one
+    place defaults live), recursing into the sections present (what
+    ``snakemake.utils.validate(..., set_default=True)`` does)."""
+    import copy
+
+    node = _resolve(root, node)
+    for key, prop in node.get("properties", {}).items():
+        prop = _resolve(root, prop)
+        if key not in config and "default" in prop:
+            config[key] = copy.deepcopy(prop["default"])
+        if isinstance(config.get(key), dict) and "properties" in prop:
+            fill_defaults(config[key], prop, root)
 
 
 def validate_config(config: dict) -> None:
@@ -367,8 +367,11 @@ def load_study(config: dict, basedir: str | Path) -> Study:
     """Validate ``config`` and its tables; return the selected rows as a :class:`Study`.
 
     ``config`` is updated in place with values coerced from command-line strings."""
-    config.update(coerce_cli_values(config, load_schema("config"), load_schema("config")))
+    schema = load_schema("config")
+    config.update(coerce_cli_values(config, schema, schema))
     validate_config(config)
+    fill_defaults(config, schema, schema)  # optional keys: their schema 'default'
+
     from workflow_scripts.checkpoints import settings
 
     config["checkpoints"] = settings(config)  # the optional section, defaults filled in
@@ -383,13 +386,6 @@ def load_study(config: dict, basedir: str | Path) -> Study:
     datasets = _select(datasets, config["datasets"], "datasets", "data set")
     check_models(models, str(models_path))
     check_datasets(datasets, str(datasets_path))
-    # Optional keys (documented in config/README.md) and their defaults.
-    config.setdefault("data_root", "data")
-    config.setdefault("allow_subsets", [])
-    config.setdefault("batch_runs", False)
-    for section, defaults in SECTION_DEFAULTS.items():
-        for option, default in defaults.items():
-            config[section].setdefault(option, default)
     unknown = [key for key in config["allow_subsets"] if key not in datasets.index]
     if unknown:
         raise ConfigError(

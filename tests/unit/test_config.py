@@ -277,3 +277,25 @@ def test_the_online_probe_is_refused_on_real_data_sets(config):
                   datasets=["imagenet", "cub"], protocols=["knn", "linear_online"])
     with pytest.raises(ConfigError, match=r"'linear_online' runs on the array .* imagenet, cub"):
         load_study(config, ROOT)
+
+
+def test_optional_keys_get_their_schema_default_and_given_values_stay():
+    """Defaults live in config/schemas/config.schema.yaml only: a config without the optional
+    keys gets exactly the schema's values (read here from the file itself)."""
+    schema = yaml.safe_load((ROOT / "config" / "schemas" / "config.schema.yaml").read_text())
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    for key in ("batch_runs", "data_root", "allow_subsets"):
+        config.pop(key, None)
+    config["knn"].pop("device", None)
+    config["finetune"]["precision"] = "bf16"  # given: kept
+    load_study(config, basedir=ROOT)
+    props = schema["properties"]
+    assert config["batch_runs"] is props["batch_runs"]["default"] is False
+    assert config["data_root"] == props["data_root"]["default"] == "data"
+    assert config["allow_subsets"] == props["allow_subsets"]["default"] == []
+    assert config["knn"]["device"] == schema["definitions"]["device"]["default"] == "auto"
+    assert config["features"]["precision"] == "fp32"  # extraction's own default
+    assert config["features"]["workers"] == props["features"]["properties"]["workers"]["default"]
+    assert config["fewshot"]["precision"] == schema["definitions"]["recipe"]["precision"]["default"]
+    assert config["finetune"]["precision"] == "bf16"
+    assert config["finetune"]["save_minutes"] == 15.0 and config["finetune"]["gpus"] == 1
