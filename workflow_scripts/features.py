@@ -87,14 +87,13 @@ def image_batches(files_path: str | Path, kind: str, root: str | Path, preproces
 
 
 def extract(backbone: torch.nn.Module, batches: Iterator[torch.Tensor], total: int, *,
-            spec: dict | None = None, device: str | torch.device = "cpu", precision: str = "fp32",
+            spec: dict, device: str | torch.device = "cpu", precision: str = "fp32",
             channels_last: bool = False, log_every: float = 60.0, label: str = "",
             out: np.ndarray | None = None, dtype: str = "float32",
             where: tuple[str, str, str] | None = None) -> np.ndarray:
     """Run ``backbone`` in eval mode over ``batches``; [total, D] features.
 
-    ``batches``: uint8 crops, normalised on the device with ``spec``'s mean and std (or, with
-    ``spec`` None, already normalised float batches). GPU-ready: ``device`` (the backbone is
+    ``batches``: uint8 crops, normalised on the device with ``spec``'s mean and std. GPU-ready: ``device`` (the backbone is
     moved there), ``precision`` (``workflow_scripts.precision``) and channels-last; progress
     (images, img/s, ETA) is logged every ``log_every`` seconds.
 
@@ -127,9 +126,7 @@ def _extract(backbone, batches, total, *, spec, device, precision, channels_last
     filled = 0
     started = last = time.perf_counter()
     for batch in batches:
-        x = batch.to(device, non_blocking=True)
-        if spec is not None:
-            x = normalize_batch(x, spec)
+        x = normalize_batch(batch.to(device, non_blocking=True), spec)
         if channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with precisions.autocast(precision, device):
