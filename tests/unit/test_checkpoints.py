@@ -28,12 +28,10 @@ from checkpoint_layouts import (  # noqa: E402
 )
 
 from workflow_scripts.backbones import load_backbone  # noqa: E402
+from workflow_scripts import registry  # noqa: E402
 from workflow_scripts.checkpoints import FORMATS  # noqa: E402
-from workflow_scripts.checkpoints.convert import (  # noqa: E402
-    CheckpointError,
-    convert,
-    mmcls_vit_to_timm,
-)
+from workflow_scripts.checkpoints.convert import CheckpointError, convert  # noqa: E402
+from workflow_scripts.checkpoints.formats import extract, mmcls_vit_to_timm, register  # noqa: E402
 from workflow_scripts.checkpoints.inspect import classify_global, pickle_globals  # noqa: E402
 from workflow_scripts.checkpoints.safe_pickle import (  # noqa: E402
     Placeholder,
@@ -76,6 +74,24 @@ def _assert_exact(weights, arch, ref):
     assert converted.shape == (2, model.embed_dim)
     assert torch.equal(converted, embedding_of(model, arch, ref))
     return model
+
+
+def test_each_format_is_one_registration():
+    """Every registered format says which backbone families its files hold, where the backbone
+    is, and extracts; a name registers once; an unknown name is an error listing the known."""
+    families = {spec["family"] for spec in registry.ARCHS.values()}
+    assert len(FORMATS) == 15 and list(FORMATS)[:2] == ["vissl_trunk", "npid_numpy"]
+    for fmt, spec in FORMATS.items():
+        assert set(spec) == {"families", "layout", "extract"}, fmt
+        assert spec["families"] and set(spec["families"]) <= families, fmt
+        assert spec["layout"].strip() and callable(spec["extract"]), fmt
+    # formats that are the backbone's own state dict share one extractor
+    assert FORMATS["torchvision"]["extract"] is FORMATS["safetensors"]["extract"]
+    with pytest.raises(ValueError, match="'mae' is registered twice"):
+        register("mae", families=("vit",), layout="again")(lambda ckpt, fmt, options: None)
+    assert FORMATS["mae"]["layout"].startswith("ckpt['model']")
+    with pytest.raises(CheckpointError, match=r"unknown checkpoint format 'x' \(known: vissl_trunk, npid_numpy, "):
+        extract({}, "x")
 
 
 @pytest.mark.parametrize("fmt", UNIT_FORMATS)
@@ -364,7 +380,7 @@ def test_mmcls_vit_names(mmcls, timm_name):
 
 def test_numpy_reference_round_trip_is_exact():
     """The NPID path turns numpy arrays into tensors without any rounding."""
-    from workflow_scripts.checkpoints.convert import _tensors
+    from workflow_scripts.checkpoints.formats import _tensors
 
     values = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     out = _tensors({"w": values, "n": np.int64(5)}, "npid_numpy")

@@ -13,80 +13,10 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-# Source format -> backbone families it holds and where the backbone is in the file. Every
-# pickled format is read without running code from the file (convert.load_checkpoint).
-FORMATS: dict[str, dict] = {
-    "vissl_trunk": {
-        "families": ("resnet",),
-        "layout": "ckpt['classy_state_dict']['base_model']['model']['trunk'], "
-                  "prefix '_feature_blocks.' stripped, leftover 'fc.*'/'head.*' dropped",
-    },
-    "npid_numpy": {
-        "families": ("resnet",),
-        "layout": "ckpt['model_state_dict'] with numpy-array values, prefix '_feature_blocks.' "
-                  "stripped, 'fc*' dropped",
-    },
-    "deepcluster": {
-        "families": ("resnet",),
-        "layout": "bare state dict, prefix 'module.' stripped, 'projection_head.*' and "
-                  "'prototypes.*' dropped (SwAV, SeLa-v2, DeepCluster-v2)",
-    },
-    "moco_v2": {
-        "families": ("resnet",),
-        "layout": "ckpt['state_dict'], 'module.encoder_q.*' minus the projector 'fc.*'",
-    },
-    "moco_v3": {
-        "families": ("resnet", "vit"),
-        "layout": "ckpt['state_dict'], 'module.base_encoder.*' (or the momentum encoder, "
-                  "checkpoints.moco_v3_encoder) minus the projectors 'fc.*'/'head.*'",
-    },
-    "mmselfsup_resnet": {
-        "families": ("resnet",),
-        "layout": "ckpt['state_dict'], 'backbone.*' (torchvision names)",
-    },
-    "mmselfsup_vit": {
-        "families": ("vit",),
-        "layout": "ckpt['state_dict'], 'backbone.*' with mmcls ViT names renamed to timm, "
-                  "'mask_token' dropped",
-    },
-    "byol_online": {
-        "families": ("resnet",),
-        "layout": "ckpt['online_backbone'], prefix 'module.' stripped, the ImageNet "
-                  "classifier 'fc.*' dropped",
-    },
-    "extracted_backbone": {
-        "families": ("resnet",),
-        "layout": "ckpt['state_dict'] with torchvision names, no prefix (what "
-                  "tools/extract_backbone_weights.py of DenseCL/OpenSelfSup/MMSelfSup writes, "
-                  "beside 'author')",
-    },
-    "torchvision": {
-        "families": ("resnet",),
-        "layout": "bare torchvision ResNet state dict (no fc)",
-    },
-    "timm_vit": {
-        "families": ("vit",),
-        "layout": "bare timm ViT state dict (no head)",
-    },
-    "ibot": {
-        "families": ("vit",),
-        "layout": "ckpt['state_dict'], 'head.*' dropped",
-    },
-    "mae": {
-        "families": ("vit",),
-        "layout": "ckpt['model'] (timm names), 'mask_token' and 'decoder*' dropped (MAE, MILAN)",
-    },
-    "beit_v2": {
-        "families": ("vit",),
-        "layout": "ckpt['model']; the shared 'rel_pos_bias.relative_position_bias_table' copied "
-                  "into every block; 'lm_head', 'cls_pt_layers', 'mask_token' and the final "
-                  "'norm' dropped; identity 'fc_norm' added",
-    },
-    "safetensors": {
-        "families": ("resnet", "vit"),
-        "layout": "a safetensors file already holding the backbone's torchvision/timm names",
-    },
-}
+# Source format -> backbone families, layout and extractor: one registration per format in
+# ``formats`` (no torch). Every pickled format is read without running code from the file
+# (convert.load_checkpoint).
+from workflow_scripts.checkpoints.formats import FORMATS  # noqa: F401 - the package's name for it
 
 # Defaults of the optional config section `checkpoints` (documented in config/README.md).
 DEFAULTS: dict = {
