@@ -14,6 +14,7 @@ and what is loaded with ``strict=True``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -86,27 +87,58 @@ class TorchvisionResNet50(nn.Module):
         return self.net.load_state_dict(state_dict, strict=strict, assign=assign)
 
 
-def _timm_vit(arch: str, embedding: str, drop_path: float = 0.0) -> nn.Module:
-    import timm
+# The builders: (arch, embedding, drop_path) -> a randomly initialised backbone. Each arch in
+# registry.ARCHS names its builder there ("builder"), so a new backbone is one builder here and
+# one registry entry.
+_POOL = {"cls": "token", "mean_patch": "avg"}  # embedding -> timm's global_pool
+
+
+def _tiny_resnet(arch: str, embedding: str, drop_path: float) -> nn.Module:
+    return TinyResNet()
+
+
+def _torchvision_resnet50(arch: str, embedding: str, drop_path: float) -> nn.Module:
+    return TorchvisionResNet50()
+
+
+def _tiny_vit(arch: str, embedding: str, drop_path: float) -> nn.Module:
+    """The demo ViT (timm): patch 8 on 32 px, dim 64, depth 4, 2 heads, MLP ratio 2."""
     from timm.models.vision_transformer import VisionTransformer
 
-    pool = {"cls": "token", "mean_patch": "avg"}[embedding]
-    if arch == "vit_tiny_p8":
-        model = VisionTransformer(
-            img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2, mlp_ratio=2.0,
-            num_classes=0, global_pool=pool, fc_norm=(embedding == "mean_patch"),
-            drop_path_rate=drop_path,
-        )
-    elif arch == "beitv2_base_patch16_224":
-        model = timm.create_model(
-            arch, pretrained=False, num_classes=0, global_pool=pool, drop_path_rate=drop_path
-        )
-    else:
-        model = timm.create_model(
-            arch, pretrained=False, num_classes=0, global_pool=pool,
-            fc_norm=(embedding == "mean_patch"), drop_path_rate=drop_path,
-        )
-    return model
+    return VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2, mlp_ratio=2.0,
+        num_classes=0, global_pool=_POOL[embedding], fc_norm=(embedding == "mean_patch"),
+        drop_path_rate=drop_path,
+    )
+
+
+def _timm_vit(arch: str, embedding: str, drop_path: float) -> nn.Module:
+    """A timm ViT by its timm name; ``mean_patch`` adds the fresh ``fc_norm``."""
+    import timm
+
+    return timm.create_model(
+        arch, pretrained=False, num_classes=0, global_pool=_POOL[embedding],
+        fc_norm=(embedding == "mean_patch"), drop_path_rate=drop_path,
+    )
+
+
+def _timm_beit(arch: str, embedding: str, drop_path: float) -> nn.Module:
+    """A timm BEiT by its timm name (its own ``fc_norm`` with mean pooling)."""
+    import timm
+
+    return timm.create_model(
+        arch, pretrained=False, num_classes=0, global_pool=_POOL[embedding],
+        drop_path_rate=drop_path,
+    )
+
+
+BUILDERS: dict[str, Callable[[str, str, float], nn.Module]] = {
+    "tiny_resnet": _tiny_resnet,
+    "torchvision_resnet50": _torchvision_resnet50,
+    "tiny_vit": _tiny_vit,
+    "timm_vit": _timm_vit,
+    "timm_beit": _timm_beit,
+}
 
 
 def build_backbone(arch: str, embedding: str, drop_path: float = 0.0) -> nn.Module:
@@ -122,12 +154,7 @@ def build_backbone(arch: str, embedding: str, drop_path: float = 0.0) -> nn.Modu
             f"embedding '{embedding}' is not available for arch '{arch}' "
             f"(choose from {', '.join(spec['embeddings'])})"
         )
-    if arch == "resnet10_tiny":
-        model = TinyResNet()
-    elif arch == "resnet50":
-        model = TorchvisionResNet50()
-    else:
-        model = _timm_vit(arch, embedding, drop_path)
+    model = BUILDERS[spec["builder"]](arch, embedding, drop_path)
     model.embed_dim = spec["dim"]
     return model
 

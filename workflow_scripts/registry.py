@@ -8,19 +8,30 @@ agree with this registry.
 from __future__ import annotations
 
 # arch -> family (backbone family used by the analysis), input image size, embedding dim,
-# embeddings it supports.
+# embeddings it supports, builder (the name of its constructor in backbones.BUILDERS).
 ARCHS: dict[str, dict] = {
     # Demo backbones (shared/spec/demo.md): a ResNet-10 of torchvision BasicBlocks with widths
     # 16/32/64/128 and a 3x3 stride-2 stem; a timm ViT with patch 8, dim 64, depth 4, 2 heads.
-    "resnet10_tiny": {"family": "resnet", "img_size": 32, "dim": 128, "embeddings": ("avgpool",)},
-    "vit_tiny_p8": {"family": "vit", "img_size": 32, "dim": 64, "embeddings": ("cls", "mean_patch")},
+    "resnet10_tiny": {
+        "family": "resnet", "img_size": 32, "dim": 128, "embeddings": ("avgpool",),
+        "builder": "tiny_resnet",
+    },
+    "vit_tiny_p8": {
+        "family": "vit", "img_size": 32, "dim": 64, "embeddings": ("cls", "mean_patch"),
+        "builder": "tiny_vit",
+    },
     # The paper's backbones.
-    "resnet50": {"family": "resnet", "img_size": 224, "dim": 2048, "embeddings": ("avgpool",)},
+    "resnet50": {
+        "family": "resnet", "img_size": 224, "dim": 2048, "embeddings": ("avgpool",),
+        "builder": "torchvision_resnet50",
+    },
     "vit_base_patch16_224": {
         "family": "vit", "img_size": 224, "dim": 768, "embeddings": ("cls", "mean_patch"),
+        "builder": "timm_vit",
     },
     "beitv2_base_patch16_224": {
         "family": "vit", "img_size": 224, "dim": 768, "embeddings": ("mean_patch",),
+        "builder": "timm_beit",
     },
 }
 

@@ -36,6 +36,17 @@ def test_vit_cls_embedding_is_normed_cls_token():
         torch.testing.assert_close(mean_vit(x), expected)
 
 
+def test_every_arch_names_an_existing_builder():
+    """registry.ARCHS (no torch) names each arch's builder; backbones.BUILDERS holds them all
+    and no builder is left unused."""
+    from workflow_scripts.backbones import BUILDERS
+
+    named = {arch: spec["builder"] for arch, spec in registry.ARCHS.items()}
+    assert {arch: name for arch, name in named.items() if name not in BUILDERS} == {}
+    assert set(BUILDERS) == set(named.values())
+    assert all(callable(build) for build in BUILDERS.values())
+
+
 def test_unknown_arch_or_embedding():
     with pytest.raises(ValueError, match="unknown arch 'vit_huge'"):
         build_backbone("vit_huge", "cls")
