@@ -24,7 +24,8 @@ include: "rules/figures.smk"
 
 # Run on the submitting machine even under a cluster executor (profiles/slurm): downloads
 # (compute nodes are often offline; download_checkpoint is declared in rules/zoo.smk), the
-# few-shot index files, the tables and the figures -- seconds each, not worth a queue wait.
+# few-shot index files, the tables and the figures (rules/figures.smk) -- seconds each, not
+# worth a queue wait.
 localrules:
     all,
     fewshot_split,
@@ -34,12 +35,6 @@ localrules:
     t1_models,
     t2_datasets,
     t3_accuracy,
-    f1_id_protocols,
-    f2_id_vs_ood,
-    f3_scatter,
-    f4_bn_effect,
-    f5_shift_groups,
-    f6_paradigm_backbone,
 
 
 rule all:

@@ -22,12 +22,14 @@ DATASETS = STUDY.dataset_keys
 ID_DATASET = STUDY.id_dataset
 SPLITS = ["train", "test"]
 PROTOCOLS = config["protocols"]
-FROZEN_PROTOCOLS = [p for p in PROTOCOLS if p in ("knn", "linear", "linear_online")]
+FROZEN_PROTOCOLS = [p for p in PROTOCOLS if registry.PROTOCOLS[p]["kind"] == "frozen"]
 PERCENTS = [f"{p:g}" for p in config["fewshot"]["percents"]]
 # Trained protocols run on the in-domain set only: finetune, fewshot<pct> per subset size.
-TRAINED_PROTOCOLS = (["finetune"] if "finetune" in PROTOCOLS else []) + (
-    [f"fewshot{pct}" for pct in PERCENTS] if "fewshot" in PROTOCOLS else []
-)
+TRAINED_PROTOCOLS = [
+    name
+    for name in registry.protocol_names(PROTOCOLS, config["fewshot"]["percents"])
+    if registry.PROTOCOLS[registry.protocol_entry(name)[0]]["kind"] == "trained"
+]
 # Few-shot subsets: the configured seed (the authors' 42) plus optional extra subset seeds,
 # whose runs give a mean and sd per (model, protocol, arm).
 FEWSHOT_SEEDS = [config["fewshot"]["seed"], *config["fewshot"].get("extra_seeds", [])]
@@ -70,7 +72,7 @@ wildcard_constraints:
     split="train|test",
     pct=r"[0-9]+(\.[0-9]+)?",
     run="|".join(TRAINED_RUNS) or "(?!x)x",
-    arm="raw|bn",
+    arm="|".join(registry.ARMS),
 
 
 def script_path(name):
@@ -374,20 +376,21 @@ def probe_results():
     return frozen + trained
 
 
-# F4 compares the two arms, so it is built only when both run. F6 compares paradigms within
-# the ViT backbone and the same method across backbones: built when either comparison exists.
-_VIT_PARADIGMS = set(STUDY.models.loc[STUDY.models["family"] == "vit", "paradigm"])
-_SHARED_METHODS = (STUDY.models.groupby("method")["family"].nunique() >= 2).any()
-FIGURES = (
-    ["f1_id_protocols", "f2_id_vs_ood", "f3_scatter"]
-    + (["f4_bn_effect"] if set(config["arms"]) == {"raw", "bn"} else [])
-    + ["f5_shift_groups"]
-    + (
-        ["f6_paradigm_backbone"]
-        if {"discriminative", "generative"} <= _VIT_PARADIGMS or _SHARED_METHODS
-        else []
-    )
-)
+# Figures the study has something to show for (registry.FIGURES "requires"), and the options
+# of each: config figures.<key> over the last configured arm for its arm options.
+FIGURES = [
+    name
+    for name, entry in registry.FIGURES.items()
+    if entry.get("requires", lambda arms, models: True)(ARMS, STUDY.models)
+]
+
+
+def figure_options(name):
+    entry = registry.FIGURES[name]
+    defaults = {option: ARMS[-1] for option in entry.get("arm_options", ())}
+    return defaults | config["figures"][entry["key"]]
+
+
 # T1 models, T2 data sets, T3 accuracies: CSV plus an HTML view for the report.
 TABLES = ["models", "datasets", "accuracy"]
 

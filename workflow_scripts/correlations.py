@@ -23,12 +23,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-METHODS = ("kendall", "spearman", "pearson")
+from workflow_scripts import registry
 
-#: Canonical order of the known protocols; unknown ones follow alphabetically.
-PROTOCOL_ORDER = ("knn", "linear", "linear_online", "finetune", "fewshot10", "fewshot1")
+METHODS = tuple(registry.CORRELATION_METHODS)
 #: Canonical order of the known feature arms; unknown ones follow alphabetically.
-ARM_ORDER = ("raw", "bn")
+ARM_ORDER = tuple(registry.ARMS)
 
 #: Name of the pseudo data set holding the mean over all OOD data sets.
 MEAN_OOD = "mean_ood"
@@ -62,12 +61,13 @@ _KENDALL_CHUNK_ELEMENTS = 1 << 22
 # ordering helpers
 
 
-def protocol_sort_key(protocol: str) -> tuple[int, str]:
-    """Sort key: known protocols in :data:`PROTOCOL_ORDER`, then the others alphabetically."""
-    try:
-        return (PROTOCOL_ORDER.index(protocol), "")
-    except ValueError:
-        return (len(PROTOCOL_ORDER), str(protocol))
+def protocol_sort_key(protocol: str) -> tuple[int, float, str]:
+    """Sort key: the registry's protocols in its order (few-shot subsets largest first), then
+    the others alphabetically."""
+    key, pct = registry.protocol_entry(protocol)
+    if key is None:
+        return (len(registry.PROTOCOLS), 0.0, str(protocol))
+    return (list(registry.PROTOCOLS).index(key), -(pct or 0.0), "")
 
 
 def arm_sort_key(arm: str) -> tuple[int, str]:

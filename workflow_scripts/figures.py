@@ -35,16 +35,10 @@ from workflow_scripts.correlations import (
     identify_datasets,
     order_protocol_arms,
 )
+from workflow_scripts import registry
 from workflow_scripts.io import atomic_path
 
-PROTOCOL_LABELS = {
-    "knn": "kNN",
-    "linear": "linear",
-    "linear_online": "linear (online)",
-    "finetune": "fine-tune",
-}
-ARM_LABELS = {"raw": "", "bn": "BN"}
-METHOD_LABELS = {"kendall": "Kendall τ", "spearman": "Spearman ρ", "pearson": "Pearson r"}
+METHOD_LABELS = {name: entry["label"] for name, entry in registry.CORRELATION_METHODS.items()}
 
 DEFAULTS = {
     "method": "kendall",
@@ -57,6 +51,16 @@ DEFAULTS = {
 }
 
 
+def render(name: str, tables: dict[str, pd.DataFrame], opts: dict | None, png, pdf):
+    """Draw the registered figure ``name`` (:data:`workflow_scripts.registry.FIGURES`) from the
+    result tables it reads (``tables``: input name -> DataFrame) to ``png`` and ``pdf``."""
+    if name not in registry.FIGURES:
+        raise ValueError(f"unknown figure '{name}' (known: {', '.join(registry.FIGURES)})")
+    entry = registry.FIGURES[name]
+    plot = globals()[entry["plot"]]
+    return plot(*(tables[table] for table in entry["inputs"]), opts, png, pdf)
+
+
 # --------------------------------------------------------------------------------------------
 # labels and helpers
 
@@ -65,10 +69,8 @@ def protocol_arm_label(protocol: str, arm: str) -> str:
     """Readable name of a (protocol, arm): ``"kNN"``, ``"linear (BN)"``, ``"few-shot 10%"``...
 
     ``fewshot<pct>`` is a pct% subset of the train split (not pct images per class)."""
-    name = PROTOCOL_LABELS.get(protocol, str(protocol))
-    if protocol not in PROTOCOL_LABELS and str(protocol).startswith("fewshot"):
-        name = f"few-shot {str(protocol).removeprefix('fewshot')}%"
-    suffix = ARM_LABELS.get(arm, str(arm))
+    name = registry.protocol_label(protocol)
+    suffix = registry.ARMS[arm]["label"] if arm in registry.ARMS else str(arm)
     return f"{name} ({suffix})" if suffix else name
 
 
@@ -458,7 +460,7 @@ def plot_f4(acc: pd.DataFrame, corr: pd.DataFrame, opts: dict | None, png, pdf) 
     prot_order = [p for p, _ in order_protocol_arms((p, "raw") for p in delta_id["protocol"])]
     left = delta_id.pivot_table(index="model", columns="protocol", values="delta")
     left = left[prot_order]
-    left.columns = [PROTOCOL_LABELS.get(p, p) for p in prot_order]
+    left.columns = [registry.protocol_label(p) for p in prot_order]
     n_id_cols = left.shape[1]
     if o["include_ood_mean"] and ood_sets:
         delta_ood = _bn_delta(acc, acc["dataset"].isin(ood_sets))
@@ -467,7 +469,7 @@ def plot_f4(acc: pd.DataFrame, corr: pd.DataFrame, opts: dict | None, png, pdf) 
                                              aggfunc="mean")
             ood_order = [p for p, _ in order_protocol_arms((p, "raw") for p in ood_mean.columns)]
             ood_mean = ood_mean[ood_order]
-            ood_mean.columns = [f"{PROTOCOL_LABELS.get(p, p)}\n(mean OOD)" for p in ood_order]
+            ood_mean.columns = [f"{registry.protocol_label(p)}\n(mean OOD)" for p in ood_order]
             left = left.join(ood_mean, how="outer")
     meta = acc.drop_duplicates("model").set_index("model")
     backbone = (meta["backbone"] if "backbone" in meta else pd.Series("", index=meta.index))
@@ -489,7 +491,7 @@ def plot_f4(acc: pd.DataFrame, corr: pd.DataFrame, opts: dict | None, png, pdf) 
                          "bn": by_arm["bn"], "delta": by_arm["bn"] - by_arm["raw"]})
     bars = pd.DataFrame(bars, columns=["subset", "protocol", "raw", "bn", "delta"])
     bar_protocols = [p for p, _ in order_protocol_arms((p, "raw") for p in bars["protocol"])]
-    bars["label"] = [PROTOCOL_LABELS.get(p, p) for p in bars["protocol"]]
+    bars["label"] = [registry.protocol_label(p) for p in bars["protocol"]]
 
     plt, sns = _pyplot()
     with _style(sns, o):
@@ -526,7 +528,7 @@ def plot_f4(acc: pd.DataFrame, corr: pd.DataFrame, opts: dict | None, png, pdf) 
                 ax_r.set_axis_off()
             else:
                 multi = bars["subset"].nunique() > 1
-                order_labels = [PROTOCOL_LABELS.get(p, p) for p in bar_protocols]
+                order_labels = [registry.protocol_label(p) for p in bar_protocols]
                 sns.barplot(data=bars, x="label", y="delta", order=order_labels,
                             hue="subset" if multi else "label",
                             hue_order=subsets if multi else order_labels,

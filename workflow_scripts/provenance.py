@@ -62,9 +62,7 @@ def module_closure(script: str) -> tuple[str, ...]:
 _DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
-def behaviour(source: str, filename: str = "<source>") -> str:
-    """The syntax tree of ``source`` without docstrings, as text: equal for two sources that
-    differ only in comments, docstrings or layout."""
+def _strip_docstrings(source: str, filename: str) -> ast.Module:
     tree = ast.parse(source, filename=filename)
     for node in ast.walk(tree):
         if isinstance(node, _DOCUMENTED) and node.body:
@@ -72,16 +70,80 @@ def behaviour(source: str, filename: str = "<source>") -> str:
             if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
                     and isinstance(first.value.value, str)):
                 node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+def behaviour(source: str, filename: str = "<source>") -> str:
+    """The syntax tree of ``source`` without docstrings, as text: equal for two sources that
+    differ only in comments, docstrings or layout."""
+    tree = _strip_docstrings(source, filename)
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+#: The table of names (workflow_scripts/registry.py) is hashed per entry: a job depends on the
+#: entries its code uses, so registering a figure or a protocol reruns no feature extraction.
+REGISTRY = f"{PACKAGE}/registry.py"
+
+
+def _registry_names(paths) -> set[str] | None:
+    """Top-level names of the registry that the modules at ``paths`` use (``registry.NAME`` or
+    ``from workflow_scripts.registry import NAME``); None when one uses the module object
+    otherwise (then all of it counts)."""
+    names: set[str] = set()
+    for path in paths:
+        tree = ast.parse(Path(path).read_text(), filename=str(path))
+        attribute_bases = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == f"{PACKAGE}.registry":
+                names.update(alias.name for alias in node.names)
+            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id == "registry"):
+                names.add(node.attr)
+                attribute_bases.add(id(node.value))
+        if any(isinstance(node, ast.Name) and node.id == "registry"
+               and id(node) not in attribute_bases for node in ast.walk(tree)):
+            return None
+    return names
+
+
+def _defined(statement: ast.stmt) -> set[str]:
+    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {statement.name}
+    targets = getattr(statement, "targets", None) or [getattr(statement, "target", None)]
+    return {n.id for t in targets if t is not None for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def _entries(source: str, filename: str, names: set[str]) -> str:
+    """:func:`behaviour` of the top-level statements defining ``names`` and, transitively, the
+    top-level names they refer to (imports always count)."""
+    tree = _strip_docstrings(source, filename)
+    defines = {name: i for i, stmt in enumerate(tree.body) for name in _defined(stmt)}
+    keep = {i for i, stmt in enumerate(tree.body) if isinstance(stmt, (ast.Import, ast.ImportFrom))}
+    todo = [defines[n] for n in names if n in defines]
+    while todo:
+        i = todo.pop()
+        if i in keep:
+            continue
+        keep.add(i)
+        todo += [defines[n.id] for n in ast.walk(tree.body[i])
+                 if isinstance(n, ast.Name) and n.id in defines]
+    tree.body = [stmt for i, stmt in enumerate(tree.body) if i in keep]
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
 @lru_cache(maxsize=None)
 def code_hash(script: str) -> str:
     """sha256 (first 16 hex digits) over the behaviour (:func:`behaviour`) of the package
-    modules ``script`` imports."""
+    modules ``script`` imports; of the registry, only the entries they use."""
+    closure = module_closure(script)
+    used = _registry_names([script, *(ROOT / rel for rel in closure if rel != REGISTRY)])
     digest = hashlib.sha256()
-    for rel in module_closure(script):
-        tree = behaviour((ROOT / rel).read_text(), rel)
+    for rel in closure:
+        source = (ROOT / rel).read_text()
+        if rel == REGISTRY and used is not None:
+            tree = _entries(source, rel, used)
+        else:
+            tree = behaviour(source, rel)
         digest.update(rel.encode() + b"\0" + tree.encode() + b"\0")
     return digest.hexdigest()[:16]
 

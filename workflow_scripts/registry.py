@@ -58,3 +58,102 @@ METHODS: dict[str, dict] = {
 }
 
 SPLITS = ("train", "test")
+
+# --------------------------------------------------------------------------------------------
+# Evaluation protocols, in the order of every table and figure. kind: "frozen" protocols run
+# on every data set (cached features or the frozen backbone), "trained" ones fine-tune on the
+# in-domain set. rows: how the accuracy table reduces a protocol's per-job rows
+# (workflow_scripts.results.REDUCERS). per_percent: one protocol per few-shot subset size,
+# named <name><pct> (fewshot10, fewshot1), ordered by decreasing size; label takes {pct}.
+PROTOCOLS: dict[str, dict] = {
+    "knn": {"kind": "frozen", "label": "kNN", "rows": "single"},
+    "linear": {"kind": "frozen", "label": "linear", "rows": "linear_heads"},
+    "linear_online": {"kind": "frozen", "label": "linear (online)", "rows": "linear_heads"},
+    "finetune": {"kind": "trained", "label": "fine-tune", "rows": "subset_seeds"},
+    "fewshot": {
+        "kind": "trained", "label": "few-shot {pct}%", "rows": "subset_seeds",
+        "per_percent": True,
+    },
+}
+
+# Feature arms, in order: the features as extracted, and after a parameter-free BatchNorm
+# (per-dimension standardisation with train-split statistics). label: suffix in figure labels.
+ARMS: dict[str, dict] = {"raw": {"label": ""}, "bn": {"label": "BN"}}
+
+# Correlation methods (scipy.stats), in order, with their symbols in figures.
+CORRELATION_METHODS: dict[str, dict] = {
+    "kendall": {"label": "Kendall τ"},
+    "spearman": {"label": "Spearman ρ"},
+    "pearson": {"label": "Pearson r"},
+}
+
+
+def protocol_entry(name: str) -> tuple[str | None, float | None]:
+    """(registry key, subset percent) of a protocol name: ("knn", None), ("fewshot", 10.0)
+    for fewshot10; (None, None) for a name the registry does not know."""
+    if name in PROTOCOLS and not PROTOCOLS[name].get("per_percent"):
+        return name, None
+    for key, entry in PROTOCOLS.items():
+        if entry.get("per_percent") and name.startswith(key):
+            try:
+                return key, float(name[len(key):])
+            except ValueError:
+                pass
+    return None, None
+
+
+def protocol_names(protocols, percents) -> list[str]:
+    """The protocol names the configured ``protocols`` expand to, in table order: a
+    per-percent protocol becomes one name per subset size, the largest first."""
+    names = []
+    for key in PROTOCOLS:
+        if key in protocols:
+            entry = PROTOCOLS[key]
+            pcts = sorted(percents, reverse=True) if entry.get("per_percent") else [None]
+            names += [key if pct is None else f"{key}{pct:g}" for pct in pcts]
+    return names
+
+
+def protocol_label(name: str) -> str:
+    """Readable name of a protocol (the name itself when unknown)."""
+    key, pct = protocol_entry(name)
+    if key is None:
+        return str(name)
+    return PROTOCOLS[key]["label"].format(pct="" if pct is None else f"{pct:g}")
+
+
+# --------------------------------------------------------------------------------------------
+# Figures: target name (rule and file name; the caption is report/<name>.rst) -> the plot
+# function in workflow_scripts.figures, the result tables it reads (results/tables/<input>.csv,
+# passed in this order), its config key (figures.<key>: options over the schema's defaults),
+# arm_options (options whose default is the last configured arm: BN when it runs) and requires
+# (when the study has something to show: (arms, models table) -> bool; absent = always).
+
+
+def _both_arms(arms, models) -> bool:
+    return set(arms) == {"raw", "bn"}
+
+
+def _paradigm_or_backbone_pairs(arms, models) -> bool:
+    """Two paradigms within the ViT backbone, or one method on two backbones."""
+    vit_paradigms = set(models.loc[models["family"] == "vit", "paradigm"])
+    shared_methods = (models.groupby("method")["family"].nunique() >= 2).any()
+    return {"discriminative", "generative"} <= vit_paradigms or bool(shared_methods)
+
+
+FIGURES: dict[str, dict] = {
+    "f1_id_protocols": {"key": "f1", "plot": "plot_f1", "inputs": ("correlations",)},
+    "f2_id_vs_ood": {"key": "f2", "plot": "plot_f2", "inputs": ("correlations",)},
+    "f3_scatter": {
+        "key": "f3", "plot": "plot_f3", "inputs": ("accuracy",), "arm_options": ("x_arm", "y_arm"),
+    },
+    "f4_bn_effect": {
+        "key": "f4", "plot": "plot_f4", "inputs": ("accuracy", "correlations"),
+        "requires": _both_arms,
+    },
+    "f5_shift_groups": {"key": "f5", "plot": "plot_f5", "inputs": ("correlations",)},
+    "f6_paradigm_backbone": {
+        "key": "f6", "plot": "plot_f6", "inputs": ("accuracy",), "arm_options": ("arm",),
+        "requires": _paradigm_or_backbone_pairs,
+    },
+}

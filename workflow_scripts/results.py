@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from workflow_scripts import registry
+
 COLUMNS = [
     "model", "method", "backbone", "arch", "paradigm", "dataset", "domain", "shift_group",
     "protocol", "arm", "top1", "top5", "top1_sd", "n_seeds", "seed", "epochs", "report", "k",
@@ -31,9 +33,10 @@ def devices_by_protocol(frames: list[pd.DataFrame]) -> dict[str, list[str]]:
     return {protocol: sorted(devices) for protocol, devices in sorted(seen.items())}
 
 
-def knn_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame[["model", "dataset", "protocol", "arm", "top1", "top5", "k", "n_train", "n_test",
-                 "code_version"]].copy()
+def single_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, data set, protocol, arm) as the probe wrote it (kNN: ``k``)."""
+    out = frame.reindex(columns=["model", "dataset", "protocol", "arm", "top1", "top5", "k",
+                                 "n_train", "n_test", "code_version"])
     out["top1_sd"] = 0.0
     out["n_seeds"] = 1
     out["seed"] = ""
@@ -90,6 +93,14 @@ def linear_rows(frame: pd.DataFrame, report: str, report_lr: float) -> pd.DataFr
     return out
 
 
+#: How each protocol's per-job rows become table rows (registry.PROTOCOLS[...]["rows"]).
+REDUCERS = {
+    "single": lambda frame, **_: single_rows(frame),
+    "linear_heads": lambda frame, report, report_lr: linear_rows(frame, report, report_lr),
+    "subset_seeds": lambda frame, **_: trained_rows(frame),
+}
+
+
 def accuracy_table(
     probe_frames: list[pd.DataFrame], models: list[dict], datasets: list[dict], *,
     report: str, report_lr: float,
@@ -101,15 +112,12 @@ def accuracy_table(
         for protocol, group in frame.groupby("protocol"):
             by_protocol.setdefault(protocol, []).append(group)
     for protocol, frames in by_protocol.items():
-        frame = pd.concat(frames, ignore_index=True)
-        if protocol == "knn":
-            parts.append(knn_rows(frame))
-        elif protocol in ("linear", "linear_online"):
-            parts.append(linear_rows(frame, report, report_lr))
-        elif protocol == "finetune" or protocol.startswith("fewshot"):
-            parts.append(trained_rows(frame))
-        else:
+        key, _ = registry.protocol_entry(protocol)
+        if key is None:
             raise ValueError(f"unknown protocol '{protocol}' in the probe results")
+        reduce = REDUCERS[registry.PROTOCOLS[key]["rows"]]
+        parts.append(reduce(pd.concat(frames, ignore_index=True), report=report,
+                            report_lr=report_lr))
     table = pd.concat(parts, ignore_index=True)
     model_info = pd.DataFrame(models)[["key", "method", "family", "arch", "paradigm"]].rename(
         columns={"key": "model", "family": "backbone"}

@@ -1,0 +1,133 @@
+"""The registry of protocols, arms, correlation methods and figures: everything that names them
+derives from it or is tested to agree with it."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from workflow_scripts import correlations, figures, knn, provenance, registry, results
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = yaml.safe_load((ROOT / "config" / "schemas" / "config.schema.yaml").read_text())
+
+
+def _enum(*path):
+    node = SCHEMA
+    for key in path:
+        node = node[key]
+    return node["enum"]
+
+
+def test_schema_enums_agree_with_the_registry():
+    assert _enum("properties", "protocols", "items") == list(registry.PROTOCOLS)
+    assert _enum("properties", "arms", "items") == list(registry.ARMS)
+    figure_keys = [key for key in SCHEMA["properties"]["figures"]["properties"]]
+    assert figure_keys == [entry["key"] for entry in registry.FIGURES.values()]
+    common = SCHEMA["definitions"]["figure_common"]["method"]
+    assert common["enum"] == list(registry.CORRELATION_METHODS)
+
+
+def test_protocol_names_and_order():
+    assert registry.protocol_entry("knn") == ("knn", None)
+    assert registry.protocol_entry("fewshot10") == ("fewshot", 10.0)
+    assert registry.protocol_entry("fewshot0.5") == ("fewshot", 0.5)
+    assert registry.protocol_entry("fewshot") == (None, None)  # needs a percent
+    assert registry.protocol_entry("rankme") == (None, None)
+    names = registry.protocol_names(["fewshot", "knn", "finetune", "linear"], [1, 10, 0.5])
+    assert names == ["knn", "linear", "finetune", "fewshot10", "fewshot1", "fewshot0.5"]
+    # the table order: registry order, few-shot subsets largest first, unknown names last
+    mixed = ["zzz", "fewshot1", "finetune", "linear_online", "fewshot10", "knn", "aaa", "linear"]
+    assert sorted(mixed, key=correlations.protocol_sort_key) == [
+        "knn", "linear", "linear_online", "finetune", "fewshot10", "fewshot1", "aaa", "zzz"]
+    assert [registry.protocol_label(p) for p in ("knn", "fewshot10", "fewshot0.5", "x")] == [
+        "kNN", "few-shot 10%", "few-shot 0.5%", "x"]
+    assert figures.protocol_arm_label("linear", "bn") == "linear (BN)"
+    assert figures.protocol_arm_label("knn", "raw") == "kNN"
+
+
+def test_arms_and_methods_derive_from_the_registry():
+    assert knn.ARMS == tuple(registry.ARMS) == correlations.ARM_ORDER
+    assert correlations.METHODS == tuple(registry.CORRELATION_METHODS)
+    assert set(figures.METHOD_LABELS) == set(registry.CORRELATION_METHODS)
+
+
+def test_every_protocol_has_a_reducer_and_every_figure_a_plot_and_caption():
+    for name, entry in registry.PROTOCOLS.items():
+        assert entry["kind"] in ("frozen", "trained"), name
+        assert entry["rows"] in results.REDUCERS, name
+    for name, entry in registry.FIGURES.items():
+        assert callable(getattr(figures, entry["plot"])), name
+        assert (ROOT / "report" / f"{name}.rst").is_file(), name
+        assert set(entry["inputs"]) <= {"accuracy", "correlations"}, name
+
+
+def test_figure_requirements():
+    models = pd.DataFrame({
+        "method": ["a", "b", "a"], "family": ["vit", "vit", "resnet"],
+        "paradigm": ["discriminative", "generative", "discriminative"]})
+    requires = {n: e["requires"] for n, e in registry.FIGURES.items() if "requires" in e}
+    assert requires["f4_bn_effect"](["raw", "bn"], models)
+    assert not requires["f4_bn_effect"](["bn"], models)
+    f6 = requires["f6_paradigm_backbone"]
+    assert f6(["raw"], models)  # both: two paradigms on ViT and method a on two backbones
+    assert f6(["raw"], models.iloc[:2])  # two ViT paradigms
+    assert f6(["raw"], models.iloc[[0, 2]])  # method a on two backbones
+    assert not f6(["raw"], models.iloc[[0]])
+
+
+def test_render_dispatches_to_the_registered_plot(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(figures, "plot_f4", lambda *args: calls.append(args))
+    tables = {"accuracy": "A", "correlations": "C"}
+    figures.render("f4_bn_effect", tables, {"dpi": 1}, "x.png", "x.pdf")
+    assert calls == [("A", "C", {"dpi": 1}, "x.png", "x.pdf")]
+    with pytest.raises(ValueError, match="unknown figure 'f9'"):
+        figures.render("f9", tables, {}, "x.png", "x.pdf")
+
+
+def test_registry_entries_are_hashed_per_use(tmp_path, monkeypatch):
+    """A job's code hash covers the registry entries its modules use: registering a figure
+    reruns no probe, changing the arms does."""
+    pkg = tmp_path / "workflow_scripts"
+    (pkg / "scripts").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    registry_source = (
+        "ARMS = {'raw': {}, 'bn': {}}\n"
+        "def _always(arms):\n    return True\n"
+        "FIGURES = {'f1': {'requires': _always}}\n"
+        "def arm_names():\n    return list(ARMS)\n"
+    )
+    (pkg / "registry.py").write_text(registry_source)
+    (pkg / "probe.py").write_text("from workflow_scripts import registry\nA = registry.ARMS\n")
+    (pkg / "plot.py").write_text("from workflow_scripts import registry\nF = registry.FIGURES\n")
+    (pkg / "loose.py").write_text("from workflow_scripts import registry\nR = registry\n")
+    scripts = {}
+    for name, module in (("probe", "probe"), ("plot", "plot"), ("loose", "loose")):
+        scripts[name] = pkg / "scripts" / f"{name}.py"
+        scripts[name].write_text(f"from workflow_scripts import {module}\n")
+    monkeypatch.setattr(provenance, "ROOT", tmp_path)
+
+    def hashes():
+        provenance.code_hash.cache_clear()
+        provenance.module_closure.cache_clear()
+        return {name: provenance.code_hash(str(path)) for name, path in scripts.items()}
+
+    before = hashes()
+    # a new figure (and the function it needs): the plot and the loose user rerun, not the probe
+    (pkg / "registry.py").write_text(registry_source.replace(
+        "FIGURES = {", "def _never(arms):\n    return False\nFIGURES = {'f2': {'requires': _never}, "))
+    after = hashes()
+    assert after["probe"] == before["probe"]
+    assert after["plot"] != before["plot"] and after["loose"] != before["loose"]
+    # the function a figure refers to counts for it
+    (pkg / "registry.py").write_text(registry_source.replace("return True", "return False"))
+    assert hashes()["plot"] != before["plot"]
+    # a changed arm reruns the probe; a docstring reruns nothing
+    (pkg / "registry.py").write_text(registry_source.replace("'bn': {}", "'bn': {'x': 1}"))
+    assert hashes()["probe"] != before["probe"]
+    (pkg / "registry.py").write_text('"""Names."""\n' + registry_source)
+    assert hashes() == before
+    provenance.code_hash.cache_clear()
+    provenance.module_closure.cache_clear()
