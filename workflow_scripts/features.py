@@ -277,3 +277,53 @@ def load_labelled(features_path: str | Path, labels_path: str | Path, model: str
             f"shape {labels.shape}"
         )
     return features, labels
+
+
+def run_job(backbone: torch.nn.Module, *, weights: str | Path, model: str,
+            datasets: list[str], splits: list[str], images: list[str], labels: list[str],
+            features: list[str], sidecars: list[str], sources: dict, transform: dict,
+            options: dict, data_root: str | Path, log: logging.Logger) -> list[tuple[int, int]]:
+    """One extract_features job: the features of each (data set, split) pair -- ``datasets``,
+    ``splits``, their ``images`` (array or file list), ``labels`` and the ``features`` and
+    ``sidecars`` to write, all in the same order -- through ``backbone`` (loaded from
+    ``weights``, whose sha256 the sidecars record). ``sources``: data set -> {kind, ...} (a real
+    set's root is resolved under ``data_root`` here: it is not a param, so moving the data
+    reruns nothing); ``options``: the ``features`` section. Every split's size is checked
+    before the first extraction. Returns (N, D) per pair."""
+    from workflow_scripts.datasets import resolve_root
+    from workflow_scripts.io import sha256_file
+    from workflow_scripts.precision import effective
+
+    weights_sha = sha256_file(weights)
+    device = resolve_device(options["device"])
+    jobs = list(zip(datasets, splits, images, labels, features, sidecars, strict=True))
+    check_split_sizes([(d, s, sources[d]["kind"], images_path, labels_path)
+                       for d, s, images_path, labels_path, _, _ in jobs])
+    shapes = []
+    for dataset, split, images_path, labels_path, out, sidecar in jobs:
+        source = sources[dataset]
+        recorded = transform  # the transform the sidecar records
+        if source["kind"] != "synthetic":
+            source = source | {"root": str(resolve_root(source, data_root))}
+            recorded = transform | {"preprocessing": source["preprocessing"]}
+        n, d = extract_split_to(out, backbone, images_path, source, transform, options,
+                                where=(model, dataset, split),
+                                label=f"{model} / {dataset} / {split}: ")
+        write_sidecar(sidecar, n=n, d=d, model=model, dataset=dataset, split=split,
+                      dtype=options["dtype"], weights_sha256=weights_sha, transform=recorded,
+                      labels_path=labels_path, precision=effective(options["precision"], device),
+                      device=device.type)
+        log.info("%s / %s / %s: %d x %d", model, dataset, split, n, d)
+        shapes.append((n, d))
+    return shapes
+
+
+def labelled_splits(model: str, datasets: list[str], train: list[str], train_labels: list[str],
+                    test: list[str], test_labels: list[str]
+                    ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(data set, train features, train labels, test features, test labels) for each data set
+    of a probe job, in order, loaded (and checked) one data set at a time."""
+    for dataset, *paths in zip(datasets, train, train_labels, test, test_labels, strict=True):
+        train_x, train_y = load_labelled(paths[0], paths[1], model, dataset, "train")
+        test_x, test_y = load_labelled(paths[2], paths[3], model, dataset, "test")
+        yield dataset, train_x, train_y, test_x, test_y

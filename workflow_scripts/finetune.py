@@ -607,3 +607,55 @@ def _data_parallel_worker(spec: RunSpec, with_weights: bool = False):
         return train_run(dataclasses.replace(spec, speed=speed), with_weights)
     finally:
         dist.destroy_process_group()
+
+
+def job_specs(*, weights: str, model: dict, runs: list[dict], recipes: dict[str, dict],
+              train: dict, test: dict, num_classes: int, state_dir: str, run_time: dict,
+              threads: int, log_files=()) -> list[RunSpec]:
+    """The RunSpecs of one finetune job, in ``runs`` order. ``runs``: the job's (run, arm)
+    units ({run, arm, protocol, subset_seed, split}: split is the few-shot subset file or
+    None); ``recipes``: protocol -> its config section without the run-time keys (the authors'
+    quirks of the model's method applied here); ``train``/``test``: keyword arguments of
+    ``sources.open_split``; ``run_time``: the config's ``finetune`` section (device,
+    save_minutes: read at run time, not params). Each unit keeps its resume state at
+    ``{state_dir}/{run}_{arm}.pt``; data-parallel workers log to the first of ``log_files``."""
+    from workflow_scripts.features import resolve_device
+    from workflow_scripts.io import load_npy, sha256_file
+
+    device = resolve_device(run_time["device"], "finetune.device")
+    weights_sha = sha256_file(weights)
+    specs = []
+    for unit in runs:
+        cfg = recipes[unit["protocol"]]
+        index = None
+        if unit["split"] is not None:
+            index = load_npy(unit["split"], f"the subset '{unit['split']}'")
+        specs.append(RunSpec(
+            weights=weights, weights_sha256=weights_sha, model=model, protocol=unit["protocol"],
+            subset_seed=unit["subset_seed"], arm=unit["arm"],
+            recipe=with_authors_quirks(recipe_from_config(cfg), model["method"]), index=index,
+            train=train, test=test, num_classes=num_classes,
+            state_path=f"{state_dir}/{unit['run']}_{unit['arm']}.pt",
+            speed=Speed(device=str(device), precision=cfg["precision"], compile=cfg["compile"],
+                        save_minutes=run_time["save_minutes"]),
+            threads=threads, log_path=log_files[0] if log_files else None,
+        ))
+    return specs
+
+
+def run_job(specs: list[RunSpec], outputs: list[str], *, processes: int, dataset: str, code: str,
+            gathered_outputs: list[str] = (), gathered_inputs: list[list[str]] = ()) -> None:
+    """Run each spec (``processes`` data-parallel processes each) and write its result row to
+    the matching ``outputs`` file with the job's provenance columns; then (batch_runs) each
+    ``gathered_outputs`` file concatenates its list of ``gathered_inputs``."""
+    import pandas as pd
+
+    from workflow_scripts.io import concat_csv, save_csv
+
+    for spec, out in zip(specs, outputs, strict=True):
+        row = run(spec, processes=processes)
+        frame = pd.DataFrame([row]).assign(model=spec.model["key"], dataset=dataset,
+                                           code_version=code)
+        save_csv(out, frame)
+    for out, parts in zip(gathered_outputs, gathered_inputs, strict=True):
+        concat_csv(parts, out)

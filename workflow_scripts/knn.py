@@ -637,3 +637,31 @@ def evaluate_knn(train_x, train_y, test_x, test_y, *, k: int = 20, num_classes: 
             "n_test": int(test.shape[0]),
         })
     return results
+
+
+def run_job(data: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+            outputs: Sequence[str], *, model: str, num_classes: Sequence[int], k: int,
+            arms: Sequence[str], threads: int, device: str, code: str, log) -> None:
+    """One knn_probe job: for each (data set, train x, train y, test x, test y) of ``data``
+    (``features.labelled_splits``) the arms' accuracies, written to the matching ``outputs``
+    file with the job's provenance columns. ``device`` is the config's ``knn.device`` (a
+    run-time key): "cpu" runs faiss without importing torch, "auto" is CUDA when visible."""
+    import pandas as pd
+
+    from workflow_scripts.io import save_csv
+
+    if device != "cpu":
+        from workflow_scripts.features import resolve_device
+
+        device = str(resolve_device(device, "knn.device"))
+    device_type = device.split(":")[0]
+    if device_type == "cuda":
+        log.info("kNN candidate search on %s (torch matmul + topk, IEEE float32); exact re-rank "
+                 "on the CPU", device)
+    for (dataset, xtr, ytr, xte, yte), classes, out in zip(data, num_classes, outputs, strict=True):
+        rows = evaluate_knn(xtr, ytr, xte, yte, k=k, num_classes=classes, arms=tuple(arms),
+                            threads=threads, device=device)
+        frame = pd.DataFrame(rows).assign(model=model, dataset=dataset, protocol="knn",
+                                          code_version=code, device=device_type)
+        save_csv(out, frame)
+        log.info("%s / %s: %s", model, dataset, frame[["arm", "top1", "top5"]].to_dict("records"))

@@ -386,3 +386,30 @@ def fit_heads(
             "batch_size": recipe.batch_size, "n_train": len(ytr), "n_test": len(yte),
         })
     return results, model
+
+
+def head_grid(arms, cfg: dict) -> list[HeadSpec]:
+    """The heads of a probe job: every arm x base lr x seed of the ``linear`` section, in
+    that order (the order of the result rows)."""
+    return [HeadSpec(arm, lr, seed) for arm in arms for lr in cfg["base_lrs"]
+            for seed in cfg["seeds"]]
+
+
+def run_job(data, outputs, *, model: str, num_classes, arms, cfg: dict,
+            device: torch.device, code: str, log: logging.Logger) -> None:
+    """One linear_probe job: for each (data set, train x, train y, test x, test y) of ``data``
+    (``features.labelled_splits``) all heads of ``head_grid(arms, cfg)`` trained on
+    ``device``, their rows written to the matching ``outputs`` file with the job's provenance
+    columns."""
+    import pandas as pd
+
+    from workflow_scripts.io import save_csv
+
+    heads, recipe = head_grid(arms, cfg), Recipe.from_config(cfg)
+    for (dataset, xtr, ytr, xte, yte), classes, out in zip(data, num_classes, outputs, strict=True):
+        results, _ = train_heads(xtr, ytr, xte, yte, classes, heads, recipe, device=device)
+        frame = pd.DataFrame(results).assign(model=model, dataset=dataset, protocol="linear",
+                                             code_version=code, device=device.type)
+        save_csv(out, frame)
+        log.info("%s / %s: %s", model, dataset,
+                 frame[["arm", "base_lr", "seed", "top1"]].to_dict("records"))

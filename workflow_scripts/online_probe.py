@@ -79,3 +79,32 @@ def train_online(
     for row in results:
         row["authors_drift"] = authors_drift
     return results, model
+
+
+def run_job(weights: str, outputs, *, model: dict, datasets, train_images, train_labels,
+            test_images, test_labels, num_classes, arms, cfg: dict, online: dict, mean, std,
+            code: str, log) -> None:
+    """One linear_online job: for each data set (in order, with its image and label arrays and
+    output file at the same position) the heads of ``linear.head_grid(arms, cfg)`` trained on
+    online features of a freshly loaded backbone (``model``: the row's backbone columns),
+    written with the job's provenance columns."""
+    import pandas as pd
+
+    from workflow_scripts.backbones import load_backbone
+    from workflow_scripts.io import save_csv
+    from workflow_scripts.linear import head_grid
+
+    heads, recipe = head_grid(arms, cfg), Recipe.from_config(cfg)
+    for dataset, *paths, classes, out in zip(datasets, train_images, train_labels, test_images,
+                                             test_labels, num_classes, outputs, strict=True):
+        backbone = load_backbone(weights, model["arch"], model["embedding"])
+        results, _ = train_online(
+            backbone, *(np.load(path) for path in paths), num_classes=classes, heads=heads,
+            recipe=recipe, mean=mean, std=std, seed=online["seed"],
+            authors_drift=online["authors_drift"],
+        )
+        frame = pd.DataFrame(results).assign(model=model["key"], dataset=dataset,
+                                             protocol="linear_online", code_version=code,
+                                             device="cpu")  # train_online runs on the CPU
+        save_csv(out, frame)
+        log.info("%s / %s: %s", model["key"], dataset, frame[["arm", "top1"]].to_dict("records"))

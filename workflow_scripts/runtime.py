@@ -37,3 +37,10 @@ def setup(snakemake, torch_threads: bool | int = False) -> logging.Logger:
 
     sys.excepthook = log_uncaught
     return logger
+
+
+def named_files(files, name: str) -> list[str]:
+    """A named input/output entry of a Snakemake job as a list of paths: [] when the job has
+    no such entry, one path when Snakemake stores a single file as a plain string."""
+    value = getattr(files, name, [])
+    return [value] if isinstance(value, str) else list(value)

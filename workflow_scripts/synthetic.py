@@ -165,6 +165,21 @@ def generate(
     return images, labels
 
 
+def run_job(row: dict, outputs: dict, log) -> None:
+    """One generate_dataset job: both splits of the data-set-table ``row`` (generator, variant,
+    n_train, n_test, seed) written to ``outputs["{split}_images"]`` and
+    ``outputs["{split}_labels"]``."""
+    from workflow_scripts.io import save_npy
+
+    for split in SPLITS:
+        images, labels = generate(
+            row["generator"], row["variant"], row[f"n_{split}"], row["seed"], split
+        )
+        save_npy(outputs[f"{split}_images"], images)
+        save_npy(outputs[f"{split}_labels"], labels)
+        log.info("%s %s: %s images, %d classes", row["key"], split, images.shape, len(set(labels)))
+
+
 def chunk_size(size: int) -> int:
     """Images per rendering chunk for ``size x size`` images: :data:`CHUNK` at 32x32, scaled
     by the pixel count (at least 16)."""

@@ -17,7 +17,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.io import atomic_path
+from workflow_scripts.io import atomic_path, save_csv
 
 #: T1 columns, in this order (model-table column in brackets when it differs).
 MODEL_COLUMNS = (
@@ -100,3 +100,25 @@ def save_html(path: str | os.PathLike, frame: pd.DataFrame, title: str,
     )
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
+
+
+def make(params: dict, inputs: dict, outputs: dict) -> pd.DataFrame:
+    """One table rule (t1_models, t2_datasets, t3_accuracy) from its params, inputs and outputs
+    (by name): ``params["table"]`` is models (T1 from ``rows``), datasets (T2 from ``rows``,
+    measured from the ``train``/``test`` label files of ``dataset_keys``) or accuracy (the
+    ``csv`` the accuracy rule wrote). T1 and T2 are written to ``outputs["csv"]``; every table
+    gets its HTML view ``outputs["html"]`` titled ``params["title"]``. Returns the table."""
+    kind = params["table"]
+    if kind == "models":
+        table = models_table(params["rows"])
+    elif kind == "datasets":
+        labels = dict(zip(params["dataset_keys"], zip(inputs["train"], inputs["test"])))
+        table = datasets_table(params["rows"], labels)
+    elif kind == "accuracy":
+        table = pd.read_csv(inputs["csv"])
+    else:
+        raise ValueError(f"unknown table '{kind}'")
+    if kind != "accuracy":
+        save_csv(outputs["csv"], table)
+    save_html(outputs["html"], table, params["title"])
+    return table

@@ -207,3 +207,16 @@ def pin_message(table: str | Path, model: str, digest: str) -> str:
             cells[header.index("sha256")] = digest
             return text + ". The row to pin:\n" + "\t".join(cells)
     return text
+
+
+def run_job(url: str, raw: str | Path, sha256_path: str | Path, *, model: str,
+            sha256: str | None, table: str | Path, log: logging.Logger, **settings) -> str:
+    """One download_checkpoint job: fetch ``url`` to ``raw`` (``settings``: retries, backoff,
+    timeout), write ``sha256_path`` (``<digest>  <model>.ckpt``) and, when the table row pins
+    no sha256, log the row of ``table`` with the digest filled in. Returns the digest."""
+    digest = download(url, raw, model=model, sha256=sha256, log=log, **settings)
+    with atomic_path(sha256_path) as tmp:
+        tmp.write_text(f"{digest}  {model}.ckpt\n")
+    if not sha256:
+        log.warning(pin_message(table, model, digest))
+    return digest

@@ -27,6 +27,14 @@ def file_list_text(items: list[str]) -> str:
     return "".join(f"{item}\n" for item in items)
 
 
+def save_file_list(path: str | Path, items: list[str]) -> None:
+    """Write the file list (:func:`file_list_text`) to ``path`` atomically."""
+    from workflow_scripts.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(file_list_text(items))
+
+
 def check_split(row: dict, split: str, listing: Listing, root: Path | None = None,
                 allow_subset: bool = False) -> dict:
     """Check a listing against the table row; return the manifest (a JSON-able dict)."""
