@@ -40,4 +40,4 @@ localrules:
 rule all:
     default_target: True
     input:
-        all_targets(),
+        PLAN.all_targets(),

@@ -4,7 +4,7 @@
 
 rule accuracy_table:
     input:
-        probe_results(),
+        PLAN.probe_results(),
     output:
         table=report(
             "results/tables/accuracy.csv",
@@ -24,8 +24,8 @@ rule accuracy_table:
     conda:
         "../envs/sslbench.yaml"
     params:
-        models=[model_fields(m, "table") for m in MODELS],
-        datasets=[dataset_fields(d, "table") for d in DATASETS],
+        models=[PLAN.model_fields(m, "table") for m in PLAN.models],
+        datasets=[PLAN.dataset_fields(d, "table") for d in PLAN.datasets],
         report=config["linear"]["report"],
         report_lr=config["linear"]["report_lr"],
         code=code("accuracy_table"),
@@ -70,7 +70,7 @@ rule t1_models:
     params:
         table="models",
         title="T1: models",
-        rows=[STUDY.model(m) for m in MODELS],
+        rows=[STUDY.model(m) for m in PLAN.models],
         code=code("make_table"),
     script:
         script_path("make_table")
@@ -78,8 +78,8 @@ rule t1_models:
 
 rule t2_datasets:
     input:
-        train=expand("results/labels/{dataset}/train.npy", dataset=DATASETS),
-        test=expand("results/labels/{dataset}/test.npy", dataset=DATASETS),
+        train=expand("results/labels/{dataset}/train.npy", dataset=PLAN.datasets),
+        test=expand("results/labels/{dataset}/test.npy", dataset=PLAN.datasets),
     output:
         csv=report(
             "results/tables/datasets.csv",
@@ -100,8 +100,8 @@ rule t2_datasets:
     params:
         table="datasets",
         title="T2: data sets",
-        dataset_keys=DATASETS,
-        rows=[STUDY.dataset(d) for d in DATASETS],
+        dataset_keys=PLAN.datasets,
+        rows=[STUDY.dataset(d) for d in PLAN.datasets],
         code=code("make_table"),
     script:
         script_path("make_table")

@@ -11,11 +11,11 @@ rule generate_dataset:
     log:
         "logs/generate_dataset/{dataset}.log",
     wildcard_constraints:
-        dataset=keys_regex(SYNTHETIC),
+        dataset=keys_regex(PLAN.synthetic),
     conda:
         "../envs/sslbench.yaml"
     params:
-        row=dataset_row("generate"),
+        row=PLAN.dataset_row("generate"),
         code=code("generate_dataset"),
     script:
         script_path("generate_dataset")
@@ -33,11 +33,11 @@ rule check_dataset:
     log:
         "logs/check_dataset/{dataset}/{split}.log",
     wildcard_constraints:
-        dataset=keys_regex(REAL),
+        dataset=keys_regex(PLAN.real),
     conda:
         "../envs/sslbench.yaml"
     params:
-        row=dataset_row("check"),
+        row=PLAN.dataset_row("check"),
         allow_subset=lambda wc: wc.dataset in config["allow_subsets"],
         code=code("check_dataset"),
     script:

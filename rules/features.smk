@@ -8,27 +8,27 @@ rule extract_features:
         # byte-identical rewrite of a > 1 MB file must not rerun anything
         weights=ancient("results/checkpoints/{model}.safetensors"),
         weights_sidecar="results/checkpoints/{model}.json",
-        images=lambda wc: [images_of(d, s) for d, s in job_pairs(wc)],
-        labels=lambda wc: [f"results/labels/{d}/{s}.npy" for d, s in job_pairs(wc)],
+        images=lambda wc: [PLAN.images_of(d, s) for d, s in PLAN.job_pairs(wc)],
+        labels=lambda wc: [f"results/labels/{d}/{s}.npy" for d, s in PLAN.job_pairs(wc)],
     output:
-        features=per_job_pairs("results/features/{model}/{dataset}/{split}.npy"),
-        sidecars=per_job_pairs("results/features/{model}/{dataset}/{split}.json"),
+        features=PLAN.per_job_pairs("results/features/{model}/{dataset}/{split}.npy"),
+        sidecars=PLAN.per_job_pairs("results/features/{model}/{dataset}/{split}.json"),
     log:
-        per_job_log("logs/extract_features/{model}/{dataset}.log"),
+        PLAN.per_job_log("logs/extract_features/{model}/{dataset}.log"),
     benchmark:
-        per_job_log("results/benchmarks/extract_features/{model}/{dataset}.tsv")
+        PLAN.per_job_log("results/benchmarks/extract_features/{model}/{dataset}.tsv")
     conda:
         "../envs/sslbench.yaml"
-    threads: extraction_cpus
+    threads: PLAN.extraction_cpus
     resources:
-        gpu=extraction_gpus,
+        gpu=PLAN.extraction_gpus,
         # the process, its loader workers and the job's features (memory-mapped)
-        mem_mb=mem_mb_extraction,
+        mem_mb=PLAN.mem_mb_extraction,
     params:
-        model=model_row("backbone"),
-        datasets=lambda wc: [d for d, _ in job_pairs(wc)],
-        splits=lambda wc: [s for _, s in job_pairs(wc)],
-        sources=data_sources,
+        model=PLAN.model_row("backbone"),
+        datasets=lambda wc: [d for d, _ in PLAN.job_pairs(wc)],
+        splits=lambda wc: [s for _, s in PLAN.job_pairs(wc)],
+        sources=PLAN.data_sources,
         transform=config["transform"],
         # what changes the features; device, workers, threads, channels_last and log_every
         # (config features section, read at run time) do not rerun anything

@@ -2,7 +2,7 @@
 # or a change to config figures.f2 re-renders that figure alone.
 
 
-for _name in FIGURES:
+for _name in PLAN.figures:
 
     rule:
         name:
@@ -23,7 +23,7 @@ for _name in FIGURES:
             "../envs/sslbench.yaml"
         params:
             figure=_name,
-            options=figure_options(_name),
+            options=PLAN.figure_options(_name),
             code=code("plot_figure"),
         script:
             script_path("plot_figure")

@@ -3,24 +3,24 @@
 
 rule knn_probe:
     input:
-        train=features_of("train"),
-        test=features_of("test"),
-        train_labels=labels_of("train"),
-        test_labels=labels_of("test"),
+        train=PLAN.features_of("train"),
+        test=PLAN.features_of("test"),
+        train_labels=PLAN.labels_of("train"),
+        test_labels=PLAN.labels_of("test"),
     output:
-        per_job("results/probes/knn/{model}/{dataset}.csv"),
+        PLAN.per_job("results/probes/knn/{model}/{dataset}.csv"),
     log:
-        per_job_log("logs/knn_probe/{model}/{dataset}.log"),
+        PLAN.per_job_log("logs/knn_probe/{model}/{dataset}.log"),
     benchmark:
-        per_job_log("results/benchmarks/knn_probe/{model}/{dataset}.tsv")
+        PLAN.per_job_log("results/benchmarks/knn_probe/{model}/{dataset}.tsv")
     conda:
         "../envs/sslbench.yaml"
-    threads: threads_of("knn_probe")
+    threads: PLAN.threads_of("knn_probe")
     resources:
-        mem_mb=mem_mb_features(3, 1000),
+        mem_mb=PLAN.mem_mb_features(3, 1000),
     params:
-        datasets=job_datasets,
-        num_classes=num_classes,
+        datasets=PLAN.job_datasets,
+        num_classes=PLAN.num_classes,
         k=config["knn"]["k"],
         arms=config["arms"],
         code=code("knn_probe"),
@@ -30,24 +30,24 @@ rule knn_probe:
 
 rule linear_probe:
     input:
-        train=features_of("train"),
-        test=features_of("test"),
-        train_labels=labels_of("train"),
-        test_labels=labels_of("test"),
+        train=PLAN.features_of("train"),
+        test=PLAN.features_of("test"),
+        train_labels=PLAN.labels_of("train"),
+        test_labels=PLAN.labels_of("test"),
     output:
-        per_job("results/probes/linear/{model}/{dataset}.csv"),
+        PLAN.per_job("results/probes/linear/{model}/{dataset}.csv"),
     log:
-        per_job_log("logs/linear_probe/{model}/{dataset}.log"),
+        PLAN.per_job_log("logs/linear_probe/{model}/{dataset}.log"),
     benchmark:
-        per_job_log("results/benchmarks/linear_probe/{model}/{dataset}.tsv")
+        PLAN.per_job_log("results/benchmarks/linear_probe/{model}/{dataset}.tsv")
     conda:
         "../envs/sslbench.yaml"
-    threads: threads_of("linear_probe")
+    threads: PLAN.threads_of("linear_probe")
     resources:
-        mem_mb=mem_mb_features(3, 1500),
+        mem_mb=PLAN.mem_mb_features(3, 1500),
     params:
-        datasets=job_datasets,
-        num_classes=num_classes,
+        datasets=PLAN.job_datasets,
+        num_classes=PLAN.num_classes,
         arms=config["arms"],
         linear={
             k: v
@@ -67,28 +67,28 @@ rule linear_online:
         weights=ancient("results/checkpoints/{model}.safetensors"),
         weights_sidecar="results/checkpoints/{model}.json",
         train_images=lambda wc: [
-            f"results/data/{d}/train_images.npy" for d in job_datasets(wc)
+            f"results/data/{d}/train_images.npy" for d in PLAN.job_datasets(wc)
         ],
         test_images=lambda wc: [
-            f"results/data/{d}/test_images.npy" for d in job_datasets(wc)
+            f"results/data/{d}/test_images.npy" for d in PLAN.job_datasets(wc)
         ],
-        train_labels=labels_of("train"),
-        test_labels=labels_of("test"),
+        train_labels=PLAN.labels_of("train"),
+        test_labels=PLAN.labels_of("test"),
     output:
-        per_job("results/probes/linear_online/{model}/{dataset}.csv"),
+        PLAN.per_job("results/probes/linear_online/{model}/{dataset}.csv"),
     log:
-        per_job_log("logs/linear_online/{model}/{dataset}.log"),
+        PLAN.per_job_log("logs/linear_online/{model}/{dataset}.log"),
     benchmark:
-        per_job_log("results/benchmarks/linear_online/{model}/{dataset}.tsv")
+        PLAN.per_job_log("results/benchmarks/linear_online/{model}/{dataset}.tsv")
     conda:
         "../envs/sslbench.yaml"
-    threads: threads_of("linear_online")
+    threads: PLAN.threads_of("linear_online")
     resources:
-        mem_mb=lambda wc: job_memory_mb(wc, "linear_online"),
+        mem_mb=lambda wc: PLAN.job_memory_mb(wc, "linear_online"),
     params:
-        model=model_row("backbone"),
-        datasets=job_datasets,
-        num_classes=num_classes,
+        model=PLAN.model_row("backbone"),
+        datasets=PLAN.job_datasets,
+        num_classes=PLAN.num_classes,
         arms=config["arms"],
         linear={
             k: v
@@ -107,7 +107,7 @@ rule linear_online:
 # fewshot<pct>[_seed<s>] -- or one job per model with batch_runs; resume state lives in
 # results/state (not an output). A local rule gathers each protocol's rows into the file the
 # accuracy table reads.
-if TRAINED_PROTOCOLS:
+if PLAN.trained_protocols:
 
     rule finetune:
         input:
@@ -115,35 +115,37 @@ if TRAINED_PROTOCOLS:
             # byte-identical rewrite of a > 1 MB file must not rerun anything
             weights=ancient("results/checkpoints/{model}.safetensors"),
             weights_sidecar="results/checkpoints/{model}.json",
-            train_images=images_of(ID_DATASET, "train"),
-            train_labels=f"results/labels/{ID_DATASET}/train.npy",
-            test_images=images_of(ID_DATASET, "test"),
-            test_labels=f"results/labels/{ID_DATASET}/test.npy",
-            splits=job_splits,
+            train_images=PLAN.images_of(PLAN.id_dataset, "train"),
+            train_labels=f"results/labels/{PLAN.id_dataset}/train.npy",
+            test_images=PLAN.images_of(PLAN.id_dataset, "test"),
+            test_labels=f"results/labels/{PLAN.id_dataset}/test.npy",
+            splits=PLAN.job_splits,
         output:
-            runs=per_run("results/trained/{model}/{run}/{arm}.csv"),
+            runs=PLAN.per_run("results/trained/{model}/{run}/{arm}.csv"),
             # batch_runs: the job also gathers each protocol's rows (no extra jobs)
-            gathered=gathered_outputs(),
+            gathered=PLAN.gathered_outputs(),
         log:
-            per_run("logs/finetune/{model}/{run}/{arm}.log"),
+            PLAN.per_run("logs/finetune/{model}/{run}/{arm}.log"),
         benchmark:
-            per_run("results/benchmarks/finetune/{model}/{run}/{arm}.tsv")
+            PLAN.per_run("results/benchmarks/finetune/{model}/{run}/{arm}.tsv")
         conda:
             "../envs/sslbench.yaml"
-        threads: finetune_cpus
+        threads: PLAN.finetune_cpus
         resources:
-            gpu=finetune_gpus,
-            mem_mb=mem_mb_training,
+            gpu=PLAN.finetune_gpus,
+            mem_mb=PLAN.mem_mb_training,
         params:
-            model=model_row("backbone"),
-            dataset=ID_DATASET,
-            runs=job_runs,
-            gathered=lambda wc: gathered_inputs(wc.model) if BATCH_RUNS else [],
+            model=PLAN.model_row("backbone"),
+            dataset=PLAN.id_dataset,
+            runs=PLAN.job_runs,
+            gathered=lambda wc: (
+                PLAN.gathered_inputs(wc.model) if PLAN.batch_runs else []
+            ),
             # what changes a result (precision and compile included); device, workers, gpus
             # and save_minutes are read at run time
-            recipes=job_recipes,
-            num_classes=STUDY.dataset(ID_DATASET)["num_classes"],
-            source=data_source(ID_DATASET),
+            recipes=PLAN.job_recipes,
+            num_classes=STUDY.dataset(PLAN.id_dataset)["num_classes"],
+            source=PLAN.data_source(PLAN.id_dataset),
             transform=config["transform"],
             state_dir=lambda wc: f"results/state/finetune/{wc.model}",
             code=code("finetune"),
@@ -151,17 +153,17 @@ if TRAINED_PROTOCOLS:
             script_path("finetune")
 
 
-if TRAINED_PROTOCOLS and not BATCH_RUNS:
+if PLAN.trained_protocols and not PLAN.batch_runs:
 
     rule collect_trained:
         input:
-            lambda wc: trained_outputs(wc.protocol, wc.model),
+            lambda wc: PLAN.trained_outputs(wc.protocol, wc.model),
         output:
-            f"results/probes/{{protocol}}/{{model}}/{ID_DATASET}.csv",
+            f"results/probes/{{protocol}}/{{model}}/{PLAN.id_dataset}.csv",
         log:
             "logs/collect_trained/{protocol}/{model}.log",
         wildcard_constraints:
-            protocol=keys_regex(TRAINED_PROTOCOLS),
+            protocol=keys_regex(PLAN.trained_protocols),
         localrule: True
         conda:
             "../envs/sslbench.yaml"

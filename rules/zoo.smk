@@ -10,8 +10,8 @@ localrules:
 
 rule pretrain:
     input:
-        images=f"results/data/{ID_DATASET}/train_images.npy",
-        labels=f"results/labels/{ID_DATASET}/train.npy",
+        images=f"results/data/{PLAN.id_dataset}/train_images.npy",
+        labels=f"results/labels/{PLAN.id_dataset}/train.npy",
     output:
         weights="results/checkpoints/{model}.safetensors",
         sidecar="results/checkpoints/{model}.json",
@@ -20,16 +20,16 @@ rule pretrain:
     benchmark:
         "results/benchmarks/pretrain/{model}.tsv"
     wildcard_constraints:
-        model=DEMO_MODELS_RE,
+        model=keys_regex(PLAN.demo_models),
     conda:
         "../envs/sslbench.yaml"
-    threads: threads_of("pretrain")
+    threads: PLAN.threads_of("pretrain")
     resources:
         mem_mb=3000,
     params:
-        row=model_row("pretrain"),
-        hp=pretrain_hp,
-        num_classes=STUDY.dataset(ID_DATASET)["num_classes"],
+        row=PLAN.model_row("pretrain"),
+        hp=PLAN.pretrain_hp,
+        num_classes=STUDY.dataset(PLAN.id_dataset)["num_classes"],
         code=code("pretrain"),
     script:
         script_path("pretrain")
@@ -42,7 +42,7 @@ rule download_checkpoint:
     log:
         "logs/download_checkpoint/{model}.log",
     wildcard_constraints:
-        model=CHECKPOINT_MODELS_RE,
+        model=keys_regex(PLAN.checkpoint_models),
     retries: 1
     conda:
         "../envs/sslbench.yaml"
@@ -50,7 +50,7 @@ rule download_checkpoint:
         model=lambda wc: wc.model,
         url=lambda wc: STUDY.model(wc.model)["url"],
         sha256=lambda wc: STUDY.model(wc.model)["sha256"],
-        settings=DOWNLOAD_SETTINGS,
+        settings=PLAN.download_settings,
     script:
         script_path("download_checkpoint")
 
@@ -69,7 +69,7 @@ rule convert_checkpoint:
     benchmark:
         "results/benchmarks/convert_checkpoint/{model}.tsv"
     wildcard_constraints:
-        model=CHECKPOINT_MODELS_RE,
+        model=keys_regex(PLAN.checkpoint_models),
     conda:
         "../envs/sslbench.yaml"
     threads: 1
@@ -77,7 +77,7 @@ rule convert_checkpoint:
         # a ViT-B checkpoint with optimiser state, unpickled, plus the converted copy
         mem_mb=8000,
     params:
-        spec=checkpoint_spec,
+        spec=PLAN.checkpoint_spec,
         code=code("convert_checkpoint"),
     script:
         script_path("convert_checkpoint")

@@ -1,0 +1,380 @@
+"""What the workflow runs, derived from a loaded configuration: job units, output lists,
+resources and the per-job params. Pure (no file is read; nothing runs at import): the
+Snakefile builds one :class:`Plan` (``rules/common.smk``: ``PLAN``) and the rules call its
+methods as input, params and resource functions; the tests build it from any configuration.
+"""
+
+from __future__ import annotations
+
+from snakemake.io import expand
+
+from workflow_scripts import registry
+from workflow_scripts.checkpoints import conversion_spec
+from workflow_scripts.config import Study
+
+SPLITS = list(registry.SPLITS)
+# T1 models, T2 data sets, T3 accuracies: CSV plus an HTML view for the report.
+TABLES = ["models", "datasets", "accuracy"]
+# Keys of the finetune / fewshot sections that say where and how fast a job runs, or which
+# runs exist, not what a run computes (a job's params leave them out).
+RUN_TIME_KEYS = ("device", "workers", "gpus", "save_minutes", "percents", "extra_seeds")
+# The columns of a table row that change each step's results: a job's params carry these
+# only, so descriptions, notes, published numbers and unknown extra columns reach T1/T2 alone.
+MODEL_COLUMNS = {
+    "pretrain": ("key", "method", "arch", "embedding", "seed", "steps"),
+    # extraction, fine-tuning, the online probe
+    "backbone": ("key", "method", "arch", "embedding"),
+    "table": ("key", "method", "family", "arch", "paradigm"),  # columns of T3
+}
+DATASET_COLUMNS = {
+    "generate": ("key", "generator", "variant", "n_train", "n_test", "seed"),
+    "check": ("key", "kind", "root", "variant", "num_classes", "n_train", "n_test"),
+    "table": ("key", "role", "shift_group"),  # columns of T3
+}
+# Host memory (MB) of a demo-size (< 224 px) model's job: torch plus the data set's arrays.
+DEMO_JOB_MB = 3000
+
+
+def keys_regex(keys) -> str:
+    """Wildcard constraint matching exactly ``keys`` (nothing if empty)."""
+    return "|".join(keys) if keys else "(?!x)x"
+
+
+class Plan:
+    """The study a configuration describes, as lists of jobs and their needs."""
+
+    def __init__(self, config: dict, study: Study) -> None:
+        self.config = config
+        self.study = study
+        self.models = study.model_keys
+        self.datasets = study.dataset_keys
+        self.id_dataset = study.id_dataset
+        self.arms = config["arms"]
+        protocols = config["protocols"]
+        fewshot = config["fewshot"]
+        self.frozen_protocols = [
+            p for p in protocols if registry.PROTOCOLS[p]["kind"] == "frozen"]
+        self.percents = [f"{p:g}" for p in fewshot["percents"]]
+        # trained protocols run on the in-domain set only: finetune, fewshot<pct> per size
+        self.trained_protocols = [
+            name for name in registry.protocol_names(protocols, fewshot["percents"])
+            if registry.PROTOCOLS[registry.protocol_entry(name)[0]]["kind"] == "trained"]
+        # few-shot subsets: the configured seed (the authors' 42) plus optional extra subset
+        # seeds, whose runs give a mean and sd per (model, protocol, arm)
+        self.fewshot_seeds = [fewshot["seed"], *fewshot["extra_seeds"]]
+        fewshot_runs = ([(pct, seed) for pct in self.percents for seed in self.fewshot_seeds]
+                        if "fewshot" in protocols else [])
+        # Fine-tuning runs: 'finetune' on the whole train split, 'fewshot<pct>' on the
+        # configured subset seed's subset, 'fewshot<pct>_seed<s>' on an extra seed's. Each
+        # (run, arm) is one job (one GPU queue entry with its own resume state), or with
+        # batch_runs one job per model runs them all (the demo: process start-up dominates).
+        # run name -> (protocol, percent or None, subset seed or None)
+        self.trained_runs: dict[str, tuple] = {}
+        if "finetune" in protocols:
+            self.trained_runs["finetune"] = ("finetune", None, None)
+        for pct, seed in fewshot_runs:
+            suffix = "" if seed == fewshot["seed"] else f"_seed{seed}"
+            self.trained_runs[f"fewshot{pct}{suffix}"] = (f"fewshot{pct}", pct, seed)
+        self.batch_runs = config["batch_runs"]
+        # one job per model covering all of its data sets (fewest process start-ups), or one
+        # job per (model, data set) (the unit on a GPU cluster; adding a data set recomputes
+        # nothing else)
+        self.batch_datasets = config["batch_datasets"]
+        # synthetic data sets are rendered (generate_dataset), real ones listed from their
+        # folders and checked (check_dataset); real roots are checked by that job, not here:
+        # a dry run plans the whole study before any data is on disk
+        self.synthetic = [d for d in self.datasets if study.dataset(d)["kind"] == "synthetic"]
+        self.real = [d for d in self.datasets if d not in self.synthetic]
+        # the zoo: rows pre-trained by the workflow vs downloaded checkpoints
+        self.demo_models = [m for m in self.models if study.model(m)["source"] == "demo"]
+        self.checkpoint_models = [
+            m for m in self.models if study.model(m)["source"] == "checkpoint"]
+        self.download_settings = {
+            k: config["checkpoints"][k] for k in ("retries", "backoff", "timeout")}
+        # the figures the study has something to show for (registry.FIGURES "requires")
+        self.figures = [
+            name for name, entry in registry.FIGURES.items()
+            if entry.get("requires", lambda arms, models: True)(self.arms, study.models)]
+
+    # ----------------------------------------------------------------------------------------
+    # data sets and splits
+
+    def fewshot_split_path(self, pct, seed) -> str:
+        """Subset file of the in-domain set: fewshot_{pct}.npy for the configured seed,
+        fewshot_{pct}_seed{seed}.npy for an extra seed."""
+        suffix = "" if seed == self.config["fewshot"]["seed"] else f"_seed{seed}"
+        return f"results/splits/{self.id_dataset}/fewshot_{pct}{suffix}.npy"
+
+    def images_of(self, dataset, split) -> str:
+        """A split's images: the rendered uint8 array (synthetic) or the file list the
+        integrity job wrote (real; read through workflow_scripts.datasets.loader)."""
+        if dataset in self.synthetic:
+            return f"results/data/{dataset}/{split}_images.npy"
+        return f"results/data/{dataset}/{split}_files.txt"
+
+    def data_source(self, dataset) -> dict:
+        """What a script needs to read a data set's images (workflow_scripts.sources)."""
+        row = self.study.dataset(dataset)
+        keys = ("key", "kind", "root", "variant", "num_classes")
+        return {k: row[k] for k in keys} | {"preprocessing": row["preprocessing"] or "none"}
+
+    def data_sources(self, wildcards) -> dict:
+        """data_source() of each data set of an extraction job."""
+        return {d: self.data_source(d) for d in self.job_datasets(wildcards)}
+
+    def model_fields(self, key, use) -> dict:
+        row = self.study.model(key)
+        return {column: row.get(column) for column in MODEL_COLUMNS[use]}
+
+    def dataset_fields(self, key, use) -> dict:
+        row = self.study.dataset(key)
+        return {column: row.get(column) for column in DATASET_COLUMNS[use]}
+
+    def model_row(self, use):
+        return lambda wildcards: self.model_fields(wildcards.model, use)
+
+    def dataset_row(self, use):
+        return lambda wildcards: self.dataset_fields(wildcards.dataset, use)
+
+    # ----------------------------------------------------------------------------------------
+    # per-(model, data set) jobs: extraction and the frozen probes
+
+    def per_job(self, pattern):
+        """Output pattern of a per-(model, data set) rule: with batch_datasets one job per
+        model, so {dataset} becomes the list of all data sets; else the pattern as is."""
+        if self.batch_datasets:
+            return expand(pattern, dataset=self.datasets, allow_missing=True)
+        return pattern
+
+    def per_job_log(self, pattern) -> str:
+        """Log / benchmark pattern of such a rule ({dataset} = 'all' when batched)."""
+        return pattern.replace("{dataset}", "all") if self.batch_datasets else pattern
+
+    def job_datasets(self, wildcards) -> list[str]:
+        """Data sets a per-(model, data set) job covers."""
+        return [wildcards.dataset] if hasattr(wildcards, "dataset") else self.datasets
+
+    def job_pairs(self, wildcards) -> list[tuple[str, str]]:
+        """(data set, split) pairs of a feature-extraction job, in output order."""
+        return [(d, s) for d in self.job_datasets(wildcards) for s in SPLITS]
+
+    def per_job_pairs(self, pattern) -> list[str]:
+        """Outputs of a feature-extraction job, in the order of job_pairs()."""
+        datasets = self.datasets if self.batch_datasets else ["{dataset}"]
+        return [pattern.replace("{dataset}", d).replace("{split}", s)
+                for d in datasets for s in SPLITS]
+
+    def num_classes(self, wildcards) -> list[int]:
+        return [self.study.dataset(d)["num_classes"] for d in self.job_datasets(wildcards)]
+
+    def features_of(self, split):
+        def inputs(wildcards):
+            return [f"results/features/{wildcards.model}/{d}/{split}.npy"
+                    for d in self.job_datasets(wildcards)]
+
+        return inputs
+
+    def labels_of(self, split):
+        def inputs(wildcards):
+            return [f"results/labels/{d}/{split}.npy" for d in self.job_datasets(wildcards)]
+
+        return inputs
+
+    # ----------------------------------------------------------------------------------------
+    # resources
+
+    def threads_of(self, rule) -> int:
+        """Threads of a rule's jobs (config key threads.<rule>): they set the torch / faiss
+        thread count inside the job and the CPUs a cluster job asks for."""
+        return self.config["threads"][rule]
+
+    def job_images(self, wildcards) -> int:
+        """Train + test images of the data sets a job covers (0 where the table has none)."""
+        return sum(int(self.study.dataset(d)[split] or 0)
+                   for d in self.job_datasets(wildcards) for split in ("n_train", "n_test"))
+
+    def mem_mb_features(self, copies, base_mb):
+        """Memory (MB) of a job holding ``copies`` float32 N x D feature arrays of its data
+        sets (N = train + test images, D = the model's embedding) on top of ``base_mb``."""
+
+        def mem_mb(wildcards):
+            dim = registry.ARCHS[self.study.model(wildcards.model)["arch"]]["dim"]
+            return base_mb + -(-copies * self.job_images(wildcards) * dim * 4 // 2**20)
+
+        return mem_mb
+
+    def mem_mb_extraction(self, wildcards) -> int:
+        """Memory (MB) of an extraction job: the process and its loader workers
+        (job_memory_mb) plus the job's features once (written through a memory map: its
+        dirty pages count against the job until they reach the disk)."""
+        return self.job_memory_mb(wildcards, "features") + self.mem_mb_features(1, 0)(wildcards)
+
+    def mem_mb_training(self, wildcards) -> int:
+        """Memory (MB) of a job training on images (fine-tuning); see job_memory_mb()."""
+        return self.job_memory_mb(wildcards, "finetune")
+
+    def job_memory_mb(self, wildcards, rule) -> int:
+        """Host memory (MB) of a GPU-capable job, per process (x finetune.gpus for
+        fine-tuning): the process with torch, CUDA and the model (registry.HOST_MB) plus each
+        loader worker (registry.WORKER_MB, measured, README "Cluster"); a demo model's job
+        (data set arrays in memory) DEMO_JOB_MB."""
+        arch = self.study.model(wildcards.model)["arch"]
+        section = self.config["finetune"] if rule == "finetune" else self.config["features"]
+        if registry.ARCHS[arch]["img_size"] < 224:
+            return DEMO_JOB_MB
+        per_process = registry.HOST_MB + section["workers"] * registry.WORKER_MB
+        processes = self.config["finetune"]["gpus"] if rule == "finetune" else 1
+        return processes * per_process
+
+    def gpus_for(self, device, model) -> int:
+        """GPUs of a torch job: 1 with device cuda, or with auto for the paper-size backbones
+        (224-pixel archs); the demo's tiny backbones stay on CPU slots."""
+        if device == "cpu":
+            return 0
+        arch = self.study.model(model)["arch"]
+        return int(device != "auto" or registry.ARCHS[arch]["img_size"] >= 224)
+
+    def extraction_gpus(self, wildcards) -> int:
+        return self.gpus_for(self.config["features"]["device"], wildcards.model)
+
+    def finetune_gpus(self, wildcards) -> int:
+        """GPUs of a fine-tuning job: finetune.gpus (data-parallel processes) on a GPU."""
+        gpus = self.gpus_for(self.config["finetune"]["device"], wildcards.model)
+        return gpus * self.config["finetune"]["gpus"]
+
+    def finetune_cpus(self, wildcards) -> int:
+        """CPUs of a fine-tuning job: per process the compute threads (threads.finetune) plus
+        its data-loader workers (finetune.workers), times the processes (finetune.gpus)."""
+        per_process = self.threads_of("finetune") + self.config["finetune"]["workers"]
+        return per_process * self.config["finetune"]["gpus"]
+
+    def extraction_cpus(self, wildcards) -> int:
+        """CPUs of an extraction job: compute threads plus data-loader workers."""
+        return self.config["features"]["threads"] + self.config["features"]["workers"]
+
+    # ----------------------------------------------------------------------------------------
+    # fine-tuning jobs
+
+    def per_run(self, pattern):
+        """Output / log pattern of a fine-tuning job: one (run, arm), or with batch_runs every
+        run and arm of the model (one log and benchmark per model)."""
+        if self.batch_runs:
+            if pattern.startswith(("logs/", "results/benchmarks/")):
+                return pattern.replace("{model}/{run}/{arm}", "{model}")
+            return expand(pattern, run=list(self.trained_runs), arm=self.arms,
+                          allow_missing=True)
+        return pattern
+
+    def job_runs(self, wildcards) -> list[dict]:
+        """The (run, arm) units of a fine-tuning job, in output order, as plain dicts."""
+        units = ([(r, a) for r in self.trained_runs for a in self.arms] if self.batch_runs
+                 else [(wildcards.run, wildcards.arm)])
+        return [
+            {"run": run, "arm": arm, "protocol": protocol, "subset_seed": seed,
+             "split": None if pct is None else self.fewshot_split_path(pct, seed)}
+            for run, arm in units
+            for protocol, pct, seed in [self.trained_runs[run]]
+        ]
+
+    def job_splits(self, wildcards) -> list[str]:
+        """Few-shot subset files a fine-tuning job reads (in job_runs order, no repeats)."""
+        splits = [unit["split"] for unit in self.job_runs(wildcards) if unit["split"]]
+        return list(dict.fromkeys(splits))
+
+    def job_recipes(self, wildcards) -> dict:
+        """The recipes of the protocols a fine-tuning job runs: config 'finetune' / 'fewshot'
+        without the keys that change no result (they are read at run time)."""
+        recipes = {}
+        for unit in self.job_runs(wildcards):
+            section = "fewshot" if unit["protocol"].startswith("fewshot") else "finetune"
+            recipes[unit["protocol"]] = {
+                k: v for k, v in self.config[section].items() if k not in RUN_TIME_KEYS}
+        return recipes
+
+    def trained_outputs(self, protocol, model) -> list[str]:
+        """The per-(run, arm) result files of one trained protocol of a model."""
+        return [f"results/trained/{model}/{run}/{arm}.csv"
+                for run, (p, _, _) in self.trained_runs.items() if p == protocol
+                for arm in self.arms]
+
+    def gathered_inputs(self, model) -> list[list[str]]:
+        """The per-(run, arm) files of each trained protocol of a model, in trained_protocols
+        order (what collect_trained, or a batched fine-tuning job, concatenates)."""
+        return [self.trained_outputs(p, model) for p in self.trained_protocols]
+
+    def gathered_outputs(self) -> list[str]:
+        """With batch_runs, the fine-tuning job's protocol files (the accuracy table's
+        inputs)."""
+        if not self.batch_runs:
+            return []
+        return [f"results/probes/{p}/{{model}}/{self.id_dataset}.csv"
+                for p in self.trained_protocols]
+
+    # ----------------------------------------------------------------------------------------
+    # pre-training and checkpoints
+
+    def pretrain_hp(self, wildcards) -> dict:
+        """Pre-training hyper-parameters of one model: the shared ones plus its method's."""
+        cfg = self.config["pretrain"]
+        method = self.study.model(wildcards.model)["method"]
+        hp = {k: v for k, v in cfg.items() if k != "methods"}
+        hp.update(cfg["methods"].get(method, {}))
+        hp.update(mean=self.config["transform"]["mean"], std=self.config["transform"]["std"])
+        return hp
+
+    def checkpoint_spec(self, wildcards) -> dict:
+        """What the conversion of one checkpoint row needs (its rerun trigger)."""
+        return conversion_spec(self.study.model(wildcards.model), self.config["checkpoints"])
+
+    # ----------------------------------------------------------------------------------------
+    # figures and targets
+
+    def figure_options(self, name) -> dict:
+        """Options of a registered figure: config figures.<key> over the last configured arm
+        for its arm options (BN when it runs)."""
+        entry = registry.FIGURES[name]
+        defaults = {option: self.arms[-1] for option in entry.get("arm_options", ())}
+        return defaults | self.config["figures"][entry["key"]]
+
+    def probe_results(self) -> list[str]:
+        """Every per-job result file the accuracy table collects."""
+        frozen = expand("results/probes/{protocol}/{model}/{dataset}.csv",
+                        protocol=self.frozen_protocols, model=self.models,
+                        dataset=self.datasets)
+        trained = expand("results/probes/{protocol}/{model}/{dataset}.csv",
+                         protocol=self.trained_protocols, model=self.models,
+                         dataset=self.id_dataset)
+        return frozen + trained
+
+    def stage_outputs(self) -> list[str]:
+        """Every file the tables are built from, stage by stage (data, labels, weights, cached
+        features, per-job results). They are targets of the default rule because Snakemake
+        does not rebuild a missing intermediate file while its consumers exist: a failed or
+        killed rerun deletes its outputs, and the next run would then report success over
+        stale tables. As targets, a missing one is rebuilt and whatever it changes downstream
+        reruns."""
+        features = expand("results/features/{model}/{dataset}/{split}.npy",
+                          model=self.models, dataset=self.datasets, split=SPLITS)
+        return [
+            *[self.images_of(d, s) for d in self.datasets for s in SPLITS],
+            *expand("results/labels/{dataset}/{split}.npy", dataset=self.datasets,
+                    split=SPLITS),
+            *expand("results/checkpoints/{model}.{ext}", model=self.models,
+                    ext=["safetensors", "json"]),
+            *(features if self.frozen_protocols else []),
+            *[f for p in self.trained_protocols for m in self.models
+              for f in self.trained_outputs(p, m)],
+            *self.probe_results(),
+        ]
+
+    def all_targets(self) -> list[str]:
+        return [
+            *self.stage_outputs(),
+            "results/tables/accuracy.json",
+            "results/tables/correlations.csv",
+            *expand("results/tables/{table}.{ext}", table=TABLES, ext=["csv", "html"]),
+            *[self.fewshot_split_path(pct, seed)
+              for pct in self.percents for seed in self.fewshot_seeds],
+            *expand("results/figures/{figure}.{ext}", figure=self.figures,
+                    ext=["png", "pdf"]),
+        ]
