@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workflow_scripts import precision as precisions
+from workflow_scripts import registry
 from workflow_scripts.schedules import warmup_cosine_epochs
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,8 @@ class Classifier(nn.Module):
 
     def __init__(self, backbone: nn.Module, num_classes: int, arm: str, init_std: float = 0.01):
         super().__init__()
-        if arm not in ("raw", "bn"):
-            raise ValueError(f"unknown arm '{arm}' (expected 'raw' or 'bn')")
+        if arm not in registry.ARMS:
+            raise ValueError(f"unknown arm '{arm}' (expected one of {list(registry.ARMS)})")
         self.backbone = backbone
         dim = backbone.embed_dim
         self.bn = nn.BatchNorm1d(dim) if arm == "bn" else nn.Identity()

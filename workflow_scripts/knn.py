@@ -81,10 +81,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from workflow_scripts import registry
+
 if TYPE_CHECKING:
     import torch
 
-ARMS = ("raw", "bn")
+ARMS = tuple(registry.ARMS)
 
 # faiss returns k + max(_MIN_MARGIN, k) candidates per query on the first pass.
 _MIN_MARGIN = 8

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from workflow_scripts import registry
 from workflow_scripts.schedules import warmup_cosine_epochs
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,8 @@ class HeadSpec:
     seed: int
 
     def __post_init__(self) -> None:
-        if self.arm not in ("raw", "bn"):
-            raise ValueError(f"unknown arm '{self.arm}' (expected 'raw' or 'bn')")
+        if self.arm not in registry.ARMS:
+            raise ValueError(f"unknown arm '{self.arm}' (expected one of {list(registry.ARMS)})")
 
 
 @dataclasses.dataclass
