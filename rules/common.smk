@@ -35,8 +35,8 @@ def script_path(name):
     return f"../workflow_scripts/scripts/{name}.py"
 
 
-def code(name):
-    """Hash of the package modules a step's script imports (a change reruns the step)."""
-    return code_hash(
-        os.path.join(workflow.basedir, "workflow_scripts", "scripts", f"{name}.py")
-    )
+def code(name, *modules):
+    """Hash of the package modules a step's script imports, plus ``modules`` (package modules
+    it loads by name, with their imports): a change reruns the step."""
+    script = os.path.join(workflow.basedir, "workflow_scripts", "scripts", f"{name}.py")
+    return code_hash(script, modules)

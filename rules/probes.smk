@@ -1,62 +1,41 @@
-# Frozen-feature protocols on cached features, each with its BN arm.
+# Frozen-feature protocols on cached features, each with its BN arm: one rule per registered
+# probe (registry.PROTOCOLS[...]["probe"]), run by its module's run_job().
 
 
-rule knn_probe:
-    input:
-        train=PLAN.features_of("train"),
-        test=PLAN.features_of("test"),
-        train_labels=PLAN.labels_of("train"),
-        test_labels=PLAN.labels_of("test"),
-    output:
-        PLAN.per_job("results/probes/knn/{model}/{dataset}.csv"),
-    log:
-        PLAN.per_job_log("logs/knn_probe/{model}/{dataset}.log"),
-    benchmark:
-        PLAN.per_job_log("results/benchmarks/knn_probe/{model}/{dataset}.tsv")
-    conda:
-        "../envs/sslbench.yaml"
-    threads: PLAN.threads_of("knn_probe")
-    resources:
-        mem_mb=PLAN.mem_mb_features(3, 1000),
-    params:
-        datasets=PLAN.job_datasets,
-        num_classes=PLAN.num_classes,
-        k=config["knn"]["k"],
-        arms=config["arms"],
-        code=code("knn_probe"),
-    script:
-        script_path("knn_probe")
+for _protocol, _probe in PLAN.feature_probes.items():
 
-
-rule linear_probe:
-    input:
-        train=PLAN.features_of("train"),
-        test=PLAN.features_of("test"),
-        train_labels=PLAN.labels_of("train"),
-        test_labels=PLAN.labels_of("test"),
-    output:
-        PLAN.per_job("results/probes/linear/{model}/{dataset}.csv"),
-    log:
-        PLAN.per_job_log("logs/linear_probe/{model}/{dataset}.log"),
-    benchmark:
-        PLAN.per_job_log("results/benchmarks/linear_probe/{model}/{dataset}.tsv")
-    conda:
-        "../envs/sslbench.yaml"
-    threads: PLAN.threads_of("linear_probe")
-    resources:
-        mem_mb=PLAN.mem_mb_features(3, 1500),
-    params:
-        datasets=PLAN.job_datasets,
-        num_classes=PLAN.num_classes,
-        arms=config["arms"],
-        linear={
-            k: v
-            for k, v in config["linear"].items()
-            if k not in ("report", "report_lr")
-        },
-        code=code("linear_probe"),
-    script:
-        script_path("linear_probe")
+    rule:
+        name:
+            _probe["rule"]
+        input:
+            train=PLAN.features_of("train"),
+            test=PLAN.features_of("test"),
+            train_labels=PLAN.labels_of("train"),
+            test_labels=PLAN.labels_of("test"),
+        output:
+            PLAN.per_job(f"results/probes/{_protocol}/{{model}}/{{dataset}}.csv"),
+        log:
+            PLAN.per_job_log(f"logs/{_probe['rule']}/{{model}}/{{dataset}}.log"),
+        benchmark:
+            PLAN.per_job_log(
+                f"results/benchmarks/{_probe['rule']}/{{model}}/{{dataset}}.tsv"
+            )
+        conda:
+            "../envs/sslbench.yaml"
+        threads: PLAN.threads_of(_probe["rule"])
+        resources:
+            mem_mb=PLAN.mem_mb_features(*_probe["mem_mb"]),
+        params:
+            protocol=_protocol,
+            module=_probe["module"],
+            datasets=PLAN.job_datasets,
+            num_classes=PLAN.num_classes,
+            arms=config["arms"],
+            # the config section without its run-time keys (device is read at run time)
+            settings=PLAN.probe_settings(_protocol),
+            code=code("feature_probe", _probe["module"]),
+        script:
+            script_path("feature_probe")
 
 
 # The faithful probe: augmented images through the frozen backbone every epoch (opt-in).

@@ -642,16 +642,18 @@ def evaluate_knn(train_x, train_y, test_x, test_y, *, k: int = 20, num_classes: 
 
 
 def run_job(data: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-            outputs: Sequence[str], *, model: str, num_classes: Sequence[int], k: int,
-            arms: Sequence[str], threads: int, device: str, code: str, log) -> None:
+            outputs: Sequence[str], *, model: str, num_classes: Sequence[int],
+            arms: Sequence[str], settings: dict, threads: int, code: str, log) -> None:
     """One knn_probe job: for each (data set, train x, train y, test x, test y) of ``data``
     (``features.labelled_splits``) the arms' accuracies, written to the matching ``outputs``
-    file with the job's provenance columns. ``device`` is the config's ``knn.device`` (a
-    run-time key): "cpu" runs faiss without importing torch, "auto" is CUDA when visible."""
+    file with the job's provenance columns. ``settings``: config section ``knn`` (``k``;
+    ``device``, a run-time key: "cpu" runs faiss without importing torch, "auto" is CUDA
+    when visible)."""
     import pandas as pd
 
     from workflow_scripts.io import save_csv
 
+    k, device = settings["k"], settings["device"]
     if device != "cpu":
         from workflow_scripts.features import resolve_device
 

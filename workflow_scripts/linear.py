@@ -396,16 +396,22 @@ def head_grid(arms, cfg: dict) -> list[HeadSpec]:
             for seed in cfg["seeds"]]
 
 
-def run_job(data, outputs, *, model: str, num_classes, arms, cfg: dict,
-            device: torch.device, code: str, log: logging.Logger) -> None:
+def run_job(data, outputs, *, model: str, num_classes, arms, settings: dict, threads: int,
+            code: str, log: logging.Logger) -> None:
     """One linear_probe job: for each (data set, train x, train y, test x, test y) of ``data``
-    (``features.labelled_splits``) all heads of ``head_grid(arms, cfg)`` trained on
-    ``device``, their rows written to the matching ``outputs`` file with the job's provenance
-    columns."""
+    (``features.labelled_splits``) all heads of ``head_grid(arms, settings)`` trained on
+    ``settings["device"]`` (config section ``linear``; ``auto`` = CUDA when visible) with
+    ``threads`` torch threads, their rows written to the matching ``outputs`` file with the
+    job's provenance columns."""
     import pandas as pd
 
+    from workflow_scripts.features import resolve_device
     from workflow_scripts.io import save_csv
 
+    torch.set_num_threads(max(1, int(threads)))
+    cfg = settings
+    device = resolve_device(settings["device"], "linear.device")
+    log.info("linear heads train on %s", device)
     heads, recipe = head_grid(arms, cfg), Recipe.from_config(cfg)
     for (dataset, xtr, ytr, xte, yte), classes, out in zip(data, num_classes, outputs, strict=True):
         results, _ = train_heads(xtr, ytr, xte, yte, classes, heads, recipe, device=device)

@@ -91,6 +91,9 @@ class Plan:
             m for m in self.models if study.model(m)["source"] == "checkpoint"]
         self.download_settings = {
             k: config["checkpoints"][k] for k in ("retries", "backoff", "timeout")}
+        # probes on cached features: one generated rule each (rules/probes.smk)
+        self.feature_probes = {
+            name: entry["probe"] for name, entry in registry.PROTOCOLS.items() if "probe" in entry}
         # the figures the study has something to show for (registry.FIGURES "requires")
         self.figures = [
             name for name, entry in registry.FIGURES.items()
@@ -163,6 +166,12 @@ class Plan:
         datasets = self.datasets if self.batch_datasets else ["{dataset}"]
         return [pattern.replace("{dataset}", d).replace("{split}", s)
                 for d in datasets for s in SPLITS]
+
+    def probe_settings(self, protocol) -> dict:
+        """A feature probe's params: its config section without the keys that change no row
+        (registry.PROBE_RUN_TIME_KEYS), sorted (Snakemake compares params in key order)."""
+        section = self.config[protocol]
+        return {k: section[k] for k in sorted(section) if k not in registry.PROBE_RUN_TIME_KEYS}
 
     def num_classes(self, wildcards) -> list[int]:
         return [self.study.dataset(d)["num_classes"] for d in self.job_datasets(wildcards)]

@@ -39,10 +39,17 @@ def _imports(path: Path) -> set[str]:
 
 
 @lru_cache(maxsize=None)
-def module_closure(script: str) -> tuple[str, ...]:
-    """Package files reachable by imports from ``script`` (relative paths, sorted)."""
-    seen: set[Path] = set()
-    todo = [Path(script).resolve()]
+def module_closure(script: str, modules: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Package files reachable by imports from ``script`` and the package ``modules`` it
+    loads by name (``"knn"`` = workflow_scripts/knn.py; included), relative paths, sorted."""
+    loaded = []
+    for name in modules:
+        target = _module_file(f"{PACKAGE}.{name}")
+        if target is None:
+            raise ValueError(f"no package module '{PACKAGE}.{name}' (loaded by {script})")
+        loaded.append(target)
+    seen: set[Path] = set(loaded)
+    todo = [Path(script).resolve(), *loaded]
     while todo:
         path = todo.pop()
         for name in _imports(path):
@@ -132,10 +139,11 @@ def _entries(source: str, filename: str, names: set[str]) -> str:
 
 
 @lru_cache(maxsize=None)
-def code_hash(script: str) -> str:
+def code_hash(script: str, modules: tuple[str, ...] = ()) -> str:
     """sha256 (first 16 hex digits) over the behaviour (:func:`behaviour`) of the package
-    modules ``script`` imports; of the registry, only the entries they use."""
-    closure = module_closure(script)
+    modules ``script`` imports and ``modules`` it loads by name (:func:`module_closure`); of
+    the registry, only the entries they use."""
+    closure = module_closure(script, tuple(modules))
     used = _registry_names([script, *(ROOT / rel for rel in closure if rel != REGISTRY)])
     digest = hashlib.sha256()
     for rel in closure:

@@ -65,9 +65,18 @@ SPLITS = ("train", "test")
 # in-domain set. rows: how the accuracy table reduces a protocol's per-job rows
 # (workflow_scripts.results.REDUCERS). per_percent: one protocol per few-shot subset size,
 # named <name><pct> (fewshot10, fewshot1), ordered by decreasing size; label takes {pct}.
+# probe: a probe on cached features, whose rule rules/probes.smk generates: rule name, the
+# package module whose run_job() computes it (settings = config section <protocol>), the job's
+# memory as (feature-array copies, MB on top). The other protocols have their own rules.
 PROTOCOLS: dict[str, dict] = {
-    "knn": {"kind": "frozen", "label": "kNN", "rows": "single"},
-    "linear": {"kind": "frozen", "label": "linear", "rows": "linear_heads"},
+    "knn": {
+        "kind": "frozen", "label": "kNN", "rows": "single",
+        "probe": {"rule": "knn_probe", "module": "knn", "mem_mb": (3, 1000)},
+    },
+    "linear": {
+        "kind": "frozen", "label": "linear", "rows": "linear_heads",
+        "probe": {"rule": "linear_probe", "module": "linear", "mem_mb": (3, 1500)},
+    },
     "linear_online": {"kind": "frozen", "label": "linear (online)", "rows": "linear_heads"},
     "finetune": {"kind": "trained", "label": "fine-tune", "rows": "subset_seeds"},
     "fewshot": {
@@ -75,6 +84,10 @@ PROTOCOLS: dict[str, dict] = {
         "per_percent": True,
     },
 }
+
+# Keys of a probe's config section that do not change its rows (where it runs; what the
+# accuracy table reports): left out of the job's params.
+PROBE_RUN_TIME_KEYS = ("device", "report", "report_lr")
 
 # Feature arms, in order: the features as extracted, and after a parameter-free BatchNorm
 # (per-dimension standardisation with train-split statistics). label: suffix in figure labels.

@@ -82,7 +82,7 @@ def copies(smoke_run, tmp_path_factory):
 # The helper modules and, by hand from their import statements, the rules whose scripts import
 # them (directly or through another package module).
 HELPERS = {
-    # imported only by scripts/knn_probe.py
+    # loaded by name by scripts/feature_probe.py for knn_probe only
     "workflow_scripts/knn.py": ("knn_probe",),
     # imported by linear.py (linear_probe, and online_probe.py -> linear_online) and by
     # finetune.py (finetune)

@@ -121,8 +121,8 @@ def test_knn_job_writes_each_data_set_with_its_provenance(tmp_path):
     data = features.labelled_splits("m", ["a", "b"], paths["train"], paths["train_labels"],
                                     paths["test"], paths["test_labels"])
     outs = [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
-    knn.run_job(data, outs, model="m", num_classes=[4, 6], k=5, arms=["raw", "bn"], threads=1,
-                device="cpu", code="c0de", log=LOG)
+    knn.run_job(data, outs, model="m", num_classes=[4, 6], arms=["raw", "bn"],
+                settings={"k": 5, "device": "cpu"}, threads=1, code="c0de", log=LOG)
     for dataset, classes, out in zip(["a", "b"], [4, 6], outs, strict=True):
         xtr, ytr, xte, yte = arrays[dataset]
         expected = pd.DataFrame(knn.evaluate_knn(xtr, ytr, xte, yte, k=5, num_classes=classes,
@@ -130,8 +130,8 @@ def test_knn_job_writes_each_data_set_with_its_provenance(tmp_path):
             model="m", dataset=dataset, protocol="knn", code_version="c0de", device="cpu")
         pd.testing.assert_frame_equal(pd.read_csv(out), expected, check_dtype=False)
     with pytest.raises(ValueError):  # one output file per data set
-        knn.run_job(iter([("a", *arrays["a"])]), [], model="m", num_classes=[4], k=5,
-                    arms=["raw"], threads=1, device="cpu", code="c", log=LOG)
+        knn.run_job(iter([("a", *arrays["a"])]), [], model="m", num_classes=[4], arms=["raw"],
+                    settings={"k": 5, "device": "cpu"}, threads=1, code="c", log=LOG)
 
 
 def test_linear_job_trains_the_head_grid_per_data_set(tmp_path):
@@ -146,8 +146,8 @@ def test_linear_job_trains_the_head_grid_per_data_set(tmp_path):
     data = features.labelled_splits("m", ["a", "b"], paths["train"], paths["train_labels"],
                                     paths["test"], paths["test_labels"])
     outs = [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
-    linear.run_job(data, outs, model="m", num_classes=[4, 6], arms=["raw", "bn"], cfg=cfg,
-                   device=torch.device("cpu"), code="c0de", log=LOG)
+    linear.run_job(data, outs, model="m", num_classes=[4, 6], arms=["raw", "bn"],
+                   settings={**cfg, "device": "cpu"}, threads=1, code="c0de", log=LOG)
     for dataset, classes, out in zip(["a", "b"], [4, 6], outs, strict=True):
         results, _ = linear.train_heads(*arrays[dataset], classes, heads,
                                         linear.Recipe.from_config(cfg))

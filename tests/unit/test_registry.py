@@ -131,3 +131,22 @@ def test_registry_entries_are_hashed_per_use(tmp_path, monkeypatch):
     assert hashes() == before
     provenance.code_hash.cache_clear()
     provenance.module_closure.cache_clear()
+
+
+def test_feature_probes_share_one_interface():
+    """A registered feature probe is a module with run_job(data, outputs, *, model,
+    num_classes, arms, settings, threads, code, log), a config section and a threads key."""
+    import importlib
+    import inspect
+
+    probes = {n: e["probe"] for n, e in registry.PROTOCOLS.items() if "probe" in e}
+    assert set(probes) == {"knn", "linear"}
+    for name, probe in probes.items():
+        run_job = importlib.import_module(f"workflow_scripts.{probe['module']}").run_job
+        keywords = [p.name for p in inspect.signature(run_job).parameters.values()
+                    if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        assert keywords == ["model", "num_classes", "arms", "settings", "threads", "code", "log"]
+        assert name in SCHEMA["properties"], name
+        assert probe["rule"] in SCHEMA["properties"]["threads"]["properties"], name
+        copies, base_mb = probe["mem_mb"]
+        assert copies >= 1 and base_mb > 0

@@ -61,11 +61,14 @@ def test_accuracy_table_rejects_unknown_and_duplicates():
 
 def test_code_hash_follows_package_imports(tmp_path, monkeypatch):
     scripts = provenance.ROOT / "workflow_scripts" / "scripts"
-    closure = provenance.module_closure(str(scripts / "linear_probe.py"))
+    # the feature-probe script loads its module by name (rule param 'module')
+    closure = provenance.module_closure(str(scripts / "feature_probe.py"), ("linear",))
     assert "workflow_scripts/linear.py" in closure and "workflow_scripts/schedules.py" in closure
     assert "workflow_scripts/knn.py" not in closure
-    knn = provenance.module_closure(str(scripts / "knn_probe.py"))
+    knn = provenance.module_closure(str(scripts / "feature_probe.py"), ("knn",))
     assert "workflow_scripts/knn.py" in knn and "workflow_scripts/linear.py" not in knn
+    with pytest.raises(ValueError, match="no package module 'workflow_scripts.svm'"):
+        provenance.module_closure(str(scripts / "feature_probe.py"), ("svm",))
     pre = provenance.module_closure(str(scripts / "pretrain.py"))
     assert {"workflow_scripts/pretrain/mae.py", "workflow_scripts/augment.py"} <= set(pre)
 
