@@ -43,7 +43,7 @@ rule correlations:
     conda:
         "../envs/sslbench.yaml"
     params:
-        analysis=config["analysis"],
+        analysis=PLAN.section("analysis"),
         code=code("correlations"),
     script:
         script_path("correlations")

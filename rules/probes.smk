@@ -69,12 +69,9 @@ rule linear_online:
         datasets=PLAN.job_datasets,
         num_classes=PLAN.num_classes,
         arms=config["arms"],
-        linear={
-            k: v
-            for k, v in config["linear"].items()
-            if k not in ("report", "report_lr")
-        },
-        online=config["linear_online"],
+        # the linear recipe without its run-time keys (the online probe runs on the CPU)
+        linear=PLAN.section("linear", leave_out=registry.PROBE_RUN_TIME_KEYS),
+        online=PLAN.section("linear_online"),
         mean=config["transform"]["mean"],
         std=config["transform"]["std"],
         code=code("linear_online"),
@@ -125,7 +122,7 @@ if PLAN.trained_protocols:
             recipes=PLAN.job_recipes,
             num_classes=STUDY.dataset(PLAN.id_dataset)["num_classes"],
             source=PLAN.data_source(PLAN.id_dataset),
-            transform=config["transform"],
+            transform=PLAN.section("transform"),
             state_dir=lambda wc: f"results/state/finetune/{wc.model}",
             code=code("finetune"),
         script:

@@ -35,6 +35,16 @@ DATASET_COLUMNS = {
 DEMO_JOB_MB = 3000
 
 
+def canonical(value):
+    """``value`` with every mapping's keys sorted, recursively: Snakemake compares params by
+    their repr, so a configuration whose keys are merely reordered must give the same params."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return type(value)(canonical(item) for item in value)
+    return value
+
+
 def keys_regex(keys) -> str:
     """Wildcard constraint matching exactly ``keys`` (nothing if empty)."""
     return "|".join(keys) if keys else "(?!x)x"
@@ -171,7 +181,13 @@ class Plan:
         """A feature probe's params: its config section without the keys that change no row
         (registry.PROBE_RUN_TIME_KEYS), sorted (Snakemake compares params in key order)."""
         section = self.config[protocol]
-        return {k: section[k] for k in sorted(section) if k not in registry.PROBE_RUN_TIME_KEYS}
+        return canonical(
+            {k: v for k, v in section.items() if k not in registry.PROBE_RUN_TIME_KEYS})
+
+    def section(self, name, leave_out=()) -> dict:
+        """A config section as a param: keys sorted (:func:`canonical`), ``leave_out`` keys
+        (those that change no result) left out."""
+        return canonical({k: v for k, v in self.config[name].items() if k not in leave_out})
 
     def num_classes(self, wildcards) -> list[int]:
         return [self.study.dataset(d)["num_classes"] for d in self.job_datasets(wildcards)]
@@ -298,7 +314,7 @@ class Plan:
             section = "fewshot" if unit["protocol"].startswith("fewshot") else "finetune"
             recipes[unit["protocol"]] = {
                 k: v for k, v in self.config[section].items() if k not in RUN_TIME_KEYS}
-        return recipes
+        return canonical(recipes)
 
     def trained_outputs(self, protocol, model) -> list[str]:
         """The per-(run, arm) result files of one trained protocol of a model."""
@@ -329,7 +345,7 @@ class Plan:
         hp = {k: v for k, v in cfg.items() if k != "methods"}
         hp.update(cfg["methods"].get(method, {}))
         hp.update(mean=self.config["transform"]["mean"], std=self.config["transform"]["std"])
-        return hp
+        return canonical(hp)
 
     def checkpoint_spec(self, wildcards) -> dict:
         """What the conversion of one checkpoint row needs (its rerun trigger)."""
@@ -343,7 +359,7 @@ class Plan:
         for its arm options (BN when it runs)."""
         entry = registry.FIGURES[name]
         defaults = {option: self.arms[-1] for option in entry.get("arm_options", ())}
-        return defaults | self.config["figures"][entry["key"]]
+        return canonical(defaults | self.config["figures"][entry["key"]])
 
     def probe_results(self) -> list[str]:
         """Every per-job result file the accuracy table collects."""

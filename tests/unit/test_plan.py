@@ -128,3 +128,25 @@ def test_pretrain_hp_merges_the_method_section():
     assert "methods" not in hp
     assert hp["mask_ratio"] == plan.config["pretrain"]["methods"]["mae"]["mask_ratio"]
     assert hp["mean"] == plan.config["transform"]["mean"]
+
+
+def test_reordered_config_keys_give_the_same_params():
+    """Snakemake compares params by repr: reordering a configuration's keys must not rerun."""
+    plan = _plan("config")
+    config = {}
+    for key in reversed(list(plan.config)):  # every mapping's keys in reverse order
+        value = plan.config[key]
+        config[key] = dict(reversed(list(value.items()))) if isinstance(value, dict) else value
+    config["pretrain"]["methods"] = {
+        m: dict(reversed(list(hp.items()))) for m, hp in plan.config["pretrain"]["methods"].items()}
+    other = Plan(config, plan.study)
+    mae = next(m for m in plan.demo_models if plan.study.model(m)["method"] == "mae")
+    wc = SimpleNamespace(model=mae, run="finetune", arm="raw")
+    assert list(config["pretrain"]) != list(plan.config["pretrain"])
+    for method in ("pretrain_hp", "job_recipes"):
+        assert repr(getattr(other, method)(wc)) == repr(getattr(plan, method)(wc)), method
+    for section in ("transform", "analysis", "linear_online"):
+        assert repr(other.section(section)) == repr(plan.section(section))
+    assert repr(other.probe_settings("linear")) == repr(plan.probe_settings("linear"))
+    assert repr(other.figure_options("f3_scatter")) == repr(plan.figure_options("f3_scatter"))
+    assert "device" not in plan.probe_settings("linear") and "report" not in plan.probe_settings("linear")
