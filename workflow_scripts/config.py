@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 from workflow_scripts import registry
+from workflow_scripts.schema import fill_defaults, resolve, schema_defaults, schema_node  # noqa: F401
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "config" / "schemas"
 
@@ -60,15 +61,6 @@ def _where(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
-def _resolve(schema: dict, node: dict) -> dict:
-    ref = node.get("$ref")
-    if ref and ref.startswith("#/"):
-        for part in ref[2:].split("/"):
-            schema = schema[part]
-        return schema
-    return node
-
-
 def coerce_cli_values(config: Any, node: dict, root: dict) -> Any:
     """Turn strings that came from ``snakemake --config key=value`` into the schema's type.
 
@@ -76,7 +68,7 @@ def coerce_cli_values(config: Any, node: dict, root: dict) -> Any:
     strings; a string where the schema wants a number, boolean or null is parsed as YAML and
     kept when the result has a wanted type (otherwise validation reports it).
     """
-    node = _resolve(root, node)
+    node = resolve(root, node)
     if isinstance(config, dict):
         props = node.get("properties", {})
         extra = node.get("additionalProperties")
@@ -99,21 +91,6 @@ def coerce_cli_values(config: Any, node: dict, root: dict) -> Any:
             if kind in wanted or (kind == "integer" and "number" in wanted):
                 return value
     return config
-
-
-def fill_defaults(config: dict, node: dict, root: dict) -> None:
-    """Set every optional key the configuration leaves out to its schema ``default`` (the one
-    place defaults live), recursing into the sections present (what
-    ``snakemake.utils.validate(..., set_default=True)`` does)."""
-    import copy
-
-    node = _resolve(root, node)
-    for key, prop in node.get("properties", {}).items():
-        prop = _resolve(root, prop)
-        if key not in config and "default" in prop:
-            config[key] = copy.deepcopy(prop["default"])
-        if isinstance(config.get(key), dict) and "properties" in prop:
-            fill_defaults(config[key], prop, root)
 
 
 def validate_config(config: dict) -> None:
@@ -370,11 +347,7 @@ def load_study(config: dict, basedir: str | Path) -> Study:
     schema = load_schema("config")
     config.update(coerce_cli_values(config, schema, schema))
     validate_config(config)
-    fill_defaults(config, schema, schema)  # optional keys: their schema 'default'
-
-    from workflow_scripts.checkpoints import settings
-
-    config["checkpoints"] = settings(config)  # the optional section, defaults filled in
+    fill_defaults(config, schema, schema)  # every key left out: its schema 'default'
     models_path = resolve_path(config["models_table"], basedir)
     datasets_path = resolve_path(config["datasets_table"], basedir)
     models = read_table(models_path, "models", "models")
@@ -475,3 +448,109 @@ def check_plan(config: dict, models: pd.DataFrame, datasets: pd.DataFrame) -> No
                     f"protocol name 'fewshot{name}'; use distinct values"
                 )
             names[name] = percent
+
+
+# --------------------------------------------------------------------------------------------
+# config/README.md's key table, generated from the schema: `python -m workflow_scripts.config`
+
+README = Path(__file__).resolve().parent.parent / "config" / "README.md"
+TABLE_BEGIN = ("<!-- key table: generated from config/schemas/config.schema.yaml by "
+               "`python -m workflow_scripts.config`; edit the schema, not this table -->")
+TABLE_END = "<!-- end of the generated key table -->"
+_PLURAL = {"int": "ints", "number": "numbers", "bool": "bools", "string": "strings"}
+
+
+def schema_keys(node: dict | None = None, root: dict | None = None, path: tuple = ()):
+    """(dotted path as a tuple, resolved schema, required) of every configuration key, sections
+    before their keys, in schema order."""
+    root = root or load_schema("config")
+    node = resolve(root, node or root)
+    for key, prop in node.get("properties", {}).items():
+        prop = resolve(root, prop)
+        yield (*path, key), prop, key in node.get("required", [])
+        yield from schema_keys(prop, root, (*path, key))
+
+
+def _type_text(node: dict) -> str:
+    if "const" in node:
+        return f"`{node['const']}`"
+    if "enum" in node:
+        return ", ".join("`null`" if v is None else f"`{v}`" for v in node["enum"])
+    if "oneOf" in node:
+        return " or ".join(_type_text(alt) for alt in node["oneOf"])
+    names = {"integer": "int", "number": "number", "boolean": "bool", "string": "string",
+             "object": "mapping", "null": "null"}
+    parts = []
+    for kind in _types(node) if "type" in node else ["string"]:
+        if kind == "array":
+            item = _type_text(node.get("items", {}))
+            parts.append(f"list of {_PLURAL.get(item, item)}")
+        else:
+            parts.append(names[kind])
+    return " or ".join(parts)
+
+
+def _default_text(node: dict, required: bool) -> str:
+    if "default" not in node:
+        return "required" if required else "--"
+    text = yaml.safe_dump(node["default"], default_flow_style=True, width=10**6)
+    return f"`{text.removesuffix(chr(10)).removesuffix('...').strip()}`"
+
+
+def _key_text(paths: list[tuple], position: int, root: dict) -> str:
+    """The key cell of a row of equal keys that differ at ``position``: ``*`` there when they
+    are all the entries of that section, else every key."""
+    keys = [".".join(p) for p in paths]
+    if len(paths) > 1:
+        parent = paths[0][:position]
+        siblings = list(schema_node(".".join(parent)).get("properties", {}))
+        if sorted(p[position] for p in paths) == sorted(siblings) and len(siblings) > 2:
+            star = [*paths[0][:position], "*", *paths[0][position + 1:]]
+            return f"`{'.'.join(star)}`"
+    return ", ".join(f"`{k}`" for k in keys)
+
+
+def key_rows() -> list[tuple[str, str, str, str]]:
+    """(keys, type, default, meaning) per row of the key table: one row per key, keys with an
+    identical schema that differ in one path component (e.g. the same option of every figure)
+    sharing a row."""
+    import json
+
+    root = load_schema("config")
+    keys = list(schema_keys(root=root))
+    signature = [json.dumps(node, sort_keys=True) for _, node, _ in keys]
+    done: set[int] = set()
+    rows = []
+    for i, (path, node, required) in enumerate(keys):
+        if i in done:
+            continue
+        best, position = [i], 0
+        for pos in range(len(path)):
+            group = [j for j, (other, _, req) in enumerate(keys) if j not in done
+                     and len(other) == len(path) and signature[j] == signature[i]
+                     and req == required
+                     and all(a == b for k, (a, b) in enumerate(zip(other, path)) if k != pos)]
+            if len(group) > len(best):
+                best, position = group, pos
+        done.update(best)
+        rows.append((_key_text([keys[j][0] for j in best], position, root), _type_text(node),
+                     _default_text(node, required),
+                     " ".join(node.get("description", "").split()).replace("|", "\\|")))
+    return rows
+
+
+def key_table() -> str:
+    """config/README.md's key table (markdown) between its markers."""
+    lines = [TABLE_BEGIN, "", "| key | type | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in key_rows()]
+    return "\n".join([*lines, "", TABLE_END])
+
+
+def readme_with_table(text: str) -> str:
+    """``text`` (config/README.md) with its key table replaced by the generated one."""
+    start, end = text.index(TABLE_BEGIN), text.index(TABLE_END) + len(TABLE_END)
+    return text[:start] + key_table() + text[end:]
+
+
+if __name__ == "__main__":  # rewrite config/README.md's key table from the schema
+    README.write_text(readme_with_table(README.read_text()))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from workflow_scripts.io import save_json
+from workflow_scripts.schema import schema_defaults
 
 # torch is imported inside the functions that need it: the probes on cached features import
 # this module for load_features, and a kNN job should not pay torch's import (seconds).
@@ -170,7 +171,7 @@ def split_batches(images_path: str | Path, source: dict, spec: dict, options: di
         images = np.load(images_path, allow_pickle=False, mmap_mode="r")
         return array_batches(images, spec, batch_size), len(images)
     return image_batches(images_path, source["kind"], source["root"], source.get("preprocessing"),
-                         spec, batch_size, options.get("workers", 0),
+                         spec, batch_size, options["workers"],
                          pin_memory=device.type == "cuda")
 
 
@@ -179,19 +180,20 @@ def extract_split_to(path: str | Path, backbone: torch.nn.Module, images_path: s
                      label: str = "") -> tuple[int, int]:
     """Features of one split written to the ``.npy`` at ``path``: into a memory-mapped
     temporary file next to it, renamed onto ``path`` once complete (``io.atomic_path``);
-    ``options`` is the configuration's ``features`` section. Returns (N, D)."""
+    ``options`` is the configuration's ``features`` section (a key left out: its schema
+    default). Returns (N, D)."""
     from workflow_scripts.io import atomic_path
 
-    device = resolve_device(options.get("device", "cpu"))
+    options = schema_defaults("features") | options
+    device = resolve_device(options["device"])
     batches, total = split_batches(images_path, source, spec, options, device)
     dim = backbone.embed_dim
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=options["dtype"], shape=(total, dim))
         try:
             extract(backbone, batches, total, spec=spec, device=device,
-                    precision=options.get("precision", "fp32"),
-                    channels_last=options.get("channels_last", False),
-                    log_every=options.get("log_every", 60.0), label=label, out=out,
+                    precision=options["precision"], channels_last=options["channels_last"],
+                    log_every=options["log_every"], label=label, out=out,
                     dtype=options["dtype"], where=where)
             out.flush()
         finally:

@@ -6,8 +6,24 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SMOKE = ROOT / "tests" / "integration" / "smoke.yaml"
+DEMO = ROOT / "config" / "config.yaml"
+SMOKE = ROOT / "tests" / "integration" / "smoke.yaml"  # an overlay of DEMO
+# The smoke configuration as Snakemake gets it: --configfile files merge in order, nested
+# mappings key by key. The Snakefile's own configfile (config/config.yaml) is looked up in the
+# --directory, so the demo file is named explicitly.
+SMOKE_FILES = (str(DEMO), str(SMOKE))
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def smoke_config() -> dict:
+    """The smoke configuration as one mapping (the demo with smoke.yaml merged over it, as
+    Snakemake merges them), e.g. to write an edited copy for a test's own --configfile."""
+    import yaml
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load(DEMO.read_text())
+    update_config(config, yaml.safe_load(SMOKE.read_text()))
+    return config
 
 
 def snakemake(workdir, *args, check=True, snakefile=None, timeout=900, prefix=()):
@@ -16,7 +32,7 @@ def snakemake(workdir, *args, check=True, snakefile=None, timeout=900, prefix=()
     Targets and options come first: --configfile and --config swallow the words after them.
     ``prefix`` goes before the interpreter (e.g. ``timeout -s INT``).
     """
-    configfile = [] if "--configfile" in args else ["--configfile", str(SMOKE)]
+    configfile = [] if "--configfile" in args else ["--configfile", *SMOKE_FILES]
     snakefile = Path(snakefile or ROOT / "Snakefile")
     cmd = [*prefix, *SNAKEMAKE, "-s", str(snakefile), "--directory", str(workdir), *args,
            *configfile]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from snakerun import ROOT, SMOKE, SNAKEMAKE, copy_workdir, planned_jobs, snakemake
+from snakerun import ROOT, SMOKE_FILES, SNAKEMAKE, copy_workdir, planned_jobs, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def _results(workdir: Path) -> dict[str, bytes]:
 
 def _start(workdir, *args):
     cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-           *args, "--configfile", str(SMOKE)]
+           *args, "--configfile", *SMOKE_FILES]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 

@@ -19,10 +19,10 @@ import torch
 import yaml
 from PIL import Image
 
+from snakerun import smoke_config
 from tests import dataset_layouts as layouts
 
 ROOT = Path(__file__).resolve().parents[2]
-SMOKE = ROOT / "tests" / "integration" / "smoke.yaml"
 REAL = ["imagenet", "inaturalist", "cub", "pascal", "cifar100", "domainnet_sketch"]
 PAPER_TRANSFORM = {"resize": 256, "crop": 224, "interpolation": "bilinear",
                    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -54,7 +54,7 @@ def write_setup(base: Path, truth: dict, edit_rows=None) -> Path:
     models = (ROOT / "tests" / "integration" / "models_smoke.tsv").read_text().splitlines()
     (base / "models.tsv").write_text("\n".join([models[0], next(
         line for line in models if line.startswith("random_resnet\t"))]) + "\n")
-    config = yaml.safe_load(SMOKE.read_text())
+    config = smoke_config()
     config.update(models_table=str(base / "models.tsv"), datasets_table=str(base / "datasets.tsv"),
                   data_root=str(base / "data"), allow_subsets=["pascal", "cifar100"],
                   protocols=["knn"], batch_datasets=True, transform=PAPER_TRANSFORM)

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from snakerun import smoke_config
 
 ROOT = Path(__file__).resolve().parents[2]
-SMOKE = ROOT / "tests" / "integration" / "smoke.yaml"
 MODEL = "mae_vit"  # a ViT: drop-path and the augmentation draw random numbers every step
 TARGET = f"results/probes/finetune/{MODEL}/shapes.csv"
 STATE = f"results/state/finetune/{MODEL}/finetune_raw.pt"
@@ -35,7 +35,7 @@ def _run(workdir, configfile, *args):
 
 
 def test_killed_finetune_job_resumes_and_equals_an_uninterrupted_run(tmp_path):
-    config = yaml.safe_load(SMOKE.read_text())
+    config = smoke_config()
     config.update(models=[MODEL], datasets=["shapes", "count"], protocols=["finetune"], arms=["raw"])
     config["analysis"]["min_models"] = 1  # one model on purpose
     config["finetune"].update(epochs=6, batch_size=100)

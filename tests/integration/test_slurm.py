@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snakerun import ROOT, copy_workdir, planned_jobs, snakemake
+from snakerun import ROOT, copy_workdir, planned_jobs, smoke_config, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +133,7 @@ def test_the_time_limit_signal_saves_the_state_and_the_retry_resumes(slurm_run, 
     import yaml
 
     workdir = copy_workdir(slurm_run[0], tmp_path / "work")  # data and checkpoints exist
-    config = yaml.safe_load((ROOT / "tests/integration/smoke.yaml").read_text())
+    config = smoke_config()
     config.update(models=["mae_vit"], protocols=["finetune"], arms=["raw"], batch_runs=False)
     config["analysis"]["min_models"] = 1
     config["finetune"].update(epochs=1000, batch_size=100, save_minutes=60)

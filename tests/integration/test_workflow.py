@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snakerun import SMOKE, planned_jobs, snakemake
+from snakerun import SMOKE, SMOKE_FILES, planned_jobs, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +97,7 @@ def test_knn_accuracy_equals_scikit_learn_on_the_cache(run):
 def override(workdir, text):
     path = workdir / "override.yaml"
     path.write_text(text)
-    return ["--configfile", str(SMOKE), str(path)]
+    return ["--configfile", *SMOKE_FILES, str(path)]
 
 
 def test_rerun_is_a_no_op_and_one_figure_rerenders_alone(run):

@@ -29,6 +29,8 @@ from checkpoint_layouts import (  # noqa: E402
     write,
 )
 
+from snakerun import smoke_config  # noqa: E402
+
 from workflow_scripts.backbones import load_backbone  # noqa: E402
 
 
@@ -38,7 +40,6 @@ def _sha256(path) -> str:
 
 
 ROOT = Path(__file__).resolve().parents[2]
-SMOKE = ROOT / "tests" / "integration" / "smoke.yaml"
 FAMILY = {"resnet10_tiny": "resnet", "resnet50": "resnet", "vit_tiny_p8": "vit",
           "vit_base_patch16_224": "vit", "beitv2_base_patch16_224": "vit"}
 
@@ -135,7 +136,7 @@ def zoo(tmp_path_factory):
                   "sha256 trusted note").replace(" ", "\t")
         table = base / "models.tsv"
         table.write_text("\n".join([header, *rows]) + "\n")
-        config = yaml.safe_load(SMOKE.read_text())
+        config = smoke_config()
         config["models_table"] = str(table)
         config["checkpoints"] = {"retries": 1, "backoff": 0.05, "timeout": 20}
         configfile = base / "config.yaml"
@@ -293,7 +294,7 @@ def test_unexpected_backbone_key_is_listed(zoo):
 
 
 def test_paper_zoo_plans_download_and_conversion_for_all_26(tmp_path):
-    config = yaml.safe_load(SMOKE.read_text())
+    config = smoke_config()
     config["models_table"] = str(ROOT / "config" / "models_paper.tsv")
     configfile = tmp_path / "paper_models.yaml"
     configfile.write_text(yaml.safe_dump(config))

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_scripts.checkpoints import DEFAULTS, FORMATS, url_kind
-from workflow_scripts.config import ConfigError, load_study, read_table
+from workflow_scripts.checkpoints import FORMATS, url_kind
+from workflow_scripts.config import ConfigError, load_study, read_table, schema_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "config" / "models_paper.tsv"
@@ -69,11 +69,13 @@ def test_paper_table_has_the_26_models(config):
 
 def test_checkpoint_defaults_are_filled(config):
     load_study(config, ROOT)
-    assert config["checkpoints"] == DEFAULTS
+    defaults = schema_defaults("checkpoints")
+    assert config["checkpoints"] == defaults == {
+        "retries": 3, "backoff": 5.0, "timeout": 60.0, "moco_v3_encoder": "base"}
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["checkpoints"] = {"moco_v3_encoder": "momentum"}
     load_study(config, ROOT)
-    assert config["checkpoints"] == {**DEFAULTS, "moco_v3_encoder": "momentum"}
+    assert config["checkpoints"] == {**defaults, "moco_v3_encoder": "momentum"}
 
 
 def test_bad_checkpoint_setting_names_the_key(config):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from workflow_scripts import registry
-from workflow_scripts.config import ConfigError, load_study
+from workflow_scripts.config import ConfigError, load_study, schema_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,7 +131,8 @@ def test_command_line_strings_are_coerced(config):
     config["transform"]["resize"] = "null"
     study = load_study(config, ROOT)
     assert study.config["batch_datasets"] is False and study.config["knn"]["k"] == 5
-    assert study.config["figures"]["f2"] == {"dpi": 300, "method": "spearman"}
+    assert study.config["figures"]["f2"] == {**schema_defaults("figures.f2"), "dpi": 300,
+                                             "method": "spearman"}
     assert study.config["transform"]["resize"] is None
     config["knn"]["k"] = "five"
     with pytest.raises(ConfigError, match="config key 'knn.k': 'five' is not of type 'integer'"):
@@ -181,7 +182,8 @@ def test_nested_command_line_values_are_coerced(config):
     config["figures"]["f5"] = {"col_wrap": "2", "y_arms": ["bn"]}
     study = load_study(config, ROOT)
     assert study.config["pretrain"]["methods"]["mae"]["mask_ratio"] == 0.6
-    assert study.config["figures"]["f5"] == {"col_wrap": 2, "y_arms": ["bn"]}
+    assert study.config["figures"]["f5"] == {**schema_defaults("figures.f5"), "col_wrap": 2,
+                                             "y_arms": ["bn"]}
 
 
 def _mappings(node, path=()):
@@ -296,6 +298,6 @@ def test_optional_keys_get_their_schema_default_and_given_values_stay():
     assert config["knn"]["device"] == schema["definitions"]["device"]["default"] == "auto"
     assert config["features"]["precision"] == "fp32"  # extraction's own default
     assert config["features"]["workers"] == props["features"]["properties"]["workers"]["default"]
-    assert config["fewshot"]["precision"] == schema["definitions"]["recipe"]["precision"]["default"]
+    assert config["fewshot"]["precision"] == props["fewshot"]["properties"]["precision"]["default"]
     assert config["finetune"]["precision"] == "bf16"
     assert config["finetune"]["save_minutes"] == 15.0 and config["finetune"]["gpus"] == 1

@@ -18,14 +18,6 @@ import urllib.parse
 # (convert.load_checkpoint).
 from workflow_scripts.checkpoints.formats import FORMATS  # noqa: F401 - the package's name for it
 
-# Defaults of the optional config section `checkpoints` (documented in config/README.md).
-DEFAULTS: dict = {
-    "retries": 3,  # download attempts after the first one, within one job
-    "backoff": 5.0,  # seconds before the first retry, doubled for each further one
-    "timeout": 60.0,  # seconds to connect and between two received chunks
-    "moco_v3_encoder": "base",  # base (official evaluation) or momentum (the authors' overwrite)
-}
-
 GDRIVE_HOSTS = ("drive.google.com", "docs.google.com", "drive.usercontent.google.com")
 
 
@@ -60,11 +52,6 @@ def url_kind(url: str) -> str:
     raise ValueError(
         f"unsupported URL scheme '{scheme}' in {url} (use https, http, file:// or a local path)"
     )
-
-
-def settings(config: dict) -> dict:
-    """The `checkpoints` config section with defaults filled in."""
-    return {**DEFAULTS, **(config.get("checkpoints") or {})}
 
 
 def conversion_spec(row, settings: dict) -> dict:

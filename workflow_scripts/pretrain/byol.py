@@ -15,12 +15,12 @@ from workflow_scripts.pretrain.common import Base, mlp, negative_cosine
 class Method(Base):
     def __init__(self, backbone: nn.Module, hp: dict, num_classes: int) -> None:
         super().__init__(backbone, hp, num_classes)
-        hidden, dim = hp.get("proj_hidden", 256), hp.get("proj_dim", 64)
+        hidden, dim = hp["proj_hidden"], hp["proj_dim"]
         self.projector = mlp(backbone.embed_dim, hidden, dim)
         self.predictor = mlp(dim, hidden, dim)
         self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
-        self.base_momentum = hp.get("momentum", 0.99)
+        self.base_momentum = hp["momentum"]
 
     def _target(self, x: torch.Tensor) -> torch.Tensor:
         from workflow_scripts.augment import normalize

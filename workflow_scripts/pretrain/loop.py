@@ -14,6 +14,7 @@ import torch
 from workflow_scripts.augment import to_float_images
 from workflow_scripts.backbones import build_backbone
 from workflow_scripts.pretrain import get_method
+from workflow_scripts.schema import schema_defaults
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,15 @@ def pretrain(
     """Train ``method`` on ``images`` for ``steps`` steps; return (backbone, loss history).
 
     ``hp`` holds batch_size, lr, weight_decay, warmup_fraction, mean, std and the method's own
-    hyper-parameters. ``method == "random"`` returns the seeded initialisation untouched.
+    hyper-parameters (one left out: its schema default, config ``pretrain.methods.<method>``).
+    ``method == "random"`` returns the seeded initialisation untouched.
     """
     torch.manual_seed(seed)
     backbone = build_backbone(arch, embedding)
     cls = get_method(method)
     if cls is None or steps == 0:
         return backbone.eval(), []
-    model = cls(backbone, hp, num_classes)
+    model = cls(backbone, schema_defaults(f"pretrain.methods.{method}") | hp, num_classes)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])

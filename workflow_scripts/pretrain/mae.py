@@ -20,15 +20,15 @@ class Method(Base):
         from timm.models.vision_transformer import Block
 
         dim = backbone.embed_dim
-        dec = hp.get("decoder_dim", 64)
+        dec = hp["decoder_dim"]
         self.patch = backbone.patch_embed.patch_size[0]
         self.num_patches = backbone.patch_embed.num_patches
-        self.mask_ratio = hp.get("mask_ratio", 0.75)
+        self.mask_ratio = hp["mask_ratio"]
         self.decoder_embed = nn.Linear(dim, dec)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dec))
         self.decoder_pos = nn.Parameter(torch.randn(1, self.num_patches + 1, dec) * 0.02)
         self.decoder = nn.Sequential(
-            *[Block(dec, num_heads=2, mlp_ratio=2.0) for _ in range(hp.get("decoder_depth", 1))]
+            *[Block(dec, num_heads=2, mlp_ratio=2.0) for _ in range(hp["decoder_depth"])]
         )
         self.decoder_norm = nn.LayerNorm(dec)
         self.decoder_pred = nn.Linear(dec, self.patch * self.patch * 3)

@@ -23,9 +23,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 class Method(Base):
     def __init__(self, backbone: nn.Module, hp: dict, num_classes: int) -> None:
         super().__init__(backbone, hp, num_classes)
-        self.projector = mlp(backbone.embed_dim, hp.get("proj_hidden", 256), hp.get("proj_dim", 64))
+        self.projector = mlp(backbone.embed_dim, hp["proj_hidden"], hp["proj_dim"])
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         z1 = self.projector(self.embed(ssl_view(x, gen)))
         z2 = self.projector(self.embed(ssl_view(x, gen)))
-        return nt_xent(z1, z2, self.hp.get("temperature", 0.2))
+        return nt_xent(z1, z2, self.hp["temperature"])

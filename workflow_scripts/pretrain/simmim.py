@@ -16,7 +16,7 @@ class Method(Base):
         require_vit(backbone, "simmim")
         dim = backbone.embed_dim
         self.patch = backbone.patch_embed.patch_size[0]
-        self.mask_ratio = hp.get("mask_ratio", 0.5)
+        self.mask_ratio = hp["mask_ratio"]
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pred = nn.Linear(dim, self.patch * self.patch * 3)
         nn.init.normal_(self.mask_token, std=0.02)

@@ -12,7 +12,7 @@ from workflow_scripts.pretrain.common import Base, mlp, negative_cosine
 class Method(Base):
     def __init__(self, backbone: nn.Module, hp: dict, num_classes: int) -> None:
         super().__init__(backbone, hp, num_classes)
-        hidden, dim = hp.get("proj_hidden", 256), hp.get("proj_dim", 64)
+        hidden, dim = hp["proj_hidden"], hp["proj_dim"]
         self.projector = mlp(backbone.embed_dim, hidden, dim, last_bn=True)
         self.predictor = mlp(dim, hidden // 4, dim)
 
