@@ -395,7 +395,7 @@ def load_study(config: dict, basedir: str | Path) -> Study:
             f"array (synthetic) data sets only so far; remove it or deselect {', '.join(real)}"
         )
     fewshot = config["fewshot"]
-    if fewshot["seed"] in fewshot.get("extra_seeds", []):
+    if fewshot["seed"] in fewshot["extra_seeds"]:
         raise ConfigError(
             f"config key 'fewshot.extra_seeds': {fewshot['extra_seeds']} repeats fewshot.seed "
             f"({fewshot['seed']}); list only additional subset seeds"
