@@ -5,15 +5,10 @@ Every ``plot_*`` function takes DataFrames (the tidy accuracy table and/or the t
 (PNG and PDF).  Both files are written atomically (:func:`workflow_scripts.io.atomic_path`) and
 the figure is closed afterwards.
 
-Common options (all optional):
-
-``method``      correlation method shown (``"kendall"``)
-``subset``      model subset shown (``"all"``)
-``dpi``         PNG resolution (150)
-``cmap``        colour map (figure specific default)
-``annotate``    write values into heatmap cells (True)
-``font_scale``  seaborn font scale (1.0)
-``title``       figure title (a default describing the content)
+Options (all optional) and their defaults are those of config key ``figures.<figure>`` in
+config/schemas/config.schema.yaml (common ones: ``method``, ``subset``, ``dpi``, ``cmap``,
+``annotate``, ``font_scale``, ``title``); the registry (``registry.FIGURES``) says which plot
+function draws which figure.
 
 matplotlib and seaborn are imported lazily, and the Agg backend is selected inside the plotting
 functions, never at import time.
@@ -37,18 +32,9 @@ from workflow_scripts.correlations import (
 )
 from workflow_scripts import registry
 from workflow_scripts.io import atomic_path
+from workflow_scripts.schema import schema_defaults
 
 METHOD_LABELS = {name: entry["label"] for name, entry in registry.CORRELATION_METHODS.items()}
-
-DEFAULTS = {
-    "method": "kendall",
-    "subset": "all",
-    "dpi": 150,
-    "cmap": None,
-    "annotate": True,
-    "font_scale": 1.0,
-    "title": None,
-}
 
 
 def render(name: str, tables: dict[str, pd.DataFrame], opts: dict | None, png, pdf):
@@ -90,8 +76,11 @@ def stars(p: float) -> str:
     return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""
 
 
-def _options(opts: dict | None, **figure_defaults) -> dict:
-    out = {**DEFAULTS, **figure_defaults}
+def _options(opts: dict | None, figure: str, **fallbacks) -> dict:
+    """The options of figure ``figure`` (``"f3"``): ``opts`` over the schema's defaults of
+    config key figures.<figure> (over ``fallbacks``: the arms the workflow sets from the
+    configured arms); None values fall back."""
+    out = {**fallbacks, **schema_defaults(f"figures.{figure}")}
     out.update({k: v for k, v in (opts or {}).items() if v is not None})
     if out["method"] not in METHOD_LABELS:
         raise ValueError(f"unknown method {out['method']!r}; expected one of {list(METHOD_LABELS)}")
@@ -216,7 +205,7 @@ def plot_f1(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
     Cells: coefficient and significance stars (* p < .05, ** p < .01, *** p < .001); diagonal 1.
     Options besides the common ones: ``vmin``/``vmax`` (-1, 1).
     """
-    o = _options(opts, cmap="vlag", vmin=-1.0, vmax=1.0)
+    o = _options(opts, "f1")
     sel = _select(corr, o)
     sel = sel[sel["x_dataset"] == sel["y_dataset"]]
     if sel.empty:
@@ -276,7 +265,7 @@ def plot_f2(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
     (``y``); options ``y_protocols`` / ``y_arms`` restrict the panels.  Options ``vmin``/``vmax``
     (-1, 1).
     """
-    o = _options(opts, cmap="vlag", vmin=-1.0, vmax=1.0)
+    o = _options(opts, "f2")
     sel = _select(corr, o)
     sel = sel[sel["x_dataset"] != sel["y_dataset"]]
     ys = order_protocol_arms(zip(sel["y_protocol"], sel["y_arm"]))
@@ -362,8 +351,7 @@ def plot_f3(acc: pd.DataFrame, opts: dict | None, png, pdf) -> None:
     ``label_points`` (False: write model keys next to the points).  Colour = backbone,
     marker = paradigm; each panel title gives Kendall's tau (scipy) and n.
     """
-    o = _options(opts, x_protocol="linear", x_arm="bn", y_protocol="linear", y_arm="bn",
-                 col_wrap=4, label_points=False)
+    o = _options(opts, "f3", x_arm="bn", y_arm="bn")
     id_ds, ood_sets, _ = identify_datasets(acc)
     x = _accuracy(acc, id_ds, o["x_protocol"], o["x_arm"])
     if x.empty:
@@ -452,7 +440,7 @@ def plot_f4(acc: pd.DataFrame, corr: pd.DataFrame, opts: dict | None, png, pdf) 
     "mean_ood"``) from the raw to the BN arm.  Option ``subsets``: list of subsets shown as bar
     groups (default: [``subset``]).
     """
-    o = _options(opts, cmap="PuOr_r", include_ood_mean=True, subsets=None)
+    o = _options(opts, "f4")
     id_ds, ood_sets, _ = identify_datasets(acc)
     delta_id = _bn_delta(acc, acc["dataset"] == id_ds)
     if delta_id.empty:
@@ -582,7 +570,7 @@ def f5_cells(corr: pd.DataFrame, opts: dict | None = None) -> pd.DataFrame:
     ``row``/``col``/``panel`` (positions in the figure).  Options ``y_protocols`` / ``y_arms``
     restrict the panels.
     """
-    o = _options(opts, include_mean=True)
+    o = _options(opts, "f5")
     sel = _select(corr, o)
     is_group = sel["y_dataset"].astype(str).str.startswith(GROUP_PREFIX)
     keep = is_group | ((sel["y_dataset"] == MEAN_OOD) & bool(o["include_mean"]))
@@ -628,7 +616,7 @@ def plot_f5(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
     row.  The best in-domain predictor of each column is framed.  Returns the drawn cells
     (:func:`f5_cells`).  Options ``vmin``/``vmax`` (-1, 1), ``include_mean`` (True).
     """
-    o = _options(opts, cmap="vlag", vmin=-1.0, vmax=1.0, col_wrap=3, include_mean=True)
+    o = _options(opts, "f5")
     cells = f5_cells(corr, o)
     sel = _select(corr, o)
     xs = list(cells.drop_duplicates("row").sort_values("row")[["x_protocol", "x_arm"]]
@@ -751,7 +739,7 @@ def f6_data(acc: pd.DataFrame, opts: dict | None = None) -> dict:
     that method's models on that backbone (``n_models``, ``models``), only where the method is
     measured on at least two backbones.  ``notes``: why a part is empty.
     """
-    o = {"arm": None, "vit_backbone": "vit", **(opts or {})}
+    o = _options(opts, "f6", arm=None)
     arm = o["arm"] or ("bn" if (acc["arm"] == "bn").any() else sorted(acc["arm"].unique())[0])
     if not (acc["arm"] == arm).any():
         raise ValueError(f"no accuracy rows for arm {arm!r}; arms: {sorted(acc['arm'].unique())}")
@@ -791,7 +779,7 @@ def plot_f6(acc: pd.DataFrame, opts: dict | None, png, pdf) -> dict:
     method shared by the backbones (marker = backbone, colour = method).  An empty part gets a
     note instead of a plot.  Returns :func:`f6_data`.
     """
-    o = _options(opts, arm=None, vit_backbone="vit")
+    o = _options(opts, "f6", arm=None)
     data = f6_data(acc, o)
     vit, pairs, arm = data["vit"], data["pairs"], data["arm"]
     both = pd.concat([vit, pairs], ignore_index=True)
