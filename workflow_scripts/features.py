@@ -35,7 +35,7 @@ def eval_crop(images: torch.Tensor, spec: dict) -> torch.Tensor:
 
     x = images
     if spec.get("resize"):
-        mode = InterpolationMode(spec.get("interpolation", "bilinear"))
+        mode = InterpolationMode(spec["interpolation"])
         x = TF.resize(x, [spec["resize"]], interpolation=mode, antialias=True)
     if spec.get("crop"):
         x = TF.center_crop(x, [spec["crop"], spec["crop"]])

@@ -43,29 +43,33 @@ from torch import nn
 from workflow_scripts import precision as precisions
 from workflow_scripts import registry
 from workflow_scripts.schedules import warmup_cosine_epochs
+from workflow_scripts.schema import FROM_SCHEMA, fill_from_schema
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class FinetuneRecipe:
+    """A fine-tuning recipe; a field left out takes config key finetune.<field>'s default."""
+
     epochs: int
     batch_size: int
-    lr: float = 0.1
-    head_lr: float | None = None  # None: the backbone lr
-    warmup_epochs: int = 5
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    grad_clip: float | None = 0.5
+    lr: float = FROM_SCHEMA
+    head_lr: float | None = FROM_SCHEMA  # None: the backbone lr
+    warmup_epochs: int = FROM_SCHEMA
+    momentum: float = FROM_SCHEMA
+    weight_decay: float = FROM_SCHEMA
+    grad_clip: float | None = FROM_SCHEMA
     # ViT-only extras (ignored for ResNets)
-    layer_decay: float = 0.65
-    label_smoothing: float = 0.1
-    drop_path: float = 0.2
-    seed: int = 42
+    layer_decay: float = FROM_SCHEMA
+    label_smoothing: float = FROM_SCHEMA
+    drop_path: float = FROM_SCHEMA
+    seed: int = FROM_SCHEMA
     # True: the authors' quirks (see ``with_authors_quirks``); False: the paper's recipe as written
-    authors_quirks: bool = False
+    authors_quirks: bool = FROM_SCHEMA
 
     def __post_init__(self) -> None:
+        fill_from_schema(self, "finetune")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError(f"epochs ({self.epochs}) must be >= 1 and batch_size ({self.batch_size}) >= 2")
         if not 0 <= self.warmup_epochs < self.epochs:
@@ -185,10 +189,13 @@ STATE_FORMAT = 2
 class Speed:
     """How a run executes, not what it computes (up to float rounding): recorded per row."""
 
-    device: str = "cpu"
-    precision: str = "tf32"  # see workflow_scripts.precision
-    compile: bool = False  # torch.compile the forward/backward
-    save_minutes: float = 15.0  # training state written at least this often (and at epoch ends)
+    device: str = "cpu"  # a direct caller's; jobs pass finetune.device resolved
+    precision: str = FROM_SCHEMA  # see workflow_scripts.precision
+    compile: bool = FROM_SCHEMA  # torch.compile the forward/backward
+    save_minutes: float = FROM_SCHEMA  # state written at least this often (and at epoch ends)
+
+    def __post_init__(self) -> None:
+        fill_from_schema(self, "finetune")
 
 
 class Preempted(RuntimeError):
@@ -522,7 +529,7 @@ class RunSpec:
     test: dict
     num_classes: int
     state_path: str
-    speed: Speed = Speed()
+    speed: Speed = dataclasses.field(default_factory=Speed)
     threads: int = 1
     log_path: str | None = None  # where data-parallel workers log (rank 0)
 

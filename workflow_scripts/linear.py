@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from workflow_scripts import registry
 from workflow_scripts.schedules import warmup_cosine_epochs
+from workflow_scripts.schema import FROM_SCHEMA, fill_from_schema
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,18 @@ class HeadSpec:
 
 @dataclasses.dataclass
 class Recipe:
+    """The linear probe's recipe; a field left out takes config key linear.<field>'s default."""
+
     epochs: int
     batch_size: int
-    warmup_epochs: int = 5
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    grad_clip: float | None = 0.5
-    init_std: float = 0.01
+    warmup_epochs: int = FROM_SCHEMA
+    momentum: float = FROM_SCHEMA
+    weight_decay: float = FROM_SCHEMA
+    grad_clip: float | None = FROM_SCHEMA
+    init_std: float = FROM_SCHEMA
+
+    def __post_init__(self) -> None:
+        fill_from_schema(self, "linear")
 
     @classmethod
     def from_config(cls, cfg: dict) -> Recipe:

@@ -343,7 +343,7 @@ class Plan:
         cfg = self.config["pretrain"]
         method = self.study.model(wildcards.model)["method"]
         hp = {k: v for k, v in cfg.items() if k != "methods"}
-        hp.update(cfg["methods"].get(method, {}))
+        hp.update(cfg["methods"][method])
         hp.update(mean=self.config["transform"]["mean"], std=self.config["transform"]["std"])
         return canonical(hp)
 

@@ -6,6 +6,7 @@ a default lives). Imports only yaml, so the job-side modules that fall back on a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -68,3 +69,23 @@ def schema_defaults(path: str = "") -> dict:
     out: dict = {}
     fill_defaults(out, node, _schema())
     return out
+
+
+class _SchemaDefault:
+    def __repr__(self) -> str:
+        return "<schema default>"
+
+
+#: Default of a dataclass field whose value is the schema's default of the same key
+#: (:func:`fill_from_schema` in ``__post_init__``), so the value lives in the schema alone.
+FROM_SCHEMA = _SchemaDefault()
+
+
+def fill_from_schema(obj, section: str) -> None:
+    """Set each field of the dataclass instance ``obj`` left at :data:`FROM_SCHEMA` to the
+    schema default of ``<section>.<field>`` (frozen dataclasses included)."""
+    pending = [f.name for f in dataclasses.fields(obj) if getattr(obj, f.name) is FROM_SCHEMA]
+    if pending:
+        defaults = schema_defaults(section)
+        for name in pending:
+            object.__setattr__(obj, name, defaults[name])

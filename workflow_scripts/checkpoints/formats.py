@@ -17,6 +17,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from workflow_scripts.schema import schema_defaults
+
 Extracted = tuple[dict, list[str], list[str]]  # state, dropped source keys, added keys
 Extractor = Callable[[Any, str, dict], Extracted]  # (loaded checkpoint, format, options)
 
@@ -42,10 +44,11 @@ def register(name: str, *, families: tuple[str, ...], layout: str) -> Callable[[
 
 
 def extract(ckpt: Any, fmt: str, options: dict | None = None) -> Extracted:
-    """Backbone state dict of a loaded checkpoint in format ``fmt``."""
+    """Backbone state dict of a loaded checkpoint in format ``fmt``; ``options``: config
+    section ``checkpoints`` (keys left out: their schema defaults)."""
     if fmt not in FORMATS:
         raise CheckpointError(f"unknown checkpoint format '{fmt}' (known: {', '.join(FORMATS)})")
-    return FORMATS[fmt]["extract"](ckpt, fmt, dict(options or {}))
+    return FORMATS[fmt]["extract"](ckpt, fmt, schema_defaults("checkpoints") | dict(options or {}))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -153,7 +156,7 @@ def _moco_v3(ckpt, fmt, options) -> Extracted:
     base, _ = _keep(source, "module.base_encoder.")
     momentum, _ = _keep(source, "module.momentum_encoder.")
     _require(base, fmt, "'module.base_encoder.*' weights")
-    encoder = options.get("moco_v3_encoder", "base")
+    encoder = options["moco_v3_encoder"]
     if encoder == "momentum":
         # The authors' loading: base encoder first, then overwritten by the momentum encoder.
         state = {**base, **_require(momentum, fmt, "'module.momentum_encoder.*' weights")}

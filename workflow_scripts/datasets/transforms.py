@@ -73,7 +73,7 @@ def normalize_batch(images, spec: dict):
 def _mode(spec: dict):
     from torchvision.transforms import v2
 
-    return v2.InterpolationMode(spec.get("interpolation", "bilinear"))
+    return v2.InterpolationMode(spec["interpolation"])
 
 
 def eval_transform(spec: dict, preprocessing: str | None = None, normalize: bool = True):

@@ -7,12 +7,12 @@ from workflow_scripts import finetune, runtime
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 run_time = sm.config["finetune"]  # device, workers, gpus, save_minutes: not params
-threads = sm.config.get("threads", {}).get("finetune", 1)  # compute threads per process
+threads = sm.config["threads"]["finetune"]  # compute threads per process
 log = runtime.setup(sm, torch_threads=threads)
 split_args = {
     s: {"source": sm.params.source, "images_path": sm.input[f"{s}_images"],
         "labels_path": sm.input[f"{s}_labels"], "spec": sm.params.transform,
-        "data_root": sm.config.get("data_root", "."), "workers": run_time["workers"]}
+        "data_root": sm.config["data_root"], "workers": run_time["workers"]}
     for s in ("train", "test")
 }
 specs = finetune.job_specs(
