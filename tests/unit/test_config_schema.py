@@ -97,3 +97,31 @@ def test_smoke_configuration_is_an_overlay_holding_only_what_differs_from_the_de
                 yield f"{path}{key}"
 
     assert list(same(smoke, demo)) == []
+
+
+def test_dataclass_fields_left_out_take_the_schema_default(monkeypatch):
+    """The recipes keep no defaults of their own: a field left out is the schema's, and a
+    changed schema default reaches them."""
+    import dataclasses
+
+    from workflow_scripts import finetune, linear
+    from workflow_scripts import schema as schema_module
+
+    for cls, section in ((finetune.FinetuneRecipe, "finetune"), (linear.Recipe, "linear"),
+                         (finetune.Speed, "finetune")):
+        required = {"epochs": 50, "batch_size": 8} if cls is not finetune.Speed else {}
+        obj = cls(**required)
+        defaults = schema_defaults(section)
+        for field in dataclasses.fields(cls):
+            if field.default is schema_module.FROM_SCHEMA:
+                assert getattr(obj, field.name) == defaults[field.name], (cls, field.name)
+    schema = schema_module._schema()
+    changed = {**schema}
+    changed["properties"] = {**schema["properties"], "linear": {
+        **schema["properties"]["linear"], "properties": {
+            **schema["properties"]["linear"]["properties"],
+            "momentum": {**schema["properties"]["linear"]["properties"]["momentum"],
+                         "default": 0.5}}}}
+    monkeypatch.setattr(schema_module, "_schema", lambda: changed)
+    assert linear.Recipe(epochs=50, batch_size=8).momentum == 0.5
+    assert linear.Recipe(epochs=50, batch_size=8, momentum=0.7).momentum == 0.7
