@@ -9,7 +9,9 @@ on out-of-domain (OOD) data sets?  The unit of observation is the *model*: for t
 (x measurement, y measurement, model subset, correlation method) with the point estimate and the
 two-sided p-value from :mod:`scipy.stats` and a percentile bootstrap confidence interval over
 models.  The bootstrap uses :func:`vectorized_stat`, which computes a coefficient for a whole
-matrix of resamples at once (Kendall's tau-b with ties, Spearman, Pearson).
+matrix of resamples at once (Kendall's tau-b with ties, Spearman, Pearson, and scipy's weighted
+tau, which weighs agreement at the top ranks: the model-selection view).  Each row also has the
+top-1 regret of choosing the model x ranks first (:func:`regret_at_1`).
 
 Nothing runs at import time.
 """
@@ -17,7 +19,7 @@ Nothing runs at import time.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,7 +42,7 @@ COLUMNS = (
     "subset", "method", "n", "value", "p_value", "ci_low", "ci_high",
 )
 #: Extra columns appended after :data:`COLUMNS`.
-EXTRA_COLUMNS = ("y_kind", "y_shift_group", "n_datasets")
+EXTRA_COLUMNS = ("y_kind", "y_shift_group", "n_datasets", "regret_at_1")
 
 REQUIRED_COLUMNS = ("model", "dataset", "domain", "shift_group", "protocol", "arm", "top1")
 
@@ -51,7 +53,11 @@ _SCIPY = {
     "kendall": stats.kendalltau,
     "spearman": stats.spearmanr,
     "pearson": stats.pearsonr,
+    "weightedtau": stats.weightedtau,  # hyperbolic weigher, rank=True; no p-value (NaN)
 }
+
+#: Methods whose sign-array preparation is [B, n, n] (chunked, and cached only when small).
+_PAIRWISE = ("kendall", "weightedtau")
 
 # Upper bound on elements of one [chunk, n, n] sign array in the vectorised Kendall tau.
 _KENDALL_CHUNK_ELEMENTS = 1 << 22
@@ -88,13 +94,17 @@ def order_protocol_arms(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str
 
 
 def correlate(x, y, *, min_n: int = MIN_N) -> dict[str, tuple[float, float]]:
-    """Kendall's tau-b, Spearman's rho and Pearson's r of ``x`` and ``y`` with two-sided p-values.
+    """Kendall's tau-b, Spearman's rho, Pearson's r and the weighted tau of ``x`` and ``y``.
 
-    Returns ``{"kendall": (value, p), "spearman": (value, p), "pearson": (value, p)}``, computed
-    by :func:`scipy.stats.kendalltau` (tau-b, default method), :func:`scipy.stats.spearmanr` and
-    :func:`scipy.stats.pearsonr`, so the numbers are exactly scipy's.  Pairs where either value is
-    not finite are dropped first.  Constant input (after dropping) or fewer than ``min_n`` pairs
-    gives ``(nan, nan)`` for every method, without calling scipy (so without its warnings).
+    Returns ``{"kendall": (value, p), "spearman": (value, p), "pearson": (value, p),
+    "weightedtau": (value, nan)}``, computed by :func:`scipy.stats.kendalltau` (tau-b, default
+    method), :func:`scipy.stats.spearmanr`, :func:`scipy.stats.pearsonr` (two-sided p-values) and
+    :func:`scipy.stats.weightedtau` (defaults: hyperbolic weigher 1 / (1 + rank), ``rank=True``,
+    i.e. the mean of the coefficients weighted by the decreasing lexicographic ranking by (x, y)
+    and by (y, x); it has no p-value, so p is NaN), so the numbers are exactly scipy's.  Pairs
+    where either value is not finite are dropped first.  Constant input (after dropping) or
+    fewer than ``min_n`` pairs gives ``(nan, nan)`` for every method, without calling scipy (so
+    without its warnings).
     """
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
@@ -110,6 +120,32 @@ def correlate(x, y, *, min_n: int = MIN_N) -> dict[str, tuple[float, float]]:
         res = _SCIPY[method](x, y)
         out[method] = (float(res.statistic), float(res.pvalue))
     return out
+
+
+def regret_at_1(x, y, *, x_direction: int = 1, y_direction: int = 1) -> float:
+    """The y lost by choosing the model that x ranks first: ``best y - y of x's choice``.
+
+    ``x`` and ``y`` hold one value per model; pairs where either is not finite are dropped
+    (NaN if none is left).  x's choice is the model with the highest ``x_direction * x``
+    (``x_direction = -1`` for a lower-is-better x such as a loss-like proxy); when several
+    models tie for it, their mean y counts (the expected y of picking one of them at random).
+    The best y is the highest ``y_direction * y`` (top-1 accuracy: ``+1``).  The regret is in
+    y's units (top-1 percentage points for accuracies), ``>= 0``, and 0 when x's first choice
+    is (one of) the best in y.
+    """
+    for name, d in (("x_direction", x_direction), ("y_direction", y_direction)):
+        if d not in (1, -1):
+            raise ValueError(f"{name} must be +1 or -1, got {d!r}")
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y differ in length: {x.size} vs {y.size}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    if not keep.any():
+        return float("nan")
+    sx, sy = x_direction * x[keep], y_direction * y[keep]
+    chosen = sy[sx == sx.max()].mean()
+    return float(max(sy.max() - chosen, 0.0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,6 +173,8 @@ def vectorized_stat(method: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
       :func:`scipy.stats.kendalltau`).
     * ``spearman``: Pearson's r of the average ranks (:func:`scipy.stats.rankdata`).
     * ``pearson``: Pearson's r.
+    * ``weightedtau``: :func:`scipy.stats.weightedtau` with its defaults, see
+      :func:`_weightedtau_combine`.
 
     A degenerate row (constant ``x`` or ``y``, or fewer than two columns) gives NaN.
     Values agree with scipy up to floating point rounding.
@@ -154,8 +192,8 @@ def vectorized_stat(method: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     n_rows, n = x.shape
     if n < 2:
         return np.full(n_rows, np.nan)
-    # Kendall's sign arrays are [chunk, n, n]; bound their size.
-    chunk = max(1, _KENDALL_CHUNK_ELEMENTS // (n * n)) if method == "kendall" else n_rows
+    # Kendall's (and the weighted tau's) sign arrays are [chunk, n, n]; bound their size.
+    chunk = max(1, _KENDALL_CHUNK_ELEMENTS // (n * n)) if method in _PAIRWISE else n_rows
     out = np.empty(n_rows)
     for start in range(0, n_rows, chunk):
         sl = slice(start, start + chunk)
@@ -167,8 +205,10 @@ def vectorized_stat(method: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 # variable meets many others under the same resamples) and a cheap row-wise combination.
 
 
-def _prepare(method: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _prepare(method: str, v: np.ndarray) -> tuple:
     """Per-variable part of :func:`vectorized_stat` for ``v`` of shape [B, n]."""
+    if method == "weightedtau":
+        return _weightedtau_prepare(v, _prepare("kendall", v)[0])
     if method == "kendall":
         # sign(v_i - v_j) over the full n x n matrix: every unordered pair counts twice, which
         # cancels in tau-b.
@@ -190,6 +230,8 @@ def _prepare(method: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _combine(method: str, px: tuple, py: tuple) -> np.ndarray:
     """Row-wise coefficient from two :func:`_prepare` results."""
+    if method == "weightedtau":
+        return _weightedtau_combine(px, py)
     if method == "kendall":
         (sx, ux), (sy, uy) = px, py
         s = (sx * sy).sum(axis=1, dtype=np.int64)  # 2 * (concordant - discordant)
@@ -203,6 +245,66 @@ def _combine(method: str, px: tuple, py: tuple) -> np.ndarray:
         degenerate = dx | dy
     r = np.clip(r, -1.0, 1.0)
     r[degenerate] = np.nan
+    return r
+
+
+def _weightedtau_prepare(v: np.ndarray, signs: np.ndarray) -> tuple:
+    """Per-variable part of the weighted tau for ``v`` [B, n]: the sign array of
+    :func:`_prepare` ("kendall"), and per element the number of values different from it and of
+    values below it (an integer code that orders like ``v``, ties included)."""
+    n_rows, n = v.shape
+    signs = signs.reshape(n_rows, n, n)
+    untied = np.count_nonzero(signs, axis=2)
+    below = (signs.sum(axis=2, dtype=np.int32) + untied) // 2  # (below - above + untied) / 2
+    return signs, untied, below.astype(np.int32)
+
+
+def _weightedtau_combine(px: tuple, py: tuple) -> np.ndarray:
+    """Row-wise :func:`scipy.stats.weightedtau` (defaults) from two :func:`_weightedtau_prepare`.
+
+    scipy's definition (``_weightedrankedtau`` in ``scipy/stats/_stats.pyx``, additive
+    hyperbolic weigher): element i gets the weight ``w_i = 1 / (1 + r_i)``, where ``r_i`` is its
+    0-based position in the decreasing lexicographic order by (x, y); a pair weighs
+    ``w_i + w_j``, and ::
+
+        tau_xy = sum_{i<j} (w_i + w_j) sign(x_i - x_j) sign(y_i - y_j)
+                 / sqrt(sum_{x_i != x_j} (w_i + w_j) * sum_{y_i != y_j} (w_i + w_j))
+
+    (clipped to [-1, 1]); ``weightedtau`` is ``(tau_xy + tau_yx) / 2``, ``tau_yx`` ranking by
+    (y, x).  With S a symmetric matrix of sign products, ``sum_{i<j} (w_i + w_j) S_ij =
+    sum_i w_i sum_j S_ij``: each of the three sums is the dot product of the weights with a
+    per-element count (from the [B, n, n] sign arrays).  The lexicographic order is an argsort
+    of the integer key ``below_x * n + below_y``.
+
+    Ties: elements tied in both x and y (a model drawn twice in a bootstrap resample) take
+    consecutive positions, which scipy assigns by index; they have the same count in each sum
+    (the same signs against every other element, 0 among themselves), so only the total weight
+    of their positions counts and any order among them gives the same value.  Ties in x only
+    are ordered by y (and vice versa), as in scipy.  Constant x or y: NaN, as scipy.
+    """
+    sx, untied_x, below_x = px
+    sy, untied_y, below_y = py
+    n_rows, n = below_x.shape
+    # per element: sum_j sign(x_i - x_j) sign(y_i - y_j); int8 accumulation is exact while
+    # n - 1 <= 127 (and the fastest); wider beyond
+    if n <= 128:
+        concord = np.einsum("bij,bij->bi", sx, sy)
+    else:
+        concord = (sx * sy).sum(axis=2, dtype=np.int32)
+    counts = np.stack([concord, untied_x, untied_y], axis=1).astype(float)  # [B, 3, n]
+    # weight 1 / (1 + p) of the element at position p from the top, i.e. of the increasing
+    # order's last element first
+    hyperbolic = 1.0 / np.arange(n, 0.0, -1.0)
+    weights = np.empty((n_rows, n))
+    taus = []
+    for key in (below_x * n + below_y, below_y * n + below_x):
+        np.put_along_axis(weights, np.argsort(key, axis=1), hyperbolic[None, :], axis=1)
+        num, den_x, den_y = np.einsum("bkn,bn->kb", counts, weights)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tau = num / np.sqrt(den_x) / np.sqrt(den_y)
+        taus.append(np.clip(tau, -1.0, 1.0))
+    r = (taus[0] + taus[1]) / 2.0
+    r[(untied_x == 0).all(axis=1) | (untied_y == 0).all(axis=1)] = np.nan
     return r
 
 
@@ -252,6 +354,7 @@ def correlation_table(
     min_subset: int = 4,
     subsets: Sequence[str] = ("backbone", "paradigm"),
     ci: float = 0.95,
+    directions: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """Correlations of top-1 accuracy across models between measurements (protocol, arm, data set).
 
@@ -282,7 +385,16 @@ def correlation_table(
     p-value and interval are NaN.  Point estimates and two-sided p-values are those of
     :func:`correlate` (scipy).  The interval is the percentile ``ci`` interval of
     :func:`vectorized_stat` over the resamples ``bootstrap_indices(n, n_resamples, seed)`` of the
-    row's models (sorted by model key), ignoring degenerate (NaN) resamples.
+    row's models (sorted by model key), ignoring degenerate (NaN) resamples.  ``weightedtau``
+    has no p-value (NaN in every row).
+
+    ``regret_at_1`` (the same on every method's row of an (x, y, subset)): on a ``pair`` or
+    ``dataset`` row, :func:`regret_at_1` of the row's ``n`` models, x's and y's directions from
+    ``directions`` (protocol -> +1 higher is better, -1 lower is better; +1 for a protocol not
+    in it, as for every accuracy), NaN when ``n < 3`` as the coefficients; on a ``mean`` or
+    ``group`` row, the mean of the per-data-set regrets of the ``n_datasets`` data sets whose
+    coefficients are averaged (the expected loss on one of those OOD data sets; NaN when there
+    are none).
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in acc.columns]
     missing += [c for c in subsets if c not in acc.columns and c not in missing]
@@ -290,6 +402,10 @@ def correlation_table(
         raise ValueError(f"accuracy table lacks columns {missing}")
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
+    directions = dict(directions or {})
+    bad = {p: d for p, d in directions.items() if d not in (1, -1)}
+    if bad:
+        raise ValueError(f"directions must be +1 or -1, got {bad}")
     id_ds, ood_sets, groups = identify_datasets(acc)
 
     dup = acc.duplicated(["model", "dataset", "protocol", "arm"], keep=False)
@@ -313,7 +429,7 @@ def correlation_table(
 
     records: list[dict] = []
     for subset, models in _subset_specs(acc, subsets, min_subset, wide.index):
-        engine = _Engine(wide.loc[models], n_resamples, seed, ci)
+        engine = _Engine(wide.loc[models], n_resamples, seed, ci, directions)
         # 1. in-domain pairs
         for (xp, xa), (yp, ya) in itertools.combinations(x_pas, 2):
             res = engine.row((id_ds, xp, xa), (id_ds, yp, ya))
@@ -349,7 +465,7 @@ def correlation_table(
     out = pd.DataFrame.from_records(records, columns=[*COLUMNS, *EXTRA_COLUMNS])
     out["n"] = out["n"].astype(int)
     out["n_datasets"] = out["n_datasets"].astype(int)
-    for col in ("value", "p_value", "ci_low", "ci_high"):
+    for col in ("value", "p_value", "ci_low", "ci_high", "regret_at_1"):
         out[col] = out[col].astype(float)
     return out
 
@@ -376,8 +492,10 @@ class _Engine:
     shares with every other variable it is correlated with.
     """
 
-    def __init__(self, wide: pd.DataFrame, n_resamples: int, seed: int, ci: float):
+    def __init__(self, wide: pd.DataFrame, n_resamples: int, seed: int, ci: float,
+                 directions: Mapping[str, int] | None = None):
         self.wide = wide
+        self.directions = dict(directions or {})
         self._columns = {key: wide[key].to_numpy(dtype=float) for key in wide.columns}
         self.n_resamples = n_resamples
         self.seed = seed
@@ -393,11 +511,15 @@ class _Engine:
     def _prep(self, method: str, key: tuple, keep: np.ndarray, resampled: np.ndarray):
         cache_key = (method, key, keep.tobytes())
         if cache_key not in self._prepared:
-            self._prepared[cache_key] = _prepare(method, resampled)
+            if method == "weightedtau":  # shares Kendall's sign array
+                signs = self._prep("kendall", key, keep, resampled)[0]
+                self._prepared[cache_key] = _weightedtau_prepare(resampled, signs)
+            else:
+                self._prepared[cache_key] = _prepare(method, resampled)
         return self._prepared[cache_key]
 
     def _samples(self, method, xkey, ykey, keep, xs, ys) -> np.ndarray:
-        if method == "kendall" and xs.size * xs.shape[1] > _KENDALL_CHUNK_ELEMENTS:
+        if method in _PAIRWISE and xs.size * xs.shape[1] > _KENDALL_CHUNK_ELEMENTS:
             return vectorized_stat(method, xs, ys)  # too big to cache: chunked
         px = self._prep(method, xkey, keep, xs)
         py = self._prep(method, ykey, keep, ys)
@@ -409,13 +531,17 @@ class _Engine:
         keep = np.isfinite(x) & np.isfinite(y)
         x, y = x[keep], y[keep]
         n = int(keep.sum())
-        res: dict = {"n": n, "methods": {}}
+        res: dict = {"n": n, "methods": {}, "regret_at_1": float("nan")}
         nan = float("nan")
         if n < MIN_N:
             for method in METHODS:
                 res["methods"][method] = {"value": nan, "p": nan, "samples": None,
                                           "ci": (nan, nan)}
             return res
+        res["regret_at_1"] = regret_at_1(
+            x, y, x_direction=self.directions.get(xkey[1], 1),
+            y_direction=self.directions.get(ykey[1], 1),
+        )
         point = correlate(x, y)
         idx = self.indices(n)
         xs, ys = x[idx], y[idx]
@@ -435,7 +561,8 @@ def _mean_result(parts: list[dict], ci: float) -> dict:
     """Average per-data-set results (those with a finite coefficient) and their resamples.
 
     Per resample the coefficients of the averaged data sets are averaged; a resample degenerate
-    on any of them is NaN and so skipped by the percentile interval.
+    on any of them is NaN and so skipped by the percentile interval.  ``regret_at_1`` is the mean
+    of the same data sets' regrets.
     """
     nan = float("nan")
     # correlate() is NaN for all methods or none, so the averaged data sets agree across methods
@@ -444,6 +571,8 @@ def _mean_result(parts: list[dict], ci: float) -> dict:
         "n": min(p["n"] for p in (ok or parts)),
         "n_datasets": len(ok),
         "methods": {},
+        # the mean regret over the same data sets (each finite: n >= MIN_N there)
+        "regret_at_1": float(np.mean([p["regret_at_1"] for p in ok])) if ok else nan,
     }
     for method in METHODS:
         if not ok:
@@ -468,5 +597,6 @@ def _records(xp, xa, xd, yp, ya, yd, subset, res, kind, group, n_datasets) -> li
             "value": m["value"], "p_value": m["p"],
             "ci_low": m["ci"][0], "ci_high": m["ci"][1],
             "y_kind": kind, "y_shift_group": group, "n_datasets": n_datasets,
+            "regret_at_1": res["regret_at_1"],
         })
     return out

@@ -98,6 +98,7 @@ CORRELATION_METHODS: dict[str, dict] = {
     "kendall": {"label": "Kendall τ"},
     "spearman": {"label": "Spearman ρ"},
     "pearson": {"label": "Pearson r"},
+    "weightedtau": {"label": "weighted τ"},
 }
 
 

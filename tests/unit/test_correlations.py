@@ -12,7 +12,18 @@ from scipy import stats
 
 from workflow_scripts import correlations as C
 
-SCIPY = {"kendall": stats.kendalltau, "spearman": stats.spearmanr, "pearson": stats.pearsonr}
+SCIPY = {"kendall": stats.kendalltau, "spearman": stats.spearmanr, "pearson": stats.pearsonr,
+         "weightedtau": stats.weightedtau}
+#: The methods (and the column order) of the table before weightedtau and regret_at_1.
+OLD_METHODS = ("kendall", "spearman", "pearson")
+OLD_COLUMNS = [
+    "x_protocol", "x_arm", "x_dataset", "y_protocol", "y_arm", "y_dataset", "subset", "method",
+    "n", "value", "p_value", "ci_low", "ci_high", "y_kind", "y_shift_group", "n_datasets"]
+
+
+def _same(a, b):
+    """Equal, NaN equal to NaN (weightedtau's p-value)."""
+    return a == b or (np.isnan(a) and np.isnan(b))
 
 
 def _scipy_or_nan(method, x, y):
@@ -34,10 +45,11 @@ def test_correlate_equals_scipy_exactly(ties):
     if ties:
         x, y = np.round(x), np.round(y)
     out = C.correlate(x, y)
-    assert set(out) == set(C.METHODS)
+    assert set(out) == set(C.METHODS) == set(SCIPY)
     for method, fn in SCIPY.items():
         res = fn(x, y)
-        assert out[method] == (res.statistic, res.pvalue)
+        assert out[method][0] == res.statistic and _same(out[method][1], res.pvalue)
+    assert np.isnan(out["weightedtau"][1])  # weightedtau has no p-value
 
 
 def test_correlate_kendall_is_tau_b():
@@ -64,7 +76,7 @@ def test_correlate_drops_nonfinite_pairs_and_small_n():
     # complete pairs: (1, 2), (2, 1), (5, 7): n = 3, enough
     for method, fn in SCIPY.items():
         ref = fn([1.0, 2.0, 5.0], [2.0, 1.0, 7.0])
-        assert out[method] == (ref.statistic, ref.pvalue)
+        assert out[method][0] == ref.statistic and _same(out[method][1], ref.pvalue)
     assert np.isnan(C.correlate([1.0, 2.0], [2.0, 1.0])["kendall"][0])
 
 
@@ -126,8 +138,94 @@ def test_vectorized_stat_perfect_and_reversed():
     y = np.vstack([np.arange(6.0) ** 3, -np.arange(6.0)])
     np.testing.assert_allclose(C.vectorized_stat("kendall", x, y), [1.0, -1.0])
     np.testing.assert_allclose(C.vectorized_stat("spearman", x, y), [1.0, -1.0])
+    np.testing.assert_allclose(C.vectorized_stat("weightedtau", x, y), [1.0, -1.0])
     with pytest.raises(ValueError):
         C.vectorized_stat("tau", x, y)
+
+
+@pytest.mark.parametrize("n", [3, 7, 12, 40, 130])
+def test_weightedtau_vectorised_equals_scipy_on_bootstrap_resamples(n):
+    """Row by row against scipy.stats.weightedtau on resamples of data that has ties of its own:
+    ties in x only, in y only and in both (a model drawn twice), and degenerate rows."""
+    rng = np.random.default_rng(n)
+    worst = 0.0
+    for levels in (2, 5, None):
+        x0 = rng.normal(size=n)
+        y0 = x0 + rng.normal(size=n)
+        if levels:
+            x0 = np.round(x0 * levels)
+            y0 = np.round(y0 * levels)
+        n_resamples = 40 if n > 100 else 400
+        idx = C.bootstrap_indices(n, n_resamples, n + 1)
+        xs, ys = x0[idx], y0[idx]
+        got = C.vectorized_stat("weightedtau", xs, ys)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = np.array([_scipy_or_nan("weightedtau", a, b) for a, b in zip(xs, ys)])
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12, equal_nan=True)
+        worst = max(worst, np.nanmax(np.abs(got - ref), initial=0.0))
+        # symmetric, as scipy's rank=True (the mean of the two lexicographic rankings)
+        np.testing.assert_allclose(C.vectorized_stat("weightedtau", ys, xs), got, atol=1e-14)
+        # joint ties (repeated models) in most resamples (all distinct: n! / n^n of them)
+        assert np.mean([len({*zip(a, b)}) < n for a, b in zip(xs, ys)]) > 0.7
+    assert worst < 1e-12
+
+
+def test_weightedtau_rows_with_mixed_ties_and_degenerate_rows():
+    xs, ys = _resamples_with_ties()
+    # ties in x broken by y in opposite directions, and the same with x and y exchanged
+    xs[4], ys[4] = [1, 1, 1, 2, 2, 3, 3, 3, 0], [5, 4, 3, 3, 9, 1, 2, 2, 0]
+    xs[5], ys[5] = ys[4], xs[4]
+    got = C.vectorized_stat("weightedtau", xs, ys)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = np.array([_scipy_or_nan("weightedtau", a, b) for a, b in zip(xs, ys)])
+    assert np.isnan(got[:4]).all()
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12, equal_nan=True)
+
+
+def test_weightedtau_weighs_the_top():
+    # one swapped pair: at the top it costs the weighted tau more than at the bottom, while
+    # Kendall's tau does not see a difference
+    x = np.arange(10.0)
+    top = x.copy()
+    top[[8, 9]] = top[[9, 8]]
+    bottom = x.copy()
+    bottom[[0, 1]] = bottom[[1, 0]]
+    assert C.correlate(x, top)["kendall"][0] == C.correlate(x, bottom)["kendall"][0]
+    assert C.correlate(x, top)["weightedtau"][0] < C.correlate(x, bottom)["weightedtau"][0] < 1
+    got = C.vectorized_stat("weightedtau", np.vstack([x, x]), np.vstack([top, bottom]))
+    np.testing.assert_allclose(got, [stats.weightedtau(x, top).statistic,
+                                     stats.weightedtau(x, bottom).statistic], atol=1e-14)
+
+
+# --------------------------------------------------------------------------------------------
+# regret_at_1
+
+
+def test_regret_at_1_hand_computed():
+    # x picks the third model (y 20); the best y is 30
+    assert C.regret_at_1([1, 2, 3], [10, 30, 20]) == 10.0
+    # x's first choice is the best in y
+    assert C.regret_at_1([1, 2, 3], [10, 20, 30]) == 0.0
+    # ties for x's first place: the mean y of the tied models (10 and 20 -> 15)
+    assert C.regret_at_1([3, 3, 1], [10, 20, 30]) == 15.0
+    assert C.regret_at_1([3, 3, 3], [10, 20, 30]) == 10.0  # constant x: best - mean
+    # a lower-is-better x: its first choice is the smallest x
+    x, y = [0.1, 0.5, 0.3], [50.0, 40.0, 45.0]
+    assert C.regret_at_1(x, y, x_direction=-1) == 0.0
+    assert C.regret_at_1(x, y) == 10.0
+    assert C.regret_at_1([0.2, 0.2, 0.9], [41.0, 44.0, 50.0], x_direction=-1) == 7.5
+    # a lower-is-better y (an error rate): the best is the smallest
+    assert C.regret_at_1([1, 2, 3], [5.0, 3.0, 9.0], y_direction=-1) == 6.0
+    # pairs with a missing value are dropped: models 2 and 3 remain, x picks model 3
+    assert C.regret_at_1([np.nan, 1, 2], [100, 5, 3]) == 2.0
+    assert np.isnan(C.regret_at_1([np.nan, 1], [1, np.nan]))
+    with pytest.raises(ValueError, match="direction"):
+        C.regret_at_1([1, 2], [1, 2], x_direction=0)
+    with pytest.raises(ValueError, match="differ"):
+        C.regret_at_1([1, 2], [1, 2, 3])
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,7 +301,41 @@ def _one(corr, **kw):
 
 def test_columns(corr):
     assert list(corr.columns[: len(C.COLUMNS)]) == list(C.COLUMNS)
+    assert list(corr.columns) == [*C.COLUMNS, *C.EXTRA_COLUMNS]
+    # the columns of before, in their order, and regret_at_1 appended
+    assert list(corr.columns) == [*OLD_COLUMNS, "regret_at_1"]
     assert corr["n"].dtype.kind == "i"
+    assert corr["regret_at_1"].dtype.kind == "f"
+    assert list(C.METHODS) == [*OLD_METHODS, "weightedtau"]
+    assert list(corr["method"].unique()) == list(C.METHODS)
+
+
+def test_old_methods_unchanged_by_weightedtau(acc, corr, monkeypatch):
+    """The kendall/spearman/pearson rows are those of the table computed without weightedtau
+    (the code path before it: the same engine with the three methods), regret_at_1 dropped
+    there and here."""
+    monkeypatch.setattr(C, "METHODS", OLD_METHODS)
+    old = C.correlation_table(acc, n_resamples=B, seed=SEED, min_subset=4)
+    assert set(old["method"]) == set(OLD_METHODS)
+    new = corr[corr.method != "weightedtau"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(new[OLD_COLUMNS], old[OLD_COLUMNS])
+    pd.testing.assert_series_equal(new["regret_at_1"], old["regret_at_1"])
+
+
+def test_weightedtau_rows(acc, corr):
+    wt = corr[corr.method == "weightedtau"]
+    assert len(wt) == len(corr) / len(C.METHODS)
+    assert wt["p_value"].isna().all()
+    assert wt["value"].notna().all() and wt["ci_low"].notna().all()
+    assert ((wt.ci_low <= wt.value + 1e-12) | (wt.y_kind.isin(["mean", "group"]))).all()
+    assert (wt.ci_low <= wt.ci_high).all()
+
+
+def test_uncached_chunked_path_gives_the_same_table(acc, corr, monkeypatch):
+    # sign arrays too big to cache: vectorized_stat's chunks, without the engine's cache
+    monkeypatch.setattr(C, "_KENDALL_CHUNK_ELEMENTS", 6 * 6 * 7)
+    pd.testing.assert_frame_equal(
+        C.correlation_table(acc, n_resamples=B, seed=SEED, min_subset=4), corr)
 
 
 def test_exact_row_set(corr):
@@ -213,7 +345,7 @@ def test_exact_row_set(corr):
     # subsets: all, backbone=resnet (4 models), paradigm=discriminative (4); vit/generative: 2
     assert sorted(corr["subset"].unique()) == [
         "all", "backbone=resnet", "paradigm=discriminative"]
-    assert len(corr) == 110 * 3 * 3
+    assert len(corr) == 110 * 3 * 4  # 4 methods
     per = corr[(corr.subset == "all") & (corr.method == "kendall")]
     assert per.groupby("y_kind").size().to_dict() == {
         "pair": 10, "dataset": 50, "mean": 20, "group": 30}
@@ -252,7 +384,7 @@ def test_point_estimates_equal_scipy(acc, corr, method):
                y_protocol="finetune", y_arm="raw")
     ref = SCIPY[method](x.to_numpy(), y.to_numpy())
     assert row["n"] == 6
-    assert row["value"] == ref.statistic and row["p_value"] == ref.pvalue
+    assert row["value"] == ref.statistic and _same(row["p_value"], ref.pvalue)
 
     # an OOD row, in a subset
     resnet = [m for m, v in MODELS.items() if v[0] == "resnet"]
@@ -263,7 +395,7 @@ def test_point_estimates_equal_scipy(acc, corr, method):
                y_dataset="ood_b")
     ref = SCIPY[method](x.to_numpy(), y.to_numpy())
     assert row["n"] == 4
-    assert row["value"] == ref.statistic and row["p_value"] == ref.pvalue
+    assert row["value"] == ref.statistic and _same(row["p_value"], ref.pvalue)
     assert row["y_shift_group"] == "same_label_shift"
 
 
@@ -286,6 +418,96 @@ def test_mean_and_group_rows_are_means_of_dataset_rows(corr):
     mean = sel[sel.y_dataset == "mean_ood"].iloc[0]
     assert mean["value"] == pytest.approx(per_ds.mean(), abs=1e-15)
     assert mean["n_datasets"] == 2
+
+
+def _oracle_regret(x: pd.Series, y: pd.Series, x_dir=1, y_dir=1) -> float:
+    """Hand-rolled: the models x ranks first (ties: all of them), their mean y, against the
+    best y, with pandas on the models having both values."""
+    both = pd.concat({"x": x * x_dir, "y": y * y_dir}, axis=1).dropna()
+    chosen = both.loc[both.x == both.x.max(), "y"].mean()
+    return both.y.max() - chosen
+
+
+def test_regret_rows_equal_hand_computed(acc, corr):
+    resnet = [m for m, v in MODELS.items() if v[0] == "resnet"]
+    cases = [
+        (dict(y_kind="pair", subset="all", x_protocol="knn", x_arm="bn",
+              y_protocol="finetune", y_arm="raw"), "inet", None),
+        (dict(y_kind="dataset", subset="backbone=resnet", x_protocol="linear", x_arm="raw",
+              y_protocol="knn", y_arm="bn", y_dataset="ood_b"), "ood_b", resnet),
+    ]
+    seen = []
+    for sel, y_ds, models in cases:
+        x = vec(acc, "inet", sel["x_protocol"], sel["x_arm"], models)
+        y = vec(acc, y_ds, sel["y_protocol"], sel["y_arm"], models)
+        want = _oracle_regret(x, y)
+        for method in C.METHODS:
+            row = _one(corr, method=method, **sel)
+            assert row["regret_at_1"] == pytest.approx(want, abs=1e-12)
+        seen.append(want)
+    assert max(seen) > 0  # not only trivial cases
+    # every per-data-set row of all models
+    rows = corr[(corr.method == "kendall") & (corr.subset == "all") & (corr.y_kind == "dataset")]
+    for row in rows.itertuples():
+        x = vec(acc, "inet", row.x_protocol, row.x_arm)
+        y = vec(acc, row.y_dataset, row.y_protocol, row.y_arm)
+        assert row.regret_at_1 == pytest.approx(_oracle_regret(x, y), abs=1e-12)
+    assert (rows["regret_at_1"] >= 0).all()
+
+
+def test_regret_rows_with_a_tie_for_first_place(acc):
+    # m5 and m6 tie for the first place in in-domain kNN (raw): their mean y counts
+    acc = acc.copy()
+    top = (acc.dataset == "inet") & (acc.protocol == "knn") & (acc.arm == "raw")
+    acc.loc[top & acc.model.isin(["m5", "m6"]), "top1"] = 99.0
+    corr = C.correlation_table(acc, n_resamples=20, seed=0, subsets=())
+    x = vec(acc, "inet", "knn", "raw")
+    for y_ds, yp, ya in [("inet", "linear", "raw"), ("ood_a", "linear", "bn"),
+                         ("ood_c", "knn", "bn")]:
+        y = vec(acc, y_ds, yp, ya)
+        assert y["m5"] != y["m6"]
+        want = y.max() - (y["m5"] + y["m6"]) / 2
+        assert want == pytest.approx(_oracle_regret(x, y))
+        row = _one(corr, method="spearman", x_protocol="knn", x_arm="raw", y_protocol=yp,
+                   y_arm=ya, y_dataset=y_ds)
+        assert row["regret_at_1"] == pytest.approx(want, abs=1e-12)
+
+
+def test_regret_mean_rows_are_means_of_dataset_rows(corr):
+    sel = corr[(corr.subset == "all") & (corr.method == "weightedtau")
+               & (corr.x_protocol == "linear") & (corr.x_arm == "bn")
+               & (corr.y_protocol == "knn") & (corr.y_arm == "raw")]
+    per_ds = sel[sel.y_kind == "dataset"].set_index("y_dataset")["regret_at_1"]
+    mean = sel[sel.y_dataset == "mean_ood"].iloc[0]
+    assert mean["regret_at_1"] == pytest.approx(per_ds.mean(), abs=1e-12)
+    grp = sel[sel.y_dataset == "group:same_label_shift"].iloc[0]
+    assert grp["regret_at_1"] == pytest.approx((per_ds["ood_a"] + per_ds["ood_b"]) / 2,
+                                               abs=1e-12)
+    # the same value on every method's row of an (x, y, subset)
+    keys = ["x_protocol", "x_arm", "y_protocol", "y_arm", "y_dataset", "subset"]
+    assert (corr.groupby(keys)["regret_at_1"].nunique(dropna=False) == 1).all()
+
+
+def test_regret_directions(acc, corr):
+    # knn declared lower-is-better: x's choice and the best y follow it; coefficients do not
+    flipped = C.correlation_table(acc, n_resamples=B, seed=SEED, min_subset=4,
+                                  directions={"knn": -1})
+    pd.testing.assert_frame_equal(flipped.drop(columns="regret_at_1"),
+                                  corr.drop(columns="regret_at_1"))
+    for xp, xa, yp, ya, ds in [("knn", "raw", "linear", "bn", "ood_a"),
+                               ("linear", "raw", "knn", "bn", "ood_b"),
+                               ("knn", "bn", "knn", "raw", "ood_c")]:
+        row = _one(flipped, method="kendall", subset="all", x_protocol=xp, x_arm=xa,
+                   y_protocol=yp, y_arm=ya, y_dataset=ds)
+        want = _oracle_regret(vec(acc, "inet", xp, xa), vec(acc, ds, yp, ya),
+                              x_dir=-1 if xp == "knn" else 1, y_dir=-1 if yp == "knn" else 1)
+        assert row["regret_at_1"] == pytest.approx(want, abs=1e-12)
+    # unaffected: x and y both accuracies of other protocols
+    same = (corr.x_protocol != "knn") & (corr.y_protocol != "knn")
+    pd.testing.assert_series_equal(flipped.loc[same, "regret_at_1"], corr.loc[same, "regret_at_1"])
+    assert not np.allclose(flipped.loc[~same, "regret_at_1"], corr.loc[~same, "regret_at_1"])
+    with pytest.raises(ValueError, match="directions"):
+        C.correlation_table(acc, n_resamples=10, seed=0, directions={"knn": 2})
 
 
 def _oracle_ci(samples, ci=0.95):
@@ -353,7 +575,7 @@ def test_missing_values_drop_models_and_small_n_is_nan():
     row = _one(corr, y_dataset="ood_a", subset="backbone=resnet", method="kendall",
                x_protocol="knn", x_arm="raw", y_protocol="linear", y_arm="bn")
     assert row["n"] == 2
-    assert np.isnan([row.value, row.p_value, row.ci_low, row.ci_high]).all()
+    assert np.isnan([row.value, row.p_value, row.ci_low, row.ci_high, row.regret_at_1]).all()
 
 
 def test_min_subset_threshold(acc):
