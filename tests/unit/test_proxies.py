@@ -1,0 +1,353 @@
+"""workflow_scripts.proxies against hand-computed cases and independent naive implementations."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from workflow_scripts import proxies as P
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _orthonormal(rng, n: int, k: int, centred: bool = False) -> np.ndarray:
+    """n x k matrix with orthonormal columns (QR of a seeded Gaussian), optionally mean-free."""
+    g = rng.standard_normal((n, k))
+    if centred:
+        g -= g.mean(axis=0)
+    return np.linalg.qr(g)[0]
+
+
+def _clusters(rng, n=300, d=12, c=4, spread=4.0):
+    y = rng.integers(0, c, n)
+    centres = spread * rng.standard_normal((c, d))
+    return centres[y] + rng.standard_normal((n, d)), y
+
+
+# ----------------------------------------------------------------------------------------------
+# RankMe
+
+
+def _rankme_expected(r: int, k: int) -> float:
+    """Exact RankMe of r equal non-zero singular values among k = min(N, D) (the rest zero)."""
+    e = P.RANKME_EPS
+    p = 1.0 / r + e
+    return math.exp(-(r * p * math.log(p) + (k - r) * e * math.log(e)))
+
+
+@pytest.mark.parametrize("r", [1, 3, 17, 40])
+def test_rankme_of_isometric_rank_r_matrix_is_r(r):
+    rng = np.random.default_rng(r)
+    n, d = 120, 40
+    x = 2.5 * _orthonormal(rng, n, r) @ _orthonormal(rng, d, r).T  # r singular values 2.5
+    value = P.rankme(x)
+    assert value == pytest.approx(_rankme_expected(r, min(n, d)), rel=1e-9)
+    # The 1e-7 smoothing moves the value by < 1e-3 for k = 40 singular values:
+    # r * |d/dp (p log p)| * 1e-7 + (k - r) * 1e-7 * |log 1e-7| < 40 * 17 * 1e-7 ~ 7e-5 (relative).
+    assert abs(value - r) < 1e-3 * r
+
+
+def test_rankme_rank_one_scale_and_wide_matrix():
+    rng = np.random.default_rng(0)
+    u, v = rng.standard_normal(50), rng.standard_normal(30)
+    x = np.outer(u, v)
+    assert P.rankme(x) == pytest.approx(_rankme_expected(1, 30), rel=1e-9)
+    assert abs(P.rankme(x) - 1.0) < 1e-3
+    g = rng.standard_normal((20, 60))  # N < D: min(N, D) = 20 singular values
+    assert P.rankme(7.3 * g) == pytest.approx(P.rankme(g), rel=1e-12)
+    s = np.linalg.svd(g, compute_uv=False)
+    p = s / s.sum() + 1e-7
+    assert P.rankme(g) == pytest.approx(math.exp(-(p * np.log(p)).sum()), rel=1e-12)
+    assert math.isnan(P.rankme(np.zeros((4, 3))))
+
+
+# ----------------------------------------------------------------------------------------------
+# alpha-ReQ
+
+
+def _with_covariance_spectrum(rng, n: int, lam: np.ndarray, d: int) -> np.ndarray:
+    """x (n x d) whose centred covariance x_c^T x_c / n has exactly the eigenvalues lam (+ 0s)."""
+    z = _orthonormal(rng, n, lam.size, centred=True) * math.sqrt(n)  # z^T z / n = I, mean 0
+    q = _orthonormal(rng, d, lam.size)
+    return z @ np.diag(np.sqrt(lam)) @ q.T + rng.standard_normal(d)  # an offset: alpha centres
+
+
+@pytest.mark.parametrize("d", [64, 512])
+def test_alpha_req_recovers_power_law_exponent(d):
+    rng = np.random.default_rng(d)
+    lam = np.arange(1, d + 1, dtype=np.float64) ** -1.3
+    x = _with_covariance_spectrum(rng, 4 * d, lam, d)
+    alpha, r2 = P.alpha_req(x)
+    assert abs(alpha - 1.3) < 0.01
+    assert abs(alpha - 1.3) < 1e-8  # exact spectrum: the fit is exact up to round-off
+    assert r2 > 0.999 and r2 == pytest.approx(1.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("n,d", [(100, 512), (600, 64)])
+def test_alpha_req_excludes_numerically_zero_eigenvalues(n, d):
+    # rank 40 (N < D: SVD path; N > D: Gram path): D - 40 eigenvalues are zero in exact arithmetic
+    rng = np.random.default_rng(n)
+    lam = np.arange(1, 41, dtype=np.float64) ** -0.8
+    x = _with_covariance_spectrum(rng, n, lam, d)
+    alpha, r2 = P.alpha_req(x)
+    assert alpha == pytest.approx(0.8, abs=1e-8)
+    assert r2 == pytest.approx(1.0, abs=1e-10)
+
+
+def test_alpha_req_matches_polyfit_on_a_non_power_law_spectrum():
+    rng = np.random.default_rng(2)
+    lam = np.array([4.0, 1.0, 0.5, 0.4])
+    alpha, r2 = P.alpha_req(_with_covariance_spectrum(rng, 50, lam, 6))
+    lx, ly = np.log([1.0, 2.0, 3.0, 4.0]), np.log(lam)
+    slope, intercept = np.polyfit(lx, ly, 1)
+    pred = slope * lx + intercept
+    expected_r2 = 1 - ((ly - pred) ** 2).sum() / ((ly - ly.mean()) ** 2).sum()
+    assert alpha == pytest.approx(-slope, rel=1e-10)
+    assert r2 == pytest.approx(expected_r2, rel=1e-10)
+    assert r2 < 0.99  # a genuinely imperfect fit
+
+
+def test_alpha_req_degenerate_cases():
+    assert all(math.isnan(v) for v in P.alpha_req(np.ones((5, 3))))  # no variance
+    x = np.outer(np.arange(6.0), [1.0, 2.0])  # rank 1: one eigenvalue, no line to fit
+    assert all(math.isnan(v) for v in P.alpha_req(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# LogME
+
+
+def _naive_evidence(x, f, alpha, beta):
+    """The paper's formula with explicit D x D matrices: inverse and slogdet of A."""
+    n, d = x.shape
+    a = alpha * np.eye(d) + beta * x.T @ x
+    m = beta * np.linalg.solve(a, x.T @ f)
+    res = f - x @ m
+    logdet = np.linalg.slogdet(a)[1]
+    return (n / 2 * math.log(beta) + d / 2 * math.log(alpha) - n / 2 * math.log(2 * math.pi)
+            - beta / 2 * res @ res - alpha / 2 * m @ m - logdet / 2)
+
+
+@pytest.mark.parametrize("n,d", [(80, 10), (20, 50), (30, 30)])
+def test_logme_evidence_equals_naive_formula(n, d):
+    rng = np.random.default_rng(n * d)
+    x = rng.standard_normal((n, d)) + 0.5
+    f = (rng.integers(0, 3, n) == 1).astype(np.float64)
+    for alpha, beta in [(1.0, 1.0), (0.03, 7.0), (12.0, 0.2)]:
+        fast = P.logme_evidence(x, f, alpha, beta)
+        assert fast == pytest.approx(_naive_evidence(x, f, alpha, beta), rel=1e-10, abs=1e-8)
+
+
+def test_logme_evidence_rank_deficient_tall_matrix():
+    # N > D (Gram path) with rank 4 < D = 10: the zero eigenvalues of x^T x must stay exact zeros
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((80, 4)) @ rng.standard_normal((4, 10))
+    f = (rng.integers(0, 2, 80) == 1).astype(np.float64)
+    for alpha, beta in [(1.0, 1.0), (0.03, 7.0)]:
+        fast = P.logme_evidence(x, f, alpha, beta)
+        assert fast == pytest.approx(_naive_evidence(x, f, alpha, beta), rel=1e-10)
+    value, alpha, beta = P.logme_fit(x, f)
+    assert value == pytest.approx(_naive_evidence(x, f, alpha, beta) / 80, rel=1e-10)
+
+
+def test_gram_path_matches_svd_on_a_decaying_spectrum():
+    # N > D goes through the Gram eigendecomposition; check it against LAPACK's SVD
+    rng = np.random.default_rng(13)
+    s = np.logspace(0, -4, 30)
+    x = _orthonormal(rng, 500, 30) @ np.diag(s) @ _orthonormal(rng, 30, 30).T + 0.3
+    sv = np.linalg.svd(x, compute_uv=False)
+    p = sv / sv.sum() + 1e-7
+    assert P.rankme(x) == pytest.approx(math.exp(-(p * np.log(p)).sum()), rel=1e-10)
+    assert P.rankme(1e-3 * x) == pytest.approx(P.rankme(x), rel=1e-10)
+    eig = np.linalg.svd(x - x.mean(axis=0), compute_uv=False) ** 2 / 500
+    slope = np.polyfit(np.log(np.arange(1, 31)), np.log(eig), 1)[0]
+    assert P.alpha_req(x)[0] == pytest.approx(-slope, rel=1e-8)
+
+
+@pytest.mark.parametrize("n,d", [(120, 8), (25, 40)])
+def test_logme_fit_reaches_the_evidence_maximum(n, d):
+    rng = np.random.default_rng(n + d)
+    x, y = _clusters(rng, n=n, d=d, c=3, spread=1.0)
+    f = (y == 1).astype(np.float64)
+    value, alpha, beta = P.logme_fit(x, f)
+    assert value == pytest.approx(_naive_evidence(x, f, alpha, beta) / n, rel=1e-10)
+    # an independent maximisation of the naive evidence over (log alpha, log beta)
+    best = minimize(lambda t: -_naive_evidence(x, f, math.exp(t[0]), math.exp(t[1])) / n,
+                    x0=[math.log(alpha), math.log(beta)], method="Nelder-Mead",
+                    options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 4000})
+    assert value <= -best.fun + 1e-12
+    assert value == pytest.approx(-best.fun, abs=1e-6)
+    # MacKay's fixed-point equations hold at the returned point (stopping rule 1e-3)
+    a = alpha * np.eye(d) + beta * x.T @ x
+    m = beta * np.linalg.solve(a, x.T @ f)
+    gamma = d - alpha * np.trace(np.linalg.inv(a))
+    assert gamma / (m @ m) == pytest.approx(alpha, rel=1e-2)
+    assert (n - gamma) / np.sum((f - x @ m) ** 2) == pytest.approx(beta, rel=1e-2)
+
+
+def test_logme_is_mean_of_per_class_fits_and_skips_absent_classes():
+    rng = np.random.default_rng(3)
+    x, y = _clusters(rng, n=200, d=10, c=3)
+    y = np.array([0, 2, 5])[y]  # classes 1, 3, 4 absent
+    per_class = [P.logme_fit(x, (y == k).astype(float))[0] for k in (0, 2, 5)]
+    assert P.logme(x, y, num_classes=6) == pytest.approx(np.mean(per_class), rel=1e-12)
+    with pytest.raises(ValueError):
+        P.logme(x, y, num_classes=5)
+
+
+def test_logme_invariant_to_relabelling_and_sample_order():
+    rng = np.random.default_rng(4)
+    x, y = _clusters(rng, n=250, d=16, c=5)
+    base = P.logme(x, y)
+    relabel = np.array([3, 0, 4, 1, 2])
+    assert P.logme(x, relabel[y]) == pytest.approx(base, rel=1e-12)
+    perm = rng.permutation(len(y))
+    assert P.logme(x[perm], y[perm]) == pytest.approx(base, rel=1e-10)
+
+
+def test_logme_lower_for_shuffled_labels():
+    rng = np.random.default_rng(5)
+    x, y = _clusters(rng, n=400, d=16, c=5)
+    assert P.logme(x, rng.permutation(y)) < P.logme(x, y) - 0.1
+    # labels that are a linear function of the features (x = one-hot @ centres, no noise)
+    centres = rng.standard_normal((5, 16))
+    exact = np.eye(5)[y] @ centres
+    assert P.logme(exact, y) > P.logme(exact, rng.permutation(y))
+
+
+# ----------------------------------------------------------------------------------------------
+# NC1
+
+
+def _naive_nc1(x, y, rcond=1e-10):
+    classes = np.unique(y)
+    means = np.stack([x[y == k].mean(axis=0) for k in classes])
+    mu = means.mean(axis=0)
+    w = x - means[np.searchsorted(classes, y)]
+    sigma_w = w.T @ w / len(x)
+    sigma_b = (means - mu).T @ (means - mu) / len(classes)
+    return np.trace(sigma_w @ np.linalg.pinv(sigma_b, rcond=rcond)) / len(classes)
+
+
+def test_nc1_hand_computed_two_classes():
+    # class 0: (0,0), (2,0) -> mu_0 = (1,0); class 1: (0,4), (0,6) -> mu_1 = (0,5)
+    # Sigma_W = ([[2,0],[0,0]] + [[0,0],[0,2]]) / 4 = 0.5 I
+    # mu = (0.5, 2.5); mu_c - mu = +-v, v = (0.5, -2.5), |v|^2 = 6.5; Sigma_B = v v^T
+    # pinv(v v^T) = v v^T / |v|^4 -> trace(0.5 I pinv) = 0.5 * 6.5 / 42.25 = 1/13; / C=2 -> 1/26
+    x = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [0.0, 6.0]])
+    y = np.array([0, 0, 1, 1])
+    assert P.nc1(x, y) == pytest.approx(1 / 26, rel=1e-12)
+
+
+def test_nc1_uses_mean_of_class_means():
+    # add (1,0) to class 0: mu_0 unchanged, N = 5, Sigma_W = 0.4 I, mu = mean of class means
+    # = (0.5, 2.5) as before -> NC1 = 0.4 * 6.5 / 42.25 / 2 = 2/65. (The sample mean (0.6, 2)
+    # would give Sigma_B = 0.26 w w^T, w = (1,-5), and NC1 = 0.4 / (0.26 * 26) / 2 instead.)
+    x = np.array([[0.0, 0.0], [2.0, 0.0], [1.0, 0.0], [0.0, 4.0], [0.0, 6.0]])
+    y = np.array([0, 0, 0, 1, 1])
+    assert P.nc1(x, y) == pytest.approx(2 / 65, rel=1e-12)
+    assert P.nc1(x, y + 7) == pytest.approx(2 / 65, rel=1e-12)  # absent classes 0..6 ignored
+
+
+def test_nc1_zero_when_collapsed_and_nan_for_one_class():
+    rng = np.random.default_rng(6)
+    centres = rng.standard_normal((4, 7))
+    y = rng.integers(0, 4, 50)
+    assert P.nc1(centres[y], y) == pytest.approx(0.0, abs=1e-20)
+    assert math.isnan(P.nc1(rng.standard_normal((10, 3)), np.zeros(10, dtype=int)))
+
+
+@pytest.mark.parametrize("d,c", [(20, 5), (5, 30)])
+def test_nc1_matches_naive_covariance_formula(d, c):
+    rng = np.random.default_rng(d * c)
+    x, y = _clusters(rng, n=400, d=d, c=c, spread=1.5)
+    assert P.nc1(x, y) == pytest.approx(_naive_nc1(x, y), rel=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# every proxy: invariant to sample order
+
+
+def test_every_proxy_invariant_to_sample_order():
+    rng = np.random.default_rng(7)
+    x, y = _clusters(rng, n=300, d=24, c=6)
+    perm = rng.permutation(len(y))
+    xp, yp = x[perm], y[perm]
+    assert P.rankme(xp) == pytest.approx(P.rankme(x), rel=1e-10)
+    assert P.alpha_req(xp) == pytest.approx(P.alpha_req(x), rel=1e-10)
+    assert P.logme(xp, yp) == pytest.approx(P.logme(x, y), rel=1e-10)
+    assert P.nc1(xp, yp) == pytest.approx(P.nc1(x, y), rel=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# subsample, standardize, compute
+
+
+def test_subsample():
+    assert np.array_equal(P.subsample(7, 10, seed=3), np.arange(7))
+    assert np.array_equal(P.subsample(10, 10, seed=3), np.arange(10))
+    a = P.subsample(1000, 100, seed=3)
+    assert np.array_equal(a, P.subsample(1000, 100, seed=3))
+    assert np.array_equal(a, np.sort(np.random.default_rng(3).choice(1000, 100, replace=False)))
+    assert a.size == 100 and np.unique(a).size == 100 and np.all(np.diff(a) > 0)
+    assert a.min() >= 0 and a.max() < 1000
+    assert not np.array_equal(a, P.subsample(1000, 100, seed=4))
+
+
+def test_standardize_hand_case_and_knn_zscore():
+    x = np.array([[1.0, 2.0, 0.0], [3.0, 2.0, 0.0], [5.0, 2.0, 3.0]])
+    # col 0: mean 3, population std sqrt(8/3); col 1 constant -> 0; col 2: mean 1, std sqrt(2)
+    expected = np.array([[-2 / math.sqrt(8 / 3), 0.0, -1 / math.sqrt(2)],
+                         [0.0, 0.0, -1 / math.sqrt(2)],
+                         [2 / math.sqrt(8 / 3), 0.0, 2 / math.sqrt(2)]])
+    z = P.standardize(x)
+    assert z.dtype == np.float64
+    np.testing.assert_allclose(z, expected, rtol=1e-14, atol=1e-15)
+    from workflow_scripts.knn import zscore  # the kNN BN arm: same semantics, float32 output
+
+    rng = np.random.default_rng(8)
+    g = (rng.standard_normal((40, 6)) * [1, 2, 3, 4, 5, 6] + 9).astype(np.float32)
+    g[:, 2] = 0.1  # a constant column
+    np.testing.assert_allclose(P.standardize(g), zscore(g, g)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_compute_rows_equal_the_single_proxies_on_the_subsample():
+    rng = np.random.default_rng(9)
+    x, y = _clusters(rng, n=500, d=12, c=4)
+    x = x.astype(np.float32)
+    rows, idx = P.compute(x, y, max_samples=200, seed=11)
+    assert np.array_equal(idx, P.subsample(500, 200, 11))
+    xs, ys = x[idx].astype(np.float64), y[idx]
+    assert [(r["proxy"], r["arm"]) for r in rows] == [(p, a) for a in P.ARMS for p in P.PROXIES]
+    for arm, a in (("raw", xs), ("bn", P.standardize(xs))):
+        got = {r["proxy"]: r for r in rows if r["arm"] == arm}
+        alpha, r2 = P.alpha_req(a)
+        assert got["rankme"]["value"] == pytest.approx(P.rankme(a), rel=1e-12)
+        assert got["rankme_d"]["value"] == pytest.approx(P.rankme(a) / 12, rel=1e-12)
+        assert got["alpha_req"]["value"] == pytest.approx(alpha, rel=1e-12)
+        assert got["alpha_req"]["r2"] == pytest.approx(r2, rel=1e-12)
+        assert got["logme"]["value"] == pytest.approx(P.logme(a, ys), rel=1e-12)
+        assert got["nc1"]["value"] == pytest.approx(P.nc1(a, ys), rel=1e-12)
+        assert all(math.isnan(got[p]["r2"]) for p in P.PROXIES if p != "alpha_req")
+    assert {(r["n_samples"], r["seed"], r["indices_sha256"]) for r in rows} == {
+        (200, 11, P.indices_sha256(idx))}
+    assert len(P.indices_sha256(idx)) == 64
+    assert P.indices_sha256(idx) != P.indices_sha256(P.subsample(500, 200, 12))
+    only_raw, _ = P.compute(x, y, max_samples=200, seed=11, arms=("raw",))
+    assert only_raw == rows[: len(P.PROXIES)]
+    with pytest.raises(ValueError):
+        P.compute(x, y, max_samples=200, seed=11, arms=("whitened",))
+
+
+def test_directions_registry_and_no_torch_import():
+    assert set(P.DIRECTIONS) == set(P.PROXIES)
+    assert all(v in (-1, 1) for v in P.DIRECTIONS.values())
+    assert P.DIRECTIONS["nc1"] == -1 and P.DIRECTIONS["logme"] == P.DIRECTIONS["rankme"] == 1
+    code = "import sys, workflow_scripts.proxies; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
