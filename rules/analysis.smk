@@ -33,6 +33,26 @@ rule accuracy_table:
         script_path("accuracy_table")
 
 
+# The proxies of every (model, data set), one tidy table (protocol proxies).
+rule proxies_table:
+    input:
+        PLAN.proxy_results(),
+    output:
+        report(
+            "results/tables/proxies.csv",
+            caption="../report/proxies.rst",
+            category="Tables",
+            labels={"table": "Proxies", "file": "CSV (download)"},
+        ),
+    log:
+        "logs/proxies_table.log",
+    localrule: True
+    conda:
+        "../envs/sslbench.yaml"
+    script:
+        script_path("concat_csv")
+
+
 rule correlations:
     input:
         "results/tables/accuracy.csv",

@@ -144,4 +144,4 @@ if PLAN.trained_protocols and not PLAN.batch_runs:
         conda:
             "../envs/sslbench.yaml"
         script:
-            script_path("collect_trained")
+            script_path("concat_csv")

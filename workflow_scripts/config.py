@@ -424,6 +424,10 @@ def check_plan(config: dict, models: pd.DataFrame, datasets: pd.DataFrame) -> No
             f"the correlations across models need at least analysis.min_models = {minimum}"
         )
     protocols = config["protocols"]
+    if all(registry.PROTOCOLS[p]["kind"] == "proxy" for p in protocols):
+        raise ConfigError(
+            f"config key 'protocols': {protocols} holds no accuracy protocol; the proxies are "
+            "correlated with accuracies: add one (e.g. knn)")
     if "knn" in protocols:
         k = config["knn"]["k"]
         for key, row in datasets.iterrows():

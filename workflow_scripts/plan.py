@@ -64,6 +64,8 @@ class Plan:
         fewshot = config["fewshot"]
         self.frozen_protocols = [
             p for p in protocols if registry.PROTOCOLS[p]["kind"] == "frozen"]
+        # label-free proxies of the cached train features (results/tables/proxies.csv)
+        self.proxies = "proxies" in protocols
         self.percents = [f"{p:g}" for p in fewshot["percents"]]
         # trained protocols run on the in-domain set only: finetune, fewshot<pct> per size
         self.trained_protocols = [
@@ -371,6 +373,14 @@ class Plan:
                          dataset=self.id_dataset)
         return frozen + trained
 
+    def proxy_results(self) -> list[str]:
+        """The per-job proxy files results/tables/proxies.csv collects (none without the
+        protocol)."""
+        if not self.proxies:
+            return []
+        return expand("results/probes/proxies/{model}/{dataset}.csv", model=self.models,
+                      dataset=self.datasets)
+
     def stage_outputs(self) -> list[str]:
         """Every file the tables are built from, stage by stage (data, labels, weights, cached
         features, per-job results). They are targets of the default rule because Snakemake
@@ -386,7 +396,8 @@ class Plan:
                     split=SPLITS),
             *expand("results/checkpoints/{model}.{ext}", model=self.models,
                     ext=["safetensors", "json"]),
-            *(features if self.frozen_protocols else []),
+            *(features if self.frozen_protocols or self.proxies else []),
+            *self.proxy_results(),
             *[f for p in self.trained_protocols for m in self.models
               for f in self.trained_outputs(p, m)],
             *self.probe_results(),
@@ -397,6 +408,7 @@ class Plan:
             *self.stage_outputs(),
             "results/tables/accuracy.json",
             "results/tables/correlations.csv",
+            *(["results/tables/proxies.csv"] if self.proxies else []),
             *expand("results/tables/{table}.{ext}", table=TABLES, ext=["csv", "html"]),
             *[self.fewshot_split_path(pct, seed)
               for pct in self.percents for seed in self.fewshot_seeds],

@@ -25,22 +25,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-PROXIES = ("rankme", "rankme_d", "alpha_req", "logme", "nc1")
-ARMS = ("raw", "bn")
+from workflow_scripts import registry
 
-# +1: higher is better, -1: lower is better (the sign the analysis gives each proxy).
-DIRECTIONS = {
-    "rankme": +1,  # Garrido et al.: higher effective rank <-> higher downstream accuracy
-    "rankme_d": +1,
-    # alpha-ReQ is not monotone (as we read Agrawal et al. and RankMe's discussion of it): very
-    # small alpha = noise-like, near-white features; large alpha = (dimensionally) collapsed
-    # features; the best linear accuracy sits near alpha ~ 1. Trained SSL features mostly lie on
-    # the alpha >= ~1 side, where slower decay (lower alpha) goes with better linear accuracy, so
-    # the monotone direction recorded is -1 ("lower is better"); it is wrong for alpha < ~1.
-    "alpha_req": -1,
-    "logme": +1,  # You et al.: higher evidence <-> better transfer
-    "nc1": -1,  # more within-class collapse relative to between-class spread <-> better
-}
+PROXIES = tuple(registry.PROXIES)
+ARMS = tuple(registry.ARMS)
+# +1: higher is better, -1: lower is better (registry.PROXIES, with the reasons there).
+DIRECTIONS = {name: entry["direction"] for name, entry in registry.PROXIES.items()}
 
 RANKME_EPS = 1e-7
 ALPHA_REQ_RTOL = 1e-10  # eigenvalues <= max * ALPHA_REQ_RTOL are numerically zero
@@ -460,3 +450,27 @@ def compute(x, y, *, max_samples: int, seed: int, arms: Sequence[str] = ARMS
                   "n_samples": int(idx.size), "seed": int(seed), "indices_sha256": digest}
                  for p in PROXIES]
     return rows, idx
+
+
+def run_job(data, outputs: Sequence[str], *, model: str, num_classes, arms, settings: dict,
+            threads: int, code: str, log) -> None:
+    """One proxies job (the feature-probe interface, see registry.PROTOCOLS["proxies"]): for
+    each (data set, train x, train y, test x, test y) of ``data`` the proxies of the *train*
+    features on the subsample of ``settings`` (config section ``proxies``: max_samples, seed),
+    one tidy row per (proxy, arm) -- model, dataset, split, proxy, arm, value, n_samples, seed,
+    then r2, indices_sha256, code_version -- written to the matching ``outputs`` file."""
+    import pandas as pd
+
+    from workflow_scripts.io import save_csv
+
+    columns = ["model", "dataset", "split", "proxy", "arm", "value", "n_samples", "seed", "r2",
+               "indices_sha256", "code_version"]
+    for (dataset, xtr, ytr, _, _), classes, out in zip(data, num_classes, outputs, strict=True):
+        _as_labels(ytr, len(ytr), classes)  # labels within the data set's classes
+        rows, _ = compute(xtr, ytr, max_samples=settings["max_samples"], seed=settings["seed"],
+                          arms=arms)
+        frame = pd.DataFrame(rows).assign(model=model, dataset=dataset, split="train",
+                                          code_version=code)[columns]
+        save_csv(out, frame)
+        log.info("%s / %s: %s", model, dataset,
+                 frame[["proxy", "arm", "value"]].to_dict("records"))

@@ -62,7 +62,7 @@ SPLITS = ("train", "test")
 # --------------------------------------------------------------------------------------------
 # Evaluation protocols, in the order of every table and figure. kind: "frozen" protocols run
 # on every data set (cached features or the frozen backbone), "trained" ones fine-tune on the
-# in-domain set. rows: how the accuracy table reduces a protocol's per-job rows
+# in-domain set, "proxy" measures the features without an accuracy. rows: how the accuracy table reduces a protocol's per-job rows
 # (workflow_scripts.results.REDUCERS). per_percent: one protocol per few-shot subset size,
 # named <name><pct> (fewshot10, fewshot1), ordered by decreasing size; label takes {pct}.
 # probe: a probe on cached features, whose rule rules/probes.smk generates: rule name, the
@@ -83,6 +83,27 @@ PROTOCOLS: dict[str, dict] = {
         "kind": "trained", "label": "few-shot {pct}%", "rows": "subset_seeds",
         "per_percent": True,
     },
+    # not an accuracy: the measures of registry.PROXIES (results/tables/proxies.csv)
+    "proxies": {
+        "kind": "proxy", "label": "proxies",
+        "probe": {"rule": "proxies", "module": "proxies", "mem_mb": (2, 1000)},
+    },
+}
+
+# Label-free and transferability proxies of the cached train features (protocol "proxies",
+# workflow_scripts.proxies): label and direction (+1: higher predicts better accuracy).
+PROXIES: dict[str, dict] = {
+    # Garrido et al.: a higher effective rank goes with higher downstream accuracy
+    "rankme": {"label": "RankMe", "direction": +1},
+    "rankme_d": {"label": "RankMe / D", "direction": +1},
+    # alpha-ReQ is not monotone as we read Agrawal et al.: small alpha = near-white features,
+    # large alpha = collapsed ones, the best linear accuracy near alpha ~ 1. Trained features
+    # mostly lie at alpha >= ~1, where lower alpha goes with better accuracy: -1 (wrong below 1)
+    "alpha_req": {"label": "α-ReQ", "direction": -1},
+    # You et al.: a higher evidence goes with better transfer
+    "logme": {"label": "LogME", "direction": +1},
+    # more within-class collapse relative to the spread of the class means is better
+    "nc1": {"label": "NC1", "direction": -1},
 }
 
 # Keys of a probe's config section that do not change its rows (where it runs; what the

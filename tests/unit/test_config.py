@@ -36,6 +36,7 @@ def test_default_config_is_valid(config):
     [
         (lambda c: c["linear"].update(epochs=-1), r"config key 'linear.epochs': -1 is less than the minimum"),
         (lambda c: c.update(protocols=["knn", "svm"]), r"config key 'protocols.1': 'svm' is not one of"),
+        (lambda c: c.update(protocols=["proxies"]), r"config key 'protocols': \['proxies'\] holds no accuracy protocol"),
         (lambda c: c.update(models=["simclr_resnet", "dino_vit"]), r"config key 'models': unknown model key\(s\) 'dino_vit'"),
         (lambda c: c.update(datasets=["shapes", "imagenet"]), r"config key 'datasets': unknown data set key\(s\) 'imagenet'"),
         (lambda c: c.update(datasets=["count", "texture"]), r"exactly one selected data set must have role 'id', found 0"),

@@ -150,3 +150,18 @@ def test_reordered_config_keys_give_the_same_params():
     assert repr(other.probe_settings("linear")) == repr(plan.probe_settings("linear"))
     assert repr(other.figure_options("f3_scatter")) == repr(plan.figure_options("f3_scatter"))
     assert "device" not in plan.probe_settings("linear") and "report" not in plan.probe_settings("linear")
+
+
+def test_proxies_plan_one_job_per_model_and_a_table():
+    plan = _plan("config")
+    assert not plan.proxies and not plan.proxy_results()
+    assert "results/tables/proxies.csv" not in plan.all_targets()
+    plan = _plan("config", protocols=["fewshot", "proxies"])  # proxies still extract features
+    assert plan.proxies and plan.frozen_protocols == []
+    results = plan.proxy_results()
+    assert results == [f"results/probes/proxies/{m}/{d}.csv"
+                       for m in plan.models for d in plan.datasets]
+    targets = plan.all_targets()
+    assert "results/tables/proxies.csv" in targets and set(results) <= set(targets)
+    assert f"results/features/{plan.models[0]}/{plan.datasets[0]}/train.npy" in targets
+    assert not any("proxies" in path for path in plan.probe_results())  # no accuracy

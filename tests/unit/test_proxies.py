@@ -351,3 +351,37 @@ def test_directions_registry_and_no_torch_import():
     assert P.DIRECTIONS["nc1"] == -1 and P.DIRECTIONS["logme"] == P.DIRECTIONS["rankme"] == 1
     code = "import sys, workflow_scripts.proxies; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_run_job_writes_the_tidy_rows_of_each_data_set(tmp_path):
+    """The feature-probe interface: train features of each data set -> one row per (proxy,
+    arm) with the table's columns, values equal to compute() on the same subsample."""
+    import logging
+
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    data, expected = [], {}
+    for name, n in (("a", 120), ("b", 40)):
+        x, y = _clusters(rng, n=n, d=6, c=3)
+        data.append((name, x.astype(np.float32), y, None, None))
+        expected[name] = P.compute(x.astype(np.float32), y, max_samples=50, seed=3)[0]
+    outs = [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
+    P.run_job(iter(data), outs, model="m", num_classes=[3, 3], arms=["raw", "bn"],
+              settings={"max_samples": 50, "seed": 3}, threads=1, code="c0de",
+              log=logging.getLogger("test"))
+    for name, out in zip(("a", "b"), outs, strict=True):
+        frame = pd.read_csv(out)
+        assert list(frame.columns) == ["model", "dataset", "split", "proxy", "arm", "value",
+                                       "n_samples", "seed", "r2", "indices_sha256",
+                                       "code_version"]
+        assert (frame["dataset"] == name).all() and (frame["split"] == "train").all()
+        assert frame["n_samples"].tolist() == [min(50, 120 if name == "a" else 40)] * 10
+        want = pd.DataFrame(expected[name])
+        np.testing.assert_allclose(frame["value"], want["value"], rtol=1e-12)
+        assert frame[["proxy", "arm"]].values.tolist() == want[["proxy", "arm"]].values.tolist()
+    with pytest.raises(ValueError, match="label 3 >= num_classes = 3"):
+        x, y = _clusters(rng, n=30, d=4, c=4)
+        P.run_job(iter([("c", x, y, None, None)]), [str(tmp_path / "c.csv")], model="m",
+                  num_classes=[3], arms=["raw"], settings={"max_samples": 50, "seed": 0},
+                  threads=1, code="c", log=logging.getLogger("test"))

@@ -36,6 +36,7 @@ def test_protocol_names_and_order():
     assert registry.protocol_entry("fewshot") == (None, None)  # needs a percent
     assert registry.protocol_entry("rankme") == (None, None)
     names = registry.protocol_names(["fewshot", "knn", "finetune", "linear"], [1, 10, 0.5])
+    assert registry.protocol_names(["proxies", "knn"], []) == ["knn", "proxies"]
     assert names == ["knn", "linear", "finetune", "fewshot10", "fewshot1", "fewshot0.5"]
     # the table order: registry order, few-shot subsets largest first, unknown names last
     mixed = ["zzz", "fewshot1", "finetune", "linear_online", "fewshot10", "knn", "aaa", "linear"]
@@ -55,8 +56,9 @@ def test_arms_and_methods_derive_from_the_registry():
 
 def test_every_protocol_has_a_reducer_and_every_figure_a_plot_and_caption():
     for name, entry in registry.PROTOCOLS.items():
-        assert entry["kind"] in ("frozen", "trained"), name
-        assert entry["rows"] in results.REDUCERS, name
+        assert entry["kind"] in ("frozen", "trained", "proxy"), name
+        if entry["kind"] != "proxy":  # proxies are no accuracies: they have their own table
+            assert entry["rows"] in results.REDUCERS, name
     for name, entry in registry.FIGURES.items():
         assert callable(getattr(figures, entry["plot"])), name
         assert (ROOT / "report" / f"{name}.rst").is_file(), name
@@ -140,7 +142,7 @@ def test_feature_probes_share_one_interface():
     import inspect
 
     probes = {n: e["probe"] for n, e in registry.PROTOCOLS.items() if "probe" in e}
-    assert set(probes) == {"knn", "linear"}
+    assert set(probes) == {"knn", "linear", "proxies"}
     for name, probe in probes.items():
         run_job = importlib.import_module(f"workflow_scripts.{probe['module']}").run_job
         keywords = [p.name for p in inspect.signature(run_job).parameters.values()
@@ -150,3 +152,11 @@ def test_feature_probes_share_one_interface():
         assert probe["rule"] in SCHEMA["properties"]["threads"]["properties"], name
         copies, base_mb = probe["mem_mb"]
         assert copies >= 1 and base_mb > 0
+
+
+def test_proxies_are_registered_with_a_direction():
+    from workflow_scripts import proxies
+
+    assert set(registry.PROXIES) == {"rankme", "rankme_d", "alpha_req", "logme", "nc1"}
+    assert all(entry["direction"] in (-1, 1) for entry in registry.PROXIES.values())
+    assert callable(proxies.run_job)

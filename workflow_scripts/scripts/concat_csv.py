@@ -1,4 +1,5 @@
-"""Rule collect_trained: a trained protocol's (run, arm) result rows in one file, byte for byte."""
+"""Rules collect_trained and proxies_table: CSV files with one header in one file, byte for
+byte (a trained protocol's (run, arm) rows; every job's proxy rows)."""
 
 import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 
