@@ -245,7 +245,7 @@ def plot_f1(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
                 f"{id_ds}, {o['subset']} models, {_n_text(sel['n'])}",
                 fontsize=11 * o["font_scale"],
             )
-            if o["annotate"]:
+            if o["annotate"] and np.isfinite(sel["p_value"].astype(float)).any():
                 fig.text(0.01, 0.0, "* p < .05   ** p < .01   *** p < .001", fontsize=8,
                          color="0.35", ha="left", va="top")
             _save(fig, png, pdf, o["dpi"])
