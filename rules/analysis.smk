@@ -55,7 +55,8 @@ rule proxies_table:
 
 rule correlations:
     input:
-        "results/tables/accuracy.csv",
+        accuracy="results/tables/accuracy.csv",
+        proxies=["results/tables/proxies.csv"] if PLAN.proxies else [],
     output:
         "results/tables/correlations.csv",
     log:

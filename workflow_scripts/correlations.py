@@ -19,7 +19,7 @@ Nothing runs at import time.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -70,6 +70,8 @@ _KENDALL_CHUNK_ELEMENTS = 1 << 22
 def protocol_sort_key(protocol: str) -> tuple[int, float, str]:
     """Sort key: the registry's protocols in its order (few-shot subsets largest first), then
     the others alphabetically."""
+    if protocol in registry.PROXIES:  # where protocol "proxies" stands, in registry order
+        return (list(registry.PROTOCOLS).index("proxies"), list(registry.PROXIES).index(protocol), "")
     key, pct = registry.protocol_entry(protocol)
     if key is None:
         return (len(registry.PROTOCOLS), 0.0, str(protocol))
@@ -355,14 +357,15 @@ def correlation_table(
     subsets: Sequence[str] = ("backbone", "paradigm"),
     ci: float = 0.95,
     directions: Mapping[str, int] | None = None,
+    proxies: Collection[str] = (),
 ) -> pd.DataFrame:
     """Correlations of top-1 accuracy across models between measurements (protocol, arm, data set).
 
     Rows (``y_kind`` column), each for every method in :data:`METHODS` and every subset:
 
     ``pair``
-        every unordered pair of in-domain (protocol, arm), x before y in canonical order;
-        ``x_dataset == y_dataset ==`` the in-domain data set.
+        every unordered pair of in-domain (protocol, arm), x before y in canonical order (a
+        proxy paired with an accuracy is x); ``x_dataset == y_dataset ==`` the in-domain set.
     ``dataset``
         every in-domain (protocol, arm) x every OOD data set d x every (protocol, arm) measured
         on d.
@@ -377,6 +380,13 @@ def correlation_table(
         the averaged data sets.
     ``group``
         the same mean over the OOD data sets of one shift group: ``y_dataset == "group:<group>"``.
+    ``transfer``
+        a proxy measured on an OOD data set d (x) with every accuracy (protocol, arm) on d (y):
+        ``x_dataset == y_dataset == d`` (the transferability-estimation use).
+
+    ``proxies``: protocols that are measures of the features, not accuracies (see
+    :func:`with_proxies`). They are x like any in-domain protocol (pairs, OOD data sets, means)
+    but never y on an OOD data set, where they are x of the ``transfer`` rows instead.
 
     Subsets: ``"all"`` (every model) and, for each column in ``subsets`` and each of its values
     with at least ``min_subset`` models, ``"<column>=<value>"``.
@@ -424,6 +434,8 @@ def correlation_table(
         for ds in [id_ds, *ood_sets]
     }
     x_pas = present[id_ds]
+    proxy_pas = {d: [pa for pa in present[d] if pa[0] in proxies] for d in ood_sets}
+    present.update({d: [pa for pa in present[d] if pa[0] not in proxies] for d in ood_sets})
     y_ood = order_protocol_arms(pa for d in ood_sets for pa in present[d])
     group_names = list(dict.fromkeys(groups[d] for d in ood_sets))
 
@@ -432,6 +444,8 @@ def correlation_table(
         engine = _Engine(wide.loc[models], n_resamples, seed, ci, directions)
         # 1. in-domain pairs
         for (xp, xa), (yp, ya) in itertools.combinations(x_pas, 2):
+            if yp in proxies and xp not in proxies:  # the proxy predicts: x (regret by it)
+                (xp, xa), (yp, ya) = (yp, ya), (xp, xa)
             res = engine.row((id_ds, xp, xa), (id_ds, yp, ya))
             records += _records(xp, xa, id_ds, yp, ya, id_ds, subset, res, "pair", "", 1)
         # 2. per OOD data set, remembering the bootstrap samples for the means
@@ -443,6 +457,14 @@ def correlation_table(
                     per_ds[(xp, xa, d, yp, ya)] = res
                     records += _records(
                         xp, xa, id_ds, yp, ya, d, subset, res, "dataset", groups[d], 1
+                    )
+        # 5. a proxy on an OOD data set with that data set's accuracies
+        for d in ood_sets:
+            for xp, xa in proxy_pas[d]:
+                for yp, ya in present[d]:
+                    res = engine.row((d, xp, xa), (d, yp, ya))
+                    records += _records(
+                        xp, xa, d, yp, ya, d, subset, res, "transfer", groups[d], 1
                     )
         # 3. and 4. means over all OOD data sets and per shift group
         for kind, label, group, members in [
@@ -468,6 +490,25 @@ def correlation_table(
     for col in ("value", "p_value", "ci_low", "ci_high", "regret_at_1"):
         out[col] = out[col].astype(float)
     return out
+
+
+def with_proxies(acc: pd.DataFrame, proxies: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy table plus the proxy rows (results/tables/proxies.csv: model, dataset,
+    proxy, arm, value) as measurements of the same models and data sets: protocol = the proxy's
+    name, top1 = its value, the model's and data set's columns (domain, shift group, backbone,
+    paradigm ...) taken from the accuracy table. Proxies of models or data sets the accuracy
+    table lacks are dropped (they have no accuracy to be correlated with)."""
+    unknown = sorted(set(proxies["proxy"]) - set(registry.PROXIES))
+    if unknown:
+        raise ValueError(f"unknown proxies {unknown} (known: {', '.join(registry.PROXIES)})")
+    model_columns = [c for c in ("method", "backbone", "arch", "paradigm") if c in acc]
+    dataset_columns = [c for c in ("domain", "shift_group") if c in acc]
+    models = acc.drop_duplicates("model").set_index("model")[model_columns]
+    datasets = acc.drop_duplicates("dataset").set_index("dataset")[dataset_columns]
+    rows = (proxies.rename(columns={"proxy": "protocol", "value": "top1"})
+            [["model", "dataset", "protocol", "arm", "top1"]]
+            .join(models, on="model", how="inner").join(datasets, on="dataset", how="inner"))
+    return pd.concat([acc, rows], ignore_index=True)
 
 
 def _subset_specs(acc, subsets, min_subset, models) -> list[tuple[str, list[str]]]:
@@ -600,3 +641,22 @@ def _records(xp, xa, xd, yp, ya, yd, subset, res, kind, group, n_datasets) -> li
             "regret_at_1": res["regret_at_1"],
         })
     return out
+
+
+def run_job(accuracy: str, proxies: Sequence[str], output: str, analysis: dict, log) -> None:
+    """Rule correlations: the correlation table of the accuracy table (and of the proxies
+    table, ``proxies``: [] or its path) with the analysis settings (config section
+    ``analysis``), each proxy with its registry direction, written to ``output``."""
+    from workflow_scripts.io import save_csv
+
+    acc = pd.read_csv(accuracy)
+    for path in proxies:
+        acc = with_proxies(acc, pd.read_csv(path))
+    table = correlation_table(
+        acc, n_resamples=analysis["bootstrap_resamples"], seed=analysis["bootstrap_seed"],
+        min_subset=analysis["min_subset"], subsets=list(analysis["subsets"]),
+        directions={name: entry["direction"] for name, entry in registry.PROXIES.items()},
+        proxies=tuple(registry.PROXIES),
+    )
+    save_csv(output, table)
+    log.info("%d correlation rows", len(table))

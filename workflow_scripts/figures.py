@@ -116,8 +116,13 @@ def _save(fig, png: str | os.PathLike, pdf: str | os.PathLike, dpi: int) -> None
         fig.savefig(tmp, bbox_inches="tight", metadata={"CreationDate": None, "Creator": None})
 
 
-def _select(corr: pd.DataFrame, o: dict) -> pd.DataFrame:
+def _select(corr: pd.DataFrame, o: dict, proxies: bool = False) -> pd.DataFrame:
+    """Rows of the chosen method and subset; between accuracies only (F1-F5), or (``proxies``)
+    those with a proxy as x and an accuracy as y (F7)."""
     sel = corr[(corr["method"] == o["method"]) & (corr["subset"] == o["subset"])]
+    x_proxy = sel["x_protocol"].isin(list(registry.PROXIES))
+    y_proxy = sel["y_protocol"].isin(list(registry.PROXIES))
+    sel = sel[x_proxy & ~y_proxy] if proxies else sel[~x_proxy & ~y_proxy]
     if sel.empty:
         raise ValueError(
             f"no correlation rows for method={o['method']!r}, subset={o['subset']!r}; "

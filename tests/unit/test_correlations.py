@@ -622,3 +622,56 @@ def test_duplicate_measurements_rejected(acc):
     acc = pd.concat([acc, acc.iloc[:1]], ignore_index=True)
     with pytest.raises(ValueError, match="several rows"):
         C.correlation_table(acc, n_resamples=10, seed=0)
+
+
+# --------------------------------------------------------------------------------------------
+# proxies in the analysis
+
+
+def _proxy_table(acc, seed=3):
+    """Proxy rows (results/tables/proxies.csv columns) for every model and data set of acc."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for model, ds in acc[["model", "dataset"]].drop_duplicates().itertuples(index=False):
+        for proxy, arm in itertools.product(("logme", "nc1"), ("raw", "bn")):
+            rows.append({"model": model, "dataset": ds, "split": "train", "proxy": proxy,
+                         "arm": arm, "value": float(rng.normal()), "n_samples": 50, "seed": 0})
+    return pd.DataFrame(rows)
+
+
+def test_proxies_are_x_of_every_accuracy_and_never_y_on_ood(acc):
+    proxies = _proxy_table(acc)
+    merged = C.with_proxies(acc, proxies)
+    assert len(merged) == len(acc) + len(proxies)
+    row = merged[(merged.protocol == "nc1")].iloc[0]
+    assert row["domain"] in ("id", "ood") and isinstance(row["backbone"], str)
+    corr = C.correlation_table(merged, n_resamples=50, seed=SEED, min_subset=4,
+                               directions={"logme": 1, "nc1": -1}, proxies=("logme", "nc1"))
+    # the accuracy rows are those of the table without proxies
+    plain = C.correlation_table(acc, n_resamples=50, seed=SEED, min_subset=4)
+    is_proxy = corr.x_protocol.isin(["logme", "nc1"]) | corr.y_protocol.isin(["logme", "nc1"])
+    pd.testing.assert_frame_equal(corr[~is_proxy].reset_index(drop=True), plain)
+    # a proxy is never y of an OOD data set, and is x of every in-domain pair with an accuracy
+    assert not corr[corr.y_protocol.isin(["logme", "nc1"]) & (corr.y_kind != "pair")].shape[0]
+    id_ds = C.identify_datasets(acc)[0]
+    pairs = corr[(corr.y_kind == "pair") & (corr.method == "kendall") & (corr.subset == "all")]
+    with_acc = pairs[pairs.x_protocol.isin(["logme", "nc1"]) ^ pairs.y_protocol.isin(["logme", "nc1"])]
+    assert with_acc.x_protocol.isin(["logme", "nc1"]).all()
+    # values against scipy, and the regret by the lower-better proxy
+    r = _one(corr, x_protocol="nc1", x_arm="bn", y_protocol="linear", y_arm="bn",
+             y_dataset=id_ds, method="kendall", subset="all")
+    x = vec(merged, id_ds, "nc1", "bn")
+    y = vec(merged, id_ds, "linear", "bn")
+    assert r["value"] == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
+    assert r["regret_at_1"] == pytest.approx(y.max() - y[x.idxmin()])
+    # transfer rows: the proxy on an OOD set with that set's accuracies, per data set
+    transfer = corr[(corr.y_kind == "transfer") & (corr.method == "spearman")
+                    & (corr.subset == "all")]
+    assert set(transfer.x_protocol) == {"logme", "nc1"}
+    assert (transfer.x_dataset == transfer.y_dataset).all() and id_ds not in set(transfer.x_dataset)
+    t = transfer.iloc[0]
+    xs = vec(merged, t.x_dataset, t.x_protocol, t.x_arm)
+    ys = vec(merged, t.y_dataset, t.y_protocol, t.y_arm)
+    assert t["value"] == pytest.approx(stats.spearmanr(xs, ys).statistic, abs=1e-12)
+    with pytest.raises(ValueError, match="unknown proxies \\['svd'\\]"):
+        C.with_proxies(acc, proxies.assign(proxy="svd"))

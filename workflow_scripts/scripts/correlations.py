@@ -1,19 +1,11 @@
-"""Rule correlations: Kendall/Spearman/Pearson across models with p-values and bootstrap CIs."""
+"""Rule correlations: every correlation method across models (scipy), p-values, bootstrap
+intervals and regret, of the accuracy table and the proxies."""
 
 import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 
-import pandas as pd
-
-from workflow_scripts import runtime
-from workflow_scripts.correlations import correlation_table
-from workflow_scripts.io import save_csv
+from workflow_scripts import correlations, runtime
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log = runtime.setup(sm)
-cfg = sm.params.analysis
-table = correlation_table(
-    pd.read_csv(sm.input[0]), n_resamples=cfg["bootstrap_resamples"], seed=cfg["bootstrap_seed"],
-    min_subset=cfg["min_subset"], subsets=list(cfg["subsets"]),
-)
-save_csv(sm.output[0], table)
-log.info("%d correlation rows", len(table))
+correlations.run_job(sm.input.accuracy, runtime.named_files(sm.input, "proxies"), sm.output[0],
+                     sm.params.analysis, log)
