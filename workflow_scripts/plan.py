@@ -109,7 +109,7 @@ class Plan:
         # the figures the study has something to show for (registry.FIGURES "requires")
         self.figures = [
             name for name, entry in registry.FIGURES.items()
-            if entry.get("requires", lambda arms, models: True)(self.arms, study.models)]
+            if entry.get("requires", lambda config, models: True)(config, study.models)]
 
     # ----------------------------------------------------------------------------------------
     # data sets and splits

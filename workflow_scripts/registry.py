@@ -162,14 +162,18 @@ def protocol_label(name: str) -> str:
 # function in workflow_scripts.figures, the result tables it reads (results/tables/<input>.csv,
 # passed in this order), its config key (figures.<key>: options over the schema's defaults),
 # arm_options (options whose default is the last configured arm: BN when it runs) and requires
-# (when the study has something to show: (arms, models table) -> bool; absent = always).
+# (when the study has something to show: (config, models table) -> bool; absent = always).
 
 
-def _both_arms(arms, models) -> bool:
-    return set(arms) == {"raw", "bn"}
+def _both_arms(config, models) -> bool:
+    return set(config["arms"]) == {"raw", "bn"}
 
 
-def _paradigm_or_backbone_pairs(arms, models) -> bool:
+def _proxies(config, models) -> bool:
+    return "proxies" in config["protocols"]
+
+
+def _paradigm_or_backbone_pairs(config, models) -> bool:
     """Two paradigms within the ViT backbone, or one method on two backbones."""
     vit_paradigms = set(models.loc[models["family"] == "vit", "paradigm"])
     shared_methods = (models.groupby("method")["family"].nunique() >= 2).any()
@@ -190,5 +194,8 @@ FIGURES: dict[str, dict] = {
     "f6_paradigm_backbone": {
         "key": "f6", "plot": "plot_f6", "inputs": ("accuracy",), "arm_options": ("arm",),
         "requires": _paradigm_or_backbone_pairs,
+    },
+    "f7_proxies": {
+        "key": "f7", "plot": "plot_f7", "inputs": ("correlations",), "requires": _proxies,
     },
 }

@@ -411,3 +411,56 @@ def test_f6_single_paradigm_within_vit_is_a_note():
     acc = acc[~acc.model.isin(["c_vit", "g_vit", "r_vit"])]
     data = F.f6_data(acc, {})
     assert "vit" in data["notes"] and data["vit"].empty and not data["pairs"].empty
+
+
+# --------------------------------------------------------------------------------------------
+# F7: proxies
+
+
+@pytest.fixture(scope="module")
+def corr_proxies(acc):
+    from workflow_scripts.correlations import with_proxies
+
+    rng = np.random.default_rng(4)
+    rows = [{"model": m, "dataset": d, "split": "train", "proxy": p, "arm": a,
+             "value": float(rng.normal()), "n_samples": 10, "seed": 0}
+            for m, d in acc[["model", "dataset"]].drop_duplicates().itertuples(index=False)
+            for p in ("rankme", "nc1") for a in ("raw", "bn")]
+    merged = with_proxies(acc, pd.DataFrame(rows))
+    return correlation_table(merged, n_resamples=20, seed=0, min_subset=4,
+                             directions={"nc1": -1}, proxies=("rankme", "nc1"))
+
+
+def test_f7_cells_are_the_proxy_rows_of_the_table(corr_proxies, tmp_path):
+    cells = F.f7_cells(corr_proxies, {"method": "spearman"})
+    assert list(dict.fromkeys(cells["subset"])) == ["all", "backbone=resnet", "backbone=vit"]
+    # every cell is the matching row of the table, x a proxy, y an in-domain accuracy or its
+    # mean over the OOD sets
+    for cell in cells.sample(25, random_state=0).itertuples(index=False):
+        kind = "mean" if cell.column.endswith("mean OOD") else "pair"
+        rows = corr_proxies[(corr_proxies.method == "spearman")
+                            & (corr_proxies.subset == cell.subset)
+                            & (corr_proxies.x_protocol == cell.x_protocol)
+                            & (corr_proxies.x_arm == cell.x_arm)
+                            & (corr_proxies.y_kind == kind)]
+        values = [r.value for r in rows.itertuples()
+                  if F.protocol_arm_label(r.y_protocol, r.y_arm) == cell.column.split(", mean")[0]]
+        assert values == [cell.value]
+    # rows in registry order (RankMe before NC1, raw before BN), no accuracy as a row
+    first = cells[cells.panel == 0].drop_duplicates("row").sort_values("row")
+    assert list(zip(first.x_protocol, first.x_arm)) == [
+        ("rankme", "raw"), ("rankme", "bn"), ("nc1", "raw"), ("nc1", "bn")]
+    only_id = F.f7_cells(corr_proxies, {"include_ood_mean": False, "subsets": ["all"]})
+    assert not only_id["column"].str.contains("mean OOD").any() and set(only_id.subset) == {"all"}
+    assert F.proxy_label("nc1", "bn") == "NC1 ↓ (BN)" and F.proxy_label("rankme", "raw") == "RankMe ↑"
+    png, pdf = tmp_path / "f7.png", tmp_path / "f7.pdf"
+    F.render("f7_proxies", {"correlations": corr_proxies}, {}, png, pdf)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:4] == b"%PDF"
+
+
+def test_f1_to_f5_ignore_the_proxies(corr, corr_proxies, tmp_path):
+    """The accuracy figures draw the same cells with and without proxies in the table."""
+    a = F.f5_cells(corr, {})
+    b = F.f5_cells(corr_proxies, {})
+    pd.testing.assert_frame_equal(a[["y_protocol", "x_protocol", "y_dataset", "value"]],
+                                  b[["y_protocol", "x_protocol", "y_dataset", "value"]])

@@ -153,9 +153,10 @@ def test_reordered_config_keys_give_the_same_params():
 
 
 def test_proxies_plan_one_job_per_model_and_a_table():
-    plan = _plan("config")
+    plan = _plan("config", protocols=["knn", "linear"])
     assert not plan.proxies and not plan.proxy_results()
     assert "results/tables/proxies.csv" not in plan.all_targets()
+    assert "f7_proxies" not in plan.figures and "f7_proxies" in _plan("config").figures
     plan = _plan("config", protocols=["fewshot", "proxies"])  # proxies still extract features
     assert plan.proxies and plan.frozen_protocols == []
     results = plan.proxy_results()

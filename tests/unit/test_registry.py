@@ -70,13 +70,16 @@ def test_figure_requirements():
         "method": ["a", "b", "a"], "family": ["vit", "vit", "resnet"],
         "paradigm": ["discriminative", "generative", "discriminative"]})
     requires = {n: e["requires"] for n, e in registry.FIGURES.items() if "requires" in e}
-    assert requires["f4_bn_effect"](["raw", "bn"], models)
-    assert not requires["f4_bn_effect"](["bn"], models)
+    both = {"arms": ["raw", "bn"], "protocols": ["knn"]}
+    assert requires["f4_bn_effect"](both, models)
+    assert not requires["f4_bn_effect"]({**both, "arms": ["bn"]}, models)
     f6 = requires["f6_paradigm_backbone"]
-    assert f6(["raw"], models)  # both: two paradigms on ViT and method a on two backbones
-    assert f6(["raw"], models.iloc[:2])  # two ViT paradigms
-    assert f6(["raw"], models.iloc[[0, 2]])  # method a on two backbones
-    assert not f6(["raw"], models.iloc[[0]])
+    assert f6(both, models)  # both: two paradigms on ViT and method a on two backbones
+    assert f6(both, models.iloc[:2])  # two ViT paradigms
+    assert f6(both, models.iloc[[0, 2]])  # method a on two backbones
+    assert not f6(both, models.iloc[[0]])
+    assert not requires["f7_proxies"](both, models)
+    assert requires["f7_proxies"]({**both, "protocols": ["knn", "proxies"]}, models)
 
 
 def test_render_dispatches_to_the_registered_plot(monkeypatch, tmp_path):
