@@ -86,7 +86,9 @@ PROTOCOLS: dict[str, dict] = {
     # not an accuracy: the measures of registry.PROXIES (results/tables/proxies.csv)
     "proxies": {
         "kind": "proxy", "label": "proxies",
-        "probe": {"rule": "proxies", "module": "proxies", "mem_mb": (2, 1000)},
+        # the job's train and test features once, plus float64 copies of the <= 25,600-row
+        # subsample (~1.7 GB at D = 2048)
+        "probe": {"rule": "proxies", "module": "proxies", "mem_mb": (1, 2500)},
     },
 }
 
