@@ -71,6 +71,9 @@ rule correlations:
 
 
 rule t1_models:
+    input:
+        # with published linear numbers, T1 sets this run's beside them
+        accuracy=["results/tables/accuracy.csv"] if PLAN.published else [],
     output:
         csv=report(
             "results/tables/models.csv",

@@ -106,6 +106,9 @@ class Plan:
         # probes on cached features: one generated rule each (rules/probes.smk)
         self.feature_probes = {
             name: entry["probe"] for name, entry in registry.PROTOCOLS.items() if "probe" in entry}
+        # published ImageNet linear numbers in the model table: T1 and F8 compare them
+        published = study.models.get("published_linear")
+        self.published = published is not None and bool(published.notna().any())
         # the figures the study has something to show for (registry.FIGURES "requires")
         self.figures = [
             name for name, entry in registry.FIGURES.items()

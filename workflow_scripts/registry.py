@@ -175,6 +175,10 @@ def _proxies(config, models) -> bool:
     return "proxies" in config["protocols"]
 
 
+def _published(config, models) -> bool:
+    return "published_linear" in models and bool(models["published_linear"].notna().any())
+
+
 def _paradigm_or_backbone_pairs(config, models) -> bool:
     """Two paradigms within the ViT backbone, or one method on two backbones."""
     vit_paradigms = set(models.loc[models["family"] == "vit", "paradigm"])
@@ -199,5 +203,8 @@ FIGURES: dict[str, dict] = {
     },
     "f7_proxies": {
         "key": "f7", "plot": "plot_f7", "inputs": ("correlations",), "requires": _proxies,
+    },
+    "f8_published": {
+        "key": "f8", "plot": "plot_f8", "inputs": ("models",), "requires": _published,
     },
 }

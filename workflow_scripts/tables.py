@@ -43,14 +43,30 @@ def _frame(rows: list[dict], what: str) -> pd.DataFrame:
     return frame
 
 
-def models_table(rows: list[dict]) -> pd.DataFrame:
-    """T1 from the selected model-table rows (dicts, e.g. ``Study.model(key)``), in their order."""
+def models_table(rows: list[dict], accuracy: pd.DataFrame | None = None) -> pd.DataFrame:
+    """T1 from the selected model-table rows (dicts, e.g. ``Study.model(key)``), in their order.
+
+    With ``accuracy`` (the accuracy table; given when the rows have ``published_linear``),
+    ``measured_linear`` follows ``published_linear``: this run's in-domain top-1 of the
+    ``linear`` probe, BN arm (:func:`measured_linear`)."""
     frame = _frame(rows, "model").rename(columns={"family": "backbone"})
     missing = [c for c in MODEL_COLUMNS if c not in frame]
     if missing:
         raise ValueError(f"model rows lack column(s) {missing}")
     notes = [c for c in NOTE_COLUMNS if c in frame]
+    if accuracy is not None:
+        frame["measured_linear"] = frame["key"].map(measured_linear(accuracy))
+        notes.insert(notes.index("published_linear") + 1, "measured_linear")
     return frame[[*MODEL_COLUMNS, *notes]].reset_index(drop=True).convert_dtypes()
+
+
+def measured_linear(accuracy: pd.DataFrame) -> pd.Series:
+    """model -> this run's in-domain top-1 (percent) of the ``linear`` probe in the BN arm, the
+    measurement closest to a published ImageNet linear-probe number (a BatchNorm before the head,
+    as MAE's and others' protocols); the raw arm where BN did not run."""
+    rows = accuracy[(accuracy["domain"] == "id") & (accuracy["protocol"] == "linear")]
+    arm = "bn" if (rows["arm"] == "bn").any() else "raw"
+    return rows[rows["arm"] == arm].set_index("model")["top1"].astype(float)
 
 
 def label_stats(train: str | os.PathLike, test: str | os.PathLike) -> dict:
@@ -102,6 +118,13 @@ def save_html(path: str | os.PathLike, frame: pd.DataFrame, title: str,
         tmp.write_text(page, encoding="utf-8")
 
 
+def runtime_list(value) -> list:
+    """A named input as a list: [] when absent, [path] for one path."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
 def make(params: dict, inputs: dict, outputs: dict) -> pd.DataFrame:
     """One table rule (t1_models, t2_datasets, t3_accuracy) from its params, inputs and outputs
     (by name): ``params["table"]`` is models (T1 from ``rows``), datasets (T2 from ``rows``,
@@ -110,7 +133,8 @@ def make(params: dict, inputs: dict, outputs: dict) -> pd.DataFrame:
     gets its HTML view ``outputs["html"]`` titled ``params["title"]``. Returns the table."""
     kind = params["table"]
     if kind == "models":
-        table = models_table(params["rows"])
+        accuracy = [pd.read_csv(path) for path in runtime_list(inputs.get("accuracy"))]
+        table = models_table(params["rows"], *accuracy)
     elif kind == "datasets":
         labels = dict(zip(params["dataset_keys"], zip(inputs["train"], inputs["test"])))
         table = datasets_table(params["rows"], labels)

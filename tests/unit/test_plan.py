@@ -166,3 +166,9 @@ def test_proxies_plan_one_job_per_model_and_a_table():
     assert "results/tables/proxies.csv" in targets and set(results) <= set(targets)
     assert f"results/features/{plan.models[0]}/{plan.datasets[0]}/train.npy" in targets
     assert not any("proxies" in path for path in plan.probe_results())  # no accuracy
+
+
+def test_published_numbers_bring_t1_and_f8():
+    assert not _plan("config").published and "f8_published" not in _plan("config").figures
+    paper = _plan("paper")
+    assert paper.published and "f8_published" in paper.figures

@@ -62,7 +62,7 @@ def test_every_protocol_has_a_reducer_and_every_figure_a_plot_and_caption():
     for name, entry in registry.FIGURES.items():
         assert callable(getattr(figures, entry["plot"])), name
         assert (ROOT / "report" / f"{name}.rst").is_file(), name
-        assert set(entry["inputs"]) <= {"accuracy", "correlations"}, name
+        assert set(entry["inputs"]) <= {"accuracy", "correlations", "models"}, name
 
 
 def test_figure_requirements():
@@ -80,6 +80,9 @@ def test_figure_requirements():
     assert not f6(both, models.iloc[[0]])
     assert not requires["f7_proxies"](both, models)
     assert requires["f7_proxies"]({**both, "protocols": ["knn", "proxies"]}, models)
+    assert not requires["f8_published"](both, models)
+    assert not requires["f8_published"](both, models.assign(published_linear=None))
+    assert requires["f8_published"](both, models.assign(published_linear=[None, 70.1, None]))
 
 
 def test_render_dispatches_to_the_registered_plot(monkeypatch, tmp_path):

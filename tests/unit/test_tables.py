@@ -118,3 +118,55 @@ def test_paper_t1_carries_the_published_linear_numbers():
         assert t1.loc[key, "published_linear"] == value, key
     assert t1.loc[["densecl", "maskfeat", "beit_v2"], "published_linear"].isna().all()
     assert list(t1.columns[-2:]) == ["published_linear", "note"]
+
+
+def _published_rows():
+    base = {c: "x" for c in ["method", "arch", "family", "paradigm", "embedding", "source", "seed",
+                             "steps", "epochs", "format", "url", "sha256"]}
+    return [{**base, "key": k, "published_linear": p, "note": "n"}
+            for k, p in (("a", 70.0), ("b", None), ("c", 60.5))]
+
+
+def _accuracy(arms=("raw", "bn")):
+    rows = []
+    for model, top1 in (("a", 50.0), ("b", 40.0), ("c", 45.0)):
+        for arm in arms:
+            rows += [{"model": model, "dataset": "inet", "domain": "id", "protocol": "linear",
+                      "arm": arm, "top1": top1 + (arm == "bn")},
+                     {"model": model, "dataset": "ood1", "domain": "ood", "protocol": "linear",
+                      "arm": arm, "top1": 1.0},
+                     {"model": model, "dataset": "inet", "domain": "id", "protocol": "knn",
+                      "arm": arm, "top1": 2.0}]
+    return pd.DataFrame(rows)
+
+
+def test_t1_sets_the_measured_linear_accuracy_beside_the_published_one():
+    t1 = T.models_table(_published_rows(), _accuracy())
+    columns = list(t1.columns)
+    assert columns[columns.index("published_linear") + 1] == "measured_linear"
+    # in-domain linear, BN arm (51, 41, 46), whatever the published value
+    assert t1["measured_linear"].tolist() == [51.0, 41.0, 46.0]
+    assert T.models_table(_published_rows(), _accuracy(("raw",)))["measured_linear"].tolist() == [
+        50.0, 40.0, 45.0]
+    assert "measured_linear" not in T.models_table(_published_rows()).columns
+
+
+def test_f8_ranks_this_run_against_the_published_numbers(tmp_path):
+    from scipy import stats
+
+    from workflow_scripts import figures as F
+
+    t1 = T.models_table(_published_rows(), _accuracy())
+    t1 = pd.concat([t1, t1.assign(key=["d", "e", "f"], published_linear=[65.0, 80.0, 55.0],
+                                  measured_linear=[44.0, 60.0, 39.0])], ignore_index=True)
+    data = F.f8_data(t1)
+    assert data["n"] == 5 and "b" not in set(data["points"]["key"])  # b has no published number
+    keep = t1[t1["published_linear"].notna()]
+    tau = stats.kendalltau(keep["published_linear"].astype(float),
+                           keep["measured_linear"].astype(float))
+    assert data["kendall"] == pytest.approx((tau.statistic, tau.pvalue))
+    png, pdf = tmp_path / "f8.png", tmp_path / "f8.pdf"
+    F.render("f8_published", {"models": t1}, {}, png, pdf)
+    assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"
+    with pytest.raises(ValueError, match="measured_linear"):
+        F.f8_data(t1.drop(columns="measured_linear"))
