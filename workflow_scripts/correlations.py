@@ -42,7 +42,9 @@ COLUMNS = (
     "subset", "method", "n", "value", "p_value", "ci_low", "ci_high",
 )
 #: Extra columns appended after :data:`COLUMNS`.
-EXTRA_COLUMNS = ("y_kind", "y_shift_group", "n_datasets", "regret_at_1")
+EXTRA_COLUMNS = ("y_kind", "y_shift_group", "n_datasets", "regret_at_1", "missing")
+#: Missing-value policies of the correlations (config analysis.missing).
+MISSING = ("pairwise", "listwise")
 
 REQUIRED_COLUMNS = ("model", "dataset", "domain", "shift_group", "protocol", "arm", "top1")
 
@@ -358,6 +360,7 @@ def correlation_table(
     ci: float = 0.95,
     directions: Mapping[str, int] | None = None,
     proxies: Collection[str] = (),
+    missing: str = "pairwise",
 ) -> pd.DataFrame:
     """Correlations of top-1 accuracy across models between measurements (protocol, arm, data set).
 
@@ -384,6 +387,10 @@ def correlation_table(
         a proxy measured on an OOD data set d (x) with every accuracy (protocol, arm) on d (y):
         ``x_dataset == y_dataset == d`` (the transferability-estimation use).
 
+    ``missing`` (column ``missing`` of every row): ``pairwise``, each row uses every model of
+    the subset having both values; ``listwise``, a model enters a subset's rows only if it has
+    every measurement (data set, protocol, arm) that some model of the subset has.
+
     ``proxies``: protocols that are measures of the features, not accuracies (see
     :func:`with_proxies`). They are x like any in-domain protocol (pairs, OOD data sets, means)
     but never y on an OOD data set, where they are x of the ``transfer`` rows instead.
@@ -406,12 +413,14 @@ def correlation_table(
     coefficients are averaged (the expected loss on one of those OOD data sets; NaN when there
     are none).
     """
-    missing = [c for c in REQUIRED_COLUMNS if c not in acc.columns]
-    missing += [c for c in subsets if c not in acc.columns and c not in missing]
-    if missing:
-        raise ValueError(f"accuracy table lacks columns {missing}")
+    lacking = [c for c in REQUIRED_COLUMNS if c not in acc.columns]
+    lacking += [c for c in subsets if c not in acc.columns and c not in lacking]
+    if lacking:
+        raise ValueError(f"accuracy table lacks columns {lacking}")
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
+    if missing not in MISSING:
+        raise ValueError(f"missing must be one of {MISSING}, got {missing!r}")
     directions = dict(directions or {})
     bad = {p: d for p, d in directions.items() if d not in (1, -1)}
     if bad:
@@ -441,6 +450,10 @@ def correlation_table(
 
     records: list[dict] = []
     for subset, models in _subset_specs(acc, subsets, min_subset, wide.index):
+        if missing == "listwise":
+            part = wide.loc[models]
+            part = part.loc[:, part.notna().any()]
+            models = list(part.index[part.notna().all(axis=1)])
         engine = _Engine(wide.loc[models], n_resamples, seed, ci, directions)
         # 1. in-domain pairs
         for (xp, xa), (yp, ya) in itertools.combinations(x_pas, 2):
@@ -484,7 +497,8 @@ def correlation_table(
                         res["n_datasets"],
                     )
 
-    out = pd.DataFrame.from_records(records, columns=[*COLUMNS, *EXTRA_COLUMNS])
+    out = pd.DataFrame.from_records(records, columns=[*COLUMNS, *EXTRA_COLUMNS[:-1]])
+    out["missing"] = missing
     out["n"] = out["n"].astype(int)
     out["n_datasets"] = out["n_datasets"].astype(int)
     for col in ("value", "p_value", "ci_low", "ci_high", "regret_at_1"):
@@ -656,7 +670,7 @@ def run_job(accuracy: str, proxies: Sequence[str], output: str, analysis: dict, 
         acc, n_resamples=analysis["bootstrap_resamples"], seed=analysis["bootstrap_seed"],
         min_subset=analysis["min_subset"], subsets=list(analysis["subsets"]),
         directions={name: entry["direction"] for name, entry in registry.PROXIES.items()},
-        proxies=tuple(registry.PROXIES),
+        proxies=tuple(registry.PROXIES), missing=analysis["missing"],
     )
     save_csv(output, table)
     log.info("%d correlation rows", len(table))

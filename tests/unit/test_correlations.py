@@ -302,8 +302,9 @@ def _one(corr, **kw):
 def test_columns(corr):
     assert list(corr.columns[: len(C.COLUMNS)]) == list(C.COLUMNS)
     assert list(corr.columns) == [*C.COLUMNS, *C.EXTRA_COLUMNS]
-    # the columns of before, in their order, and regret_at_1 appended
-    assert list(corr.columns) == [*OLD_COLUMNS, "regret_at_1"]
+    # the columns of before, in their order, then regret_at_1 and the missing-value policy
+    assert list(corr.columns) == [*OLD_COLUMNS, "regret_at_1", "missing"]
+    assert set(corr["missing"]) == {"pairwise"}
     assert corr["n"].dtype.kind == "i"
     assert corr["regret_at_1"].dtype.kind == "f"
     assert list(C.METHODS) == [*OLD_METHODS, "weightedtau"]
@@ -675,3 +676,30 @@ def test_proxies_are_x_of_every_accuracy_and_never_y_on_ood(acc):
     assert t["value"] == pytest.approx(stats.spearmanr(xs, ys).statistic, abs=1e-12)
     with pytest.raises(ValueError, match="unknown proxies \\['svd'\\]"):
         C.with_proxies(acc, proxies.assign(proxy="svd"))
+
+
+def test_listwise_drops_a_model_missing_any_measurement_pairwise_keeps_it():
+    acc = make_table()
+    # model m? lacks one OOD measurement: pairwise keeps it everywhere else, listwise drops it
+    victim = sorted(acc.model.unique())[0]
+    ood = acc[(acc.domain == "ood")].dataset.iloc[0]
+    one = acc[(acc.model == victim) & (acc.dataset == ood)].iloc[0]
+    acc = acc.drop(index=one.name)
+    pair = C.correlation_table(acc, n_resamples=30, seed=SEED, min_subset=4)
+    listw = C.correlation_table(acc, n_resamples=30, seed=SEED, min_subset=4, missing="listwise")
+    assert set(pair["missing"]) == {"pairwise"} and set(listw["missing"]) == {"listwise"}
+    id_ds = C.identify_datasets(acc)[0]
+    kw = dict(x_protocol="knn", x_arm="raw", y_protocol="linear", y_arm="bn", y_dataset=id_ds,
+              method="kendall", subset="all")
+    p, lw = _one(pair, **kw), _one(listw, **kw)
+    n_all = acc.model.nunique()
+    assert p["n"] == n_all and lw["n"] == n_all - 1
+    x = vec(acc, id_ds, "knn", "raw").drop(victim)
+    y = vec(acc, id_ds, "linear", "bn").drop(victim)
+    assert lw["value"] == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
+    # the row with the missing value itself: n - 1 either way
+    kw = dict(x_protocol="knn", x_arm="raw", y_protocol=one.protocol, y_arm=one.arm,
+              y_dataset=ood, method="kendall", subset="all")
+    assert _one(pair, **kw)["n"] == _one(listw, **kw)["n"] == n_all - 1
+    with pytest.raises(ValueError, match="missing must be one of"):
+        C.correlation_table(acc, n_resamples=30, seed=SEED, missing="casewise")
