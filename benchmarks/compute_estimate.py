@@ -61,15 +61,21 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_ARCH_COUNTS = {"resnet50": 17, "vit_base_patch16_224": 8, "beitv2_base_patch16_224": 1}
-EMBEDDING = {"resnet50": "avgpool", "vit_base_patch16_224": "cls",
-             "beitv2_base_patch16_224": "mean_patch"}
+EMBEDDING = {
+    "resnet50": "avgpool",
+    "vit_base_patch16_224": "cls",
+    "beitv2_base_patch16_224": "mean_patch",
+}
 DIMS = {"resnet50": 2048, "vit_base_patch16_224": 768, "beitv2_base_patch16_224": 768}
 STAGES = ("extraction", "knn", "linear", "finetune", "fewshot")
 SCENARIOS = {
     "faithful": {"extraction": "fp32", "finetune": "tf32", "fewshot": "tf32", "compile": False},
     "fast": {"extraction": "bf16", "finetune": "bf16", "fewshot": "bf16", "compile": None},
 }
-TARGETS = {"faithful": {"total_h": 1200.0, "job_h": 24.0}, "fast": {"total_h": 500.0, "job_h": None}}
+TARGETS = {
+    "faithful": {"total_h": 1200.0, "job_h": 24.0},
+    "fast": {"total_h": 500.0, "job_h": None},
+}
 DEFAULT_WORKERS = 8
 
 
@@ -92,26 +98,26 @@ class Figure:
 
 SRC = {
     "dle_a100": "NVIDIA DeepLearningExamples PyTorch/Classification/ConvNets/resnet50v1.5/README.md, "
-                "'Training performance: NVIDIA DGX A100 (8x A100 80GB)', 1 GPU, batch 256, "
-                "pytorch-21.03 NGC: TF32 938 img/s, mixed precision 2470 img/s",
+    "'Training performance: NVIDIA DGX A100 (8x A100 80GB)', 1 GPU, batch 256, "
+    "pytorch-21.03 NGC: TF32 938 img/s, mixed precision 2470 img/s",
     "dle_v100": "same README, DGX-1 (V100 16GB), batch 256: training FP32 367 / AMP 1200 img/s, "
-                "inference FP32 1261 / AMP 3382 img/s (inference/training = 3.44 FP32, 2.82 AMP)",
+    "inference FP32 1261 / AMP 3382 img/s (inference/training = 3.44 FP32, 2.82 AMP)",
     "superblock": "pytorch-labs/superblock PR #9 (2024-03-24), benchmark.py on one A100, "
-                  "torchvision vit_b_16, batch 256, CUDA-event timing of 100 batches: 541.6 ms "
-                  "float32 (no TF32) = 473 img/s, 77.0 ms bfloat16 = 3324 img/s",
+    "torchvision vit_b_16, batch 256, CUDA-event timing of 100 batches: 541.6 ms "
+    "float32 (no TF32) = 473 img/s, 77.0 ms bfloat16 = 3324 img/s",
     "timm_train": "timm results/benchmark-train-amp-nchw-pt112-cu113-rtx3090.csv (AMP): "
-                  "vit_base_patch16_224 390.86 / resnet50 826.06 samples/s = 0.473",
+    "vit_base_patch16_224 390.86 / resnet50 826.06 samples/s = 0.473",
     "timm_infer": "timm results/benchmark-infer-amp-nchw-pt291-cu128-4090.csv and "
-                  "...-4090-dynamo.csv (RTX 4090, AMP, batch 1024), eager / torch.compile img/s: "
-                  "resnet50 4302.84 / 8039.05, vit_base_patch16_224 2992.79 / 3375.59, "
-                  "beitv2_base_patch16_224 2714.29 / 3296.38",
+    "...-4090-dynamo.csv (RTX 4090, AMP, batch 1024), eager / torch.compile img/s: "
+    "resnet50 4302.84 / 8039.05, vit_base_patch16_224 2992.79 / 3375.59, "
+    "beitv2_base_patch16_224 2714.29 / 3296.38",
     "mlperf": "MLPerf Training v3.0 ResNet-50, Dell submissions with the same host: 16x "
-              "H100-SXM5-80GB 7.8 min vs 16x A100-SXM-80GB 14.4 min (1.85x; analysis "
-              "silvertonconsulting.com 2023-07-12); assumed for every image stage: 1.8x",
+    "H100-SXM5-80GB 7.8 min vs 16x A100-SXM-80GB 14.4 min (1.85x; analysis "
+    "silvertonconsulting.com 2023-07-12); assumed for every image stage: 1.8x",
     "fp32_peak": "NVIDIA datasheets, FP32 (non-tensor) peak: V100 SXM2 15.7, A100 19.5, H100 "
-                 "SXM 67 TFLOPS",
+    "SXM 67 TFLOPS",
     "compile_docs": "PyTorch torch.compile docs: 'benchmarks showing 30% to 2x speedups' -> "
-                    "training factor capped at 1.3",
+    "training factor capped at 1.3",
 }
 H100_OVER_A100 = 1.8  # SRC["mlperf"]
 A100_OVER_V100_FP32 = 19.5 / 15.7  # SRC["fp32_peak"], strict-fp32 convolutions scale with peak
@@ -119,8 +125,11 @@ V100_INFER_OVER_TRAIN = {"fp32": 1261 / 367, "amp": 3382 / 1200}  # SRC["dle_v10
 TF32_OVER_AMP_TRAIN = 938 / 2470  # SRC["dle_a100"], ResNet-50 on A100; assumed for ViT too
 VIT_OVER_RN50_TRAIN = 390.86 / 826.06  # SRC["timm_train"]
 BEIT_OVER_VIT = 2714.29 / 2992.79  # SRC["timm_infer"], eager inference
-COMPILE_FORWARD = {"resnet50": 8039.05 / 4302.84, "vit_base_patch16_224": 3375.59 / 2992.79,
-                   "beitv2_base_patch16_224": 3296.38 / 2714.29}  # SRC["timm_infer"]
+COMPILE_FORWARD = {
+    "resnet50": 8039.05 / 4302.84,
+    "vit_base_patch16_224": 3375.59 / 2992.79,
+    "beitv2_base_patch16_224": 3296.38 / 2714.29,
+}  # SRC["timm_infer"]
 COMPILE_TRAIN_CAP = 1.3  # SRC["compile_docs"]
 
 
@@ -128,43 +137,63 @@ def _assumed_table() -> dict:
     k = H100_OVER_A100
     rn = {
         "forward": {
-            "fp32": (1261 * A100_OVER_V100_FP32 * k,
-                     "V100 FP32 inference 1261 x 19.5/15.7 (A100/V100 FP32 peak) x 1.8 (H100)",
-                     ("dle_v100", "fp32_peak", "mlperf")),
-            "tf32": (938 * V100_INFER_OVER_TRAIN["fp32"] * k,
-                     "A100 TF32 training 938 x 3.44 (V100 FP32 inference/training) x 1.8",
-                     ("dle_a100", "dle_v100", "mlperf")),
-            "bf16": (2470 * V100_INFER_OVER_TRAIN["amp"] * k,
-                     "A100 AMP training 2470 x 2.82 (V100 AMP inference/training) x 1.8",
-                     ("dle_a100", "dle_v100", "mlperf")),
+            "fp32": (
+                1261 * A100_OVER_V100_FP32 * k,
+                "V100 FP32 inference 1261 x 19.5/15.7 (A100/V100 FP32 peak) x 1.8 (H100)",
+                ("dle_v100", "fp32_peak", "mlperf"),
+            ),
+            "tf32": (
+                938 * V100_INFER_OVER_TRAIN["fp32"] * k,
+                "A100 TF32 training 938 x 3.44 (V100 FP32 inference/training) x 1.8",
+                ("dle_a100", "dle_v100", "mlperf"),
+            ),
+            "bf16": (
+                2470 * V100_INFER_OVER_TRAIN["amp"] * k,
+                "A100 AMP training 2470 x 2.82 (V100 AMP inference/training) x 1.8",
+                ("dle_a100", "dle_v100", "mlperf"),
+            ),
         },
         "train": {
-            "fp32": (367 * A100_OVER_V100_FP32 * k,
-                     "V100 FP32 training 367 x 19.5/15.7 x 1.8", ("dle_v100", "fp32_peak", "mlperf")),
+            "fp32": (
+                367 * A100_OVER_V100_FP32 * k,
+                "V100 FP32 training 367 x 19.5/15.7 x 1.8",
+                ("dle_v100", "fp32_peak", "mlperf"),
+            ),
             "tf32": (938 * k, "A100 TF32 training 938 x 1.8", ("dle_a100", "mlperf")),
-            "bf16": (2470 * k, "A100 AMP training 2470 x 1.8 (bf16 assumed = fp16 AMP)",
-                     ("dle_a100", "mlperf")),
+            "bf16": (
+                2470 * k,
+                "A100 AMP training 2470 x 1.8 (bf16 assumed = fp16 AMP)",
+                ("dle_a100", "mlperf"),
+            ),
         },
     }
     vit_train_amp = 2470 * VIT_OVER_RN50_TRAIN
     vit = {
         "forward": {
             "fp32": (473 * k, "A100 float32 vit_b_16 473 x 1.8", ("superblock", "mlperf")),
-            "tf32": (3324 * TF32_OVER_AMP_TRAIN * k,
-                     "A100 bf16 vit_b_16 3324 x 0.380 (ResNet-50 TF32/AMP on A100) x 1.8",
-                     ("superblock", "dle_a100", "mlperf")),
+            "tf32": (
+                3324 * TF32_OVER_AMP_TRAIN * k,
+                "A100 bf16 vit_b_16 3324 x 0.380 (ResNet-50 TF32/AMP on A100) x 1.8",
+                ("superblock", "dle_a100", "mlperf"),
+            ),
             "bf16": (3324 * k, "A100 bf16 vit_b_16 3324 x 1.8", ("superblock", "mlperf")),
         },
         "train": {
-            "fp32": (473 / V100_INFER_OVER_TRAIN["fp32"] * k,
-                     "A100 float32 forward 473 / 3.44 (V100 FP32 inference/training) x 1.8",
-                     ("superblock", "dle_v100", "mlperf")),
-            "tf32": (vit_train_amp * TF32_OVER_AMP_TRAIN * k,
-                     "A100 AMP ResNet-50 2470 x 0.473 (timm ViT-B/RN50) x 0.380 (TF32/AMP) x 1.8",
-                     ("dle_a100", "timm_train", "mlperf")),
-            "bf16": (vit_train_amp * k,
-                     "A100 AMP ResNet-50 2470 x 0.473 (timm ViT-B/RN50 training) x 1.8",
-                     ("dle_a100", "timm_train", "mlperf")),
+            "fp32": (
+                473 / V100_INFER_OVER_TRAIN["fp32"] * k,
+                "A100 float32 forward 473 / 3.44 (V100 FP32 inference/training) x 1.8",
+                ("superblock", "dle_v100", "mlperf"),
+            ),
+            "tf32": (
+                vit_train_amp * TF32_OVER_AMP_TRAIN * k,
+                "A100 AMP ResNet-50 2470 x 0.473 (timm ViT-B/RN50) x 0.380 (TF32/AMP) x 1.8",
+                ("dle_a100", "timm_train", "mlperf"),
+            ),
+            "bf16": (
+                vit_train_amp * k,
+                "A100 AMP ResNet-50 2470 x 0.473 (timm ViT-B/RN50 training) x 1.8",
+                ("dle_a100", "timm_train", "mlperf"),
+            ),
         },
     }
     table: dict = {"forward": {}, "train": {}, "compile": {"forward": {}, "train": {}}}
@@ -180,18 +209,40 @@ def _assumed_table() -> dict:
                 table[kind][arch][prec] = Figure(value * scale, "assumed", _cite(how + note, keys))
         fwd = COMPILE_FORWARD[arch]
         table["compile"]["forward"][arch] = Figure(
-            fwd, "assumed", _cite(f"RTX 4090 torch.compile / eager inference = {fwd:.3f}",
-                                  ("timm_infer",)))
+            fwd,
+            "assumed",
+            _cite(f"RTX 4090 torch.compile / eager inference = {fwd:.3f}", ("timm_infer",)),
+        )
         table["compile"]["train"][arch] = Figure(
-            min(fwd, COMPILE_TRAIN_CAP), "assumed",
-            _cite(f"the forward factor {fwd:.3f}, at most {COMPILE_TRAIN_CAP}",
-                  ("timm_infer", "compile_docs")))
-    table["knn_tflops"] = {"cuda": Figure(
-        0.5 * 67.0, "assumed", _cite("half the H100 SXM FP32 peak of 67 TFLOPS (distance matmul + "
-                                     "topk without TF32, host re-rank)", ("fp32_peak",)))}
-    table["linear_tflops"] = {"cuda": Figure(
-        0.15 * 67.0, "assumed", _cite("15% of the H100 SXM FP32 peak: small fp32 matmuls (batch "
-                                      "1024 x D x C) and per-step overhead", ("fp32_peak",)))}
+            min(fwd, COMPILE_TRAIN_CAP),
+            "assumed",
+            _cite(
+                f"the forward factor {fwd:.3f}, at most {COMPILE_TRAIN_CAP}",
+                ("timm_infer", "compile_docs"),
+            ),
+        )
+    table["knn_tflops"] = {
+        "cuda": Figure(
+            0.5 * 67.0,
+            "assumed",
+            _cite(
+                "half the H100 SXM FP32 peak of 67 TFLOPS (distance matmul + "
+                "topk without TF32, host re-rank)",
+                ("fp32_peak",),
+            ),
+        )
+    }
+    table["linear_tflops"] = {
+        "cuda": Figure(
+            0.15 * 67.0,
+            "assumed",
+            _cite(
+                "15% of the H100 SXM FP32 peak: small fp32 matmuls (batch "
+                "1024 x D x C) and per-step overhead",
+                ("fp32_peak",),
+            ),
+        )
+    }
     return table
 
 
@@ -222,8 +273,9 @@ def knn_flops(n_train: int, n_test: int, dim: int, arms: int) -> float:
     return 2.0 * n_train * n_test * dim * arms
 
 
-def linear_flops(n_train: int, n_test: int, dim: int, classes: int, heads: int,
-                 epochs: int) -> float:
+def linear_flops(
+    n_train: int, n_test: int, dim: int, classes: int, heads: int, epochs: int
+) -> float:
     """Linear-probe FLOPs: per epoch and head, forward + backward on the train split (6 D C per
     sample) and one forward pass on the test split (2 D C per sample)."""
     return float(epochs) * heads * dim * classes * (6.0 * n_train + 2.0 * n_test)
@@ -268,17 +320,28 @@ class Rates:
     device_name: str = "H100 (assumed)"
 
 
-def plan(config: dict, datasets: pd.DataFrame, models: dict[str, str], rates: Rates,
-         scenario: str, *, compile_: bool = False, workers: dict | None = None,
-         knn_device: str = "cuda", linear_device: str = "cuda") -> list[dict]:
+def plan(
+    config: dict,
+    datasets: pd.DataFrame,
+    models: dict[str, str],
+    rates: Rates,
+    scenario: str,
+    *,
+    compile_: bool = False,
+    workers: dict | None = None,
+    knn_device: str = "cuda",
+    linear_device: str = "cuda",
+) -> list[dict]:
     """Every job of the study with its hours on one device: ``models`` maps model key -> arch."""
     prec = SCENARIOS[scenario]
     use_compile = compile_ and prec["compile"] is not False
     workers = workers or {}
-    w_feat = int(workers.get("features", config.get("features", {}).get("workers")
-                             or DEFAULT_WORKERS))
-    w_ft = int(workers.get("finetune", config.get("finetune", {}).get("workers")
-                           or DEFAULT_WORKERS))
+    w_feat = int(
+        workers.get("features", config.get("features", {}).get("workers") or DEFAULT_WORKERS)
+    )
+    w_ft = int(
+        workers.get("finetune", config.get("finetune", {}).get("workers") or DEFAULT_WORKERS)
+    )
     arms = list(config.get("arms", ["raw", "bn"]))
     protocols = set(config.get("protocols", []))
     lin = config.get("linear", {})
@@ -292,12 +355,26 @@ def plan(config: dict, datasets: pd.DataFrame, models: dict[str, str], rates: Ra
         if use_compile:
             factor = rates.compile[kind][arch]
             basis = "measured" if fig.basis == factor.basis == "measured" else "assumed"
-            return Figure(fig.value * factor.value, basis,
-                          f"{fig.source}; x torch.compile factor {factor.value:.3f}")
+            return Figure(
+                fig.value * factor.value,
+                basis,
+                f"{fig.source}; x torch.compile factor {factor.value:.3f}",
+            )
         return fig
 
-    def image_job(stage, model, arch, name, images, epochs, kind, precision, transform, n_workers,
-                  extra_images=0.0):
+    def image_job(
+        stage,
+        model,
+        arch,
+        name,
+        images,
+        epochs,
+        kind,
+        precision,
+        transform,
+        n_workers,
+        extra_images=0.0,
+    ):
         dev = device_rate(kind, arch, precision)
         decode = rates.decode[transform]
         rate, bound = image_rate(dev.value, n_workers, decode.value)
@@ -310,10 +387,22 @@ def plan(config: dict, datasets: pd.DataFrame, models: dict[str, str], rates: Ra
             hours += stage_hours(extra_images, 1, 1, e_rate)
             inputs += [e_dev, rates.decode["eval"]]
         basis = "measured" if all(f.basis == "measured" for f in inputs) else "assumed"
-        jobs.append({"stage": stage, "model": model, "arch": arch, "job": name,
-                     "precision": precision + ("+compile" if use_compile else ""),
-                     "rate": rate, "unit": "img/s", "bound": bound, "basis": basis,
-                     "hours": hours, "workers": n_workers, "group": group(stage, model, name)})
+        jobs.append(
+            {
+                "stage": stage,
+                "model": model,
+                "arch": arch,
+                "job": name,
+                "precision": precision + ("+compile" if use_compile else ""),
+                "rate": rate,
+                "unit": "img/s",
+                "bound": bound,
+                "basis": basis,
+                "hours": hours,
+                "workers": n_workers,
+                "group": group(stage, model, name),
+            }
+        )
 
     def group(stage: str, model: str, name: str) -> str:
         """The workflow job a unit of work runs in (config batch_datasets / batch_runs)."""
@@ -325,32 +414,78 @@ def plan(config: dict, datasets: pd.DataFrame, models: dict[str, str], rates: Ra
     for model, arch in models.items():
         dim = DIMS.get(arch) or _dim(arch)
         for row in datasets.itertuples():
-            image_job("extraction", model, arch, row.key, row.n_train + row.n_test, 1, "forward",
-                      prec["extraction"], "eval", w_feat)
+            image_job(
+                "extraction",
+                model,
+                arch,
+                row.key,
+                row.n_train + row.n_test,
+                1,
+                "forward",
+                prec["extraction"],
+                "eval",
+                w_feat,
+            )
             if "knn" in protocols:
                 fig = rates.knn_tflops[knn_device]
                 flops = knn_flops(row.n_train, row.n_test, dim, len(arms))
-                jobs.append({"stage": "knn", "model": model, "arch": arch, "job": row.key,
-                             "precision": "fp32", "rate": fig.value, "unit": "TFLOP/s",
-                             "bound": knn_device, "basis": fig.basis,
-                             "hours": flops / (fig.value * 1e12) / 3600.0,
-                             "group": group("knn", model, row.key)})
+                jobs.append(
+                    {
+                        "stage": "knn",
+                        "model": model,
+                        "arch": arch,
+                        "job": row.key,
+                        "precision": "fp32",
+                        "rate": fig.value,
+                        "unit": "TFLOP/s",
+                        "bound": knn_device,
+                        "basis": fig.basis,
+                        "hours": flops / (fig.value * 1e12) / 3600.0,
+                        "group": group("knn", model, row.key),
+                    }
+                )
             if "linear" in protocols:
                 fig = rates.linear_tflops[linear_device]
-                flops = linear_flops(row.n_train, row.n_test, dim, row.num_classes, heads,
-                                     int(lin.get("epochs", 100)))
-                jobs.append({"stage": "linear", "model": model, "arch": arch, "job": row.key,
-                             "precision": "fp32", "rate": fig.value, "unit": "TFLOP/s",
-                             "bound": linear_device, "basis": fig.basis,
-                             "hours": flops / (fig.value * 1e12) / 3600.0,
-                             "group": group("linear", model, row.key)})
+                flops = linear_flops(
+                    row.n_train,
+                    row.n_test,
+                    dim,
+                    row.num_classes,
+                    heads,
+                    int(lin.get("epochs", 100)),
+                )
+                jobs.append(
+                    {
+                        "stage": "linear",
+                        "model": model,
+                        "arch": arch,
+                        "job": row.key,
+                        "precision": "fp32",
+                        "rate": fig.value,
+                        "unit": "TFLOP/s",
+                        "bound": linear_device,
+                        "basis": fig.basis,
+                        "hours": flops / (fig.value * 1e12) / 3600.0,
+                        "group": group("linear", model, row.key),
+                    }
+                )
         if idr is None:
             continue
         if "finetune" in protocols:
             for arm in arms:
-                image_job("finetune", model, arch, f"finetune {arm}", idr.n_train,
-                          config["finetune"]["epochs"], "train", prec["finetune"], "train", w_ft,
-                          extra_images=idr.n_test)
+                image_job(
+                    "finetune",
+                    model,
+                    arch,
+                    f"finetune {arm}",
+                    idr.n_train,
+                    config["finetune"]["epochs"],
+                    "train",
+                    prec["finetune"],
+                    "train",
+                    w_ft,
+                    extra_images=idr.n_test,
+                )
         if "fewshot" in protocols:
             fs = config["fewshot"]
             seeds = 1 + len(fs.get("extra_seeds") or [])
@@ -359,9 +494,19 @@ def plan(config: dict, datasets: pd.DataFrame, models: dict[str, str], rates: Ra
                 for seed in range(seeds):
                     for arm in arms:
                         suffix = f" s{seed}" if seeds > 1 else ""
-                        image_job("fewshot", model, arch, f"fewshot{pct}{suffix} {arm}",
-                                  per_class * idr.num_classes, fs["epochs"], "train",
-                                  prec["fewshot"], "train", w_ft, extra_images=idr.n_test)
+                        image_job(
+                            "fewshot",
+                            model,
+                            arch,
+                            f"fewshot{pct}{suffix} {arm}",
+                            per_class * idr.num_classes,
+                            fs["epochs"],
+                            "train",
+                            prec["fewshot"],
+                            "train",
+                            w_ft,
+                            extra_images=idr.n_test,
+                        )
     return jobs
 
 
@@ -382,20 +527,34 @@ def summarize(jobs: list[dict], scenario: str) -> dict:
             lo, hi = min(job["rate"] for job in part), max(job["rate"] for job in part)
             rates = [lo] if hi - lo <= 1e-9 * hi else [lo, hi]
             bounds = sorted({job["bound"] for job in part})
-            rows.append({
-                "stage": stage, "arch": arch, "models": len({job["model"] for job in part}),
-                "jobs": len(part), "precision": part[0]["precision"],
-                "rate": rates[0] if len(rates) == 1 else (rates[0], rates[-1]),
-                "unit": part[0]["unit"], "bound": "/".join(bounds),
-                "basis": "measured" if all(j["basis"] == "measured" for j in part) else "assumed",
-                "hours": sum(job["hours"] for job in part),
-            })
+            rows.append(
+                {
+                    "stage": stage,
+                    "arch": arch,
+                    "models": len({job["model"] for job in part}),
+                    "jobs": len(part),
+                    "precision": part[0]["precision"],
+                    "rate": rates[0] if len(rates) == 1 else (rates[0], rates[-1]),
+                    "unit": part[0]["unit"],
+                    "bound": "/".join(bounds),
+                    "basis": "measured"
+                    if all(j["basis"] == "measured" for j in part)
+                    else "assumed",
+                    "hours": sum(job["hours"] for job in part),
+                }
+            )
     total = sum(job["hours"] for job in jobs)
     longest = longest_job(jobs)
-    return {"scenario": scenario, "rows": rows, "total_h": total,
-            "models": len({job["model"] for job in jobs}), "jobs": len(jobs),
-            "total_basis": "measured" if all(j["basis"] == "measured" for j in jobs) else "assumed",
-            "longest": longest, "meets_targets": meets_targets(scenario, total, longest["hours"])}
+    return {
+        "scenario": scenario,
+        "rows": rows,
+        "total_h": total,
+        "models": len({job["model"] for job in jobs}),
+        "jobs": len(jobs),
+        "total_basis": "measured" if all(j["basis"] == "measured" for j in jobs) else "assumed",
+        "longest": longest,
+        "meets_targets": meets_targets(scenario, total, longest["hours"]),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -408,46 +567,67 @@ def rates_from_json(path: str | Path) -> Rates:
     meta = data.get("meta", {})
     where = f"{meta.get('gpu') or meta.get('device')} ({Path(path).name})"
     rates = assumed_rates()
-    rates.device_name = str(meta.get("gpu") or meta.get("device")) + (
-        " (a --smoke run: tiny sizes, not representative)" if meta.get("smoke") else "") + \
-        f", measured by gpu_throughput ({Path(path).name})"
+    rates.device_name = (
+        str(meta.get("gpu") or meta.get("device"))
+        + (" (a --smoke run: tiny sizes, not representative)" if meta.get("smoke") else "")
+        + f", measured by gpu_throughput ({Path(path).name})"
+    )
     for kind in ("forward", "train"):
         for arch, rows in data.get(kind, {}).items():
             if not isinstance(rows, dict):
                 continue
             for prec, row in rows.items():
                 if isinstance(row, dict) and row.get("img_s"):
-                    fig = Figure(float(row["img_s"]), "measured",
-                                 f"gpu_throughput {kind} {arch} {prec} on {where}")
+                    fig = Figure(
+                        float(row["img_s"]),
+                        "measured",
+                        f"gpu_throughput {kind} {arch} {prec} on {where}",
+                    )
                     rates_kind = getattr(rates, kind)
                     rates_kind.setdefault(arch, {})[prec] = fig
                     if arch == "vit_base_patch16_224":  # BEiT-v2: the ViT-B rate x 0.907
                         rates_kind["beitv2_base_patch16_224"][prec] = Figure(
-                            fig.value * BEIT_OVER_VIT, "assumed",
-                            _cite(f"{fig.source} x {BEIT_OVER_VIT:.3f} (BEiT-v2 / ViT-B)",
-                                  ("timm_infer",)))
+                            fig.value * BEIT_OVER_VIT,
+                            "assumed",
+                            _cite(
+                                f"{fig.source} x {BEIT_OVER_VIT:.3f} (BEiT-v2 / ViT-B)",
+                                ("timm_infer",),
+                            ),
+                        )
     comp = data.get("compile", {})
     for arch in ("resnet50", "vit_base_patch16_224"):
         row = comp.get(arch, {}) if isinstance(comp.get(arch), dict) else {}
-        for kind, key in (("train", "train_speedup_vs_eager"), ("forward", "forward_speedup_vs_eager")):
+        for kind, key in (
+            ("train", "train_speedup_vs_eager"),
+            ("forward", "forward_speedup_vs_eager"),
+        ):
             if row.get(key):
-                rates.compile[kind][arch] = Figure(float(row[key]), "measured",
-                                                   f"gpu_throughput compile {arch} on {where}")
+                rates.compile[kind][arch] = Figure(
+                    float(row[key]), "measured", f"gpu_throughput compile {arch} on {where}"
+                )
     per_worker = data.get("loader", {}).get("per_worker_img_s", {})
     for name in ("eval", "train"):
         if per_worker.get(name):
-            rates.decode[name] = Figure(float(per_worker[name]), "measured",
-                                        f"gpu_throughput loader, 1 worker, on {where}'s CPU")
+            rates.decode[name] = Figure(
+                float(per_worker[name]),
+                "measured",
+                f"gpu_throughput loader, 1 worker, on {where}'s CPU",
+            )
     knn = data.get("knn", {})
     if knn.get("effective_tflops") and meta.get("device") == "cuda":
-        rates.knn_tflops["cuda"] = Figure(float(knn["effective_tflops"]), "measured",
-                                          f"gpu_throughput knn ({knn.get('method')}) on {where}")
+        rates.knn_tflops["cuda"] = Figure(
+            float(knn["effective_tflops"]),
+            "measured",
+            f"gpu_throughput knn ({knn.get('method')}) on {where}",
+        )
     lin = data.get("linear", {})
     if lin.get("epoch_s") and meta.get("device") == "cuda":
-        flops = linear_flops(lin["n_train"], lin["n_test"], lin["dim"], lin["classes"],
-                             lin["heads"], 1)
-        rates.linear_tflops["cuda"] = Figure(flops / lin["epoch_s"] / 1e12, "measured",
-                                             f"gpu_throughput linear epoch on {where}")
+        flops = linear_flops(
+            lin["n_train"], lin["n_test"], lin["dim"], lin["classes"], lin["heads"], 1
+        )
+        rates.linear_tflops["cuda"] = Figure(
+            flops / lin["epoch_s"] / 1e12, "measured", f"gpu_throughput linear epoch on {where}"
+        )
     return rates
 
 
@@ -455,10 +635,14 @@ def assumed_rates() -> Rates:
     def copy(table):
         return {k: (copy(v) if isinstance(v, dict) else v) for k, v in table.items()}
 
-    return Rates(forward=copy(ASSUMED["forward"]), train=copy(ASSUMED["train"]),
-                 compile=copy(ASSUMED["compile"]), decode={},
-                 knn_tflops=copy(ASSUMED["knn_tflops"]),
-                 linear_tflops=copy(ASSUMED["linear_tflops"]))
+    return Rates(
+        forward=copy(ASSUMED["forward"]),
+        train=copy(ASSUMED["train"]),
+        compile=copy(ASSUMED["compile"]),
+        decode={},
+        knn_tflops=copy(ASSUMED["knn_tflops"]),
+        linear_tflops=copy(ASSUMED["linear_tflops"]),
+    )
 
 
 def _photo_like_jpeg():
@@ -483,15 +667,23 @@ def measure_decode(spec: dict, n: int = 16, repeats: int = 3) -> dict:
     from workflow_scripts.datasets.transforms import eval_transform, train_transform
 
     make = _photo_like_jpeg()
-    blobs = [make(i, size) for i, size in zip(range(n), [(500, 375), (500, 333), (375, 500),
-                                                         (400, 300)] * n, strict=False)]
-    kwargs = {"normalize": False} if "normalize" in inspect.signature(eval_transform).parameters else {}
+    blobs = [
+        make(i, size)
+        for i, size in zip(
+            range(n), [(500, 375), (500, 333), (375, 500), (400, 300)] * n, strict=False
+        )
+    ]
+    kwargs = (
+        {"normalize": False} if "normalize" in inspect.signature(eval_transform).parameters else {}
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     out = {}
     try:
-        for name, tf in (("eval", eval_transform(spec, "none", **kwargs)),
-                         ("train", train_transform(spec, "none", **kwargs))):
+        for name, tf in (
+            ("eval", eval_transform(spec, "none", **kwargs)),
+            ("train", train_transform(spec, "none", **kwargs)),
+        ):
             best = math.inf
             for _ in range(repeats):
                 start = time.perf_counter()
@@ -500,10 +692,13 @@ def measure_decode(spec: dict, n: int = 16, repeats: int = 3) -> dict:
                         img.load()
                         tf(img.convert("RGB"))
                 best = min(best, (time.perf_counter() - start) / len(blobs))
-            out[name] = Figure(1.0 / best, "measured",
-                               f"this machine ({_cpu_name()}), decode + {name} transform "
-                               f"{kwargs or ''}, 1 thread, {n} photo-like JPEGs of "
-                               f"{np.mean([len(b) for b in blobs]) / 1024:.0f} KB, best of {repeats}")
+            out[name] = Figure(
+                1.0 / best,
+                "measured",
+                f"this machine ({_cpu_name()}), decode + {name} transform "
+                f"{kwargs or ''}, 1 thread, {n} photo-like JPEGs of "
+                f"{np.mean([len(b) for b in blobs]) / 1024:.0f} KB, best of {repeats}",
+            )
     finally:
         torch.set_num_threads(threads)
     return out
@@ -545,22 +740,32 @@ def measure_cpu_probes(config: dict) -> tuple[Figure, Figure]:
         y = rng.integers(0, 1000, 4096)
         heads = [HeadSpec("raw", 0.1, 42), HeadSpec("bn", 0.1, 42)]
         start = time.perf_counter()
-        train_heads(x, y, x[:512], y[:512], 1000, heads, Recipe(epochs=1, batch_size=1024,
-                                                                warmup_epochs=0))
+        train_heads(
+            x, y, x[:512], y[:512], 1000, heads, Recipe(epochs=1, batch_size=1024, warmup_epochs=0)
+        )
         lin_rate = linear_flops(4096, 512, 2048, 1000, 2, 1) / (time.perf_counter() - start) / 1e12
     finally:
         torch.set_num_threads(prev)
     where = f"this machine ({_cpu_name()}), 1 thread"
-    return (Figure(knn_rate * t_knn, "measured",
-                   f"knn_scores (faiss) 20,000 x 1,000 x 2048 on {where}, x {t_knn} threads "
-                   "(linear scaling assumed)"),
-            Figure(lin_rate * t_lin, "measured",
-                   f"train_heads 4,096 x 2048 -> 1000, 2 heads on {where}, x {t_lin} threads "
-                   "(linear scaling assumed)"))
+    return (
+        Figure(
+            knn_rate * t_knn,
+            "measured",
+            f"knn_scores (faiss) 20,000 x 1,000 x 2048 on {where}, x {t_knn} threads "
+            "(linear scaling assumed)",
+        ),
+        Figure(
+            lin_rate * t_lin,
+            "measured",
+            f"train_heads 4,096 x 2048 -> 1000, 2 heads on {where}, x {t_lin} threads "
+            "(linear scaling assumed)",
+        ),
+    )
 
 
-def measure_device_rates(device: str, batch: int, repeats: int, train: bool,
-                         archs: list[str]) -> tuple[dict, dict]:
+def measure_device_rates(
+    device: str, batch: int, repeats: int, train: bool, archs: list[str]
+) -> tuple[dict, dict]:
     """Forward and fine-tuning-step img/s measured here per arch and precision (--device)."""
     import torch
     import torch.nn.functional as F
@@ -613,8 +818,11 @@ def measure_device_rates(device: str, batch: int, repeats: int, train: bool,
             if not train:
                 continue
             groups = param_groups(model, FinetuneRecipe(epochs=100, batch_size=max(2, batch)))
-            opt = torch.optim.SGD([{"params": g["params"], "lr": g["lr"]} for g in groups],
-                                  lr=groups[0]["lr"], momentum=0.9)
+            opt = torch.optim.SGD(
+                [{"params": g["params"], "lr": g["lr"]} for g in groups],
+                lr=groups[0]["lr"],
+                momentum=0.9,
+            )
             y = torch.randint(0, 1000, (batch,), device=dev)
             smoothing = 0.1 if is_vit(model.backbone) else 0.0
             model.train()
@@ -646,7 +854,7 @@ def _num(value: float) -> str:
 
 def _rate_cell(row: dict) -> str:
     rate = row["rate"]
-    text = (f"{_num(rate[0])}-{_num(rate[1])}" if isinstance(rate, tuple) else _num(rate))
+    text = f"{_num(rate[0])}-{_num(rate[1])}" if isinstance(rate, tuple) else _num(rate)
     return f"{text} {row['unit']}"
 
 
@@ -665,8 +873,12 @@ def markdown_table(summaries: dict[str, dict]) -> str:
         cells = [row["stage"], row["arch"], str(row["models"]), str(row["jobs"])]
         for name in names:
             r = summaries[name]["rows"][i]
-            cells += [r["precision"], f"{_rate_cell(r)} ({_mark(r['basis'])})", r["bound"],
-                      f"{r['hours']:,.1f} ({_mark(r['basis'])})"]
+            cells += [
+                r["precision"],
+                f"{_rate_cell(r)} ({_mark(r['basis'])})",
+                r["bound"],
+                f"{r['hours']:,.1f} ({_mark(r['basis'])})",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     total = ["**total**", "", str(summaries[names[0]]["models"]), str(summaries[names[0]]["jobs"])]
     longest = ["**longest job**", "", "", ""]
@@ -675,19 +887,30 @@ def markdown_table(summaries: dict[str, dict]) -> str:
         s = summaries[name]
         job = s["longest"]
         total += ["", "", "", f"**{s['total_h']:,.1f}** ({_mark(s['total_basis'])})"]
-        longest += ["", f"{job['stage']} {job['arch']} ({job['job']})", job["bound"],
-                    f"{job['hours']:,.1f} ({_mark(job['basis'])})"]
+        longest += [
+            "",
+            f"{job['stage']} {job['arch']} ({job['job']})",
+            job["bound"],
+            f"{job['hours']:,.1f} ({_mark(job['basis'])})",
+        ]
         t = TARGETS[name]
-        rule = f"<= {t['total_h']:,.0f} GPU-h" + (f", no job > {t['job_h']:.0f} h"
-                                                   if t["job_h"] else "")
+        rule = f"<= {t['total_h']:,.0f} GPU-h" + (
+            f", no job > {t['job_h']:.0f} h" if t["job_h"] else ""
+        )
         target += ["", rule, "", "**yes**" if s["meets_targets"] else "**no**"]
     for cells in (total, longest, target):
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def rates_table(rates: Rates, used_archs: list[str], scenarios: dict, compile_: bool,
-                knn_device: str, linear_device: str) -> str:
+def rates_table(
+    rates: Rates,
+    used_archs: list[str],
+    scenarios: dict,
+    compile_: bool,
+    knn_device: str,
+    linear_device: str,
+) -> str:
     lines = ["| rate | value | basis | source |", "|---|---|---|---|"]
 
     def add(label, fig, unit):
@@ -706,8 +929,12 @@ def rates_table(rates: Rates, used_archs: list[str], scenarios: dict, compile_: 
         add(f"loader decode + {name} transform, per worker", rates.decode[name], "img/s")
     add(f"kNN search ({knn_device})", rates.knn_tflops[knn_device], "TFLOP/s")
     add(f"linear probe ({linear_device})", rates.linear_tflops[linear_device], "TFLOP/s")
-    used = {key.strip() for line in lines[2:] for group in re.findall(r"\[([a-z0-9_, ]+)\]", line)
-            for key in group.split(",")}
+    used = {
+        key.strip()
+        for line in lines[2:]
+        for group in re.findall(r"\[([a-z0-9_, ]+)\]", line)
+        for key in group.split(",")
+    }
     cited = [key for key in SRC if key in used]
     if cited:
         lines += ["", "Sources of the assumed rates:", ""]
@@ -720,8 +947,10 @@ def disk_line(datasets: pd.DataFrame, models: dict[str, str]) -> str:
     feats = sum(n_img * (DIMS.get(arch) or _dim(arch)) * 4 for arch in models.values()) / 1e9
     params = {"resnet50": 23.5e6, "vit_base_patch16_224": 85.8e6, "beitv2_base_patch16_224": 85.8e6}
     ckpt = sum(params.get(arch, 0) * 4 for arch in models.values()) / 1e9
-    return (f"Disk: float32 feature cache {feats:,.0f} GB ({n_img:,} images per model); backbone "
-            f"checkpoints ~{ckpt:,.1f} GB (backbone parameters x 4 bytes).")
+    return (
+        f"Disk: float32 feature cache {feats:,.0f} GB ({n_img:,} images per model); backbone "
+        f"checkpoints ~{ckpt:,.1f} GB (backbone parameters x 4 bytes)."
+    )
 
 
 def load_study(config_path: str | Path) -> tuple[dict, pd.DataFrame, dict[str, str], str]:
@@ -739,31 +968,57 @@ def load_study(config_path: str | Path) -> tuple[dict, pd.DataFrame, dict[str, s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=str(ROOT / "config" / "paper.yaml"))
     parser.add_argument("--rates", help="gpu_throughput.json of a GPU run (measured rates)")
-    parser.add_argument("--compile", action="store_true",
-                        help="fast scenario with the torch.compile factor")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="loader workers per extraction/fine-tuning job (default: the "
-                             "config's features.workers / finetune.workers, else 8)")
-    parser.add_argument("--knn-device", choices=["cuda", "cpu"],
-                        help="default: the config's knn.device (auto = cuda)")
-    parser.add_argument("--linear-device", choices=["cuda", "cpu"],
-                        help="default: the config's linear.device (auto = cuda)")
-    parser.add_argument("--decode", default="",
-                        help="eval=IMG_S,train=IMG_S: per-worker decode rates by hand (assumed) "
-                             "instead of measuring them here")
-    parser.add_argument("--device", default="",
-                        help="measure forward/train rates here on this device (cpu or cuda) "
-                             "instead of the assumed H100 table")
+    parser.add_argument(
+        "--compile", action="store_true", help="fast scenario with the torch.compile factor"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="loader workers per extraction/fine-tuning job (default: the "
+        "config's features.workers / finetune.workers, else 8)",
+    )
+    parser.add_argument(
+        "--knn-device",
+        choices=["cuda", "cpu"],
+        help="default: the config's knn.device (auto = cuda)",
+    )
+    parser.add_argument(
+        "--linear-device",
+        choices=["cuda", "cpu"],
+        help="default: the config's linear.device (auto = cuda)",
+    )
+    parser.add_argument(
+        "--decode",
+        default="",
+        help="eval=IMG_S,train=IMG_S: per-worker decode rates by hand (assumed) "
+        "instead of measuring them here",
+    )
+    parser.add_argument(
+        "--device",
+        default="",
+        help="measure forward/train rates here on this device (cpu or cuda) "
+        "instead of the assumed H100 table",
+    )
     parser.add_argument("--batch", type=int, default=8, help="batch of the --device measurement")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats of the --device measurement")
-    parser.add_argument("--no-train", action="store_true",
-                        help="--device: do not measure the fine-tuning step (keep those rates)")
-    parser.add_argument("--throughput", default="",
-                        help="arch=img/s,...: extraction rates by hand (all precisions; assumed)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="repeats of the --device measurement"
+    )
+    parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="--device: do not measure the fine-tuning step (keep those rates)",
+    )
+    parser.add_argument(
+        "--throughput",
+        default="",
+        help="arch=img/s,...: extraction rates by hand (all precisions; assumed)",
+    )
     parser.add_argument("--out", help="write the rates, jobs and totals as JSON")
     args = parser.parse_args(argv)
 
@@ -775,8 +1030,9 @@ def main(argv: list[str] | None = None) -> int:
     archs = list(dict.fromkeys(models.values()))
     rates = rates_from_json(args.rates) if args.rates else assumed_rates()
     if args.device:
-        fwd, trn = measure_device_rates(args.device, args.batch, args.repeats, not args.no_train,
-                                        archs)
+        fwd, trn = measure_device_rates(
+            args.device, args.batch, args.repeats, not args.no_train, archs
+        )
         for arch in archs:
             rates.forward[arch].update(fwd[arch])
             rates.train[arch].update(trn[arch])
@@ -799,29 +1055,49 @@ def main(argv: list[str] | None = None) -> int:
     summaries = {}
     jobs_by = {}
     for scenario in SCENARIOS:
-        jobs = plan(config, datasets, models, rates, scenario, compile_=args.compile,
-                    workers=workers, knn_device=args.knn_device, linear_device=args.linear_device)
+        jobs = plan(
+            config,
+            datasets,
+            models,
+            rates,
+            scenario,
+            compile_=args.compile,
+            workers=workers,
+            knn_device=args.knn_device,
+            linear_device=args.linear_device,
+        )
         jobs_by[scenario] = jobs
         summaries[scenario] = summarize(jobs, scenario)
 
     w_feat = args.workers or config.get("features", {}).get("workers") or DEFAULT_WORKERS
     w_ft = args.workers or config.get("finetune", {}).get("workers") or DEFAULT_WORKERS
     print("## GPU-hours of the paper study\n")
-    print(f"Device rates: {rates.device_name}; models from {models_where} "
-          f"({', '.join(f'{sum(a == arch for a in models.values())} {arch}' for arch in archs)}); "
-          f"{len(datasets)} data sets; loader workers per job: extraction {w_feat}, fine-tuning "
-          f"{w_ft}; kNN on {args.knn_device}, linear probe on {args.linear_device}; fast scenario "
-          f"{'with' if args.compile else 'without'} torch.compile. Marks: M = measured, "
-          "A = assumed (any assumed input). One GPU per job.\n")
+    print(
+        f"Device rates: {rates.device_name}; models from {models_where} "
+        f"({', '.join(f'{sum(a == arch for a in models.values())} {arch}' for arch in archs)}); "
+        f"{len(datasets)} data sets; loader workers per job: extraction {w_feat}, fine-tuning "
+        f"{w_ft}; kNN on {args.knn_device}, linear probe on {args.linear_device}; fast scenario "
+        f"{'with' if args.compile else 'without'} torch.compile. Marks: M = measured, "
+        "A = assumed (any assumed input). One GPU per job.\n"
+    )
     print(markdown_table(summaries))
     print("\nRates used:\n")
     print(rates_table(rates, archs, SCENARIOS, args.compile, args.knn_device, args.linear_device))
     print("\n" + disk_line(datasets, models))
     if args.out:
-        Path(args.out).write_text(json.dumps({
-            "device": rates.device_name, "rates": dataclasses.asdict(rates),
-            "summaries": summaries, "jobs": jobs_by, "targets": TARGETS,
-        }, indent=2, default=str))
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "device": rates.device_name,
+                    "rates": dataclasses.asdict(rates),
+                    "summaries": summaries,
+                    "jobs": jobs_by,
+                    "targets": TARGETS,
+                },
+                indent=2,
+                default=str,
+            )
+        )
     return 0
 
 

@@ -67,25 +67,61 @@ from workflow_scripts import precision as P
 T0 = time.perf_counter()
 ARCHS = (("resnet50", "avgpool"), ("vit_base_patch16_224", "cls"))
 PRECISIONS = P.PRECISIONS  # fp32, tf32, bf16
-SPEC = {"resize": 256, "crop": 224, "interpolation": "bilinear",
-        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+SPEC = {
+    "resize": 256,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}
 KNN_K = 20
 LINEAR_CLASSES, LINEAR_BATCH = 1000, 1024
 
 # Sizes: the real run and the CPU smoke run.
 SIZES = {
-    "gpu": {"batch": 256, "warmup": 3, "iters": 10, "train_warmup": 2, "train_iters": 8,
-            "det_steps": 3, "n_jpeg": 512, "loader_batch": 64, "loader_1": 384,
-            "loader_n_per_worker": 256, "knn_train": 1_281_167, "knn_test": 50_000,
-            "knn_dim": 2048, "linear_test": 50_000},
-    "smoke": {"batch": 1, "warmup": 0, "iters": 1, "train_warmup": 0, "train_iters": 1,
-              "det_steps": 1, "n_jpeg": 24, "loader_batch": 8, "loader_1": 24,
-              "loader_n_per_worker": 24, "knn_train": 8192, "knn_test": 512, "knn_dim": 2048,
-              "linear_test": 512},
+    "gpu": {
+        "batch": 256,
+        "warmup": 3,
+        "iters": 10,
+        "train_warmup": 2,
+        "train_iters": 8,
+        "det_steps": 3,
+        "n_jpeg": 512,
+        "loader_batch": 64,
+        "loader_1": 384,
+        "loader_n_per_worker": 256,
+        "knn_train": 1_281_167,
+        "knn_test": 50_000,
+        "knn_dim": 2048,
+        "linear_test": 50_000,
+    },
+    "smoke": {
+        "batch": 1,
+        "warmup": 0,
+        "iters": 1,
+        "train_warmup": 0,
+        "train_iters": 1,
+        "det_steps": 1,
+        "n_jpeg": 24,
+        "loader_batch": 8,
+        "loader_1": 24,
+        "loader_n_per_worker": 24,
+        "knn_train": 8192,
+        "knn_test": 512,
+        "knn_dim": 2048,
+        "linear_test": 512,
+    },
 }
 # Expected seconds of each section on an H100 (a section starts only if it fits the budget).
-NEEDS_GPU = {"forward": 30, "train": 50, "loader": 30, "knn": 30, "linear": 25,
-             "determinism": 40, "compile": 90}
+NEEDS_GPU = {
+    "forward": 30,
+    "train": 50,
+    "loader": 30,
+    "knn": 30,
+    "linear": 25,
+    "determinism": 40,
+    "compile": 90,
+}
 
 
 class Run:
@@ -147,8 +183,10 @@ class Run:
 
     def section(self, name: str, fn) -> None:
         if self.left() < self.need(name):
-            self.res[name] = {"skipped": f"time budget: {self.now():.0f}s used of "
-                                         f"{self.args.budget:.0f}s, section needs ~{self.need(name)}s"}
+            self.res[name] = {
+                "skipped": f"time budget: {self.now():.0f}s used of "
+                f"{self.args.budget:.0f}s, section needs ~{self.need(name)}s"
+            }
             self.log(f"{name}: skipped (budget)")
             self.save()
             return
@@ -196,8 +234,9 @@ class Run:
         gen = torch.Generator(device=self.dev).manual_seed(seed)
         if normalize_batch() is None:
             return torch.randn(batch, 3, side, side, device=self.dev, generator=gen)
-        return torch.randint(0, 256, (batch, 3, side, side), dtype=torch.uint8, device=self.dev,
-                             generator=gen)
+        return torch.randint(
+            0, 256, (batch, 3, side, side), dtype=torch.uint8, device=self.dev, generator=gen
+        )
 
     def prepare(self, x: torch.Tensor, arch: str) -> torch.Tensor:
         """What extraction and fine-tuning do to a batch on the device before the model."""
@@ -226,11 +265,19 @@ def normalize_batch():
 
 
 def environment(run: Run) -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__,
-            "cuda": torch.version.cuda, "device": str(run.dev), "smoke": run.smoke,
-            "cpus": run.cpus, "budget_s": run.args.budget, "sizes": run.size,
-            "loader_workers": run.workers, "precisions": list(PRECISIONS),
-            "uint8_batches": normalize_batch() is not None}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": str(run.dev),
+        "smoke": run.smoke,
+        "cpus": run.cpus,
+        "budget_s": run.args.budget,
+        "sizes": run.size,
+        "loader_workers": run.workers,
+        "precisions": list(PRECISIONS),
+        "uint8_batches": normalize_batch() is not None,
+    }
     for mod in ("torchvision", "timm", "PIL", "faiss"):
         try:
             info[mod] = __import__(mod).__version__
@@ -238,8 +285,11 @@ def environment(run: Run) -> dict:
             info[mod] = f"absent ({type(error).__name__})"
     if run.dev.type == "cuda":
         props = torch.cuda.get_device_properties(0)
-        info |= {"gpu": props.name, "gpu_mem_gb": round(props.total_memory / 1e9, 1),
-                 "sms": props.multi_processor_count}
+        info |= {
+            "gpu": props.name,
+            "gpu_mem_gb": round(props.total_memory / 1e9, 1),
+            "sms": props.multi_processor_count,
+        }
     else:
         info["gpu"] = None
     return info
@@ -275,9 +325,13 @@ def forward(run: Run) -> dict:
                     return model(run.prepare(x, arch)).float().cpu()
 
             sec = run.timeit(step, s["warmup"], s["iters"])
-            rows[prec] = {"img_s": round(s["batch"] / sec, 1), "ms_per_batch": round(1000 * sec, 2),
-                          "peak_mem_gb": run.peak_gb(), "effective": P.effective(prec, run.dev),
-                          "channels_last": run.channels_last(arch)}
+            rows[prec] = {
+                "img_s": round(s["batch"] / sec, 1),
+                "ms_per_batch": round(1000 * sec, 2),
+                "peak_mem_gb": run.peak_gb(),
+                "effective": P.effective(prec, run.dev),
+                "channels_last": run.channels_last(arch),
+            }
         out[arch] = rows
         del model, x
         run.free()
@@ -311,8 +365,12 @@ def trainer(run: Run, arch: str, base, prec: str, *, compiled: bool = False):
     if run.channels_last(arch):
         model = model.to(memory_format=torch.channels_last)
     groups = param_groups(model, FinetuneRecipe(epochs=100, batch_size=max(2, batch)))
-    opt = torch.optim.SGD([{"params": g["params"], "lr": g["lr"]} for g in groups],
-                          lr=groups[0]["lr"], momentum=0.9, weight_decay=0.0)
+    opt = torch.optim.SGD(
+        [{"params": g["params"], "lr": g["lr"]} for g in groups],
+        lr=groups[0]["lr"],
+        momentum=0.9,
+        weight_decay=0.0,
+    )
     net = torch.compile(model, backend=run.args.compile_backend) if compiled else model
     x = run.images(arch, batch)
     gen = torch.Generator(device=run.dev).manual_seed(2)
@@ -338,10 +396,12 @@ def trainer(run: Run, arch: str, base, prec: str, *, compiled: bool = False):
 
 def train(run: Run) -> dict:
     s = run.size
-    out: dict = {"batch": s["batch"],
-                 "recipe": "Classifier(raw) + param_groups + SGD(momentum 0.9) + isfinite check + "
-                           "clip_grad_norm 0.5; ViT: drop-path 0.2, label smoothing 0.1, layer "
-                           "decay 0.65"}
+    out: dict = {
+        "batch": s["batch"],
+        "recipe": "Classifier(raw) + param_groups + SGD(momentum 0.9) + isfinite check + "
+        "clip_grad_norm 0.5; ViT: drop-path 0.2, label smoothing 0.1, layer "
+        "decay 0.65",
+    }
     for arch, emb in ARCHS:
         base = classifier(arch, emb)
         rows: dict = {}
@@ -357,10 +417,14 @@ def train(run: Run) -> dict:
             run.reset_peak()
             model, step, counters = trainer(run, arch, base, prec)
             sec = run.timeit(step, s["train_warmup"], s["train_iters"])
-            rows[prec] = {"img_s": round(s["batch"] / sec, 1), "ms_per_step": round(1000 * sec, 1),
-                          "peak_mem_gb": run.peak_gb(), "nonfinite_steps": counters["nonfinite"],
-                          "effective": P.effective(prec, run.dev),
-                          "channels_last": run.channels_last(arch)}
+            rows[prec] = {
+                "img_s": round(s["batch"] / sec, 1),
+                "ms_per_step": round(1000 * sec, 1),
+                "peak_mem_gb": run.peak_gb(),
+                "nonfinite_steps": counters["nonfinite"],
+                "effective": P.effective(prec, run.dev),
+                "channels_last": run.channels_last(arch),
+            }
             del model, step
         out[arch] = rows
     return out
@@ -369,9 +433,12 @@ def train(run: Run) -> dict:
 def determinism(run: Run) -> dict:
     """Two identical short fine-tuning runs (same weights, data, seeds): bitwise equal?"""
     steps = run.size["det_steps"]
-    out: dict = {"steps": steps, "batch": run.size["batch"],
-                 "note": "both runs in one process (cuDNN's benchmark choices are cached); a "
-                         "resumed job is a new process"}
+    out: dict = {
+        "steps": steps,
+        "batch": run.size["batch"],
+        "note": "both runs in one process (cuDNN's benchmark choices are cached); a "
+        "resumed job is a new process",
+    }
     for arch, emb in ARCHS:
         base = classifier(arch, emb)
         rows: dict = {}
@@ -394,10 +461,16 @@ def determinism(run: Run) -> dict:
                 del model, step
                 run.free()
             equal = all(torch.equal(a, states[1][k]) for k, a in states[0].items())
-            diff = max(float((a.double() - states[1][k].double()).abs().max())
-                       for k, a in states[0].items() if a.numel())
-            rows[prec] = {"bitwise_equal": equal, "max_abs_weight_diff": diff,
-                          "cudnn_benchmark": run.channels_last(arch)}
+            diff = max(
+                float((a.double() - states[1][k].double()).abs().max())
+                for k, a in states[0].items()
+                if a.numel()
+            )
+            rows[prec] = {
+                "bitwise_equal": equal,
+                "max_abs_weight_diff": diff,
+                "cudnn_benchmark": run.channels_last(arch),
+            }
         out[arch] = rows
     return out
 
@@ -527,9 +600,15 @@ def loader_rate(run: Run, root: Path, items: list[str], transform, n: int, worke
             after += len(xb)
     total = time.perf_counter() - start
     steady = after / max(time.perf_counter() - mark, 1e-9) if mark is not None and after else None
-    return {"workers": workers, "images": seen, "img_s": round(steady or seen / total, 1),
-            "img_s_incl_startup": round(seen / total, 1), "first_batch_s": round(first, 2),
-            "batch": batch, "dtype": dtype}
+    return {
+        "workers": workers,
+        "images": seen,
+        "img_s": round(steady or seen / total, 1),
+        "img_s_incl_startup": round(seen / total, 1),
+        "first_batch_s": round(first, 2),
+        "batch": batch,
+        "dtype": dtype,
+    }
 
 
 def loader(run: Run) -> dict:
@@ -543,17 +622,28 @@ def loader(run: Run) -> dict:
         sizes = [(root / it).stat().st_size for it in items]
         # as the workflow's loaders build them: uint8 crops where the transforms can stop there
         # (normalised on the device), normalised floats otherwise
-        kwargs = ({"normalize": False}
-                  if "normalize" in inspect.signature(eval_transform).parameters else {})
-        transforms = {"eval": eval_transform(SPEC, "none", **kwargs),
-                      "train": train_transform(SPEC, "none", **kwargs)}
-        out: dict = {"jpeg_kb_mean": round(float(np.mean(sizes)) / 1024, 1), "n_files": len(items),
-                     "workers_max": run.workers, "cpus": run.cpus,
-                     "transform_kwargs": kwargs, "preprocessing": "none", "spec": SPEC}
+        kwargs = (
+            {"normalize": False}
+            if "normalize" in inspect.signature(eval_transform).parameters
+            else {}
+        )
+        transforms = {
+            "eval": eval_transform(SPEC, "none", **kwargs),
+            "train": train_transform(SPEC, "none", **kwargs),
+        }
+        out: dict = {
+            "jpeg_kb_mean": round(float(np.mean(sizes)) / 1024, 1),
+            "n_files": len(items),
+            "workers_max": run.workers,
+            "cpus": run.cpus,
+            "transform_kwargs": kwargs,
+            "preprocessing": "none",
+            "spec": SPEC,
+        }
         # in one process with one thread, no DataLoader: the pure per-image cost
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        files = [root / it for it in items[:min(len(items), 64 if not run.smoke else 12)]]
+        files = [root / it for it in items[: min(len(items), 64 if not run.smoke else 12)]]
         for name, tf in transforms.items():
             tf(load_rgb(files[0]))
             start = time.perf_counter()
@@ -573,7 +663,8 @@ def loader(run: Run) -> dict:
                 rows[str(w)] = loader_rate(run, root, items, tf, n, w)
                 if w > 1 and "img_s" in rows.get("1", {}):
                     rows[str(w)]["scaling_vs_1_worker"] = round(
-                        rows[str(w)]["img_s"] / (w * rows["1"]["img_s"]), 3)
+                        rows[str(w)]["img_s"] / (w * rows["1"]["img_s"]), 3
+                    )
             out[name] = rows
             if "img_s" in rows.get("1", {}):
                 per_worker[name] = rows["1"]["img_s"]
@@ -626,8 +717,10 @@ def knn_section(run: Run) -> dict:
     api = knn_search_api(run.dev, run.cpus)
     out = {"n_train": n_train, "n_test": n_test, "dim": dim, "k": KNN_K, "arms_timed": 1}
     raw = raw_knn_search(run, xb, xq)
-    out |= {"raw_search_s": round(raw, 3),
-            "raw_search_tflops": round(2.0 * n_train * n_test * dim / raw / 1e12, 4)}
+    out |= {
+        "raw_search_s": round(raw, 3),
+        "raw_search_tflops": round(2.0 * n_train * n_test * dim / raw / 1e12, 4),
+    }
     if api is not None:
         name, fn, kwargs = api
         train_np, test_np, labels_np = xb.cpu().numpy(), xq.cpu().numpy(), yb.cpu().numpy()
@@ -641,16 +734,24 @@ def knn_section(run: Run) -> dict:
         sec = time.perf_counter() - start
         shown = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
         out["method"] = f"workflow_scripts.knn.{name}({shown})"
-        out["includes"] = ("input checks, host->device copies, the device search, the exact "
-                           "float64 re-rank and the class votes")
+        out["includes"] = (
+            "input checks, host->device copies, the device search, the exact "
+            "float64 re-rank and the class votes"
+        )
     else:
         sec = raw
-        out["method"] = ("raw float32 distance matmul (|x|^2 - 2 q.x) + top-(k+margin) on the "
-                         "device: workflow_scripts.knn has no torch/device search")
+        out["method"] = (
+            "raw float32 distance matmul (|x|^2 - 2 q.x) + top-(k+margin) on the "
+            "device: workflow_scripts.knn has no torch/device search"
+        )
         out["includes"] = "distance matmul + topk only (no exact re-rank, no votes)"
     flops = 2.0 * n_train * n_test * dim
-    out |= {"seconds": round(sec, 3), "queries_s": round(n_test / sec, 1),
-            "effective_tflops": round(flops / sec / 1e12, 4), "precision": "fp32 (no TF32)"}
+    out |= {
+        "seconds": round(sec, 3),
+        "queries_s": round(n_test / sec, 1),
+        "effective_tflops": round(flops / sec / 1e12, 4),
+        "precision": "fp32 (no TF32)",
+    }
     return out
 
 
@@ -664,8 +765,8 @@ def raw_knn_search(run: Run, xb: torch.Tensor, xq: torch.Tensor, chunk: int = 10
     norms = xb.pow(2).sum(1)
     cand = torch.empty(len(xq), margin, dtype=torch.long, device=run.dev)
     for i in range(0, len(xq), chunk):
-        d = torch.addmm(norms.unsqueeze(0), xq[i:i + chunk], xb.T, alpha=-2.0)
-        cand[i:i + chunk] = d.topk(margin, dim=1, largest=False).indices
+        d = torch.addmm(norms.unsqueeze(0), xq[i : i + chunk], xb.T, alpha=-2.0)
+        cand[i : i + chunk] = d.topk(margin, dim=1, largest=False).indices
     run.sync()
     return time.perf_counter() - start
 
@@ -690,9 +791,16 @@ def linear_section(run: Run) -> dict:
     xt = torch.randn(s["linear_test"], x.shape[1], device=run.dev, generator=gen)
     yt = torch.randint(0, LINEAR_CLASSES, (len(xt),), device=run.dev, generator=gen)
     n_train, dim = x.shape
-    out = {"n_train": n_train, "n_test": len(xt), "dim": dim, "classes": LINEAR_CLASSES,
-           "heads": 2, "batch": LINEAR_BATCH, "steps": n_train // LINEAR_BATCH,
-           "precision": "fp32 (no TF32)"}
+    out = {
+        "n_train": n_train,
+        "n_test": len(xt),
+        "dim": dim,
+        "classes": LINEAR_CLASSES,
+        "heads": 2,
+        "batch": LINEAR_BATCH,
+        "steps": n_train // LINEAR_BATCH,
+        "precision": "fp32 (no TF32)",
+    }
     # train_heads(device=...) runs on the device; without that keyword (an older checkout) it
     # runs on the CPU, and the row says so
     has_device = "device" in inspect.signature(train_heads).parameters
@@ -701,16 +809,20 @@ def linear_section(run: Run) -> dict:
     recipe = Recipe(epochs=1, batch_size=LINEAR_BATCH, warmup_epochs=0)
     run.sync()
     start = time.perf_counter()
-    train_heads(arrays[0], arrays[1], arrays[2], arrays[3], LINEAR_CLASSES, _heads(), recipe,
-                **kwargs)
+    train_heads(
+        arrays[0], arrays[1], arrays[2], arrays[3], LINEAR_CLASSES, _heads(), recipe, **kwargs
+    )
     run.sync()
     sec = time.perf_counter() - start
     shown = f", device={str(run.dev)!r}" if has_device else " (CPU: no device= keyword)"
     out["method"] = f"workflow_scripts.linear.train_heads(epochs=1{shown})"
     out["ran_on"] = str(run.dev) if has_device else "cpu"
     out["includes"] = "input checks, host->device copies, train steps, one test evaluation"
-    out |= {"epoch_s": round(sec, 3), "samples_s": round(n_train / sec, 1),
-            "ms_per_step": round(1000 * sec / max(1, n_train // LINEAR_BATCH), 3)}
+    out |= {
+        "epoch_s": round(sec, 3),
+        "samples_s": round(n_train / sec, 1),
+        "ms_per_step": round(1000 * sec / max(1, n_train // LINEAR_BATCH), 3),
+    }
     FEATURES.clear()
     return out
 
@@ -721,8 +833,10 @@ def linear_section(run: Run) -> dict:
 def summary(res: dict) -> list[str]:
     lines = []
     meta = res.get("meta", {})
-    lines.append(f"device: {meta.get('gpu') or meta.get('device')}, smoke={meta.get('smoke')}, "
-                 f"{meta.get('elapsed_s')} s")
+    lines.append(
+        f"device: {meta.get('gpu') or meta.get('device')}, smoke={meta.get('smoke')}, "
+        f"{meta.get('elapsed_s')} s"
+    )
 
     def rate(section, arch, prec, key="img_s"):
         row = res.get(section, {}).get(arch, {}).get(prec, {})
@@ -738,8 +852,9 @@ def summary(res: dict) -> list[str]:
             continue
         lines.append(f"{what} (peak GPU memory), batch {res.get(section, {}).get('batch')}:")
         for arch, _ in ARCHS:
-            lines.append(f"  {arch:<22}"
-                         + "  ".join(f"{p}:{rate(section, arch, p)}" for p in PRECISIONS))
+            lines.append(
+                f"  {arch:<22}" + "  ".join(f"{p}:{rate(section, arch, p)}" for p in PRECISIONS)
+            )
 
     def failed(name: str) -> bool:
         sec = res.get(name, {})
@@ -753,45 +868,73 @@ def summary(res: dict) -> list[str]:
         for name in ("eval", "train"):
             rows = ld.get(name, {})
             parts = [f"{w} worker(s) {r['img_s']:,.0f}" for w, r in rows.items() if "img_s" in r]
-            lines.append(f"loader {name} transform ({ld['jpeg_kb_mean']} KB JPEGs): "
-                         + ", ".join(parts) + " img/s")
+            lines.append(
+                f"loader {name} transform ({ld['jpeg_kb_mean']} KB JPEGs): "
+                + ", ".join(parts)
+                + " img/s"
+            )
     if not failed("knn"):
         kn = res["knn"]
-        lines.append(f"kNN {kn['n_train']:,} x {kn['n_test']:,} x {kn['dim']}: {kn['seconds']} s "
-                     f"per arm ({kn['method']}); search alone {kn['raw_search_s']} s = "
-                     f"{kn['raw_search_tflops']} TFLOP/s")
+        lines.append(
+            f"kNN {kn['n_train']:,} x {kn['n_test']:,} x {kn['dim']}: {kn['seconds']} s "
+            f"per arm ({kn['method']}); search alone {kn['raw_search_s']} s = "
+            f"{kn['raw_search_tflops']} TFLOP/s"
+        )
     if not failed("linear"):
         li = res["linear"]
-        lines.append(f"linear epoch {li['n_train']:,} x {li['dim']} -> {li['classes']}, 2 heads: "
-                     f"{li['epoch_s']} s ({li['method']})")
+        lines.append(
+            f"linear epoch {li['n_train']:,} x {li['dim']} -> {li['classes']}, 2 heads: "
+            f"{li['epoch_s']} s ({li['method']})"
+        )
     if not failed("determinism"):
         det = res["determinism"]
         for arch, _ in ARCHS:
             rows = det.get(arch, {})
-            lines.append(f"bitwise-equal reruns {arch}: " + ", ".join(
-                f"{p}={rows[p].get('bitwise_equal', rows[p].get('skipped'))}" for p in rows))
+            lines.append(
+                f"bitwise-equal reruns {arch}: "
+                + ", ".join(
+                    f"{p}={rows[p].get('bitwise_equal', rows[p].get('skipped'))}" for p in rows
+                )
+            )
     if "compile" in res:
         lines.append(f"compile: {json.dumps(res['compile'])}")
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=os.environ.get("OUT") or "gpu_throughput_out",
-                        help="folder for gpu_throughput.json")
-    parser.add_argument("--budget", type=float, default=None,
-                        help="wall-time budget in seconds from the start (default 280; 1200 with "
-                             "--smoke, where nothing should be skipped)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="CPU, tiny sizes: checks that every section runs")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time torch.compile (bf16; ~90 s more: raise --budget to ~400)")
-    parser.add_argument("--compile-backend", default="inductor",
-                        help="torch.compile backend (default inductor)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out",
+        default=os.environ.get("OUT") or "gpu_throughput_out",
+        help="folder for gpu_throughput.json",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="wall-time budget in seconds from the start (default 280; 1200 with "
+        "--smoke, where nothing should be skipped)",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="CPU, tiny sizes: checks that every section runs"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time torch.compile (bf16; ~90 s more: raise --budget to ~400)",
+    )
+    parser.add_argument(
+        "--compile-backend", default="inductor", help="torch.compile backend (default inductor)"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    parser.add_argument("--workers", type=int, default=0,
-                        help="N of the N-worker loader runs (default: CPUs - 2; smoke: 2)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="N of the N-worker loader runs (default: CPUs - 2; smoke: 2)",
+    )
     parser.add_argument("--batch", type=int, default=0, help="override the batch (default 256)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -807,6 +950,7 @@ def main(argv: list[str] | None = None) -> int:
     # hard stop a little after the budget: a section that overruns is cut and recorded as an
     # error; the remaining sections are then skipped by the budget check
     if hasattr(signal, "SIGALRM"):
+
         def overrun(signum, frame):
             if run.in_section:
                 raise TimeoutError(f"hard time limit: budget {args.budget:.0f}s + 10s")

@@ -76,8 +76,14 @@ def imagenet(base: Path) -> dict:
     for i, wnid in enumerate(wnids):
         for name in (f"{wnid}_2.JPEG", f"{wnid}_10.JPEG"):
             _save(root / "train" / wnid / name, _rgb(sum(name.encode())))
-    special.update({f"train/n01440764/{k}": v for k, v in special_images(
-        root / "train" / "n01440764", ("gray.JPEG", "cmyk.JPEG", "png.JPEG", "pal.png")).items()})
+    special.update(
+        {
+            f"train/n01440764/{k}": v
+            for k, v in special_images(
+                root / "train" / "n01440764", ("gray.JPEG", "cmyk.JPEG", "png.JPEG", "pal.png")
+            ).items()
+        }
+    )
     for wnid in wnids:
         _save(root / "val" / wnid / f"ILSVRC2012_val_{wnid}.JPEG", _rgb(3))
     for wnid in order:
@@ -141,9 +147,9 @@ def pascal_mask(first: int, majority: int, size=(40, 30)) -> np.ndarray:
     in a larger block, and more 255 (void) and 0 (background) pixels than either."""
     w, h = size
     mask = np.zeros((h, w), np.uint8)
-    mask[:, : w // 2] = 255            # void: the most frequent value
-    mask[0:3, 0:4] = first             # 12 pixels, first in raster order
-    mask[10:20, w // 2: w // 2 + 6] = majority  # 60 pixels
+    mask[:, : w // 2] = 255  # void: the most frequent value
+    mask[0:3, 0:4] = first  # 12 pixels, first in raster order
+    mask[10:20, w // 2 : w // 2 + 6] = majority  # 60 pixels
     return mask
 
 
@@ -159,8 +165,10 @@ def pascal(base: Path) -> dict:
     root = base / "VOCdevkit" / "VOC2012"
     truth = {"train": ([], []), "test": ([], [])}
     # (id, class first in raster order, majority class), VOC class indices 1..20
-    specs = {"train": [("2007_000032", 15, 1), ("2007_000039", 20, 12), ("2008_000002", 3, 7)],
-             "test": [("2007_000033", 1, 15), ("2009_000001", 9, 20)]}
+    specs = {
+        "train": [("2007_000032", 15, 1), ("2007_000039", 20, 12), ("2008_000002", 3, 7)],
+        "test": [("2007_000033", 1, 15), ("2009_000001", 9, 20)],
+    }
     (root / "ImageSets" / "Segmentation").mkdir(parents=True, exist_ok=True)
     for split, listname in (("train", "train.txt"), ("test", "val.txt")):
         ids = [s[0] for s in specs[split]]
@@ -236,14 +244,22 @@ def domainnet(base: Path, domain: str = "sketch") -> dict:
     root = base / "domainnet"
     classes = ["aircraft_carrier", "airplane", "alarm_clock"]
     truth = {"train": ([], []), "test": ([], [])}
-    special = special_images(root / domain / "airplane", ("gray.jpg", "cmyk.jpg", "png.jpg", "pal.png"))
-    train = [(f"{domain}/alarm_clock/{domain}_003_000002.jpg", 2),
-             (f"{domain}/aircraft_carrier/{domain}_001_000009.jpg", 0),
-             (f"{domain}/airplane/gray.jpg", 1), (f"{domain}/airplane/png.jpg", 1),
-             (f"{domain}/alarm_clock/{domain}_003_000001.jpg", 2),
-             (f"{domain}/aircraft_carrier/{domain}_001_000001.jpg", 0)]
-    test = [(f"{domain}/airplane/cmyk.jpg", 1), (f"{domain}/aircraft_carrier/{domain}_001_000100.jpg", 0),
-            (f"{domain}/alarm_clock/{domain}_003_000100.jpg", 2)]
+    special = special_images(
+        root / domain / "airplane", ("gray.jpg", "cmyk.jpg", "png.jpg", "pal.png")
+    )
+    train = [
+        (f"{domain}/alarm_clock/{domain}_003_000002.jpg", 2),
+        (f"{domain}/aircraft_carrier/{domain}_001_000009.jpg", 0),
+        (f"{domain}/airplane/gray.jpg", 1),
+        (f"{domain}/airplane/png.jpg", 1),
+        (f"{domain}/alarm_clock/{domain}_003_000001.jpg", 2),
+        (f"{domain}/aircraft_carrier/{domain}_001_000001.jpg", 0),
+    ]
+    test = [
+        (f"{domain}/airplane/cmyk.jpg", 1),
+        (f"{domain}/aircraft_carrier/{domain}_001_000100.jpg", 0),
+        (f"{domain}/alarm_clock/{domain}_003_000100.jpg", 2),
+    ]
     for split, rows in (("train", train), ("test", test)):
         lines = []
         for k, (rel, label) in enumerate(rows):
@@ -253,16 +269,39 @@ def domainnet(base: Path, domain: str = "sketch") -> dict:
             truth[split][0].append(rel)
             truth[split][1].append(label)
         (root / f"{domain}_{split}.txt").write_text("\n".join(lines) + "\n")
-    return {"root": root, "splits": truth, "classes": classes, "num_classes": 3,
-            "special": {f"{domain}/airplane/{k}": v for k, v in special.items()}}
+    return {
+        "root": root,
+        "splits": truth,
+        "classes": classes,
+        "num_classes": 3,
+        "special": {f"{domain}/airplane/{k}": v for k, v in special.items()},
+    }
 
 
-BUILDERS = {"imagenet": imagenet, "inaturalist": inaturalist, "cub": cub, "pascal": pascal,
-            "cifar100": cifar100, "domainnet": domainnet}
-ROOTS = {"imagenet": "imagenet", "inaturalist": "inaturalist", "cub": "CUB_200_2011",
-         "pascal": "VOCdevkit/VOC2012", "cifar100": "cifar-100-python", "domainnet": "domainnet"}
-PREPROCESSING = {"imagenet": "none", "inaturalist": "none", "cub": "pad_square",
-                 "pascal": "crop_square", "cifar100": "pad_square", "domainnet": "none"}
+BUILDERS = {
+    "imagenet": imagenet,
+    "inaturalist": inaturalist,
+    "cub": cub,
+    "pascal": pascal,
+    "cifar100": cifar100,
+    "domainnet": domainnet,
+}
+ROOTS = {
+    "imagenet": "imagenet",
+    "inaturalist": "inaturalist",
+    "cub": "CUB_200_2011",
+    "pascal": "VOCdevkit/VOC2012",
+    "cifar100": "cifar-100-python",
+    "domainnet": "domainnet",
+}
+PREPROCESSING = {
+    "imagenet": "none",
+    "inaturalist": "none",
+    "cub": "pad_square",
+    "pascal": "crop_square",
+    "cifar100": "pad_square",
+    "domainnet": "none",
+}
 
 
 def build_all(base: Path) -> dict[str, dict]:
@@ -273,11 +312,18 @@ def table_rows(truth: dict[str, dict]) -> list[dict]:
     """Data set table rows (kind = key, domainnet's key 'domainnet_sketch') for the fixtures."""
     rows = []
     for kind, t in truth.items():
-        rows.append({
-            "key": "domainnet_sketch" if kind == "domainnet" else kind, "kind": kind,
-            "role": "ood", "shift_group": "style" if kind == "domainnet" else "generic",
-            "num_classes": t["num_classes"], "n_train": len(t["splits"]["train"][0]),
-            "n_test": len(t["splits"]["test"][0]), "preprocessing": PREPROCESSING[kind],
-            "variant": "sketch" if kind == "domainnet" else "", "root": ROOTS[kind],
-        })
+        rows.append(
+            {
+                "key": "domainnet_sketch" if kind == "domainnet" else kind,
+                "kind": kind,
+                "role": "ood",
+                "shift_group": "style" if kind == "domainnet" else "generic",
+                "num_classes": t["num_classes"],
+                "n_train": len(t["splits"]["train"][0]),
+                "n_test": len(t["splits"]["test"][0]),
+                "preprocessing": PREPROCESSING[kind],
+                "variant": "sketch" if kind == "domainnet" else "",
+                "root": ROOTS[kind],
+            }
+        )
     return rows

@@ -106,8 +106,15 @@ def _tiny_vit(arch: str, embedding: str, drop_path: float) -> nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
     return VisionTransformer(
-        img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2, mlp_ratio=2.0,
-        num_classes=0, global_pool=_POOL[embedding], fc_norm=(embedding == "mean_patch"),
+        img_size=32,
+        patch_size=8,
+        embed_dim=64,
+        depth=4,
+        num_heads=2,
+        mlp_ratio=2.0,
+        num_classes=0,
+        global_pool=_POOL[embedding],
+        fc_norm=(embedding == "mean_patch"),
         drop_path_rate=drop_path,
     )
 
@@ -117,8 +124,12 @@ def _timm_vit(arch: str, embedding: str, drop_path: float) -> nn.Module:
     import timm
 
     return timm.create_model(
-        arch, pretrained=False, num_classes=0, global_pool=_POOL[embedding],
-        fc_norm=(embedding == "mean_patch"), drop_path_rate=drop_path,
+        arch,
+        pretrained=False,
+        num_classes=0,
+        global_pool=_POOL[embedding],
+        fc_norm=(embedding == "mean_patch"),
+        drop_path_rate=drop_path,
     )
 
 
@@ -127,7 +138,10 @@ def _timm_beit(arch: str, embedding: str, drop_path: float) -> nn.Module:
     import timm
 
     return timm.create_model(
-        arch, pretrained=False, num_classes=0, global_pool=_POOL[embedding],
+        arch,
+        pretrained=False,
+        num_classes=0,
+        global_pool=_POOL[embedding],
         drop_path_rate=drop_path,
     )
 
@@ -163,7 +177,9 @@ def family(arch: str) -> str:
     return registry.ARCHS[arch]["family"]
 
 
-def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+def save_weights(
+    model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
     """Write the backbone's state dict as safetensors, atomically and deterministically."""
     from workflow_scripts.io import save_safetensors
 
@@ -171,9 +187,7 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | 
     save_safetensors(path, state, metadata)
 
 
-def load_backbone(
-    path: str | Path, arch: str, embedding: str, drop_path: float = 0.0
-) -> nn.Module:
+def load_backbone(path: str | Path, arch: str, embedding: str, drop_path: float = 0.0) -> nn.Module:
     """Build ``arch`` and load ``path`` (safetensors) with strict=True; eval mode."""
     from safetensors.torch import load_file
 

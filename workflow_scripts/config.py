@@ -141,8 +141,11 @@ def check_table_shape(path: Path, what: str) -> None:
     import csv
 
     with open(path, newline="", encoding="utf-8") as handle:
-        lines = [(n, row) for n, row in enumerate(csv.reader(handle, delimiter="\t"), start=1)
-                 if any(cell.strip() for cell in row)]
+        lines = [
+            (n, row)
+            for n, row in enumerate(csv.reader(handle, delimiter="\t"), start=1)
+            if any(cell.strip() for cell in row)
+        ]
     if not lines:
         raise ConfigError(f"{what} table '{path}' is empty (no header line)")
     width = len(lines[0][1])
@@ -174,14 +177,10 @@ def read_table(path: str | Path, schema_name: str, what: str) -> pd.DataFrame:
     validator = jsonschema.Draft202012Validator(schema)
     rows = []
     for number, record in enumerate(raw.to_dict(orient="records"), start=2):
-        row = {
-            col: _coerce(val, _types(properties.get(col, {}))) for col, val in record.items()
-        }
+        row = {col: _coerce(val, _types(properties.get(col, {}))) for col, val in record.items()}
         errors = list(validator.iter_errors(row))
         if errors:
-            details = "; ".join(
-                f"column '{_where(e.absolute_path)}': {e.message}" for e in errors
-            )
+            details = "; ".join(f"column '{_where(e.absolute_path)}': {e.message}" for e in errors)
             raise ConfigError(
                 f"{what} table '{path}', line {number} (key '{row.get('key')}'): {details}"
             )
@@ -306,7 +305,9 @@ def check_datasets(datasets: pd.DataFrame, path: str) -> None:
         if row["kind"] == "synthetic":
             for column in ("generator", "variant", "n_train", "n_test", "seed"):
                 if row[column] is None:
-                    raise ConfigError(f"{where}: column '{column}' is required for kind 'synthetic'")
+                    raise ConfigError(
+                        f"{where}: column '{column}' is required for kind 'synthetic'"
+                    )
             if row["generator"] not in synthetic.GENERATORS:
                 raise ConfigError(
                     f"{where}: unknown generator '{row['generator']}' "
@@ -427,7 +428,8 @@ def check_plan(config: dict, models: pd.DataFrame, datasets: pd.DataFrame) -> No
     if all(registry.PROTOCOLS[p]["kind"] == "proxy" for p in protocols):
         raise ConfigError(
             f"config key 'protocols': {protocols} holds no accuracy protocol; the proxies are "
-            "correlated with accuracies: add one (e.g. knn)")
+            "correlated with accuracies: add one (e.g. knn)"
+        )
     if "knn" in protocols:
         k = config["knn"]["k"]
         for key, row in datasets.iterrows():
@@ -458,8 +460,10 @@ def check_plan(config: dict, models: pd.DataFrame, datasets: pd.DataFrame) -> No
 # config/README.md's key table, generated from the schema: `python -m workflow_scripts.config`
 
 README = Path(__file__).resolve().parent.parent / "config" / "README.md"
-TABLE_BEGIN = ("<!-- key table: generated from config/schemas/config.schema.yaml by "
-               "`python -m workflow_scripts.config`; edit the schema, not this table -->")
+TABLE_BEGIN = (
+    "<!-- key table: generated from config/schemas/config.schema.yaml by "
+    "`python -m workflow_scripts.config`; edit the schema, not this table -->"
+)
 TABLE_END = "<!-- end of the generated key table -->"
 _PLURAL = {"int": "ints", "number": "numbers", "bool": "bools", "string": "strings"}
 
@@ -482,8 +486,14 @@ def _type_text(node: dict) -> str:
         return ", ".join("`null`" if v is None else f"`{v}`" for v in node["enum"])
     if "oneOf" in node:
         return " or ".join(_type_text(alt) for alt in node["oneOf"])
-    names = {"integer": "int", "number": "number", "boolean": "bool", "string": "string",
-             "object": "mapping", "null": "null"}
+    names = {
+        "integer": "int",
+        "number": "number",
+        "boolean": "bool",
+        "string": "string",
+        "object": "mapping",
+        "null": "null",
+    }
     parts = []
     for kind in _types(node) if "type" in node else ["string"]:
         if kind == "array":
@@ -509,7 +519,7 @@ def _key_text(paths: list[tuple], position: int, root: dict) -> str:
         parent = paths[0][:position]
         siblings = list(schema_node(".".join(parent)).get("properties", {}))
         if sorted(p[position] for p in paths) == sorted(siblings) and len(siblings) > 2:
-            star = [*paths[0][:position], "*", *paths[0][position + 1:]]
+            star = [*paths[0][:position], "*", *paths[0][position + 1 :]]
             return f"`{'.'.join(star)}`"
     return ", ".join(f"`{k}`" for k in keys)
 
@@ -530,16 +540,26 @@ def key_rows() -> list[tuple[str, str, str, str]]:
             continue
         best, position = [i], 0
         for pos in range(len(path)):
-            group = [j for j, (other, _, req) in enumerate(keys) if j not in done
-                     and len(other) == len(path) and signature[j] == signature[i]
-                     and req == required
-                     and all(a == b for k, (a, b) in enumerate(zip(other, path)) if k != pos)]
+            group = [
+                j
+                for j, (other, _, req) in enumerate(keys)
+                if j not in done
+                and len(other) == len(path)
+                and signature[j] == signature[i]
+                and req == required
+                and all(a == b for k, (a, b) in enumerate(zip(other, path)) if k != pos)
+            ]
             if len(group) > len(best):
                 best, position = group, pos
         done.update(best)
-        rows.append((_key_text([keys[j][0] for j in best], position, root), _type_text(node),
-                     _default_text(node, required),
-                     " ".join(node.get("description", "").split()).replace("|", "\\|")))
+        rows.append(
+            (
+                _key_text([keys[j][0] for j in best], position, root),
+                _type_text(node),
+                _default_text(node, required),
+                " ".join(node.get("description", "").split()).replace("|", "\\|"),
+            )
+        )
     return rows
 
 

@@ -38,8 +38,19 @@ GROUP_PREFIX = "group:"
 
 #: Columns every correlation table starts with, in this order.
 COLUMNS = (
-    "x_protocol", "x_arm", "x_dataset", "y_protocol", "y_arm", "y_dataset",
-    "subset", "method", "n", "value", "p_value", "ci_low", "ci_high",
+    "x_protocol",
+    "x_arm",
+    "x_dataset",
+    "y_protocol",
+    "y_arm",
+    "y_dataset",
+    "subset",
+    "method",
+    "n",
+    "value",
+    "p_value",
+    "ci_low",
+    "ci_high",
 )
 #: Extra columns appended after :data:`COLUMNS`.
 EXTRA_COLUMNS = ("y_kind", "y_shift_group", "n_datasets", "regret_at_1", "missing")
@@ -73,7 +84,11 @@ def protocol_sort_key(protocol: str) -> tuple[int, float, str]:
     """Sort key: the registry's protocols in its order (few-shot subsets largest first), then
     the others alphabetically."""
     if protocol in registry.PROXIES:  # where protocol "proxies" stands, in registry order
-        return (list(registry.PROTOCOLS).index("proxies"), list(registry.PROXIES).index(protocol), "")
+        return (
+            list(registry.PROTOCOLS).index("proxies"),
+            list(registry.PROXIES).index(protocol),
+            "",
+        )
     key, pct = registry.protocol_entry(protocol)
     if key is None:
         return (len(registry.PROTOCOLS), 0.0, str(protocol))
@@ -476,24 +491,32 @@ def correlation_table(
             for xp, xa in proxy_pas[d]:
                 for yp, ya in present[d]:
                     res = engine.row((d, xp, xa), (d, yp, ya))
-                    records += _records(
-                        xp, xa, d, yp, ya, d, subset, res, "transfer", groups[d], 1
-                    )
+                    records += _records(xp, xa, d, yp, ya, d, subset, res, "transfer", groups[d], 1)
         # 3. and 4. means over all OOD data sets and per shift group
         for kind, label, group, members in [
             ("mean", MEAN_OOD, "", ood_sets),
-            *[("group", GROUP_PREFIX + g, g, [d for d in ood_sets if groups[d] == g])
-              for g in group_names],
+            *[
+                ("group", GROUP_PREFIX + g, g, [d for d in ood_sets if groups[d] == g])
+                for g in group_names
+            ],
         ]:
             for xp, xa in x_pas:
                 for yp, ya in y_ood:
-                    parts = [per_ds[(xp, xa, d, yp, ya)] for d in members
-                             if (yp, ya) in present[d]]
+                    parts = [per_ds[(xp, xa, d, yp, ya)] for d in members if (yp, ya) in present[d]]
                     if not parts:
                         continue
                     res = _mean_result(parts, ci)
                     records += _records(
-                        xp, xa, id_ds, yp, ya, label, subset, res, kind, group,
+                        xp,
+                        xa,
+                        id_ds,
+                        yp,
+                        ya,
+                        label,
+                        subset,
+                        res,
+                        kind,
+                        group,
                         res["n_datasets"],
                     )
 
@@ -519,9 +542,13 @@ def with_proxies(acc: pd.DataFrame, proxies: pd.DataFrame) -> pd.DataFrame:
     dataset_columns = [c for c in ("domain", "shift_group") if c in acc]
     models = acc.drop_duplicates("model").set_index("model")[model_columns]
     datasets = acc.drop_duplicates("dataset").set_index("dataset")[dataset_columns]
-    rows = (proxies.rename(columns={"proxy": "protocol", "value": "top1"})
-            [["model", "dataset", "protocol", "arm", "top1"]]
-            .join(models, on="model", how="inner").join(datasets, on="dataset", how="inner"))
+    rows = (
+        proxies.rename(columns={"proxy": "protocol", "value": "top1"})[
+            ["model", "dataset", "protocol", "arm", "top1"]
+        ]
+        .join(models, on="model", how="inner")
+        .join(datasets, on="dataset", how="inner")
+    )
     return pd.concat([acc, rows], ignore_index=True)
 
 
@@ -547,8 +574,14 @@ class _Engine:
     shares with every other variable it is correlated with.
     """
 
-    def __init__(self, wide: pd.DataFrame, n_resamples: int, seed: int, ci: float,
-                 directions: Mapping[str, int] | None = None):
+    def __init__(
+        self,
+        wide: pd.DataFrame,
+        n_resamples: int,
+        seed: int,
+        ci: float,
+        directions: Mapping[str, int] | None = None,
+    ):
         self.wide = wide
         self.directions = dict(directions or {})
         self._columns = {key: wide[key].to_numpy(dtype=float) for key in wide.columns}
@@ -590,11 +623,12 @@ class _Engine:
         nan = float("nan")
         if n < MIN_N:
             for method in METHODS:
-                res["methods"][method] = {"value": nan, "p": nan, "samples": None,
-                                          "ci": (nan, nan)}
+                res["methods"][method] = {"value": nan, "p": nan, "samples": None, "ci": (nan, nan)}
             return res
         res["regret_at_1"] = regret_at_1(
-            x, y, x_direction=self.directions.get(xkey[1], 1),
+            x,
+            y,
+            x_direction=self.directions.get(xkey[1], 1),
             y_direction=self.directions.get(ykey[1], 1),
         )
         point = correlate(x, y)
@@ -607,8 +641,7 @@ class _Engine:
                 interval = percentile_interval(samples, self.ci)
             else:
                 samples, interval = None, (nan, nan)
-            res["methods"][method] = {"value": value, "p": p, "samples": samples,
-                                      "ci": interval}
+            res["methods"][method] = {"value": value, "p": p, "samples": samples, "ci": interval}
         return res
 
 
@@ -636,7 +669,9 @@ def _mean_result(parts: list[dict], ci: float) -> dict:
         value = float(np.mean([p["methods"][method]["value"] for p in ok]))
         samples = np.mean([p["methods"][method]["samples"] for p in ok], axis=0)
         res["methods"][method] = {
-            "value": value, "p": nan, "ci": percentile_interval(samples, ci),
+            "value": value,
+            "p": nan,
+            "ci": percentile_interval(samples, ci),
         }
     return res
 
@@ -645,15 +680,27 @@ def _records(xp, xa, xd, yp, ya, yd, subset, res, kind, group, n_datasets) -> li
     out = []
     for method in METHODS:
         m = res["methods"][method]
-        out.append({
-            "x_protocol": xp, "x_arm": xa, "x_dataset": xd,
-            "y_protocol": yp, "y_arm": ya, "y_dataset": yd,
-            "subset": subset, "method": method, "n": res["n"],
-            "value": m["value"], "p_value": m["p"],
-            "ci_low": m["ci"][0], "ci_high": m["ci"][1],
-            "y_kind": kind, "y_shift_group": group, "n_datasets": n_datasets,
-            "regret_at_1": res["regret_at_1"],
-        })
+        out.append(
+            {
+                "x_protocol": xp,
+                "x_arm": xa,
+                "x_dataset": xd,
+                "y_protocol": yp,
+                "y_arm": ya,
+                "y_dataset": yd,
+                "subset": subset,
+                "method": method,
+                "n": res["n"],
+                "value": m["value"],
+                "p_value": m["p"],
+                "ci_low": m["ci"][0],
+                "ci_high": m["ci"][1],
+                "y_kind": kind,
+                "y_shift_group": group,
+                "n_datasets": n_datasets,
+                "regret_at_1": res["regret_at_1"],
+            }
+        )
     return out
 
 
@@ -667,10 +714,14 @@ def run_job(accuracy: str, proxies: Sequence[str], output: str, analysis: dict, 
     for path in proxies:
         acc = with_proxies(acc, pd.read_csv(path))
     table = correlation_table(
-        acc, n_resamples=analysis["bootstrap_resamples"], seed=analysis["bootstrap_seed"],
-        min_subset=analysis["min_subset"], subsets=list(analysis["subsets"]),
+        acc,
+        n_resamples=analysis["bootstrap_resamples"],
+        seed=analysis["bootstrap_seed"],
+        min_subset=analysis["min_subset"],
+        subsets=list(analysis["subsets"]),
         directions={name: entry["direction"] for name, entry in registry.PROXIES.items()},
-        proxies=tuple(registry.PROXIES), missing=analysis["missing"],
+        proxies=tuple(registry.PROXIES),
+        missing=analysis["missing"],
     )
     save_csv(output, table)
     log.info("%d correlation rows", len(table))

@@ -56,7 +56,7 @@ def array_batches(images: np.ndarray, spec: dict, batch_size: int) -> Iterator[t
     import torch
 
     for start in range(0, len(images), batch_size):
-        chunk = torch.from_numpy(np.array(images[start:start + batch_size]))  # a writable copy
+        chunk = torch.from_numpy(np.array(images[start : start + batch_size]))  # a writable copy
         yield eval_crop(chunk.permute(0, 3, 1, 2), spec)
 
 
@@ -72,8 +72,16 @@ def resolve_device(name: str, key: str = "features.device") -> torch.device:
     return torch.device(name)
 
 
-def image_batches(files_path: str | Path, kind: str, root: str | Path, preprocessing: str | None,
-                  spec: dict, batch_size: int, workers: int = 0, pin_memory: bool = False):
+def image_batches(
+    files_path: str | Path,
+    kind: str,
+    root: str | Path,
+    preprocessing: str | None,
+    spec: dict,
+    batch_size: int,
+    workers: int = 0,
+    pin_memory: bool = False,
+):
     """(DataLoader, N) over a real data set's split: adapter -> PIL RGB -> the paper's eval
     crop as uint8 (normalised on the device by ``extract``).
 
@@ -87,11 +95,21 @@ def image_batches(files_path: str | Path, kind: str, root: str | Path, preproces
     return make_loader(dataset, batch_size, workers, pin_memory=pin_memory), len(items)
 
 
-def extract(backbone: torch.nn.Module, batches: Iterator[torch.Tensor], total: int, *,
-            spec: dict, device: str | torch.device = "cpu", precision: str = "fp32",
-            channels_last: bool = False, log_every: float = 60.0, label: str = "",
-            out: np.ndarray | None = None, dtype: str = "float32",
-            where: tuple[str, str, str] | None = None) -> np.ndarray:
+def extract(
+    backbone: torch.nn.Module,
+    batches: Iterator[torch.Tensor],
+    total: int,
+    *,
+    spec: dict,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    log_every: float = 60.0,
+    label: str = "",
+    out: np.ndarray | None = None,
+    dtype: str = "float32",
+    where: tuple[str, str, str] | None = None,
+) -> np.ndarray:
     """Run ``backbone`` in eval mode over ``batches``; [total, D] features.
 
     ``batches``: uint8 crops, normalised on the device with ``spec``'s mean and std. GPU-ready: ``device`` (the backbone is
@@ -109,13 +127,37 @@ def extract(backbone: torch.nn.Module, batches: Iterator[torch.Tensor], total: i
     device = torch.device(device)
     precisions.configure(precision, device, benchmark=channels_last)
     with torch.inference_mode():
-        return _extract(backbone, batches, total, spec=spec, device=device, precision=precision,
-                        channels_last=channels_last, log_every=log_every, label=label, out=out,
-                        dtype=dtype, where=where or ("?", "?", "?"))
+        return _extract(
+            backbone,
+            batches,
+            total,
+            spec=spec,
+            device=device,
+            precision=precision,
+            channels_last=channels_last,
+            log_every=log_every,
+            label=label,
+            out=out,
+            dtype=dtype,
+            where=where or ("?", "?", "?"),
+        )
 
 
-def _extract(backbone, batches, total, *, spec, device, precision, channels_last, log_every,
-             label, out, dtype, where):
+def _extract(
+    backbone,
+    batches,
+    total,
+    *,
+    spec,
+    device,
+    precision,
+    channels_last,
+    log_every,
+    label,
+    out,
+    dtype,
+    where,
+):
     import torch
 
     from workflow_scripts import precision as precisions
@@ -138,46 +180,79 @@ def _extract(backbone, batches, total, *, spec, device, precision, channels_last
         if filled + len(emb) > total:
             raise RuntimeError(f"extracted more than the expected {total} embeddings")
         if emb.shape[1] != out.shape[1]:
-            raise RuntimeError(f"the backbone gives {emb.shape[1]}-d features, the output holds "
-                               f"{out.shape[1]}")
+            raise RuntimeError(
+                f"the backbone gives {emb.shape[1]}-d features, the output holds {out.shape[1]}"
+            )
         chunk = emb if dtype == "float32" else emb.astype(dtype)
         check_finite(emb, *where, offset=filled)
         if chunk is not emb and not np.isfinite(chunk).all():
-            raise ValueError(f"features of model '{where[0]}' on data set '{where[1]}' split "
-                             f"'{where[2]}' overflow {dtype}")
-        out[filled:filled + len(emb)] = chunk
+            raise ValueError(
+                f"features of model '{where[0]}' on data set '{where[1]}' split "
+                f"'{where[2]}' overflow {dtype}"
+            )
+        out[filled : filled + len(emb)] = chunk
         filled += len(emb)
         now = time.perf_counter()
         if now - last >= log_every:
             last = now
             rate = filled / (now - started)
-            log.info("%s%d / %d images (%.0f%%), %.1f img/s, about %.0f s left", label, filled,
-                     total, 100 * filled / total, rate, (total - filled) / max(rate, 1e-9))
+            log.info(
+                "%s%d / %d images (%.0f%%), %.1f img/s, about %.0f s left",
+                label,
+                filled,
+                total,
+                100 * filled / total,
+                rate,
+                (total - filled) / max(rate, 1e-9),
+            )
     if out is None or filled != total:
         raise RuntimeError(f"extracted {filled} embeddings, expected {total}")
     seconds = time.perf_counter() - started
-    log.info("%sextracted %d x %d features in %.1f s (%.1f img/s) on %s, %s%s", label, total,
-             out.shape[1], seconds, total / max(seconds, 1e-9), device,
-             precisions.effective(precision, device), " channels_last" if channels_last else "")
+    log.info(
+        "%sextracted %d x %d features in %.1f s (%.1f img/s) on %s, %s%s",
+        label,
+        total,
+        out.shape[1],
+        seconds,
+        total / max(seconds, 1e-9),
+        device,
+        precisions.effective(precision, device),
+        " channels_last" if channels_last else "",
+    )
     return out
 
 
-def split_batches(images_path: str | Path, source: dict, spec: dict, options: dict,
-                  device: torch.device):
+def split_batches(
+    images_path: str | Path, source: dict, spec: dict, options: dict, device: torch.device
+):
     """(uint8 batches, N) of one split: ``source`` is {kind, root, preprocessing} of the data
     set (kind ``synthetic``: ``images_path`` is the uint8 array; otherwise the file list)."""
     batch_size = options["batch_size"]
     if source["kind"] == "synthetic":
         images = np.load(images_path, allow_pickle=False, mmap_mode="r")
         return array_batches(images, spec, batch_size), len(images)
-    return image_batches(images_path, source["kind"], source["root"], source.get("preprocessing"),
-                         spec, batch_size, options["workers"],
-                         pin_memory=device.type == "cuda")
+    return image_batches(
+        images_path,
+        source["kind"],
+        source["root"],
+        source.get("preprocessing"),
+        spec,
+        batch_size,
+        options["workers"],
+        pin_memory=device.type == "cuda",
+    )
 
 
-def extract_split_to(path: str | Path, backbone: torch.nn.Module, images_path: str | Path,
-                     source: dict, spec: dict, options: dict, where: tuple[str, str, str],
-                     label: str = "") -> tuple[int, int]:
+def extract_split_to(
+    path: str | Path,
+    backbone: torch.nn.Module,
+    images_path: str | Path,
+    source: dict,
+    spec: dict,
+    options: dict,
+    where: tuple[str, str, str],
+    label: str = "",
+) -> tuple[int, int]:
     """Features of one split written to the ``.npy`` at ``path``: into a memory-mapped
     temporary file next to it, renamed onto ``path`` once complete (``io.atomic_path``);
     ``options`` is the configuration's ``features`` section (a key left out: its schema
@@ -191,10 +266,20 @@ def extract_split_to(path: str | Path, backbone: torch.nn.Module, images_path: s
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=options["dtype"], shape=(total, dim))
         try:
-            extract(backbone, batches, total, spec=spec, device=device,
-                    precision=options["precision"], channels_last=options["channels_last"],
-                    log_every=options["log_every"], label=label, out=out,
-                    dtype=options["dtype"], where=where)
+            extract(
+                backbone,
+                batches,
+                total,
+                spec=spec,
+                device=device,
+                precision=options["precision"],
+                channels_last=options["channels_last"],
+                log_every=options["log_every"],
+                label=label,
+                out=out,
+                dtype=options["dtype"],
+                where=where,
+            )
             out.flush()
         finally:
             del out
@@ -214,19 +299,27 @@ def check_split_sizes(splits: list[tuple[str, str, str, str, str]]) -> None:
         else:
             n_images = len(Path(images_path).read_text().splitlines())
         if labels.ndim != 1 or len(labels) != n_images:
-            raise ValueError(f"{where}: '{images_path}' lists {n_images} images but the labels "
-                             f"'{labels_path}' have shape {labels.shape}")
+            raise ValueError(
+                f"{where}: '{images_path}' lists {n_images} images but the labels "
+                f"'{labels_path}' have shape {labels.shape}"
+            )
 
 
-def check_finite(features: np.ndarray, model: str, dataset: str, split: str,
-                 offset: int = 0, chunk_rows: int = 4096) -> None:
+def check_finite(
+    features: np.ndarray,
+    model: str,
+    dataset: str,
+    split: str,
+    offset: int = 0,
+    chunk_rows: int = 4096,
+) -> None:
     """NaN or infinite features are an error naming model, data set, split and rows (row
     numbers counted from ``offset``); checked in row chunks, so the check needs no N x D
     temporary arrays."""
     bad_rows: list[int] = []
     bad_values = 0
     for start in range(0, len(features), chunk_rows):
-        block = features[start:start + chunk_rows]
+        block = features[start : start + chunk_rows]
         if np.isfinite(block).all():
             continue
         bad = ~np.isfinite(block)
@@ -241,16 +334,38 @@ def check_finite(features: np.ndarray, model: str, dataset: str, split: str,
 
 
 def write_sidecar(
-    sidecar: str | Path, *, n: int, d: int, model: str, dataset: str, split: str, dtype: str,
-    weights_sha256: str, transform: dict, labels_path: str, precision: str, device: str,
+    sidecar: str | Path,
+    *,
+    n: int,
+    d: int,
+    model: str,
+    dataset: str,
+    split: str,
+    dtype: str,
+    weights_sha256: str,
+    transform: dict,
+    labels_path: str,
+    precision: str,
+    device: str,
 ) -> None:
     """The JSON sidecar of one split's features (what made them)."""
-    save_json(sidecar, {
-        "model": model, "dataset": dataset, "split": split, "n": int(n), "d": int(d),
-        "dtype": dtype, "weights_sha256": weights_sha256, "transform": transform,
-        "labels": str(labels_path), "backbone_mode": "eval", "precision": precision,
-        "device": device,
-    })
+    save_json(
+        sidecar,
+        {
+            "model": model,
+            "dataset": dataset,
+            "split": split,
+            "n": int(n),
+            "d": int(d),
+            "dtype": dtype,
+            "weights_sha256": weights_sha256,
+            "transform": transform,
+            "labels": str(labels_path),
+            "backbone_mode": "eval",
+            "precision": precision,
+            "device": device,
+        },
+    )
 
 
 def load_features(path: str | Path, model: str, dataset: str, split: str) -> np.ndarray:
@@ -260,13 +375,16 @@ def load_features(path: str | Path, model: str, dataset: str, split: str) -> np.
     where = f"model '{model}', data set '{dataset}', split '{split}'"
     features = load_npy(path, f"the features of {where}").astype(np.float32, copy=False)
     if features.ndim != 2:
-        raise ValueError(f"features '{path}' ({where}) have shape {features.shape}, expected [N, D]")
+        raise ValueError(
+            f"features '{path}' ({where}) have shape {features.shape}, expected [N, D]"
+        )
     check_finite(features, model, dataset, split)
     return features
 
 
-def load_labelled(features_path: str | Path, labels_path: str | Path, model: str, dataset: str,
-                  split: str) -> tuple[np.ndarray, np.ndarray]:
+def load_labelled(
+    features_path: str | Path, labels_path: str | Path, model: str, dataset: str, split: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels of one split, checked to describe the same N images."""
     from workflow_scripts.io import load_npy
 
@@ -281,10 +399,23 @@ def load_labelled(features_path: str | Path, labels_path: str | Path, model: str
     return features, labels
 
 
-def run_job(backbone: torch.nn.Module, *, weights: str | Path, model: str,
-            datasets: list[str], splits: list[str], images: list[str], labels: list[str],
-            features: list[str], sidecars: list[str], sources: dict, transform: dict,
-            options: dict, data_root: str | Path, log: logging.Logger) -> list[tuple[int, int]]:
+def run_job(
+    backbone: torch.nn.Module,
+    *,
+    weights: str | Path,
+    model: str,
+    datasets: list[str],
+    splits: list[str],
+    images: list[str],
+    labels: list[str],
+    features: list[str],
+    sidecars: list[str],
+    sources: dict,
+    transform: dict,
+    options: dict,
+    data_root: str | Path,
+    log: logging.Logger,
+) -> list[tuple[int, int]]:
     """One extract_features job: the features of each (data set, split) pair -- ``datasets``,
     ``splits``, their ``images`` (array or file list), ``labels`` and the ``features`` and
     ``sidecars`` to write, all in the same order -- through ``backbone`` (loaded from
@@ -299,8 +430,12 @@ def run_job(backbone: torch.nn.Module, *, weights: str | Path, model: str,
     weights_sha = sha256_file(weights)
     device = resolve_device(options["device"])
     jobs = list(zip(datasets, splits, images, labels, features, sidecars, strict=True))
-    check_split_sizes([(d, s, sources[d]["kind"], images_path, labels_path)
-                       for d, s, images_path, labels_path, _, _ in jobs])
+    check_split_sizes(
+        [
+            (d, s, sources[d]["kind"], images_path, labels_path)
+            for d, s, images_path, labels_path, _, _ in jobs
+        ]
+    )
     shapes = []
     for dataset, split, images_path, labels_path, out, sidecar in jobs:
         source = sources[dataset]
@@ -308,21 +443,43 @@ def run_job(backbone: torch.nn.Module, *, weights: str | Path, model: str,
         if source["kind"] != "synthetic":
             source = source | {"root": str(resolve_root(source, data_root))}
             recorded = transform | {"preprocessing": source["preprocessing"]}
-        n, d = extract_split_to(out, backbone, images_path, source, transform, options,
-                                where=(model, dataset, split),
-                                label=f"{model} / {dataset} / {split}: ")
-        write_sidecar(sidecar, n=n, d=d, model=model, dataset=dataset, split=split,
-                      dtype=options["dtype"], weights_sha256=weights_sha, transform=recorded,
-                      labels_path=labels_path, precision=effective(options["precision"], device),
-                      device=device.type)
+        n, d = extract_split_to(
+            out,
+            backbone,
+            images_path,
+            source,
+            transform,
+            options,
+            where=(model, dataset, split),
+            label=f"{model} / {dataset} / {split}: ",
+        )
+        write_sidecar(
+            sidecar,
+            n=n,
+            d=d,
+            model=model,
+            dataset=dataset,
+            split=split,
+            dtype=options["dtype"],
+            weights_sha256=weights_sha,
+            transform=recorded,
+            labels_path=labels_path,
+            precision=effective(options["precision"], device),
+            device=device.type,
+        )
         log.info("%s / %s / %s: %d x %d", model, dataset, split, n, d)
         shapes.append((n, d))
     return shapes
 
 
-def labelled_splits(model: str, datasets: list[str], train: list[str], train_labels: list[str],
-                    test: list[str], test_labels: list[str]
-                    ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def labelled_splits(
+    model: str,
+    datasets: list[str],
+    train: list[str],
+    train_labels: list[str],
+    test: list[str],
+    test_labels: list[str],
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """(data set, train features, train labels, test features, test labels) for each data set
     of a probe job, in order, loaded (and checked) one data set at a time."""
     for dataset, *paths in zip(datasets, train, train_labels, test, test_labels, strict=True):

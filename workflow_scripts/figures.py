@@ -65,7 +65,7 @@ def dataset_label(dataset: str) -> str:
     if dataset == MEAN_OOD:
         return "mean OOD"
     if str(dataset).startswith(GROUP_PREFIX):
-        return "mean: " + str(dataset)[len(GROUP_PREFIX):].replace("_", " ")
+        return "mean: " + str(dataset)[len(GROUP_PREFIX) :].replace("_", " ")
     return str(dataset)
 
 
@@ -141,10 +141,20 @@ def _n_text(ns: Iterable) -> str:
 
 def _ood_columns(rows: pd.DataFrame) -> tuple[list[str], list[str], list[int]]:
     """OOD data sets (grouped by shift group), group means, and where groups of sets change."""
-    kind = rows["y_kind"] if "y_kind" in rows else pd.Series(
-        np.where(rows["y_dataset"] == MEAN_OOD, "mean",
-                 np.where(rows["y_dataset"].astype(str).str.startswith(GROUP_PREFIX),
-                          "group", "dataset")), index=rows.index)
+    kind = (
+        rows["y_kind"]
+        if "y_kind" in rows
+        else pd.Series(
+            np.where(
+                rows["y_dataset"] == MEAN_OOD,
+                "mean",
+                np.where(
+                    rows["y_dataset"].astype(str).str.startswith(GROUP_PREFIX), "group", "dataset"
+                ),
+            ),
+            index=rows.index,
+        )
+    )
     ds_rows = rows[kind == "dataset"]
     datasets = list(dict.fromkeys(ds_rows["y_dataset"]))
     if "y_shift_group" in rows:
@@ -153,17 +163,31 @@ def _ood_columns(rows: pd.DataFrame) -> tuple[list[str], list[str], list[int]]:
         group_of = {d: "" for d in datasets}
     group_order = list(dict.fromkeys(group_of[d] for d in datasets))
     datasets = sorted(datasets, key=lambda d: group_order.index(group_of[d]))  # stable
-    breaks = [i for i in range(1, len(datasets))
-              if group_of[datasets[i]] != group_of[datasets[i - 1]]]
-    groups = [GROUP_PREFIX + g for g in group_order
-              if (rows["y_dataset"] == GROUP_PREFIX + g).any()]
+    breaks = [
+        i for i in range(1, len(datasets)) if group_of[datasets[i]] != group_of[datasets[i - 1]]
+    ]
+    groups = [
+        GROUP_PREFIX + g for g in group_order if (rows["y_dataset"] == GROUP_PREFIX + g).any()
+    ]
     if len(groups) < 2:
         groups = []  # a single group's mean is the overall mean
     return datasets, groups, breaks
 
 
-def _heatmap(ax, sns, frame: pd.DataFrame, *, cmap, vmin: float, vmax: float, annot=None,
-             fmt: str = ".2f", fontsize: float = 8.0, linewidth: float = 0.5, square=False):
+def _heatmap(
+    ax,
+    sns,
+    frame: pd.DataFrame,
+    *,
+    cmap,
+    vmin: float,
+    vmax: float,
+    annot=None,
+    fmt: str = ".2f",
+    fontsize: float = 8.0,
+    linewidth: float = 0.5,
+    square=False,
+):
     """A seaborn-style annotated heatmap on ``ax`` (NaN cells left blank); returns the mesh.
 
     Drawn with ``pcolormesh`` directly: ``sns.heatmap`` renders the whole figure once per call
@@ -176,8 +200,14 @@ def _heatmap(ax, sns, frame: pd.DataFrame, *, cmap, vmin: float, vmax: float, an
     values = frame.to_numpy(dtype=float)
     n_rows, n_cols = values.shape
     cmap = sns.color_palette(cmap, as_cmap=True) if isinstance(cmap, str) else cmap
-    mesh = ax.pcolormesh(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax,
-                         edgecolors="white", linewidth=linewidth)
+    mesh = ax.pcolormesh(
+        np.ma.masked_invalid(values),
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        edgecolors="white",
+        linewidth=linewidth,
+    )
     ax.set_xlim(0, n_cols)
     ax.set_ylim(n_rows, 0)
     ax.set_xticks(np.arange(n_cols) + 0.5, labels=[str(c) for c in frame.columns])
@@ -195,8 +225,15 @@ def _heatmap(ax, sns, frame: pd.DataFrame, *, cmap, vmin: float, vmax: float, an
                 if not text:
                     continue
                 lum = relative_luminance(cmap(mesh.norm(v))) if np.isfinite(v) else 1.0
-                ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=fontsize,
-                        color=".15" if lum > 0.408 else "w")
+                ax.text(
+                    j + 0.5,
+                    i + 0.5,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=fontsize,
+                    color=".15" if lum > 0.408 else "w",
+                )
     return mesh
 
 
@@ -238,21 +275,37 @@ def plot_f1(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
         fig, ax = plt.subplots(figsize=(1.2 * k + 2.6, 1.0 * k + 1.6))
         try:
             mesh = _heatmap(
-                ax, sns, pd.DataFrame(values, index=labels, columns=labels), cmap=o["cmap"],
-                vmin=o["vmin"], vmax=o["vmax"], annot=annot if o["annotate"] else None,
-                fontsize=9 * o["font_scale"], linewidth=0.6, square=True,
+                ax,
+                sns,
+                pd.DataFrame(values, index=labels, columns=labels),
+                cmap=o["cmap"],
+                vmin=o["vmin"],
+                vmax=o["vmax"],
+                annot=annot if o["annotate"] else None,
+                fontsize=9 * o["font_scale"],
+                linewidth=0.6,
+                square=True,
             )
-            fig.colorbar(mesh, ax=ax, shrink=0.8,
-                         label=METHOD_LABELS[o["method"]]).outline.set_linewidth(0)
+            fig.colorbar(
+                mesh, ax=ax, shrink=0.8, label=METHOD_LABELS[o["method"]]
+            ).outline.set_linewidth(0)
             plt.setp(ax.get_xticklabels(), rotation=35, ha="right")
             ax.set_title(
-                o["title"] or f"{METHOD_LABELS[o['method']]} between in-domain protocols\n"
+                o["title"]
+                or f"{METHOD_LABELS[o['method']]} between in-domain protocols\n"
                 f"{id_ds}, {o['subset']} models, {_n_text(sel['n'])}",
                 fontsize=11 * o["font_scale"],
             )
             if o["annotate"] and np.isfinite(sel["p_value"].astype(float)).any():
-                fig.text(0.01, 0.0, "* p < .05   ** p < .01   *** p < .001", fontsize=8,
-                         color="0.35", ha="left", va="top")
+                fig.text(
+                    0.01,
+                    0.0,
+                    "* p < .05   ** p < .01   *** p < .001",
+                    fontsize=8,
+                    color="0.35",
+                    ha="left",
+                    va="top",
+                )
             _save(fig, png, pdf, o["dpi"])
         finally:
             plt.close(fig)
@@ -291,25 +344,44 @@ def plot_f2(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
     with _style(sns, o):
         panel_h = 0.42 * len(xs) + 0.75
         fig, axes = plt.subplots(
-            len(ys), 1, squeeze=False, sharex=True, layout="constrained",
+            len(ys),
+            1,
+            squeeze=False,
+            sharex=True,
+            layout="constrained",
             figsize=(0.72 * len(columns) + 3.6, panel_h * len(ys) + 1.4),
         )
         try:
             for ax, (yp, ya) in zip(axes[:, 0], ys):
                 rows = sel[(sel["y_protocol"] == yp) & (sel["y_arm"] == ya)]
-                mat = (rows.pivot_table(index=["x_protocol", "x_arm"], columns="y_dataset",
-                                        values="value", aggfunc="first", dropna=False)
-                       .reindex(index=pd.MultiIndex.from_tuples(xs), columns=columns))
+                mat = rows.pivot_table(
+                    index=["x_protocol", "x_arm"],
+                    columns="y_dataset",
+                    values="value",
+                    aggfunc="first",
+                    dropna=False,
+                ).reindex(index=pd.MultiIndex.from_tuples(xs), columns=columns)
                 mat.index, mat.columns = xlabels, clabels
-                _heatmap(ax, sns, mat, cmap=o["cmap"], vmin=o["vmin"], vmax=o["vmax"],
-                         annot=bool(o["annotate"]), fmt=".2f", fontsize=8 * o["font_scale"])
+                _heatmap(
+                    ax,
+                    sns,
+                    mat,
+                    cmap=o["cmap"],
+                    vmin=o["vmin"],
+                    vmax=o["vmax"],
+                    annot=bool(o["annotate"]),
+                    fmt=".2f",
+                    fontsize=8 * o["font_scale"],
+                )
                 for b in breaks:  # between shift groups
                     ax.axvline(b, color="0.35", lw=1.0)
                 ax.axvline(len(datasets), color="black", lw=2.5)  # before the means
                 ax.tick_params(axis="x", bottom=False, labelbottom=False)
-                ax.set_title(f"OOD accuracy under {protocol_arm_label(yp, ya)}  "
-                             f"({_n_text(rows['n'])})", fontsize=10 * o["font_scale"],
-                             loc="left")
+                ax.set_title(
+                    f"OOD accuracy under {protocol_arm_label(yp, ya)}  ({_n_text(rows['n'])})",
+                    fontsize=10 * o["font_scale"],
+                    loc="left",
+                )
                 ax.set_ylabel("")
                 ax.set_xlabel("")
                 ax.tick_params(axis="y", rotation=0)
@@ -326,11 +398,16 @@ def plot_f2(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
                 norm=mpl.colors.Normalize(o["vmin"], o["vmax"]),
                 cmap=sns.color_palette(cmap, as_cmap=True) if isinstance(cmap, str) else cmap,
             )
-            fig.colorbar(sm, ax=axes[:, 0].tolist(), shrink=min(0.9, 1.5 / len(ys) + 0.3),
-                         label=METHOD_LABELS[o["method"]]).outline.set_linewidth(0)
+            fig.colorbar(
+                sm,
+                ax=axes[:, 0].tolist(),
+                shrink=min(0.9, 1.5 / len(ys) + 0.3),
+                label=METHOD_LABELS[o["method"]],
+            ).outline.set_linewidth(0)
             fig.supylabel("in-domain protocol (x)", fontsize=10 * o["font_scale"])
             fig.suptitle(
-                o["title"] or f"{METHOD_LABELS[o['method']]}: in-domain accuracy (rows) vs. "
+                o["title"]
+                or f"{METHOD_LABELS[o['method']]}: in-domain accuracy (rows) vs. "
                 f"OOD accuracy (columns), {o['subset']} models",
                 fontsize=11 * o["font_scale"],
             )
@@ -381,15 +458,31 @@ def plot_f3(acc: pd.DataFrame, opts: dict | None, png, pdf) -> None:
     with _style(sns, o):
         ncol = max(1, min(int(o["col_wrap"]), len(panels)))
         nrow = math.ceil(len(panels) / ncol)
-        fig, axes = plt.subplots(nrow, ncol, squeeze=False, sharex=True, layout="constrained",
-                                 figsize=(3.3 * ncol + 1.8, 3.0 * nrow + 0.6))
+        fig, axes = plt.subplots(
+            nrow,
+            ncol,
+            squeeze=False,
+            sharex=True,
+            layout="constrained",
+            figsize=(3.3 * ncol + 1.8, 3.0 * nrow + 0.6),
+        )
         palette = dict(zip(hue_order, sns.color_palette("colorblind", len(hue_order))))
         try:
             handles = labels = None
             for ax, (d, frame) in zip(axes.ravel(), panels):
-                sns.scatterplot(data=frame, x="x", y="y", hue="backbone", style="paradigm",
-                                hue_order=hue_order, style_order=style_order, palette=palette,
-                                s=45, ax=ax, legend=handles is None)
+                sns.scatterplot(
+                    data=frame,
+                    x="x",
+                    y="y",
+                    hue="backbone",
+                    style="paradigm",
+                    hue_order=hue_order,
+                    style_order=style_order,
+                    palette=palette,
+                    s=45,
+                    ax=ax,
+                    legend=handles is None,
+                )
                 if handles is None:
                     handles, labels = ax.get_legend_handles_labels()
                     ax.get_legend().remove()
@@ -400,21 +493,37 @@ def plot_f3(acc: pd.DataFrame, opts: dict | None, png, pdf) -> None:
                 ax.set_ylabel("")
                 if o["label_points"]:
                     for model, row in frame.iterrows():
-                        ax.annotate(str(model), (row["x"], row["y"]), xytext=(3, 2),
-                                    textcoords="offset points", fontsize=6, color="0.3")
+                        ax.annotate(
+                            str(model),
+                            (row["x"], row["y"]),
+                            xytext=(3, 2),
+                            textcoords="offset points",
+                            fontsize=6,
+                            color="0.3",
+                        )
                 ax.grid(True, lw=0.4, color="0.9")
-            for ax in axes.ravel()[len(panels):]:
+            for ax in axes.ravel()[len(panels) :]:
                 ax.set_visible(False)
-            for ax in axes.ravel()[len(panels) - ncol:len(panels)]:
+            for ax in axes.ravel()[len(panels) - ncol : len(panels)]:
                 ax.tick_params(labelbottom=True)
-            fig.supxlabel(f"{id_ds} top-1 (%), {protocol_arm_label(o['x_protocol'], o['x_arm'])}",
-                          fontsize=10 * o["font_scale"])
-            fig.supylabel(f"OOD top-1 (%), {protocol_arm_label(o['y_protocol'], o['y_arm'])}",
-                          fontsize=10 * o["font_scale"])
-            fig.legend(handles, labels, loc="outside right center", frameon=False,
-                       fontsize=9 * o["font_scale"])
-            fig.suptitle(o["title"] or "In-domain vs. out-of-domain accuracy",
-                         fontsize=11 * o["font_scale"])
+            fig.supxlabel(
+                f"{id_ds} top-1 (%), {protocol_arm_label(o['x_protocol'], o['x_arm'])}",
+                fontsize=10 * o["font_scale"],
+            )
+            fig.supylabel(
+                f"OOD top-1 (%), {protocol_arm_label(o['y_protocol'], o['y_arm'])}",
+                fontsize=10 * o["font_scale"],
+            )
+            fig.legend(
+                handles,
+                labels,
+                loc="outside right center",
+                frameon=False,
+                fontsize=9 * o["font_scale"],
+            )
+            fig.suptitle(
+                o["title"] or "In-domain vs. out-of-domain accuracy", fontsize=11 * o["font_scale"]
+            )
             _save(fig, png, pdf, o["dpi"])
         finally:
             plt.close(fig)
@@ -427,8 +536,9 @@ def plot_f3(acc: pd.DataFrame, opts: dict | None, png, pdf) -> None:
 def _bn_delta(acc: pd.DataFrame, dataset_mask: pd.Series) -> pd.DataFrame:
     """bn - raw top-1 per (model, dataset, protocol) on the selected data sets."""
     sel = acc[dataset_mask & acc["arm"].isin(["raw", "bn"])]
-    wide = sel.pivot_table(index=["model", "dataset", "protocol"], columns="arm", values="top1",
-                           aggfunc="first")
+    wide = sel.pivot_table(
+        index=["model", "dataset", "protocol"], columns="arm", values="top1", aggfunc="first"
+    )
     if not {"raw", "bn"} <= set(wide.columns):
         return pd.DataFrame(columns=["model", "dataset", "protocol", "delta"])
     delta = (wide["bn"] - wide["raw"]).dropna().rename("delta")
@@ -458,30 +568,42 @@ def plot_f4(acc: pd.DataFrame, corr: pd.DataFrame, opts: dict | None, png, pdf) 
     if o["include_ood_mean"] and ood_sets:
         delta_ood = _bn_delta(acc, acc["dataset"].isin(ood_sets))
         if not delta_ood.empty:
-            ood_mean = delta_ood.pivot_table(index="model", columns="protocol", values="delta",
-                                             aggfunc="mean")
+            ood_mean = delta_ood.pivot_table(
+                index="model", columns="protocol", values="delta", aggfunc="mean"
+            )
             ood_order = [p for p, _ in order_protocol_arms((p, "raw") for p in ood_mean.columns)]
             ood_mean = ood_mean[ood_order]
             ood_mean.columns = [f"{registry.protocol_label(p)}\n(mean OOD)" for p in ood_order]
             left = left.join(ood_mean, how="outer")
     meta = acc.drop_duplicates("model").set_index("model")
-    backbone = (meta["backbone"] if "backbone" in meta else pd.Series("", index=meta.index))
+    backbone = meta["backbone"] if "backbone" in meta else pd.Series("", index=meta.index)
     backbone = backbone.reindex(left.index).fillna("").astype(str)
     order = sorted(left.index, key=lambda m: (backbone[m], str(m)))
     left = left.loc[order]
     left.index = [f"{m}  [{backbone[m]}]" if backbone[m] else str(m) for m in order]
     breaks = [i for i in range(1, len(order)) if backbone[order[i]] != backbone[order[i - 1]]]
 
-    sel = corr[(corr["method"] == o["method"]) & (corr["y_dataset"] == MEAN_OOD)
-               & (corr["x_protocol"] == corr["y_protocol"]) & (corr["x_arm"] == corr["y_arm"])]
+    sel = corr[
+        (corr["method"] == o["method"])
+        & (corr["y_dataset"] == MEAN_OOD)
+        & (corr["x_protocol"] == corr["y_protocol"])
+        & (corr["x_arm"] == corr["y_arm"])
+    ]
     subsets = list(o["subsets"] or [o["subset"]])
     sel = sel[sel["subset"].isin(subsets)]
     bars = []
     for (subset, protocol), grp in sel.groupby(["subset", "x_protocol"], sort=False):
         by_arm = grp.set_index("x_arm")["value"]
         if {"raw", "bn"} <= set(by_arm.index):
-            bars.append({"subset": subset, "protocol": protocol, "raw": by_arm["raw"],
-                         "bn": by_arm["bn"], "delta": by_arm["bn"] - by_arm["raw"]})
+            bars.append(
+                {
+                    "subset": subset,
+                    "protocol": protocol,
+                    "raw": by_arm["raw"],
+                    "bn": by_arm["bn"],
+                    "delta": by_arm["bn"] - by_arm["raw"],
+                }
+            )
     bars = pd.DataFrame(bars, columns=["subset", "protocol", "raw", "bn", "delta"])
     bar_protocols = [p for p, _ in order_protocol_arms((p, "raw") for p in bars["protocol"])]
     bars["label"] = [registry.protocol_label(p) for p in bars["protocol"]]
@@ -493,69 +615,106 @@ def plot_f4(acc: pd.DataFrame, corr: pd.DataFrame, opts: dict | None, png, pdf) 
         n_groups = max(1, bars["subset"].nunique())
         right_w = (0.9 + 0.35 * n_groups) * max(2, len(bar_protocols))
         fig, (ax_l, ax_r) = plt.subplots(
-            1, 2, layout="constrained",
+            1,
+            2,
+            layout="constrained",
             figsize=(0.95 * n_cols + 2.8 + right_w + 1.5, height),
             gridspec_kw={"width_ratios": [0.95 * n_cols + 2.0, right_w]},
         )
         try:
             lim = float(np.nanmax(np.abs(left.to_numpy(dtype=float)))) if left.size else 1.0
             lim = lim if np.isfinite(lim) and lim > 0 else 1.0
-            mesh = _heatmap(ax_l, sns, left, cmap=o["cmap"], vmin=-lim, vmax=lim,
-                            annot=bool(o["annotate"]), fmt=".1f",
-                            fontsize=7.5 * o["font_scale"])
-            fig.colorbar(mesh, ax=ax_l, shrink=0.6,
-                         label="Δ top-1 (pp), BN − raw").outline.set_linewidth(0)
+            mesh = _heatmap(
+                ax_l,
+                sns,
+                left,
+                cmap=o["cmap"],
+                vmin=-lim,
+                vmax=lim,
+                annot=bool(o["annotate"]),
+                fmt=".1f",
+                fontsize=7.5 * o["font_scale"],
+            )
+            fig.colorbar(
+                mesh, ax=ax_l, shrink=0.6, label="Δ top-1 (pp), BN − raw"
+            ).outline.set_linewidth(0)
             if n_cols > n_id_cols:
                 ax_l.axvline(n_id_cols, color="black", lw=2.5)
             for b in breaks:
                 ax_l.axhline(b, color="black", lw=1.2)
             ax_l.tick_params(axis="y", labelsize=8 * o["font_scale"])
             ax_l.set_ylabel("")
-            ax_l.set_title(f"Top-1 change from BN (pp): {id_ds}"
-                           + (" | mean OOD" if n_cols > n_id_cols else ""),
-                           fontsize=10 * o["font_scale"])
+            ax_l.set_title(
+                f"Top-1 change from BN (pp): {id_ds}"
+                + (" | mean OOD" if n_cols > n_id_cols else ""),
+                fontsize=10 * o["font_scale"],
+            )
 
             if bars.empty:
-                ax_r.text(0.5, 0.5, "no raw/BN pair with a\nmean-OOD correlation",
-                          ha="center", va="center", transform=ax_r.transAxes)
+                ax_r.text(
+                    0.5,
+                    0.5,
+                    "no raw/BN pair with a\nmean-OOD correlation",
+                    ha="center",
+                    va="center",
+                    transform=ax_r.transAxes,
+                )
                 ax_r.set_axis_off()
             else:
                 multi = bars["subset"].nunique() > 1
                 order_labels = [registry.protocol_label(p) for p in bar_protocols]
-                sns.barplot(data=bars, x="label", y="delta", order=order_labels,
-                            hue="subset" if multi else "label",
-                            hue_order=subsets if multi else order_labels,
-                            palette="colorblind" if multi else "muted", legend=multi, ax=ax_r)
+                sns.barplot(
+                    data=bars,
+                    x="label",
+                    y="delta",
+                    order=order_labels,
+                    hue="subset" if multi else "label",
+                    hue_order=subsets if multi else order_labels,
+                    palette="colorblind" if multi else "muted",
+                    legend=multi,
+                    ax=ax_r,
+                )
                 ax_r.axhline(0, color="black", lw=0.8)
                 lo = min(0.0, float(bars["delta"].min()))
                 hi = max(0.0, float(bars["delta"].max()))
                 pad = max(0.3 * (hi - lo), 0.02)
-                ax_r.set_ylim(lo - (pad if lo < 0 else 0.1 * pad),
-                              hi + (pad if hi > 0 else 0.1 * pad))
+                ax_r.set_ylim(
+                    lo - (pad if lo < 0 else 0.1 * pad), hi + (pad if hi > 0 else 0.1 * pad)
+                )
                 if not multi:
                     for i, row in bars.set_index("label").reindex(order_labels).iterrows():
                         pos = order_labels.index(i)
                         ax_r.annotate(
-                            f"{row['raw']:.2f}→{row['bn']:.2f}", (pos, row["delta"]),
+                            f"{row['raw']:.2f}→{row['bn']:.2f}",
+                            (pos, row["delta"]),
                             xytext=(0, 4 if row["delta"] >= 0 else -4),
-                            textcoords="offset points", ha="center",
+                            textcoords="offset points",
+                            ha="center",
                             va="bottom" if row["delta"] >= 0 else "top",
                             fontsize=8 * o["font_scale"],
                         )
 
                 if multi:
-                    sns.move_legend(ax_r, "upper center", bbox_to_anchor=(0.5, -0.08),
-                                    frameon=False, title="subset",
-                                    fontsize=8 * o["font_scale"],
-                                    title_fontsize=9 * o["font_scale"])
+                    sns.move_legend(
+                        ax_r,
+                        "upper center",
+                        bbox_to_anchor=(0.5, -0.08),
+                        frameon=False,
+                        title="subset",
+                        fontsize=8 * o["font_scale"],
+                        title_fontsize=9 * o["font_scale"],
+                    )
                 ax_r.set_xlabel("")
                 ax_r.set_ylabel(f"Δ {METHOD_LABELS[o['method']]} (BN − raw)")
-                ax_r.set_title(f"{METHOD_LABELS[o['method']]} with mean OOD accuracy\n"
-                               "(same protocol and arm): raw → BN",
-                               fontsize=10 * o["font_scale"])
+                ax_r.set_title(
+                    f"{METHOD_LABELS[o['method']]} with mean OOD accuracy\n"
+                    "(same protocol and arm): raw → BN",
+                    fontsize=10 * o["font_scale"],
+                )
                 sns.despine(ax=ax_r)
-            fig.suptitle(o["title"] or "Effect of BatchNorm on the features",
-                         fontsize=11 * o["font_scale"])
+            fig.suptitle(
+                o["title"] or "Effect of BatchNorm on the features", fontsize=11 * o["font_scale"]
+            )
             _save(fig, png, pdf, o["dpi"])
         finally:
             plt.close(fig)
@@ -581,8 +740,10 @@ def f5_cells(corr: pd.DataFrame, opts: dict | None = None) -> pd.DataFrame:
     keep = is_group | ((sel["y_dataset"] == MEAN_OOD) & bool(o["include_mean"]))
     sel = sel[keep & (sel["x_dataset"] != sel["y_dataset"])]
     if not is_group.any():
-        raise ValueError("no shift-group rows (y_dataset 'group:<name>') in the correlation "
-                         f"table for method={o['method']!r}, subset={o['subset']!r}")
+        raise ValueError(
+            "no shift-group rows (y_dataset 'group:<name>') in the correlation "
+            f"table for method={o['method']!r}, subset={o['subset']!r}"
+        )
     ys = order_protocol_arms(zip(sel["y_protocol"], sel["y_arm"]))
     if o.get("y_protocols"):
         ys = [pa for pa in ys if pa[0] in set(o["y_protocols"])]
@@ -599,15 +760,24 @@ def f5_cells(corr: pd.DataFrame, opts: dict | None = None) -> pd.DataFrame:
         rows = sel[(sel["y_protocol"] == yp) & (sel["y_arm"] == ya)]
         for row in rows.itertuples(index=False):
             value = float(row.value)
-            cells.append({
-                "y_protocol": yp, "y_arm": ya, "x_protocol": row.x_protocol,
-                "x_arm": row.x_arm, "y_dataset": row.y_dataset, "value": value,
-                "ci_low": row.ci_low, "ci_high": row.ci_high, "n": row.n,
-                "n_datasets": getattr(row, "n_datasets", np.nan),
-                "text": f"{value:.2f}" if np.isfinite(value) else "",
-                "panel": panel, "row": xs.index((row.x_protocol, row.x_arm)),
-                "col": columns.index(row.y_dataset),
-            })
+            cells.append(
+                {
+                    "y_protocol": yp,
+                    "y_arm": ya,
+                    "x_protocol": row.x_protocol,
+                    "x_arm": row.x_arm,
+                    "y_dataset": row.y_dataset,
+                    "value": value,
+                    "ci_low": row.ci_low,
+                    "ci_high": row.ci_high,
+                    "n": row.n,
+                    "n_datasets": getattr(row, "n_datasets", np.nan),
+                    "text": f"{value:.2f}" if np.isfinite(value) else "",
+                    "panel": panel,
+                    "row": xs.index((row.x_protocol, row.x_arm)),
+                    "col": columns.index(row.y_dataset),
+                }
+            )
     return pd.DataFrame(cells).sort_values(["panel", "row", "col"], ignore_index=True)
 
 
@@ -624,8 +794,11 @@ def plot_f5(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
     o = _options(opts, "f5")
     cells = f5_cells(corr, o)
     sel = _select(corr, o)
-    xs = list(cells.drop_duplicates("row").sort_values("row")[["x_protocol", "x_arm"]]
-              .itertuples(index=False, name=None))
+    xs = list(
+        cells.drop_duplicates("row")
+        .sort_values("row")[["x_protocol", "x_arm"]]
+        .itertuples(index=False, name=None)
+    )
     columns = cells.drop_duplicates("col").sort_values("col")["y_dataset"].tolist()
     n_sets = {}
     for c in columns:
@@ -645,7 +818,11 @@ def plot_f5(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
         ncol = max(1, min(int(o["col_wrap"]), len(panels)))
         nrow = math.ceil(len(panels) / ncol)
         fig, axes = plt.subplots(
-            nrow, ncol, squeeze=False, sharey=True, layout="constrained",
+            nrow,
+            ncol,
+            squeeze=False,
+            sharey=True,
+            layout="constrained",
             figsize=(ncol * (0.8 * len(columns) + 0.6) + 2.6, nrow * (0.36 * len(xs) + 1.4) + 0.8),
         )
         try:
@@ -655,23 +832,39 @@ def plot_f5(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
                 annot = np.full(values.shape, "", dtype=object)
                 values[part["row"], part["col"]] = part["value"]
                 annot[part["row"], part["col"]] = part["text"]
-                _heatmap(ax, sns, pd.DataFrame(values, index=xlabels, columns=clabels),
-                         cmap=o["cmap"], vmin=o["vmin"], vmax=o["vmax"],
-                         annot=annot if o["annotate"] else None,
-                         fontsize=8 * o["font_scale"])
+                _heatmap(
+                    ax,
+                    sns,
+                    pd.DataFrame(values, index=xlabels, columns=clabels),
+                    cmap=o["cmap"],
+                    vmin=o["vmin"],
+                    vmax=o["vmax"],
+                    annot=annot if o["annotate"] else None,
+                    fontsize=8 * o["font_scale"],
+                )
                 if MEAN_OOD in columns and len(columns) > 1:
                     ax.axvline(columns.index(MEAN_OOD), color="black", lw=2.5)
                 for j in range(len(columns)):  # frame the best predictor of each column
                     col = values[:, j]
                     if np.isfinite(col).any():
                         i = int(np.nanargmax(col))
-                        ax.add_patch(plt.Rectangle((j + 0.04, i + 0.04), 0.92, 0.92, fill=False,
-                                                   lw=1.6, edgecolor="black"))
+                        ax.add_patch(
+                            plt.Rectangle(
+                                (j + 0.04, i + 0.04),
+                                0.92,
+                                0.92,
+                                fill=False,
+                                lw=1.6,
+                                edgecolor="black",
+                            )
+                        )
                 plt.setp(ax.get_xticklabels(), rotation=0, fontsize=8 * o["font_scale"])
                 ax.tick_params(axis="x", labeltop=False)
-                ax.set_title(f"OOD accuracy under {protocol_arm_label(yp, ya)}\n"
-                             f"({_n_text(part['n'])})", fontsize=9.5 * o["font_scale"])
-            for ax in axes.ravel()[len(panels):]:
+                ax.set_title(
+                    f"OOD accuracy under {protocol_arm_label(yp, ya)}\n({_n_text(part['n'])})",
+                    fontsize=9.5 * o["font_scale"],
+                )
+            for ax in axes.ravel()[len(panels) :]:
                 ax.set_visible(False)
             import matplotlib as mpl
 
@@ -680,11 +873,16 @@ def plot_f5(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
                 norm=mpl.colors.Normalize(o["vmin"], o["vmax"]),
                 cmap=sns.color_palette(cmap, as_cmap=True) if isinstance(cmap, str) else cmap,
             )
-            fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=min(0.9, 0.5 + 0.2 * nrow),
-                         label=f"mean {METHOD_LABELS[o['method']]}").outline.set_linewidth(0)
+            fig.colorbar(
+                sm,
+                ax=axes.ravel().tolist(),
+                shrink=min(0.9, 0.5 + 0.2 * nrow),
+                label=f"mean {METHOD_LABELS[o['method']]}",
+            ).outline.set_linewidth(0)
             fig.supylabel("in-domain protocol (x)", fontsize=10 * o["font_scale"])
             fig.suptitle(
-                o["title"] or f"{METHOD_LABELS[o['method']]} of in-domain accuracy with OOD "
+                o["title"]
+                or f"{METHOD_LABELS[o['method']]} of in-domain accuracy with OOD "
                 f"accuracy, averaged per domain-shift group ({o['subset']} models; "
                 "frame = best predictor)",
                 fontsize=11 * o["font_scale"],
@@ -754,15 +952,22 @@ def f6_data(acc: pd.DataFrame, opts: dict | None = None) -> dict:
     if vit.empty:
         notes["vit"] = f"no models with backbone '{o['vit_backbone']}'"
     elif vit["paradigm"].nunique() < 2:
-        notes["vit"] = (f"all {o['vit_backbone']} models have paradigm "
-                        f"'{vit['paradigm'].iloc[0]}': nothing to compare")
+        notes["vit"] = (
+            f"all {o['vit_backbone']} models have paradigm "
+            f"'{vit['paradigm'].iloc[0]}': nothing to compare"
+        )
         vit = vit.iloc[0:0]
     per_method = m.groupby("method")["backbone"].nunique()
     shared = sorted(per_method.index[per_method >= 2])
-    pairs = (m[m["method"].isin(shared)]
-             .groupby(["method", "backbone", "measure", "protocol"], as_index=False)
-             .agg(top1=("top1", "mean"), n_models=("model", "size"),
-                  models=("model", lambda s: ",".join(sorted(s)))))
+    pairs = (
+        m[m["method"].isin(shared)]
+        .groupby(["method", "backbone", "measure", "protocol"], as_index=False)
+        .agg(
+            top1=("top1", "mean"),
+            n_models=("model", "size"),
+            models=("model", lambda s: ",".join(sorted(s))),
+        )
+    )
     nb = pairs.groupby(["method", "measure", "protocol"])["backbone"].transform("nunique")
     pairs = pairs[nb >= 2].reset_index(drop=True)
     if pairs.empty:
@@ -788,8 +993,9 @@ def plot_f6(acc: pd.DataFrame, opts: dict | None, png, pdf) -> dict:
     data = f6_data(acc, o)
     vit, pairs, arm = data["vit"], data["pairs"], data["arm"]
     both = pd.concat([vit, pairs], ignore_index=True)
-    measures = [ms for ms in (ID_MEASURE, OOD_MEASURE) if (both["measure"] == ms).any()] \
-        or [ID_MEASURE]
+    measures = [ms for ms in (ID_MEASURE, OOD_MEASURE) if (both["measure"] == ms).any()] or [
+        ID_MEASURE
+    ]
     id_ds, _, _ = identify_datasets(acc)
     axes_protocols = {ms: _protocol_axis(both, ms) for ms in measures}
 
@@ -797,8 +1003,12 @@ def plot_f6(acc: pd.DataFrame, opts: dict | None, png, pdf) -> dict:
     with _style(sns, o):
         widths = [max(2, len(axes_protocols[ms])) for ms in measures]
         fig, axes = plt.subplots(
-            2, len(measures), squeeze=False, layout="constrained",
-            figsize=(1.25 * sum(widths) + 3.8, 8.0), gridspec_kw={"width_ratios": widths},
+            2,
+            len(measures),
+            squeeze=False,
+            layout="constrained",
+            figsize=(1.25 * sum(widths) + 3.8, 8.0),
+            gridspec_kw={"width_ratios": widths},
         )
         fs = o["font_scale"]
         try:
@@ -810,8 +1020,11 @@ def plot_f6(acc: pd.DataFrame, opts: dict | None, png, pdf) -> dict:
                 protocols = axes_protocols[ms]
                 part = vit[vit["measure"] == ms]
                 if "vit" in data["notes"] or part.empty:
-                    _note(ax, "(a) " + data["notes"].get("vit", f"no {ms} accuracy for ViT "
-                                                          "models"), fs)
+                    _note(
+                        ax,
+                        "(a) " + data["notes"].get("vit", f"no {ms} accuracy for ViT models"),
+                        fs,
+                    )
                     continue
                 width = 0.8 / max(1, len(paradigms))
                 for j, par in enumerate(paradigms):
@@ -820,27 +1033,56 @@ def plot_f6(acc: pd.DataFrame, opts: dict | None, png, pdf) -> dict:
                         if pts.empty:
                             continue
                         xc = i + (j - (len(paradigms) - 1) / 2) * width
-                        spread = np.linspace(-0.25, 0.25, len(pts)) * width if len(pts) > 1 \
+                        spread = (
+                            np.linspace(-0.25, 0.25, len(pts)) * width
+                            if len(pts) > 1
                             else np.zeros(1)
+                        )
                         pts = pts.sort_values("top1")
-                        ax.scatter(xc + spread, pts["top1"], s=28, color=pal[par],
-                                   edgecolor="white", lw=0.5, zorder=3,
-                                   label=par if i == 0 else None)
-                        ax.hlines(pts["top1"].mean(), xc - 0.45 * width, xc + 0.45 * width,
-                                  color=pal[par], lw=2.2, zorder=2)
+                        ax.scatter(
+                            xc + spread,
+                            pts["top1"],
+                            s=28,
+                            color=pal[par],
+                            edgecolor="white",
+                            lw=0.5,
+                            zorder=3,
+                            label=par if i == 0 else None,
+                        )
+                        ax.hlines(
+                            pts["top1"].mean(),
+                            xc - 0.45 * width,
+                            xc + 0.45 * width,
+                            color=pal[par],
+                            lw=2.2,
+                            zorder=2,
+                        )
                 _protocol_ticks(ax, protocols, fs)
-                ax.set_title(f"(a) ViT models by paradigm: {ms}"
-                             + (f" ({id_ds})" if ms == ID_MEASURE else ""), fontsize=10 * fs,
-                             loc="left")
+                ax.set_title(
+                    f"(a) ViT models by paradigm: {ms}"
+                    + (f" ({id_ds})" if ms == ID_MEASURE else ""),
+                    fontsize=10 * fs,
+                    loc="left",
+                )
                 ax.set_ylabel(f"top-1 (%), arm {arm}")
             if not vit.empty:
                 counts = vit.drop_duplicates("model")["paradigm"].value_counts()
-                handles = [plt.Line2D([], [], marker="o", ls="", color=pal[p],
-                                      label=f"{p} ({counts.get(p, 0)})") for p in paradigms]
+                handles = [
+                    plt.Line2D(
+                        [], [], marker="o", ls="", color=pal[p], label=f"{p} ({counts.get(p, 0)})"
+                    )
+                    for p in paradigms
+                ]
                 handles.append(plt.Line2D([], [], color="0.3", lw=2.2, label="paradigm mean"))
-                axes[0, -1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1),
-                                   frameon=False, fontsize=8 * fs, title="paradigm (n)",
-                                   title_fontsize=8.5 * fs)
+                axes[0, -1].legend(
+                    handles=handles,
+                    loc="upper left",
+                    bbox_to_anchor=(1.02, 1),
+                    frameon=False,
+                    fontsize=8 * fs,
+                    title="paradigm (n)",
+                    title_fontsize=8.5 * fs,
+                )
 
             # (b) same method, different backbones
             methods = sorted(pairs["method"].unique())
@@ -851,8 +1093,11 @@ def plot_f6(acc: pd.DataFrame, opts: dict | None, png, pdf) -> dict:
                 protocols = axes_protocols[ms]
                 part = pairs[pairs["measure"] == ms]
                 if part.empty:
-                    _note(ax, "(b) " + data["notes"].get("pairs", f"no {ms} accuracy for "
-                                                          "shared methods"), fs)
+                    _note(
+                        ax,
+                        "(b) " + data["notes"].get("pairs", f"no {ms} accuracy for shared methods"),
+                        fs,
+                    )
                     continue
                 width = 0.8 / max(1, len(methods))
                 for j, method in enumerate(methods):
@@ -861,25 +1106,56 @@ def plot_f6(acc: pd.DataFrame, opts: dict | None, png, pdf) -> dict:
                         if pts.empty:
                             continue
                         xc = i + (j - (len(methods) - 1) / 2) * width
-                        ax.vlines(xc, pts["top1"].min(), pts["top1"].max(), color=mpal[method],
-                                  lw=1.6, zorder=2)
+                        ax.vlines(
+                            xc,
+                            pts["top1"].min(),
+                            pts["top1"].max(),
+                            color=mpal[method],
+                            lw=1.6,
+                            zorder=2,
+                        )
                         for row in pts.itertuples(index=False):
-                            ax.scatter(xc, row.top1, marker=markers[row.backbone], s=34,
-                                       color=mpal[method], edgecolor="white", lw=0.5, zorder=3)
+                            ax.scatter(
+                                xc,
+                                row.top1,
+                                marker=markers[row.backbone],
+                                s=34,
+                                color=mpal[method],
+                                edgecolor="white",
+                                lw=0.5,
+                                zorder=3,
+                            )
                 _protocol_ticks(ax, protocols, fs)
-                ax.set_title(f"(b) same method on {' vs '.join(backbones)}: {ms}",
-                             fontsize=10 * fs, loc="left")
+                ax.set_title(
+                    f"(b) same method on {' vs '.join(backbones)}: {ms}",
+                    fontsize=10 * fs,
+                    loc="left",
+                )
                 ax.set_ylabel(f"top-1 (%), arm {arm}")
             if not pairs.empty:
-                handles = [plt.Line2D([], [], marker="s", ls="", color=mpal[mt], label=mt)
-                           for mt in methods]
-                handles += [plt.Line2D([], [], marker=markers[b], ls="", color="0.3", label=b)
-                            for b in backbones]
-                axes[1, -1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1),
-                                   frameon=False, fontsize=8 * fs, title="method / backbone",
-                                   title_fontsize=8.5 * fs)
-            fig.suptitle(o["title"] or "Paradigm or backbone? Accuracy of ViT models by paradigm "
-                         "(a) and of the same method on both backbones (b)", fontsize=11 * fs)
+                handles = [
+                    plt.Line2D([], [], marker="s", ls="", color=mpal[mt], label=mt)
+                    for mt in methods
+                ]
+                handles += [
+                    plt.Line2D([], [], marker=markers[b], ls="", color="0.3", label=b)
+                    for b in backbones
+                ]
+                axes[1, -1].legend(
+                    handles=handles,
+                    loc="upper left",
+                    bbox_to_anchor=(1.02, 1),
+                    frameon=False,
+                    fontsize=8 * fs,
+                    title="method / backbone",
+                    title_fontsize=8.5 * fs,
+                )
+            fig.suptitle(
+                o["title"]
+                or "Paradigm or backbone? Accuracy of ViT models by paradigm "
+                "(a) and of the same method on both backbones (b)",
+                fontsize=11 * fs,
+            )
             _save(fig, png, pdf, o["dpi"])
         finally:
             plt.close(fig)
@@ -887,14 +1163,22 @@ def plot_f6(acc: pd.DataFrame, opts: dict | None, png, pdf) -> dict:
 
 
 def _note(ax, text: str, fs: float) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes,
-            fontsize=9 * fs, color="0.3", wrap=True)
+    ax.text(
+        0.5,
+        0.5,
+        text,
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        fontsize=9 * fs,
+        color="0.3",
+        wrap=True,
+    )
     ax.set_axis_off()
 
 
 def _protocol_ticks(ax, protocols: list[str], fs: float) -> None:
-    ax.set_xticks(range(len(protocols)),
-                  labels=[protocol_arm_label(p, "raw") for p in protocols])
+    ax.set_xticks(range(len(protocols)), labels=[protocol_arm_label(p, "raw") for p in protocols])
     ax.set_xlim(-0.6, len(protocols) - 0.4)
     for i in range(1, len(protocols)):
         ax.axvline(i - 0.5, color="0.9", lw=0.8, zorder=0)
@@ -931,8 +1215,10 @@ def f7_cells(corr: pd.DataFrame, opts: dict | None = None) -> pd.DataFrame:
     ``n``, ``row``, ``col``, ``panel``.
     """
     o = _options(opts, "f7")
-    subsets = o["subsets"] or ["all", *sorted(s for s in corr["subset"].unique()
-                                             if str(s).startswith("backbone="))]
+    subsets = o["subsets"] or [
+        "all",
+        *sorted(s for s in corr["subset"].unique() if str(s).startswith("backbone=")),
+    ]
     cells = []
     for panel, subset in enumerate(subsets):
         sel = _select(corr, {**o, "subset": subset}, proxies=True)
@@ -940,18 +1226,30 @@ def f7_cells(corr: pd.DataFrame, opts: dict | None = None) -> pd.DataFrame:
         sel = sel[sel["y_kind"].isin(kinds)]
         rows = order_protocol_arms(zip(sel["x_protocol"], sel["x_arm"]))
         ys = order_protocol_arms(zip(sel["y_protocol"], sel["y_arm"]))
-        columns = [(kind, pa) for kind in kinds for pa in ys
-                   if ((sel["y_kind"] == kind) & (sel["y_protocol"] == pa[0])
-                       & (sel["y_arm"] == pa[1])).any()]
+        columns = [
+            (kind, pa)
+            for kind in kinds
+            for pa in ys
+            if (
+                (sel["y_kind"] == kind) & (sel["y_protocol"] == pa[0]) & (sel["y_arm"] == pa[1])
+            ).any()
+        ]
         for r in sel.itertuples(index=False):
             col = (r.y_kind, (r.y_protocol, r.y_arm))
             name = protocol_arm_label(r.y_protocol, r.y_arm)
-            cells.append({
-                "subset": subset, "x_protocol": r.x_protocol, "x_arm": r.x_arm,
-                "column": name if r.y_kind == "pair" else f"{name}, mean OOD",
-                "value": float(r.value), "n": r.n, "panel": panel,
-                "row": rows.index((r.x_protocol, r.x_arm)), "col": columns.index(col),
-            })
+            cells.append(
+                {
+                    "subset": subset,
+                    "x_protocol": r.x_protocol,
+                    "x_arm": r.x_arm,
+                    "column": name if r.y_kind == "pair" else f"{name}, mean OOD",
+                    "value": float(r.value),
+                    "n": r.n,
+                    "panel": panel,
+                    "row": rows.index((r.x_protocol, r.x_arm)),
+                    "col": columns.index(col),
+                }
+            )
     return pd.DataFrame(cells).sort_values(["panel", "row", "col"], ignore_index=True)
 
 
@@ -967,28 +1265,46 @@ def plot_f7(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
     with _style(sns, o):
         n_cols = int(cells["col"].max()) + 1
         n_rows = int(cells["row"].max()) + 1
-        fig, axes = plt.subplots(1, len(panels), squeeze=False,
-                                 figsize=(len(panels) * (0.75 * n_cols + 2.8), 0.45 * n_rows + 2.6))
+        fig, axes = plt.subplots(
+            1,
+            len(panels),
+            squeeze=False,
+            figsize=(len(panels) * (0.75 * n_cols + 2.8), 0.45 * n_rows + 2.6),
+        )
         try:
             for ax, subset in zip(axes[0], panels, strict=True):
                 part = cells[cells["subset"] == subset]
                 frame = part.pivot(index="row", columns="col", values="value").sort_index()
                 frame = frame.reindex(columns=sorted(part["col"].unique()))
                 row_names = part.drop_duplicates("row").sort_values("row")
-                frame.index = [proxy_label(p, a) for p, a in
-                               zip(row_names["x_protocol"], row_names["x_arm"])]
+                frame.index = [
+                    proxy_label(p, a) for p, a in zip(row_names["x_protocol"], row_names["x_arm"])
+                ]
                 frame.columns = list(part.drop_duplicates("col").sort_values("col")["column"])
-                mesh = _heatmap(ax, sns, frame, cmap=o["cmap"], vmin=o["vmin"], vmax=o["vmax"],
-                                annot=bool(o["annotate"]), fontsize=8 * o["font_scale"])
+                mesh = _heatmap(
+                    ax,
+                    sns,
+                    frame,
+                    cmap=o["cmap"],
+                    vmin=o["vmin"],
+                    vmax=o["vmax"],
+                    annot=bool(o["annotate"]),
+                    fontsize=8 * o["font_scale"],
+                )
                 plt.setp(ax.get_xticklabels(), rotation=40, ha="right")
                 if ax is not axes[0][0]:  # the rows are the same in every panel
                     ax.set_yticklabels([])
-                ax.set_title(f"{subset} models, {_n_text(part['n'])}",
-                             fontsize=10 * o["font_scale"])
-            fig.colorbar(mesh, ax=list(axes[0]), shrink=0.8,
-                         label=METHOD_LABELS[o["method"]]).outline.set_linewidth(0)
-            fig.suptitle(o["title"] or f"{METHOD_LABELS[o['method']]} of each proxy with "
-                         "accuracy across models", fontsize=11 * o["font_scale"])
+                ax.set_title(
+                    f"{subset} models, {_n_text(part['n'])}", fontsize=10 * o["font_scale"]
+                )
+            fig.colorbar(
+                mesh, ax=list(axes[0]), shrink=0.8, label=METHOD_LABELS[o["method"]]
+            ).outline.set_linewidth(0)
+            fig.suptitle(
+                o["title"]
+                or f"{METHOD_LABELS[o['method']]} of each proxy with accuracy across models",
+                fontsize=11 * o["font_scale"],
+            )
             _save(fig, png, pdf, o["dpi"])
         finally:
             plt.close(fig)
@@ -1004,8 +1320,10 @@ def f8_data(models: pd.DataFrame) -> dict:
     both, and Kendall's tau and Spearman's rho over them (:func:`correlate`, scipy)."""
     missing = [c for c in ("key", "published_linear", "measured_linear") if c not in models]
     if missing:
-        raise ValueError(f"the models table lacks column(s) {missing} (T1 with published "
-                         "numbers and an accuracy table)")
+        raise ValueError(
+            f"the models table lacks column(s) {missing} (T1 with published "
+            "numbers and an accuracy table)"
+        )
     points = models[["key", "backbone", "published_linear", "measured_linear"]].copy()
     for column in ("published_linear", "measured_linear"):
         points[column] = pd.to_numeric(points[column], errors="coerce")
@@ -1027,23 +1345,32 @@ def plot_f8(models: pd.DataFrame, opts: dict | None, png, pdf) -> dict:
     with _style(sns, o):
         fig, ax = plt.subplots(figsize=(5.6, 5.0))
         try:
-            sns.scatterplot(data=points, x="published_linear", y="measured_linear",
-                            hue="backbone", ax=ax, s=45)
+            sns.scatterplot(
+                data=points, x="published_linear", y="measured_linear", hue="backbone", ax=ax, s=45
+            )
             low = float(min(points["published_linear"].min(), points["measured_linear"].min()))
             high = float(max(points["published_linear"].max(), points["measured_linear"].max()))
             ax.plot([low, high], [low, high], ls="--", color="0.5", lw=1)
             if o["label_points"]:
                 for row in points.itertuples(index=False):
-                    ax.annotate(row.key, (row.published_linear, row.measured_linear),
-                                fontsize=7 * o["font_scale"], xytext=(3, 2),
-                                textcoords="offset points")
+                    ax.annotate(
+                        row.key,
+                        (row.published_linear, row.measured_linear),
+                        fontsize=7 * o["font_scale"],
+                        xytext=(3, 2),
+                        textcoords="offset points",
+                    )
             ax.set_xlabel("published ImageNet linear top-1 (%)")
             ax.set_ylabel("this run: in-domain linear (BN) top-1 (%)")
             tau, p_tau = data["kendall"]
             rho, p_rho = data["spearman"]
-            ax.set_title(o["title"] or f"this run vs published, n = {data['n']}\n"
-                         f"Kendall τ = {tau:.2f}{stars(p_tau)}, Spearman ρ = {rho:.2f}"
-                         f"{stars(p_rho)}", fontsize=10 * o["font_scale"])
+            ax.set_title(
+                o["title"]
+                or f"this run vs published, n = {data['n']}\n"
+                f"Kendall τ = {tau:.2f}{stars(p_tau)}, Spearman ρ = {rho:.2f}"
+                f"{stars(p_rho)}",
+                fontsize=10 * o["font_scale"],
+            )
             _save(fig, png, pdf, o["dpi"])
         finally:
             plt.close(fig)

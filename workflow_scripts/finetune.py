@@ -71,7 +71,9 @@ class FinetuneRecipe:
     def __post_init__(self) -> None:
         fill_from_schema(self, "finetune")
         if self.epochs < 1 or self.batch_size < 2:
-            raise ValueError(f"epochs ({self.epochs}) must be >= 1 and batch_size ({self.batch_size}) >= 2")
+            raise ValueError(
+                f"epochs ({self.epochs}) must be >= 1 and batch_size ({self.batch_size}) >= 2"
+            )
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(
                 f"warmup_epochs ({self.warmup_epochs}) must be in [0, epochs={self.epochs})"
@@ -145,7 +147,8 @@ def param_groups(model: Classifier, recipe: FinetuneRecipe) -> list[dict]:
     head_lr = recipe.head_lr if recipe.head_lr is not None else recipe.lr
     scales = (
         layer_decay_scales(model.backbone, recipe.layer_decay, recipe.authors_quirks)
-        if is_vit(model.backbone) else {}
+        if is_vit(model.backbone)
+        else {}
     )
     by_lr: dict[float, list[nn.Parameter]] = {}
     names: dict[float, list[str]] = {}
@@ -161,9 +164,15 @@ def param_groups(model: Classifier, recipe: FinetuneRecipe) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, source, num_classes: int, batch_size: int = 512,
-             device: torch.device | None = None, precision: str = "fp32",
-             channels_last: bool = False) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    source,
+    num_classes: int,
+    batch_size: int = 512,
+    device: torch.device | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> tuple[float, float]:
     """Top-1 and top-5 accuracy (percent; top-5 NaN with <= 5 classes) on an image source."""
     device = device or torch.device("cpu")
     model.eval()
@@ -274,7 +283,7 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         c = x.shape[1]
         n = stats[2 * c]
         mean = stats[:c] / n
-        var = stats[c:2 * c] / n - mean * mean
+        var = stats[c : 2 * c] / n - mean * mean
         shape = [1, c] + [1] * (x.dim() - 2)
         with torch.no_grad():
             self.num_batches_tracked += 1
@@ -294,8 +303,13 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     def convert(module: nn.Module) -> nn.Module:
         out = module
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            out = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum,
-                                   module.affine, module.track_running_stats)
+            out = CpuSyncBatchNorm(
+                module.num_features,
+                module.eps,
+                module.momentum,
+                module.affine,
+                module.track_running_stats,
+            )
             if module.affine:
                 out.weight, out.bias = module.weight, module.bias
             out.running_mean, out.running_var = module.running_mean, module.running_var
@@ -361,8 +375,10 @@ def finetune(
     smoothing = recipe.label_smoothing if vit else 0.0
     groups = param_groups(model, recipe)
     optimizer = torch.optim.SGD(
-        [{"params": g["params"], "lr": g["lr"]} for g in groups], lr=groups[0]["lr"],
-        momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+        [{"params": g["params"], "lr": g["lr"]} for g in groups],
+        lr=groups[0]["lr"],
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
     )
     scheduler = warmup_cosine_epochs(optimizer, recipe.epochs, recipe.warmup_epochs)
     gen = torch.Generator().manual_seed(seed)
@@ -379,8 +395,13 @@ def finetune(
         gen.set_state(state["generator"])
         rngs = state["rng"]
         if len(rngs) != world:
-            log.warning("%s was saved by %d processes, resuming with %d: the random streams "
-                        "differ from an uninterrupted run", state_path, len(rngs), world)
+            log.warning(
+                "%s was saved by %d processes, resuming with %d: the random streams "
+                "differ from an uninterrupted run",
+                state_path,
+                len(rngs),
+                world,
+            )
         _set_rng_states(rngs[rank % len(rngs)], device)
         epoch, start, plan = int(state["epoch"]), int(state["step"]), state["plan"]
         loss_sum = state["loss_sum"].to(device)
@@ -389,7 +410,9 @@ def finetune(
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if speed.compile:
         net = torch.compile(net)
 
@@ -402,17 +425,30 @@ def finetune(
             gathered = [None] * world
             dist.all_gather_object(gathered, rngs)
         if rank == 0 and state_path:
-            _save_state(state_path, {
-                "format": STATE_FORMAT, "fingerprint": fingerprint, "epoch": epoch, "step": step,
-                "plan": plan, "loss_sum": loss_sum, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "generator": gen.get_state(), "rng": gathered,
-            })
+            _save_state(
+                state_path,
+                {
+                    "format": STATE_FORMAT,
+                    "fingerprint": fingerprint,
+                    "epoch": epoch,
+                    "step": step,
+                    "plan": plan,
+                    "loss_sum": loss_sum,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": gen.get_state(),
+                    "rng": gathered,
+                },
+            )
         if world > 1:
             torch.distributed.barrier()
 
     def stop_reason(signals: _StopSignals, last_save: float) -> int:
         """0: go on, 1: periodic save due, 2: signalled (the same on every rank)."""
-        due = 2 if signals.received else int(time.monotonic() - last_save >= speed.save_minutes * 60)
+        due = (
+            2 if signals.received else int(time.monotonic() - last_save >= speed.save_minutes * 60)
+        )
         if world > 1:
             flag = torch.tensor([due], device=device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
@@ -436,11 +472,14 @@ def finetune(
                 if world == 1:
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
                 else:  # sum over the shard / global batch x world: DDP's mean is the global mean
-                    global_n = len(plan["order"][step * recipe.batch_size:][:recipe.batch_size])
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing,
-                                           reduction="sum") * (world / global_n)
+                    global_n = len(plan["order"][step * recipe.batch_size :][: recipe.batch_size])
+                    loss = F.cross_entropy(
+                        logits.float(), y, label_smoothing=smoothing, reduction="sum"
+                    ) * (world / global_n)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"fine-tuning loss became {loss.item()} in epoch {epoch + 1}")
+                    raise FloatingPointError(
+                        f"fine-tuning loss became {loss.item()} in epoch {epoch + 1}"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if recipe.grad_clip is not None:
@@ -456,7 +495,8 @@ def finetune(
                     if reason == 2:
                         raise Preempted(
                             f"signal {signals.received} received: training state saved at epoch "
-                            f"{epoch + 1}, step {step} to {state_path}; a rerun resumes from there")
+                            f"{epoch + 1}, step {step} to {state_path}; a rerun resumes from there"
+                        )
                 if on_step_end is not None:
                     on_step_end(epoch, step)
             scheduler.step()
@@ -474,18 +514,32 @@ def finetune(
                 on_epoch_end(epoch)
     if rank != 0:
         return None, model
-    top1, top5 = evaluate(model, test, num_classes, device=device, precision=speed.precision,
-                          channels_last=channels_last)
+    top1, top5 = evaluate(
+        model,
+        test,
+        num_classes,
+        device=device,
+        precision=speed.precision,
+        channels_last=channels_last,
+    )
     if state_path and state_path.exists():
         state_path.unlink()
     result = {
-        "arm": arm, "top1": top1, "top5": top5, "epochs": recipe.epochs,
-        "n_train": len(train), "n_test": len(test), "seed": seed,
+        "arm": arm,
+        "top1": top1,
+        "top5": top5,
+        "epochs": recipe.epochs,
+        "n_train": len(train),
+        "n_test": len(test),
+        "seed": seed,
         "label_smoothing": smoothing,
         "drop_path": recipe.drop_path if vit else 0.0,
         "layer_decay": recipe.layer_decay if vit else 1.0,
-        "precision": precisions.effective(speed.precision, device), "device": device.type,
-        "processes": world, "compile": speed.compile, "train_loss": train_loss,
+        "precision": precisions.effective(speed.precision, device),
+        "device": device.type,
+        "processes": world,
+        "compile": speed.compile,
+        "train_loss": train_loss,
     }
     return result, model
 
@@ -538,8 +592,16 @@ class RunSpec:
         import json
 
         return json.dumps(
-            [dataclasses.asdict(self.recipe), self.arm, self.protocol, self.subset_seed,
-             self.weights_sha256, n_train, self.speed.precision, self.speed.compile],
+            [
+                dataclasses.asdict(self.recipe),
+                self.arm,
+                self.protocol,
+                self.subset_seed,
+                self.weights_sha256,
+                n_train,
+                self.speed.precision,
+                self.speed.compile,
+            ],
             sort_keys=True,
         )
 
@@ -552,19 +614,37 @@ def train_run(spec: RunSpec, with_weights: bool = False):
 
     train, test = open_split(**spec.train), open_split(**spec.test)
     images = train if spec.index is None else train.subset(spec.index)
-    backbone = load_backbone(spec.weights, spec.model["arch"], spec.model["embedding"],
-                             spec.recipe.drop_path)
+    backbone = load_backbone(
+        spec.weights, spec.model["arch"], spec.model["embedding"], spec.recipe.drop_path
+    )
     result, model = finetune(
-        backbone, images, test, num_classes=spec.num_classes, arm=spec.arm, recipe=spec.recipe,
-        seed=spec.recipe.seed, state_path=spec.state_path,
-        fingerprint=spec.fingerprint(len(images)), device=spec.speed.device, speed=spec.speed,
+        backbone,
+        images,
+        test,
+        num_classes=spec.num_classes,
+        arm=spec.arm,
+        recipe=spec.recipe,
+        seed=spec.recipe.seed,
+        state_path=spec.state_path,
+        fingerprint=spec.fingerprint(len(images)),
+        device=spec.speed.device,
+        speed=spec.speed,
     )
     if result is None:
         return None
-    log.info("%s %s (subset seed %s) %s: top1 %.2f", spec.model["key"], spec.protocol,
-             spec.subset_seed, spec.arm, result["top1"])
-    row = {**result, "protocol": spec.protocol,
-           "subset_seed": "" if spec.subset_seed is None else spec.subset_seed}
+    log.info(
+        "%s %s (subset seed %s) %s: top1 %.2f",
+        spec.model["key"],
+        spec.protocol,
+        spec.subset_seed,
+        spec.arm,
+        result["top1"],
+    )
+    row = {
+        **result,
+        "protocol": spec.protocol,
+        "subset_seed": "" if spec.subset_seed is None else spec.subset_seed,
+    }
     if with_weights:
         return row, {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return row
@@ -585,9 +665,15 @@ def run(spec: RunSpec, processes: int = 1, with_weights: bool = False):
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     config = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=uuid.uuid4().hex,
-        rdzv_backend="c10d", rdzv_endpoint="localhost:0",  # torchrun --standalone
-        max_restarts=0, monitor_interval=1.0, start_method="spawn",
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=processes,
+        run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",  # torchrun --standalone
+        max_restarts=0,
+        monitor_interval=1.0,
+        start_method="spawn",
         signals_to_handle="SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
     )
     results = elastic_launch(config, _data_parallel_worker)(spec, with_weights)
@@ -607,8 +693,12 @@ def _data_parallel_worker(spec: RunSpec, with_weights: bool = False):
         torch.cuda.set_device(device)
     torch.set_num_threads(max(1, spec.threads))
     if spec.log_path and local_rank == 0:
-        logging.basicConfig(level=logging.INFO, filename=spec.log_path, force=True,
-                            format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO,
+            filename=spec.log_path,
+            force=True,
+            format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        )
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         speed = dataclasses.replace(spec.speed, device=str(device))
@@ -617,9 +707,20 @@ def _data_parallel_worker(spec: RunSpec, with_weights: bool = False):
         dist.destroy_process_group()
 
 
-def job_specs(*, weights: str, model: dict, runs: list[dict], recipes: dict[str, dict],
-              train: dict, test: dict, num_classes: int, state_dir: str, run_time: dict,
-              threads: int, log_files=()) -> list[RunSpec]:
+def job_specs(
+    *,
+    weights: str,
+    model: dict,
+    runs: list[dict],
+    recipes: dict[str, dict],
+    train: dict,
+    test: dict,
+    num_classes: int,
+    state_dir: str,
+    run_time: dict,
+    threads: int,
+    log_files=(),
+) -> list[RunSpec]:
     """The RunSpecs of one finetune job, in ``runs`` order. ``runs``: the job's (run, arm)
     units ({run, arm, protocol, subset_seed, split}: split is the few-shot subset file or
     None); ``recipes``: protocol -> its config section without the run-time keys (the authors'
@@ -638,21 +739,43 @@ def job_specs(*, weights: str, model: dict, runs: list[dict], recipes: dict[str,
         index = None
         if unit["split"] is not None:
             index = load_npy(unit["split"], f"the subset '{unit['split']}'")
-        specs.append(RunSpec(
-            weights=weights, weights_sha256=weights_sha, model=model, protocol=unit["protocol"],
-            subset_seed=unit["subset_seed"], arm=unit["arm"],
-            recipe=with_authors_quirks(recipe_from_config(cfg), model["method"]), index=index,
-            train=train, test=test, num_classes=num_classes,
-            state_path=f"{state_dir}/{unit['run']}_{unit['arm']}.pt",
-            speed=Speed(device=str(device), precision=cfg["precision"], compile=cfg["compile"],
-                        save_minutes=run_time["save_minutes"]),
-            threads=threads, log_path=log_files[0] if log_files else None,
-        ))
+        specs.append(
+            RunSpec(
+                weights=weights,
+                weights_sha256=weights_sha,
+                model=model,
+                protocol=unit["protocol"],
+                subset_seed=unit["subset_seed"],
+                arm=unit["arm"],
+                recipe=with_authors_quirks(recipe_from_config(cfg), model["method"]),
+                index=index,
+                train=train,
+                test=test,
+                num_classes=num_classes,
+                state_path=f"{state_dir}/{unit['run']}_{unit['arm']}.pt",
+                speed=Speed(
+                    device=str(device),
+                    precision=cfg["precision"],
+                    compile=cfg["compile"],
+                    save_minutes=run_time["save_minutes"],
+                ),
+                threads=threads,
+                log_path=log_files[0] if log_files else None,
+            )
+        )
     return specs
 
 
-def run_job(specs: list[RunSpec], outputs: list[str], *, processes: int, dataset: str, code: str,
-            gathered_outputs: list[str] = (), gathered_inputs: list[list[str]] = ()) -> None:
+def run_job(
+    specs: list[RunSpec],
+    outputs: list[str],
+    *,
+    processes: int,
+    dataset: str,
+    code: str,
+    gathered_outputs: list[str] = (),
+    gathered_inputs: list[list[str]] = (),
+) -> None:
     """Run each spec (``processes`` data-parallel processes each) and write its result row to
     the matching ``outputs`` file with the job's provenance columns; then (batch_runs) each
     ``gathered_outputs`` file concatenates its list of ``gathered_inputs``."""
@@ -662,8 +785,9 @@ def run_job(specs: list[RunSpec], outputs: list[str], *, processes: int, dataset
 
     for spec, out in zip(specs, outputs, strict=True):
         row = run(spec, processes=processes)
-        frame = pd.DataFrame([row]).assign(model=spec.model["key"], dataset=dataset,
-                                           code_version=code)
+        frame = pd.DataFrame([row]).assign(
+            model=spec.model["key"], dataset=dataset, code_version=code
+        )
         save_csv(out, frame)
     for out, parts in zip(gathered_outputs, gathered_inputs, strict=True):
         concat_csv(parts, out)

@@ -144,8 +144,10 @@ def concat_csv(inputs, output: str | os.PathLike) -> None:
         if header is None:
             header = lines[0]
         elif lines[0] != header:
-            raise DataFileError(f"'{path}' has the columns {lines[0].strip()!r}, "
-                                f"expected {header.strip()!r} like '{inputs[0]}'")
+            raise DataFileError(
+                f"'{path}' has the columns {lines[0].strip()!r}, "
+                f"expected {header.strip()!r} like '{inputs[0]}'"
+            )
         rows += lines[1:]
     if header is None:
         raise ValueError("no CSV files to concatenate")

@@ -172,8 +172,10 @@ def _check_search(search: str, device: str | torch.device) -> str:
         raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
     kind = device.split(":", 1)[0] if isinstance(device, str) else getattr(device, "type", None)
     if kind not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or a CUDA device, got {device!r} ('auto' is "
-                         "resolved by the caller: workflow_scripts.features.resolve_device)")
+        raise ValueError(
+            f"device must be 'cpu' or a CUDA device, got {device!r} ('auto' is "
+            "resolved by the caller: workflow_scripts.features.resolve_device)"
+        )
     if search == "auto":
         return "faiss" if kind == "cpu" else "torch"
     if search == "faiss" and kind != "cpu":
@@ -259,8 +261,9 @@ def _exact_sqdist_dense(train: np.ndarray, query: np.ndarray, nb: np.ndarray) ->
     return out
 
 
-def _exact_sqdist_pairs(train: np.ndarray, query: np.ndarray, q_rows: np.ndarray,
-                        nb: np.ndarray) -> np.ndarray:
+def _exact_sqdist_pairs(
+    train: np.ndarray, query: np.ndarray, q_rows: np.ndarray, nb: np.ndarray
+) -> np.ndarray:
     """float64 ``sum((query[q_rows[p]] - train[nb[p]])**2)`` for each pair p."""
     out = np.empty(q_rows.shape[0], dtype=np.float64)
     for sl in _chunks(q_rows.shape[0], max(1, _CACHE_CHUNK_ELEMS // train.shape[1])):
@@ -293,8 +296,9 @@ def _brute_exact(train: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarr
 Search = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
-def _exact_neighbours(search: Search, train: np.ndarray, query: np.ndarray, k: int,
-                      err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _exact_neighbours(
+    search: Search, train: np.ndarray, query: np.ndarray, k: int, err: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours of the ``query`` rows: (squared distances, indices), [nq, k].
 
     Ordered by (exact float64 squared distance, training index). ``search(q, rows, n)`` returns
@@ -350,8 +354,9 @@ class _TorchSearch:
     the search. Call it inside :func:`_ieee_matmul`.
     """
 
-    def __init__(self, train: np.ndarray, train_sq: np.ndarray, device: str | torch.device,
-                 block_bytes: int):
+    def __init__(
+        self, train: np.ndarray, train_sq: np.ndarray, device: str | torch.device, block_bytes: int
+    ):
         import torch
 
         self.torch = torch
@@ -363,8 +368,9 @@ class _TorchSearch:
         self.rows = max(1, block_bytes // (4 * train.shape[0]))
         self.lock = threading.Lock()
 
-    def __call__(self, query: np.ndarray, query_sq: np.ndarray,
-                 n: int) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, query: np.ndarray, query_sq: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """float32 approximate squared distances and int64 indices of the ``n`` smallest per
         query row, ascending, as numpy arrays [len(query), n]."""
         torch = self.torch
@@ -416,8 +422,10 @@ def _sklearn_weights(d2: np.ndarray) -> np.ndarray:
         dist = np.sqrt(d2.astype(np.float32)).astype(np.float64)
     if np.isinf(dist).any():
         # scikit-learn would give these neighbours weight 0 (and raise if all of them do)
-        raise ValueError("squared distances overflow float32 (features of magnitude ~1e19 or "
-                         "more); rescale the features")
+        raise ValueError(
+            "squared distances overflow float32 (features of magnitude ~1e19 or "
+            "more); rescale the features"
+        )
     with np.errstate(divide="ignore"):
         w = 1.0 / dist
     inf_mask = np.isinf(w)
@@ -444,9 +452,18 @@ def _class_sums(nb_labels: np.ndarray, weights: np.ndarray, num_classes: int) ->
     return scores
 
 
-def knn_scores(train_x, train_y, test_x, *, k: int = 20, num_classes: int, threads: int = 1,
-               block_size: int = 4096, device: str | torch.device = "cpu",
-               search: str = "auto") -> np.ndarray:
+def knn_scores(
+    train_x,
+    train_y,
+    test_x,
+    *,
+    k: int = 20,
+    num_classes: int,
+    threads: int = 1,
+    block_size: int = 4096,
+    device: str | torch.device = "cpu",
+    search: str = "auto",
+) -> np.ndarray:
     """float64 [N_test, num_classes] summed vote weights per class (sklearn rule).
 
     Weights are ``1 / d`` (Euclidean), or, for a query with any neighbour at distance exactly 0,
@@ -464,8 +481,11 @@ def knn_scores(train_x, train_y, test_x, *, k: int = 20, num_classes: int, threa
     search = _check_search(search, device)
     num_classes = _check_num_classes(num_classes)
     threads = _check_threads(threads)
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
-            or block_size < 1:
+    if (
+        isinstance(block_size, bool)
+        or not isinstance(block_size, (int, np.integer))
+        or block_size < 1
+    ):
         raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
     train, train_sq = _as_features(train_x, "train features", sqnorms=True)
     test, test_sq = _as_features(test_x, "test features", sqnorms=True)
@@ -488,9 +508,19 @@ def knn_scores(train_x, train_y, test_x, *, k: int = 20, num_classes: int, threa
     err = gamma_m * (norm_test + norm_train) ** 2
     if search == "torch":
         # + the subnormals a GPU kernel may flush to zero (see the module docstring)
-        return _torch_scores(train, train_sq, labels, test, test_sq,
-                             err + (4 * dim + 8) * 2.0**-126, k, num_classes, threads,
-                             block_size, device)
+        return _torch_scores(
+            train,
+            train_sq,
+            labels,
+            test,
+            test_sq,
+            err + (4 * dim + 8) * 2.0**-126,
+            k,
+            num_classes,
+            threads,
+            block_size,
+            device,
+        )
 
     import faiss  # imported lazily: no work at import time
 
@@ -528,10 +558,19 @@ def knn_scores(train_x, train_y, test_x, *, k: int = 20, num_classes: int, threa
     return scores
 
 
-def _torch_scores(train: np.ndarray, train_sq: np.ndarray, labels: np.ndarray,
-                  test: np.ndarray, test_sq: np.ndarray, err: np.ndarray, k: int,
-                  num_classes: int, threads: int, block_size: int,
-                  device: str | torch.device) -> np.ndarray:
+def _torch_scores(
+    train: np.ndarray,
+    train_sq: np.ndarray,
+    labels: np.ndarray,
+    test: np.ndarray,
+    test_sq: np.ndarray,
+    err: np.ndarray,
+    k: int,
+    num_classes: int,
+    threads: int,
+    block_size: int,
+    device: str | torch.device,
+) -> np.ndarray:
     """:func:`knn_scores` with the candidates from :class:`_TorchSearch` on ``device``."""
     import torch
 
@@ -543,8 +582,9 @@ def _torch_scores(train: np.ndarray, train_sq: np.ndarray, labels: np.ndarray,
 
         def work(sl: slice) -> None:
             q_sq = test_sq[sl]
-            d2, nb = _exact_neighbours(lambda q, rows, n: searcher(q, q_sq[rows], n), train,
-                                       test[sl], k, err[sl])
+            d2, nb = _exact_neighbours(
+                lambda q, rows, n: searcher(q, q_sq[rows], n), train, test[sl], k, err[sl]
+            )
             scores[sl] = _class_sums(labels[nb], _sklearn_weights(d2), num_classes)
 
         if threads == 1 or len(jobs) == 1:
@@ -557,12 +597,28 @@ def _torch_scores(train: np.ndarray, train_sq: np.ndarray, labels: np.ndarray,
     return scores
 
 
-def knn_predict(train_x, train_y, test_x, *, k: int = 20, num_classes: int,
-                threads: int = 1, device: str | torch.device = "cpu",
-                search: str = "auto") -> np.ndarray:
+def knn_predict(
+    train_x,
+    train_y,
+    test_x,
+    *,
+    k: int = 20,
+    num_classes: int,
+    threads: int = 1,
+    device: str | torch.device = "cpu",
+    search: str = "auto",
+) -> np.ndarray:
     """int64 [N_test] predicted class: argmax of :func:`knn_scores`, lowest index on ties."""
-    scores = knn_scores(train_x, train_y, test_x, k=k, num_classes=num_classes, threads=threads,
-                        device=device, search=search)
+    scores = knn_scores(
+        train_x,
+        train_y,
+        test_x,
+        k=k,
+        num_classes=num_classes,
+        threads=threads,
+        device=device,
+        search=search,
+    )
     return np.argmax(scores, axis=1).astype(np.int64)
 
 
@@ -570,8 +626,9 @@ def knn_predict(train_x, train_y, test_x, *, k: int = 20, num_classes: int,
 # metrics and the two-arm evaluation
 
 
-def topk_accuracy(scores: np.ndarray, labels: np.ndarray, ks: Iterable[int] = (1, 5)
-                  ) -> dict[int, float]:
+def topk_accuracy(
+    scores: np.ndarray, labels: np.ndarray, ks: Iterable[int] = (1, 5)
+) -> dict[int, float]:
     """Top-k accuracy in percent (0-100) for each k in ``ks``.
 
     A query counts as a hit if its true label is among the k classes with the highest score,
@@ -597,9 +654,19 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, ks: Iterable[int] = (1
     return out
 
 
-def evaluate_knn(train_x, train_y, test_x, test_y, *, k: int = 20, num_classes: int,
-                 arms: Sequence[str] = ARMS, threads: int = 1,
-                 device: str | torch.device = "cpu", search: str = "auto") -> list[dict]:
+def evaluate_knn(
+    train_x,
+    train_y,
+    test_x,
+    test_y,
+    *,
+    k: int = 20,
+    num_classes: int,
+    arms: Sequence[str] = ARMS,
+    threads: int = 1,
+    device: str | torch.device = "cpu",
+    search: str = "auto",
+) -> list[dict]:
     """kNN top-1/top-5 accuracy for each arm: "raw" features and "bn" (train z-scored).
 
     ``device`` and ``search`` as in :func:`knn_scores` (the z-scoring runs on the CPU).
@@ -627,23 +694,42 @@ def evaluate_knn(train_x, train_y, test_x, test_y, *, k: int = 20, num_classes: 
             tr, te = zscore(train, test)
         else:
             tr, te = train, test
-        scores = knn_scores(tr, train_y, te, k=k, num_classes=num_classes, threads=threads,
-                            device=device, search=search)
+        scores = knn_scores(
+            tr,
+            train_y,
+            te,
+            k=k,
+            num_classes=num_classes,
+            threads=threads,
+            device=device,
+            search=search,
+        )
         acc = topk_accuracy(scores, test_labels, ks=(1, 5))
-        results.append({
-            "arm": arm,
-            "top1": acc[1],
-            "top5": acc[5],
-            "k": k,
-            "n_train": int(train.shape[0]),
-            "n_test": int(test.shape[0]),
-        })
+        results.append(
+            {
+                "arm": arm,
+                "top1": acc[1],
+                "top5": acc[5],
+                "k": k,
+                "n_train": int(train.shape[0]),
+                "n_test": int(test.shape[0]),
+            }
+        )
     return results
 
 
-def run_job(data: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-            outputs: Sequence[str], *, model: str, num_classes: Sequence[int],
-            arms: Sequence[str], settings: dict, threads: int, code: str, log) -> None:
+def run_job(
+    data: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    outputs: Sequence[str],
+    *,
+    model: str,
+    num_classes: Sequence[int],
+    arms: Sequence[str],
+    settings: dict,
+    threads: int,
+    code: str,
+    log,
+) -> None:
     """One knn_probe job: for each (data set, train x, train y, test x, test y) of ``data``
     (``features.labelled_splits``) the arms' accuracies, written to the matching ``outputs``
     file with the job's provenance columns. ``settings``: config section ``knn`` (``k``;
@@ -660,12 +746,25 @@ def run_job(data: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.nda
         device = str(resolve_device(device, "knn.device"))
     device_type = device.split(":")[0]
     if device_type == "cuda":
-        log.info("kNN candidate search on %s (torch matmul + topk, IEEE float32); exact re-rank "
-                 "on the CPU", device)
+        log.info(
+            "kNN candidate search on %s (torch matmul + topk, IEEE float32); exact re-rank "
+            "on the CPU",
+            device,
+        )
     for (dataset, xtr, ytr, xte, yte), classes, out in zip(data, num_classes, outputs, strict=True):
-        rows = evaluate_knn(xtr, ytr, xte, yte, k=k, num_classes=classes, arms=tuple(arms),
-                            threads=threads, device=device)
-        frame = pd.DataFrame(rows).assign(model=model, dataset=dataset, protocol="knn",
-                                          code_version=code, device=device_type)
+        rows = evaluate_knn(
+            xtr,
+            ytr,
+            xte,
+            yte,
+            k=k,
+            num_classes=classes,
+            arms=tuple(arms),
+            threads=threads,
+            device=device,
+        )
+        frame = pd.DataFrame(rows).assign(
+            model=model, dataset=dataset, protocol="knn", code_version=code, device=device_type
+        )
         save_csv(out, frame)
         log.info("%s / %s: %s", model, dataset, frame[["arm", "top1", "top5"]].to_dict("records"))

@@ -77,8 +77,9 @@ class Recipe:
         return cls(**{k: v for k, v in cfg.items() if k in fields})
 
 
-def epoch_batches(n: int, batch_size: int, gen: torch.Generator,
-                  device: str | torch.device | None = None) -> list[torch.Tensor]:
+def epoch_batches(
+    n: int, batch_size: int, gen: torch.Generator, device: str | torch.device | None = None
+) -> list[torch.Tensor]:
     """One epoch of shuffled mini-batch indices; a trailing batch of one sample is dropped.
 
     The permutation is drawn from ``gen`` (a CPU generator) and moved to ``device`` in one copy.
@@ -140,8 +141,9 @@ class LinearHeads(torch.nn.Module):
         self.beta = torch.nn.Parameter(torch.zeros(n_bn, dim))
         self.register_buffer("running_mean", torch.zeros(n_bn, dim))
         self.register_buffer("running_var", torch.ones(n_bn, dim))
-        self.register_buffer("bn_heads", torch.tensor(self.bn_index, dtype=torch.long),
-                             persistent=False)
+        self.register_buffer(
+            "bn_heads", torch.tensor(self.bn_index, dtype=torch.long), persistent=False
+        )
         self.seeds = sorted({spec.seed for spec in heads})
         # per seed group: raw head indices, bn head indices, bn rows (into gamma/beta/running),
         # each a slice or the name of an index buffer
@@ -167,8 +169,10 @@ class LinearHeads(torch.nn.Module):
     @property
     def groups(self) -> list[tuple[slice | torch.Tensor, ...]]:
         """Per seed group: (raw head indices, BN head indices, BN rows), slices or tensors."""
-        return [tuple(getattr(self, i) if isinstance(i, str) else i for i in group)
-                for group in self._groups]
+        return [
+            tuple(getattr(self, i) if isinstance(i, str) else i for i in group)
+            for group in self._groups
+        ]
 
     def _group_logits(self, x: torch.Tensor, raw, bn, rows) -> torch.Tensor:
         """Logits [B, R + G, C] of one seed group (raw heads, then BN heads) from ONE matmul.
@@ -194,9 +198,9 @@ class LinearHeads(torch.nn.Module):
                     self.running_mean[rows] = (
                         self.running_mean[rows] * (1 - BN_MOMENTUM) + BN_MOMENTUM * mean
                     )
-                    self.running_var[rows] = (
-                        self.running_var[rows] * (1 - BN_MOMENTUM) + BN_MOMENTUM * var * n / (n - 1)
-                    )
+                    self.running_var[rows] = self.running_var[rows] * (
+                        1 - BN_MOMENTUM
+                    ) + BN_MOMENTUM * var * n / (n - 1)
                 inv = torch.rsqrt(var + BN_EPS).expand(n_bn, dim)
                 mean = mean.expand(n_bn, dim)
             else:
@@ -224,7 +228,9 @@ class LinearHeads(torch.nn.Module):
         return logits.permute(1, 0, 2)
 
     @torch.no_grad()
-    def clip_and_scale_(self, max_norm: float | None, lrs: torch.Tensor, weight_decay: float) -> None:
+    def clip_and_scale_(
+        self, max_norm: float | None, lrs: torch.Tensor, weight_decay: float
+    ) -> None:
         """Per head: clip the gradient norm (as ``clip_grad_norm_`` on that head's parameters),
         add weight decay, multiply by the head's lr.
 
@@ -239,7 +245,10 @@ class LinearHeads(torch.nn.Module):
         if max_norm is not None:
             coef = torch.clamp(max_norm / (sq.sqrt() + 1e-6), max=1.0)
         for param, factor in (
-            (self.weight, coef), (self.bias, coef), (self.gamma, coef[bn]), (self.beta, coef[bn])
+            (self.weight, coef),
+            (self.bias, coef),
+            (self.gamma, coef[bn]),
+            (self.beta, coef[bn]),
         ):
             if param.numel() == 0:
                 continue
@@ -267,15 +276,18 @@ def evaluate(
     hits1 = torch.zeros(len(model.heads), dtype=torch.long, device=x.device)
     hits5 = torch.zeros(len(model.heads), dtype=torch.long, device=x.device)
     for start in range(0, len(x), chunk):
-        xb = x[start:start + chunk]
+        xb = x[start : start + chunk]
         logits = model([xb] * len(model.groups))
-        yb = y[start:start + chunk]
+        yb = y[start : start + chunk]
         hits1 += topk_hits(logits, yb, 1)
         if num_classes > 5:
             hits5 += topk_hits(logits, yb, 5)
     top1 = hits1.cpu().double().numpy() * 100 / len(x)
-    top5 = (hits5.cpu().double().numpy() * 100 / len(x) if num_classes > 5
-            else np.full(len(model.heads), np.nan))
+    top5 = (
+        hits5.cpu().double().numpy() * 100 / len(x)
+        if num_classes > 5
+        else np.full(len(model.heads), np.nan)
+    )
     return top1, top5
 
 
@@ -312,7 +324,14 @@ def train_heads(
     device = torch.device(device)
     xtr, xte, ytr, yte = (t.to(device) for t in (xtr, xte, ytr, yte))  # no copy on the CPU
     return fit_heads(
-        lambda idx: xtr[idx], lambda: xte, ytr, yte, xtr.shape[1], num_classes, heads, recipe,
+        lambda idx: xtr[idx],
+        lambda: xte,
+        ytr,
+        yte,
+        xtr.shape[1],
+        num_classes,
+        heads,
+        recipe,
         device=device,
     )
 
@@ -344,7 +363,9 @@ def fit_heads(
     lrs = torch.tensor(head_lrs, device=device)
     # lr 1: each head's own lr (and weight decay) is applied to its gradient by clip_and_scale_.
     optimizer = torch.optim.SGD(
-        [model.weight, model.bias, model.gamma, model.beta], lr=1.0, momentum=recipe.momentum,
+        [model.weight, model.bias, model.gamma, model.beta],
+        lr=1.0,
+        momentum=recipe.momentum,
         weight_decay=0.0,
     )
     scheduler = warmup_cosine_epochs(optimizer, recipe.epochs, recipe.warmup_epochs)
@@ -357,17 +378,19 @@ def fit_heads(
     started = time.perf_counter()
     for epoch in range(recipe.epochs):
         model.train()
-        per_seed = [epoch_batches(len(ytr), recipe.batch_size, data_gens[s], device)
-                    for s in seeds]
+        per_seed = [epoch_batches(len(ytr), recipe.batch_size, data_gens[s], device) for s in seeds]
         for step in range(len(per_seed[0])):
             batch_idx = [per_seed[i][step] for i in range(len(seeds))]
             xs = [train_batch(idx) for idx in batch_idx]  # one batch per seed group
             yb = torch.stack([ytr[idx] for idx in batch_idx])[head_seed_pos]  # [H, B]
             logits = model(xs)
             # Sum of per-head mean losses: each head's gradient is its own loss's gradient.
-            loss = F.cross_entropy(
-                logits.reshape(-1, num_classes), yb.reshape(-1), reduction="none"
-            ).view(len(heads), -1).mean(1).sum()
+            loss = (
+                F.cross_entropy(logits.reshape(-1, num_classes), yb.reshape(-1), reduction="none")
+                .view(len(heads), -1)
+                .mean(1)
+                .sum()
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             model.clip_and_scale_(recipe.grad_clip, lrs, recipe.weight_decay)
@@ -380,30 +403,54 @@ def fit_heads(
         best_epoch = np.where(improved, epoch, best_epoch)
         if epoch % 10 == 0 or epoch == recipe.epochs - 1:
             log.info(
-                "epoch %d/%d: top1 %s (%.1f s)", epoch + 1, recipe.epochs,
-                " ".join(f"{v:.1f}" for v in top1), time.perf_counter() - started,
+                "epoch %d/%d: top1 %s (%.1f s)",
+                epoch + 1,
+                recipe.epochs,
+                " ".join(f"{v:.1f}" for v in top1),
+                time.perf_counter() - started,
             )
     results = []
     for h, spec in enumerate(heads):
-        results.append({
-            "arm": spec.arm, "base_lr": spec.base_lr, "lr": head_lrs[h], "seed": spec.seed,
-            "top1": float(top1[h]), "top5": float(top5[h]),
-            "top1_best": float(best1[h]), "top5_best": float(best5[h]),
-            "best_epoch": int(best_epoch[h]) + 1, "epochs": recipe.epochs,
-            "batch_size": recipe.batch_size, "n_train": len(ytr), "n_test": len(yte),
-        })
+        results.append(
+            {
+                "arm": spec.arm,
+                "base_lr": spec.base_lr,
+                "lr": head_lrs[h],
+                "seed": spec.seed,
+                "top1": float(top1[h]),
+                "top5": float(top5[h]),
+                "top1_best": float(best1[h]),
+                "top5_best": float(best5[h]),
+                "best_epoch": int(best_epoch[h]) + 1,
+                "epochs": recipe.epochs,
+                "batch_size": recipe.batch_size,
+                "n_train": len(ytr),
+                "n_test": len(yte),
+            }
+        )
     return results, model
 
 
 def head_grid(arms, cfg: dict) -> list[HeadSpec]:
     """The heads of a probe job: every arm x base lr x seed of the ``linear`` section, in
     that order (the order of the result rows)."""
-    return [HeadSpec(arm, lr, seed) for arm in arms for lr in cfg["base_lrs"]
-            for seed in cfg["seeds"]]
+    return [
+        HeadSpec(arm, lr, seed) for arm in arms for lr in cfg["base_lrs"] for seed in cfg["seeds"]
+    ]
 
 
-def run_job(data, outputs, *, model: str, num_classes, arms, settings: dict, threads: int,
-            code: str, log: logging.Logger) -> None:
+def run_job(
+    data,
+    outputs,
+    *,
+    model: str,
+    num_classes,
+    arms,
+    settings: dict,
+    threads: int,
+    code: str,
+    log: logging.Logger,
+) -> None:
     """One linear_probe job: for each (data set, train x, train y, test x, test y) of ``data``
     (``features.labelled_splits``) all heads of ``head_grid(arms, settings)`` trained on
     ``settings["device"]`` (config section ``linear``; ``auto`` = CUDA when visible) with
@@ -421,8 +468,13 @@ def run_job(data, outputs, *, model: str, num_classes, arms, settings: dict, thr
     heads, recipe = head_grid(arms, cfg), Recipe.from_config(cfg)
     for (dataset, xtr, ytr, xte, yte), classes, out in zip(data, num_classes, outputs, strict=True):
         results, _ = train_heads(xtr, ytr, xte, yte, classes, heads, recipe, device=device)
-        frame = pd.DataFrame(results).assign(model=model, dataset=dataset, protocol="linear",
-                                             code_version=code, device=device.type)
+        frame = pd.DataFrame(results).assign(
+            model=model, dataset=dataset, protocol="linear", code_version=code, device=device.type
+        )
         save_csv(out, frame)
-        log.info("%s / %s: %s", model, dataset,
-                 frame[["arm", "base_lr", "seed", "top1"]].to_dict("records"))
+        log.info(
+            "%s / %s: %s",
+            model,
+            dataset,
+            frame[["arm", "base_lr", "seed", "top1"]].to_dict("records"),
+        )

@@ -50,10 +50,12 @@ def train_online(
 
     @torch.no_grad()
     def embed(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([
-            backbone(normalize(x[i:i + batch_size_eval], mean, std))
-            for i in range(0, len(x), batch_size_eval)
-        ]).float()
+        return torch.cat(
+            [
+                backbone(normalize(x[i : i + batch_size_eval], mean, std))
+                for i in range(0, len(x), batch_size_eval)
+            ]
+        ).float()
 
     def train_batch(idx: torch.Tensor) -> torch.Tensor:
         backbone.train(authors_drift)
@@ -74,16 +76,34 @@ def train_online(
         dim = backbone(normalize(x_train[:2], mean, std)).shape[1]
     ytr = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
     yte = torch.as_tensor(np.asarray(test_labels), dtype=torch.long)
-    results, model = fit_heads(train_batch, test_features, ytr, yte, dim, num_classes, heads, recipe)
+    results, model = fit_heads(
+        train_batch, test_features, ytr, yte, dim, num_classes, heads, recipe
+    )
     backbone.eval()
     for row in results:
         row["authors_drift"] = authors_drift
     return results, model
 
 
-def run_job(weights: str, outputs, *, model: dict, datasets, train_images, train_labels,
-            test_images, test_labels, num_classes, arms, cfg: dict, online: dict, mean, std,
-            code: str, log) -> None:
+def run_job(
+    weights: str,
+    outputs,
+    *,
+    model: dict,
+    datasets,
+    train_images,
+    train_labels,
+    test_images,
+    test_labels,
+    num_classes,
+    arms,
+    cfg: dict,
+    online: dict,
+    mean,
+    std,
+    code: str,
+    log,
+) -> None:
     """One linear_online job: for each data set (in order, with its image and label arrays and
     output file at the same position) the heads of ``linear.head_grid(arms, cfg)`` trained on
     online features of a freshly loaded backbone (``model``: the row's backbone columns),
@@ -95,16 +115,34 @@ def run_job(weights: str, outputs, *, model: dict, datasets, train_images, train
     from workflow_scripts.linear import head_grid
 
     heads, recipe = head_grid(arms, cfg), Recipe.from_config(cfg)
-    for dataset, *paths, classes, out in zip(datasets, train_images, train_labels, test_images,
-                                             test_labels, num_classes, outputs, strict=True):
+    for dataset, *paths, classes, out in zip(
+        datasets,
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        num_classes,
+        outputs,
+        strict=True,
+    ):
         backbone = load_backbone(weights, model["arch"], model["embedding"])
         results, _ = train_online(
-            backbone, *(np.load(path) for path in paths), num_classes=classes, heads=heads,
-            recipe=recipe, mean=mean, std=std, seed=online["seed"],
+            backbone,
+            *(np.load(path) for path in paths),
+            num_classes=classes,
+            heads=heads,
+            recipe=recipe,
+            mean=mean,
+            std=std,
+            seed=online["seed"],
             authors_drift=online["authors_drift"],
         )
-        frame = pd.DataFrame(results).assign(model=model["key"], dataset=dataset,
-                                             protocol="linear_online", code_version=code,
-                                             device="cpu")  # train_online runs on the CPU
+        frame = pd.DataFrame(results).assign(
+            model=model["key"],
+            dataset=dataset,
+            protocol="linear_online",
+            code_version=code,
+            device="cpu",
+        )  # train_online runs on the CPU
         save_csv(out, frame)
         log.info("%s / %s: %s", model["key"], dataset, frame[["arm", "top1"]].to_dict("records"))

@@ -62,20 +62,24 @@ class Plan:
         self.arms = config["arms"]
         protocols = config["protocols"]
         fewshot = config["fewshot"]
-        self.frozen_protocols = [
-            p for p in protocols if registry.PROTOCOLS[p]["kind"] == "frozen"]
+        self.frozen_protocols = [p for p in protocols if registry.PROTOCOLS[p]["kind"] == "frozen"]
         # label-free proxies of the cached train features (results/tables/proxies.csv)
         self.proxies = "proxies" in protocols
         self.percents = [f"{p:g}" for p in fewshot["percents"]]
         # trained protocols run on the in-domain set only: finetune, fewshot<pct> per size
         self.trained_protocols = [
-            name for name in registry.protocol_names(protocols, fewshot["percents"])
-            if registry.PROTOCOLS[registry.protocol_entry(name)[0]]["kind"] == "trained"]
+            name
+            for name in registry.protocol_names(protocols, fewshot["percents"])
+            if registry.PROTOCOLS[registry.protocol_entry(name)[0]]["kind"] == "trained"
+        ]
         # few-shot subsets: the configured seed (the authors' 42) plus optional extra subset
         # seeds, whose runs give a mean and sd per (model, protocol, arm)
         self.fewshot_seeds = [fewshot["seed"], *fewshot["extra_seeds"]]
-        fewshot_runs = ([(pct, seed) for pct in self.percents for seed in self.fewshot_seeds]
-                        if "fewshot" in protocols else [])
+        fewshot_runs = (
+            [(pct, seed) for pct in self.percents for seed in self.fewshot_seeds]
+            if "fewshot" in protocols
+            else []
+        )
         # Fine-tuning runs: 'finetune' on the whole train split, 'fewshot<pct>' on the
         # configured subset seed's subset, 'fewshot<pct>_seed<s>' on an extra seed's. Each
         # (run, arm) is one job (one GPU queue entry with its own resume state), or with
@@ -100,19 +104,24 @@ class Plan:
         # the zoo: rows pre-trained by the workflow vs downloaded checkpoints
         self.demo_models = [m for m in self.models if study.model(m)["source"] == "demo"]
         self.checkpoint_models = [
-            m for m in self.models if study.model(m)["source"] == "checkpoint"]
+            m for m in self.models if study.model(m)["source"] == "checkpoint"
+        ]
         self.download_settings = {
-            k: config["checkpoints"][k] for k in ("retries", "backoff", "timeout")}
+            k: config["checkpoints"][k] for k in ("retries", "backoff", "timeout")
+        }
         # probes on cached features: one generated rule each (rules/probes.smk)
         self.feature_probes = {
-            name: entry["probe"] for name, entry in registry.PROTOCOLS.items() if "probe" in entry}
+            name: entry["probe"] for name, entry in registry.PROTOCOLS.items() if "probe" in entry
+        }
         # published ImageNet linear numbers in the model table: T1 and F8 compare them
         published = study.models.get("published_linear")
         self.published = published is not None and bool(published.notna().any())
         # the figures the study has something to show for (registry.FIGURES "requires")
         self.figures = [
-            name for name, entry in registry.FIGURES.items()
-            if entry.get("requires", lambda config, models: True)(config, study.models)]
+            name
+            for name, entry in registry.FIGURES.items()
+            if entry.get("requires", lambda config, models: True)(config, study.models)
+        ]
 
     # ----------------------------------------------------------------------------------------
     # data sets and splits
@@ -179,15 +188,17 @@ class Plan:
     def per_job_pairs(self, pattern) -> list[str]:
         """Outputs of a feature-extraction job, in the order of job_pairs()."""
         datasets = self.datasets if self.batch_datasets else ["{dataset}"]
-        return [pattern.replace("{dataset}", d).replace("{split}", s)
-                for d in datasets for s in SPLITS]
+        return [
+            pattern.replace("{dataset}", d).replace("{split}", s) for d in datasets for s in SPLITS
+        ]
 
     def probe_settings(self, protocol) -> dict:
         """A feature probe's params: its config section without the keys that change no row
         (registry.PROBE_RUN_TIME_KEYS), sorted (Snakemake compares params in key order)."""
         section = self.config[protocol]
         return canonical(
-            {k: v for k, v in section.items() if k not in registry.PROBE_RUN_TIME_KEYS})
+            {k: v for k, v in section.items() if k not in registry.PROBE_RUN_TIME_KEYS}
+        )
 
     def section(self, name, leave_out=()) -> dict:
         """A config section as a param: keys sorted (:func:`canonical`), ``leave_out`` keys
@@ -199,8 +210,10 @@ class Plan:
 
     def features_of(self, split):
         def inputs(wildcards):
-            return [f"results/features/{wildcards.model}/{d}/{split}.npy"
-                    for d in self.job_datasets(wildcards)]
+            return [
+                f"results/features/{wildcards.model}/{d}/{split}.npy"
+                for d in self.job_datasets(wildcards)
+            ]
 
         return inputs
 
@@ -220,8 +233,11 @@ class Plan:
 
     def job_images(self, wildcards) -> int:
         """Train + test images of the data sets a job covers (0 where the table has none)."""
-        return sum(int(self.study.dataset(d)[split] or 0)
-                   for d in self.job_datasets(wildcards) for split in ("n_train", "n_test"))
+        return sum(
+            int(self.study.dataset(d)[split] or 0)
+            for d in self.job_datasets(wildcards)
+            for split in ("n_train", "n_test")
+        )
 
     def mem_mb_features(self, copies, base_mb):
         """Memory (MB) of a job holding ``copies`` float32 N x D feature arrays of its data
@@ -291,17 +307,24 @@ class Plan:
         if self.batch_runs:
             if pattern.startswith(("logs/", "results/benchmarks/")):
                 return pattern.replace("{model}/{run}/{arm}", "{model}")
-            return expand(pattern, run=list(self.trained_runs), arm=self.arms,
-                          allow_missing=True)
+            return expand(pattern, run=list(self.trained_runs), arm=self.arms, allow_missing=True)
         return pattern
 
     def job_runs(self, wildcards) -> list[dict]:
         """The (run, arm) units of a fine-tuning job, in output order, as plain dicts."""
-        units = ([(r, a) for r in self.trained_runs for a in self.arms] if self.batch_runs
-                 else [(wildcards.run, wildcards.arm)])
+        units = (
+            [(r, a) for r in self.trained_runs for a in self.arms]
+            if self.batch_runs
+            else [(wildcards.run, wildcards.arm)]
+        )
         return [
-            {"run": run, "arm": arm, "protocol": protocol, "subset_seed": seed,
-             "split": None if pct is None else self.fewshot_split_path(pct, seed)}
+            {
+                "run": run,
+                "arm": arm,
+                "protocol": protocol,
+                "subset_seed": seed,
+                "split": None if pct is None else self.fewshot_split_path(pct, seed),
+            }
             for run, arm in units
             for protocol, pct, seed in [self.trained_runs[run]]
         ]
@@ -318,14 +341,18 @@ class Plan:
         for unit in self.job_runs(wildcards):
             section = "fewshot" if unit["protocol"].startswith("fewshot") else "finetune"
             recipes[unit["protocol"]] = {
-                k: v for k, v in self.config[section].items() if k not in RUN_TIME_KEYS}
+                k: v for k, v in self.config[section].items() if k not in RUN_TIME_KEYS
+            }
         return canonical(recipes)
 
     def trained_outputs(self, protocol, model) -> list[str]:
         """The per-(run, arm) result files of one trained protocol of a model."""
-        return [f"results/trained/{model}/{run}/{arm}.csv"
-                for run, (p, _, _) in self.trained_runs.items() if p == protocol
-                for arm in self.arms]
+        return [
+            f"results/trained/{model}/{run}/{arm}.csv"
+            for run, (p, _, _) in self.trained_runs.items()
+            if p == protocol
+            for arm in self.arms
+        ]
 
     def gathered_inputs(self, model) -> list[list[str]]:
         """The per-(run, arm) files of each trained protocol of a model, in trained_protocols
@@ -337,8 +364,9 @@ class Plan:
         inputs)."""
         if not self.batch_runs:
             return []
-        return [f"results/probes/{p}/{{model}}/{self.id_dataset}.csv"
-                for p in self.trained_protocols]
+        return [
+            f"results/probes/{p}/{{model}}/{self.id_dataset}.csv" for p in self.trained_protocols
+        ]
 
     # ----------------------------------------------------------------------------------------
     # pre-training and checkpoints
@@ -368,12 +396,18 @@ class Plan:
 
     def probe_results(self) -> list[str]:
         """Every per-job result file the accuracy table collects."""
-        frozen = expand("results/probes/{protocol}/{model}/{dataset}.csv",
-                        protocol=self.frozen_protocols, model=self.models,
-                        dataset=self.datasets)
-        trained = expand("results/probes/{protocol}/{model}/{dataset}.csv",
-                         protocol=self.trained_protocols, model=self.models,
-                         dataset=self.id_dataset)
+        frozen = expand(
+            "results/probes/{protocol}/{model}/{dataset}.csv",
+            protocol=self.frozen_protocols,
+            model=self.models,
+            dataset=self.datasets,
+        )
+        trained = expand(
+            "results/probes/{protocol}/{model}/{dataset}.csv",
+            protocol=self.trained_protocols,
+            model=self.models,
+            dataset=self.id_dataset,
+        )
         return frozen + trained
 
     def proxy_results(self) -> list[str]:
@@ -381,8 +415,9 @@ class Plan:
         protocol)."""
         if not self.proxies:
             return []
-        return expand("results/probes/proxies/{model}/{dataset}.csv", model=self.models,
-                      dataset=self.datasets)
+        return expand(
+            "results/probes/proxies/{model}/{dataset}.csv", model=self.models, dataset=self.datasets
+        )
 
     def stage_outputs(self) -> list[str]:
         """Every file the tables are built from, stage by stage (data, labels, weights, cached
@@ -391,18 +426,26 @@ class Plan:
         killed rerun deletes its outputs, and the next run would then report success over
         stale tables. As targets, a missing one is rebuilt and whatever it changes downstream
         reruns."""
-        features = expand("results/features/{model}/{dataset}/{split}.npy",
-                          model=self.models, dataset=self.datasets, split=SPLITS)
+        features = expand(
+            "results/features/{model}/{dataset}/{split}.npy",
+            model=self.models,
+            dataset=self.datasets,
+            split=SPLITS,
+        )
         return [
             *[self.images_of(d, s) for d in self.datasets for s in SPLITS],
-            *expand("results/labels/{dataset}/{split}.npy", dataset=self.datasets,
-                    split=SPLITS),
-            *expand("results/checkpoints/{model}.{ext}", model=self.models,
-                    ext=["safetensors", "json"]),
+            *expand("results/labels/{dataset}/{split}.npy", dataset=self.datasets, split=SPLITS),
+            *expand(
+                "results/checkpoints/{model}.{ext}", model=self.models, ext=["safetensors", "json"]
+            ),
             *(features if self.frozen_protocols or self.proxies else []),
             *self.proxy_results(),
-            *[f for p in self.trained_protocols for m in self.models
-              for f in self.trained_outputs(p, m)],
+            *[
+                f
+                for p in self.trained_protocols
+                for m in self.models
+                for f in self.trained_outputs(p, m)
+            ],
             *self.probe_results(),
         ]
 
@@ -413,8 +456,10 @@ class Plan:
             "results/tables/correlations.csv",
             *(["results/tables/proxies.csv"] if self.proxies else []),
             *expand("results/tables/{table}.{ext}", table=TABLES, ext=["csv", "html"]),
-            *[self.fewshot_split_path(pct, seed)
-              for pct in self.percents for seed in self.fewshot_seeds],
-            *expand("results/figures/{figure}.{ext}", figure=self.figures,
-                    ext=["png", "pdf"]),
+            *[
+                self.fewshot_split_path(pct, seed)
+                for pct in self.percents
+                for seed in self.fewshot_seeds
+            ],
+            *expand("results/figures/{figure}.{ext}", figure=self.figures, ext=["png", "pdf"]),
         ]

@@ -28,8 +28,10 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 
 def check(precision: str, key: str) -> str:
     if precision not in PRECISIONS:
-        raise ValueError(f"config key '{key}': unknown precision '{precision}' "
-                         f"(expected one of {', '.join(PRECISIONS)})")
+        raise ValueError(
+            f"config key '{key}': unknown precision '{precision}' "
+            f"(expected one of {', '.join(PRECISIONS)})"
+        )
     return precision
 
 

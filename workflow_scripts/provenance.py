@@ -74,8 +74,11 @@ def _strip_docstrings(source: str, filename: str) -> ast.Module:
     for node in ast.walk(tree):
         if isinstance(node, _DOCUMENTED) and node.body:
             first = node.body[0]
-            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-                    and isinstance(first.value.value, str)):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 node.body = node.body[1:] or [ast.Pass()]
     return tree
 
@@ -103,12 +106,17 @@ def _registry_names(paths) -> set[str] | None:
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module == f"{PACKAGE}.registry":
                 names.update(alias.name for alias in node.names)
-            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                  and node.value.id == "registry"):
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "registry"
+            ):
                 names.add(node.attr)
                 attribute_bases.add(id(node.value))
-        if any(isinstance(node, ast.Name) and node.id == "registry"
-               and id(node) not in attribute_bases for node in ast.walk(tree)):
+        if any(
+            isinstance(node, ast.Name) and node.id == "registry" and id(node) not in attribute_bases
+            for node in ast.walk(tree)
+        ):
             return None
     return names
 
@@ -132,8 +140,11 @@ def _entries(source: str, filename: str, names: set[str]) -> str:
         if i in keep:
             continue
         keep.add(i)
-        todo += [defines[n.id] for n in ast.walk(tree.body[i])
-                 if isinstance(n, ast.Name) and n.id in defines]
+        todo += [
+            defines[n.id]
+            for n in ast.walk(tree.body[i])
+            if isinstance(n, ast.Name) and n.id in defines
+        ]
     tree.body = [stmt for i, stmt in enumerate(tree.body) if i in keep]
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
@@ -162,13 +173,20 @@ def _git_commit(root: Path) -> dict | None:
     import subprocess
 
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=30)
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if head.returncode != 0:
             return None
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
-                                 "--untracked-files=no"], capture_output=True, text=True,
-                                timeout=30)
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": head.stdout.strip(), "modified": bool(status.stdout.strip())}
@@ -197,8 +215,9 @@ def pinned_versions(requirements: Path) -> dict[str, dict[str, str | None]]:
     return out
 
 
-def run_manifest(config: dict, tables: dict[str, Path], devices: dict[str, list[str]],
-                 root: Path = ROOT) -> dict:
+def run_manifest(
+    config: dict, tables: dict[str, Path], devices: dict[str, list[str]], root: Path = ROOT
+) -> dict:
     """What made a results table: code (git commit, or None), the pinned packages as installed,
     Snakemake and Python, the configuration (sha256 of its sorted JSON, defaults included),
     the model and data set tables (sha256 of the files), the devices each protocol ran on and
@@ -216,7 +235,8 @@ def run_manifest(config: dict, tables: dict[str, Path], devices: dict[str, list[
         "snakemake": metadata.version("snakemake"),
         "packages": pinned_versions(root / "requirements.txt"),
         "config_sha256": hashlib.sha256(canonical.encode()).hexdigest(),
-        "tables": {name: {"path": str(path), "sha256": _sha256(path)}
-                   for name, path in tables.items()},
+        "tables": {
+            name: {"path": str(path), "sha256": _sha256(path)} for name, path in tables.items()
+        },
         "devices": devices,
     }

@@ -256,8 +256,14 @@ def _logme_terms(alpha, beta, t):
 def _logme_evidence(alpha, beta, t, n, d) -> float:
     _, m2, res2, logdet_k = _logme_terms(alpha, beta, t)
     logdet = logdet_k + (d - t["sigma"].size) * math.log(alpha)
-    return (n / 2 * math.log(beta) + d / 2 * math.log(alpha) - n / 2 * math.log(2 * math.pi)
-            - beta / 2 * res2 - alpha / 2 * m2 - logdet / 2)
+    return (
+        n / 2 * math.log(beta)
+        + d / 2 * math.log(alpha)
+        - n / 2 * math.log(2 * math.pi)
+        - beta / 2 * res2
+        - alpha / 2 * m2
+        - logdet / 2
+    )
 
 
 def _logme_targets(s, v, u, xtf, f2, utf=None):
@@ -281,11 +287,14 @@ def _logme_fixed_point(t, n, d) -> tuple[float, float, float]:
         for _ in range(LOGME_MAX_ITER):
             gamma, m2, res2, _ = _logme_terms(alpha, beta, t)
             new_alpha, new_beta = gamma / m2, (n - gamma) / res2
-            if not (np.isfinite(new_alpha) and np.isfinite(new_beta)
-                    and new_alpha > 0 and new_beta > 0):
+            if not (
+                np.isfinite(new_alpha) and np.isfinite(new_beta) and new_alpha > 0 and new_beta > 0
+            ):
                 return math.nan, math.nan, math.nan
-            done = (abs(new_alpha - alpha) / alpha < LOGME_TOL
-                    and abs(new_beta - beta) / beta < LOGME_TOL)
+            done = (
+                abs(new_alpha - alpha) / alpha < LOGME_TOL
+                and abs(new_beta - beta) / beta < LOGME_TOL
+            )
             alpha, beta = new_alpha, new_beta
             if done:
                 break
@@ -401,8 +410,9 @@ def _nc1_from_groups(x, groups) -> float:
 # all proxies
 
 
-def compute(x, y, *, max_samples: int, seed: int, arms: Sequence[str] = ARMS
-            ) -> tuple[list[dict], np.ndarray]:
+def compute(
+    x, y, *, max_samples: int, seed: int, arms: Sequence[str] = ARMS
+) -> tuple[list[dict], np.ndarray]:
     """Every proxy of :data:`PROXIES` on each arm, on one seeded subsample of the rows.
 
     ``x``: N x D features (any float dtype, memmap fine: only the subsample is read), ``y``: N
@@ -441,19 +451,41 @@ def compute(x, y, *, max_samples: int, seed: int, arms: Sequence[str] = ARMS
         del gc
         rm = _rankme_from_singular_values(dec[0])
         groups = _class_sums(a, ys)
-        values = {"rankme": (rm, math.nan), "rankme_d": (rm / d, math.nan),
-                  "alpha_req": (alpha, r2),
-                  "logme": (_logme_from_decomposition(a, ys, dec, groups), math.nan),
-                  "nc1": (_nc1_from_groups(a, groups), math.nan)}
+        values = {
+            "rankme": (rm, math.nan),
+            "rankme_d": (rm / d, math.nan),
+            "alpha_req": (alpha, r2),
+            "logme": (_logme_from_decomposition(a, ys, dec, groups), math.nan),
+            "nc1": (_nc1_from_groups(a, groups), math.nan),
+        }
         del dec
-        rows += [{"proxy": p, "arm": arm, "value": float(values[p][0]), "r2": float(values[p][1]),
-                  "n_samples": int(idx.size), "seed": int(seed), "indices_sha256": digest}
-                 for p in PROXIES]
+        rows += [
+            {
+                "proxy": p,
+                "arm": arm,
+                "value": float(values[p][0]),
+                "r2": float(values[p][1]),
+                "n_samples": int(idx.size),
+                "seed": int(seed),
+                "indices_sha256": digest,
+            }
+            for p in PROXIES
+        ]
     return rows, idx
 
 
-def run_job(data, outputs: Sequence[str], *, model: str, num_classes, arms, settings: dict,
-            threads: int, code: str, log) -> None:
+def run_job(
+    data,
+    outputs: Sequence[str],
+    *,
+    model: str,
+    num_classes,
+    arms,
+    settings: dict,
+    threads: int,
+    code: str,
+    log,
+) -> None:
     """One proxies job (the feature-probe interface, see registry.PROTOCOLS["proxies"]): for
     each (data set, train x, train y, test x, test y) of ``data`` the proxies of the *train*
     features on the subsample of ``settings`` (config section ``proxies``: max_samples, seed),
@@ -463,14 +495,26 @@ def run_job(data, outputs: Sequence[str], *, model: str, num_classes, arms, sett
 
     from workflow_scripts.io import save_csv
 
-    columns = ["model", "dataset", "split", "proxy", "arm", "value", "n_samples", "seed", "r2",
-               "indices_sha256", "code_version"]
+    columns = [
+        "model",
+        "dataset",
+        "split",
+        "proxy",
+        "arm",
+        "value",
+        "n_samples",
+        "seed",
+        "r2",
+        "indices_sha256",
+        "code_version",
+    ]
     for (dataset, xtr, ytr, _, _), classes, out in zip(data, num_classes, outputs, strict=True):
         _as_labels(ytr, len(ytr), classes)  # labels within the data set's classes
-        rows, _ = compute(xtr, ytr, max_samples=settings["max_samples"], seed=settings["seed"],
-                          arms=arms)
-        frame = pd.DataFrame(rows).assign(model=model, dataset=dataset, split="train",
-                                          code_version=code)[columns]
+        rows, _ = compute(
+            xtr, ytr, max_samples=settings["max_samples"], seed=settings["seed"], arms=arms
+        )
+        frame = pd.DataFrame(rows).assign(
+            model=model, dataset=dataset, split="train", code_version=code
+        )[columns]
         save_csv(out, frame)
-        log.info("%s / %s: %s", model, dataset,
-                 frame[["proxy", "arm", "value"]].to_dict("records"))
+        log.info("%s / %s: %s", model, dataset, frame[["proxy", "arm", "value"]].to_dict("records"))

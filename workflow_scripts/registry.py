@@ -13,24 +13,39 @@ ARCHS: dict[str, dict] = {
     # Demo backbones (shared/spec/demo.md): a ResNet-10 of torchvision BasicBlocks with widths
     # 16/32/64/128 and a 3x3 stride-2 stem; a timm ViT with patch 8, dim 64, depth 4, 2 heads.
     "resnet10_tiny": {
-        "family": "resnet", "img_size": 32, "dim": 128, "embeddings": ("avgpool",),
+        "family": "resnet",
+        "img_size": 32,
+        "dim": 128,
+        "embeddings": ("avgpool",),
         "builder": "tiny_resnet",
     },
     "vit_tiny_p8": {
-        "family": "vit", "img_size": 32, "dim": 64, "embeddings": ("cls", "mean_patch"),
+        "family": "vit",
+        "img_size": 32,
+        "dim": 64,
+        "embeddings": ("cls", "mean_patch"),
         "builder": "tiny_vit",
     },
     # The paper's backbones.
     "resnet50": {
-        "family": "resnet", "img_size": 224, "dim": 2048, "embeddings": ("avgpool",),
+        "family": "resnet",
+        "img_size": 224,
+        "dim": 2048,
+        "embeddings": ("avgpool",),
         "builder": "torchvision_resnet50",
     },
     "vit_base_patch16_224": {
-        "family": "vit", "img_size": 224, "dim": 768, "embeddings": ("cls", "mean_patch"),
+        "family": "vit",
+        "img_size": 224,
+        "dim": 768,
+        "embeddings": ("cls", "mean_patch"),
         "builder": "timm_vit",
     },
     "beitv2_base_patch16_224": {
-        "family": "vit", "img_size": 224, "dim": 768, "embeddings": ("mean_patch",),
+        "family": "vit",
+        "img_size": 224,
+        "dim": 768,
+        "embeddings": ("mean_patch",),
         "builder": "timm_beit",
     },
 }
@@ -70,22 +85,29 @@ SPLITS = ("train", "test")
 # memory as (feature-array copies, MB on top). The other protocols have their own rules.
 PROTOCOLS: dict[str, dict] = {
     "knn": {
-        "kind": "frozen", "label": "kNN", "rows": "single",
+        "kind": "frozen",
+        "label": "kNN",
+        "rows": "single",
         "probe": {"rule": "knn_probe", "module": "knn", "mem_mb": (3, 1000)},
     },
     "linear": {
-        "kind": "frozen", "label": "linear", "rows": "linear_heads",
+        "kind": "frozen",
+        "label": "linear",
+        "rows": "linear_heads",
         "probe": {"rule": "linear_probe", "module": "linear", "mem_mb": (3, 1500)},
     },
     "linear_online": {"kind": "frozen", "label": "linear (online)", "rows": "linear_heads"},
     "finetune": {"kind": "trained", "label": "fine-tune", "rows": "subset_seeds"},
     "fewshot": {
-        "kind": "trained", "label": "few-shot {pct}%", "rows": "subset_seeds",
+        "kind": "trained",
+        "label": "few-shot {pct}%",
+        "rows": "subset_seeds",
         "per_percent": True,
     },
     # not an accuracy: the measures of registry.PROXIES (results/tables/proxies.csv)
     "proxies": {
-        "kind": "proxy", "label": "proxies",
+        "kind": "proxy",
+        "label": "proxies",
         # the job's train and test features once, plus float64 copies of the <= 25,600-row
         # subsample (~1.7 GB at D = 2048)
         "probe": {"rule": "proxies", "module": "proxies", "mem_mb": (1, 2500)},
@@ -133,7 +155,7 @@ def protocol_entry(name: str) -> tuple[str | None, float | None]:
     for key, entry in PROTOCOLS.items():
         if entry.get("per_percent") and name.startswith(key):
             try:
-                return key, float(name[len(key):])
+                return key, float(name[len(key) :])
             except ValueError:
                 pass
     return None, None
@@ -190,21 +212,35 @@ FIGURES: dict[str, dict] = {
     "f1_id_protocols": {"key": "f1", "plot": "plot_f1", "inputs": ("correlations",)},
     "f2_id_vs_ood": {"key": "f2", "plot": "plot_f2", "inputs": ("correlations",)},
     "f3_scatter": {
-        "key": "f3", "plot": "plot_f3", "inputs": ("accuracy",), "arm_options": ("x_arm", "y_arm"),
+        "key": "f3",
+        "plot": "plot_f3",
+        "inputs": ("accuracy",),
+        "arm_options": ("x_arm", "y_arm"),
     },
     "f4_bn_effect": {
-        "key": "f4", "plot": "plot_f4", "inputs": ("accuracy", "correlations"),
+        "key": "f4",
+        "plot": "plot_f4",
+        "inputs": ("accuracy", "correlations"),
         "requires": _both_arms,
     },
     "f5_shift_groups": {"key": "f5", "plot": "plot_f5", "inputs": ("correlations",)},
     "f6_paradigm_backbone": {
-        "key": "f6", "plot": "plot_f6", "inputs": ("accuracy",), "arm_options": ("arm",),
+        "key": "f6",
+        "plot": "plot_f6",
+        "inputs": ("accuracy",),
+        "arm_options": ("arm",),
         "requires": _paradigm_or_backbone_pairs,
     },
     "f7_proxies": {
-        "key": "f7", "plot": "plot_f7", "inputs": ("correlations",), "requires": _proxies,
+        "key": "f7",
+        "plot": "plot_f7",
+        "inputs": ("correlations",),
+        "requires": _proxies,
     },
     "f8_published": {
-        "key": "f8", "plot": "plot_f8", "inputs": ("models",), "requires": _published,
+        "key": "f8",
+        "plot": "plot_f8",
+        "inputs": ("models",),
+        "requires": _published,
     },
 }

@@ -15,9 +15,27 @@ import pandas as pd
 from workflow_scripts import registry
 
 COLUMNS = [
-    "model", "method", "backbone", "arch", "paradigm", "dataset", "domain", "shift_group",
-    "protocol", "arm", "top1", "top5", "top1_sd", "n_seeds", "seed", "epochs", "report", "k",
-    "n_train", "n_test", "code_version",
+    "model",
+    "method",
+    "backbone",
+    "arch",
+    "paradigm",
+    "dataset",
+    "domain",
+    "shift_group",
+    "protocol",
+    "arm",
+    "top1",
+    "top5",
+    "top1_sd",
+    "n_seeds",
+    "seed",
+    "epochs",
+    "report",
+    "k",
+    "n_train",
+    "n_test",
+    "code_version",
 ]
 
 
@@ -28,15 +46,28 @@ def devices_by_protocol(frames: list[pd.DataFrame]) -> dict[str, list[str]]:
     for frame in frames:
         devices = frame["device"].fillna("unrecorded") if "device" in frame else "unrecorded"
         for protocol, device in pd.DataFrame({"p": frame["protocol"], "d": devices}).itertuples(
-                index=False):
+            index=False
+        ):
             seen.setdefault(str(protocol), set()).add(str(device))
     return {protocol: sorted(devices) for protocol, devices in sorted(seen.items())}
 
 
 def single_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, data set, protocol, arm) as the probe wrote it (kNN: ``k``)."""
-    out = frame.reindex(columns=["model", "dataset", "protocol", "arm", "top1", "top5", "k",
-                                 "n_train", "n_test", "code_version"])
+    out = frame.reindex(
+        columns=[
+            "model",
+            "dataset",
+            "protocol",
+            "arm",
+            "top1",
+            "top5",
+            "k",
+            "n_train",
+            "n_test",
+            "code_version",
+        ]
+    )
     out["top1_sd"] = 0.0
     out["n_seeds"] = 1
     out["seed"] = ""
@@ -58,10 +89,14 @@ def trained_rows(frame: pd.DataFrame) -> pd.DataFrame:
     frame["seed"] = subset.where(subset != "", frame["seed"].astype(str))
     grouped = frame.groupby(["model", "dataset", "protocol", "arm"], sort=False)
     out = grouped.agg(
-        top1=("top1", "mean"), top5=("top5", "mean"),
+        top1=("top1", "mean"),
+        top5=("top5", "mean"),
         top1_sd=("top1", lambda s: s.std(ddof=1) if len(s) > 1 else 0.0),
-        n_seeds=("seed", "size"), seed=("seed", lambda s: ";".join(sorted(s, key=_seed_key))),
-        epochs=("epochs", "first"), n_train=("n_train", "first"), n_test=("n_test", "first"),
+        n_seeds=("seed", "size"),
+        seed=("seed", lambda s: ";".join(sorted(s, key=_seed_key))),
+        epochs=("epochs", "first"),
+        n_train=("n_train", "first"),
+        n_test=("n_test", "first"),
         code_version=("code_version", "first"),
     ).reset_index()
     out["report"] = "last"
@@ -83,9 +118,14 @@ def linear_rows(frame: pd.DataFrame, report: str, report_lr: float) -> pd.DataFr
     chosen["top5"] = chosen[f"top5{suffix}"]
     grouped = chosen.groupby(["model", "dataset", "protocol", "arm"], sort=False)
     out = grouped.agg(
-        top1=("top1", "mean"), top5=("top5", "mean"), top1_sd=("top1", lambda s: s.std(ddof=1) if len(s) > 1 else 0.0),
-        n_seeds=("seed", "size"), seed=("seed", lambda s: ";".join(str(v) for v in sorted(s))),
-        epochs=("epochs", "first"), n_train=("n_train", "first"), n_test=("n_test", "first"),
+        top1=("top1", "mean"),
+        top5=("top5", "mean"),
+        top1_sd=("top1", lambda s: s.std(ddof=1) if len(s) > 1 else 0.0),
+        n_seeds=("seed", "size"),
+        seed=("seed", lambda s: ";".join(str(v) for v in sorted(s))),
+        epochs=("epochs", "first"),
+        n_train=("n_train", "first"),
+        n_test=("n_test", "first"),
         code_version=("code_version", "first"),
     ).reset_index()
     out["report"] = report
@@ -102,8 +142,12 @@ REDUCERS = {
 
 
 def accuracy_table(
-    probe_frames: list[pd.DataFrame], models: list[dict], datasets: list[dict], *,
-    report: str, report_lr: float,
+    probe_frames: list[pd.DataFrame],
+    models: list[dict],
+    datasets: list[dict],
+    *,
+    report: str,
+    report_lr: float,
 ) -> pd.DataFrame:
     """Join the per-job probe results with the model and data set tables."""
     parts = []
@@ -116,8 +160,9 @@ def accuracy_table(
         if key is None:
             raise ValueError(f"unknown protocol '{protocol}' in the probe results")
         reduce = REDUCERS[registry.PROTOCOLS[key]["rows"]]
-        parts.append(reduce(pd.concat(frames, ignore_index=True), report=report,
-                            report_lr=report_lr))
+        parts.append(
+            reduce(pd.concat(frames, ignore_index=True), report=report, report_lr=report_lr)
+        )
     table = pd.concat(parts, ignore_index=True)
     model_info = pd.DataFrame(models)[["key", "method", "family", "arch", "paradigm"]].rename(
         columns={"key": "model", "family": "backbone"}
@@ -125,13 +170,19 @@ def accuracy_table(
     data_info = pd.DataFrame(datasets)[["key", "role", "shift_group"]].rename(
         columns={"key": "dataset", "role": "domain"}
     )
-    table = table.merge(model_info, on="model", how="left").merge(data_info, on="dataset", how="left")
+    table = table.merge(model_info, on="model", how="left").merge(
+        data_info, on="dataset", how="left"
+    )
     unknown = table[table["method"].isna() | table["domain"].isna()]
     if not unknown.empty:
-        raise ValueError(f"probe results for unknown model/data set: {unknown[['model', 'dataset']].drop_duplicates().values.tolist()}")
+        raise ValueError(
+            f"probe results for unknown model/data set: {unknown[['model', 'dataset']].drop_duplicates().values.tolist()}"
+        )
     duplicated = table.duplicated(["model", "dataset", "protocol", "arm"])
     if duplicated.any():
-        raise ValueError(f"duplicate accuracy rows: {table[duplicated][['model', 'dataset', 'protocol', 'arm']].values.tolist()}")
+        raise ValueError(
+            f"duplicate accuracy rows: {table[duplicated][['model', 'dataset', 'protocol', 'arm']].values.tolist()}"
+        )
     from workflow_scripts.correlations import arm_sort_key, protocol_sort_key
 
     ranks = {

@@ -16,7 +16,9 @@ def setup(snakemake, torch_threads: bool | int = False) -> logging.Logger:
     if snakemake.log:
         handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))
     logging.basicConfig(
-        level=logging.INFO, handlers=handlers, force=True,
+        level=logging.INFO,
+        handlers=handlers,
+        force=True,
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
     logging.captureWarnings(True)
@@ -27,8 +29,12 @@ def setup(snakemake, torch_threads: bool | int = False) -> logging.Logger:
         count = snakemake.threads if torch_threads is True else torch_threads
         torch.set_num_threads(max(1, int(count)))
     logger = logging.getLogger(f"sslbench.{snakemake.rule}")
-    logger.info("rule %s, wildcards %s, threads %s", snakemake.rule, dict(snakemake.wildcards),
-                snakemake.threads)
+    logger.info(
+        "rule %s, wildcards %s, threads %s",
+        snakemake.rule,
+        dict(snakemake.wildcards),
+        snakemake.threads,
+    )
 
     def log_uncaught(kind, value, traceback):
         # the job's error, with its traceback, in the rule's log (which outlives the job on a

@@ -20,7 +20,9 @@ def warmup_cosine_epochs(
     warm = torch.optim.lr_scheduler.LinearLR(
         optimizer, start_factor=1 / (warmup_epochs + 1), end_factor=1.0, total_iters=warmup_epochs
     )
-    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, cosine], milestones=[warmup_epochs])
+    return torch.optim.lr_scheduler.SequentialLR(
+        optimizer, [warm, cosine], milestones=[warmup_epochs]
+    )
 
 
 def lr_factor(epoch: int, epochs: int, warmup_epochs: int) -> float:

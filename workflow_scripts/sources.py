@@ -67,8 +67,14 @@ class ArraySource:
     def plan_epoch(self, gen: torch.Generator) -> dict:
         return {"order": torch.randperm(len(self), generator=gen)}
 
-    def train_batches(self, batch_size: int, gen: torch.Generator, plan: dict, start: int = 0,
-                      shard: Shard = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self,
+        batch_size: int,
+        gen: torch.Generator,
+        plan: dict,
+        start: int = 0,
+        shard: Shard = (0, 1),
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Global batches ``start``, ``start + 1``, ... of ``plan``; ``gen`` must be in the state
         it had after batch ``start - 1`` (each batch's augmentation draws from it)."""
         if self._float is None:
@@ -88,13 +94,24 @@ class ArraySource:
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, len(self), batch_size):
-            x = to_float_images(self.images[start:start + batch_size])
-            yield normalize(x, self.mean, self.std), torch.from_numpy(self.labels[start:start + batch_size])
+            x = to_float_images(self.images[start : start + batch_size])
+            yield (
+                normalize(x, self.mean, self.std),
+                torch.from_numpy(self.labels[start : start + batch_size]),
+            )
 
 
 class FileSource:
-    def __init__(self, kind: str, root: str | Path, items: list[str], labels: np.ndarray,
-                 spec: dict, preprocessing: str | None = None, workers: int = 0) -> None:
+    def __init__(
+        self,
+        kind: str,
+        root: str | Path,
+        items: list[str],
+        labels: np.ndarray,
+        spec: dict,
+        preprocessing: str | None = None,
+        workers: int = 0,
+    ) -> None:
         if len(items) != len(labels):
             raise ValueError(f"{len(items)} files but {len(labels)} labels")
         self.kind, self.root, self.items = kind, Path(root), list(items)
@@ -105,22 +122,40 @@ class FileSource:
         return len(self.labels)
 
     def subset(self, index: np.ndarray) -> FileSource:
-        return FileSource(self.kind, self.root, [self.items[i] for i in index], self.labels[index],
-                          self.spec, self.preprocessing, self.workers)
+        return FileSource(
+            self.kind,
+            self.root,
+            [self.items[i] for i in index],
+            self.labels[index],
+            self.spec,
+            self.preprocessing,
+            self.workers,
+        )
 
     def _loader(self, transform, batch_size: int, batch_sampler=None):
         from workflow_scripts.datasets.loader import ImageList, make_loader
 
         data = ImageList(self.kind, self.root, self.items, transform, self.labels)
-        return make_loader(data, batch_size, self.workers, pin_memory=torch.cuda.is_available(),
-                           batch_sampler=batch_sampler)
+        return make_loader(
+            data,
+            batch_size,
+            self.workers,
+            pin_memory=torch.cuda.is_available(),
+            batch_sampler=batch_sampler,
+        )
 
     def plan_epoch(self, gen: torch.Generator) -> dict:
         order = torch.randperm(len(self), generator=gen)
         return {"order": order, "seed": int(torch.randint(0, 2**62, (1,), generator=gen))}
 
-    def train_batches(self, batch_size: int, gen: torch.Generator, plan: dict, start: int = 0,
-                      shard: Shard = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self,
+        batch_size: int,
+        gen: torch.Generator,
+        plan: dict,
+        start: int = 0,
+        shard: Shard = (0, 1),
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """uint8 batches of this rank's samples of global batches ``start``, ... of ``plan``
         (``gen`` is not used within an epoch)."""
         from workflow_scripts.datasets.transforms import train_transform
@@ -132,8 +167,9 @@ class FileSource:
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         from workflow_scripts.datasets.transforms import eval_transform
 
-        yield from self._loader(eval_transform(self.spec, self.preprocessing, normalize=False),
-                                batch_size)
+        yield from self._loader(
+            eval_transform(self.spec, self.preprocessing, normalize=False), batch_size
+        )
 
     def prepare(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
         from workflow_scripts.datasets.transforms import normalize_batch
@@ -161,8 +197,14 @@ class _PlanKeys:
             yield [(int(idx[j]), (base + j) % 2**63) for j in part]
 
 
-def open_split(source: dict, images_path: str | Path, labels_path: str | Path, spec: dict,
-               data_root: str | Path, workers: int = 0) -> ArraySource | FileSource:
+def open_split(
+    source: dict,
+    images_path: str | Path,
+    labels_path: str | Path,
+    spec: dict,
+    data_root: str | Path,
+    workers: int = 0,
+) -> ArraySource | FileSource:
     """The source of one split: ``source`` is the data set's {kind, root, preprocessing};
     ``images_path`` the uint8 array (synthetic) or the integrity rule's file list."""
     from workflow_scripts.io import load_npy
@@ -172,11 +214,20 @@ def open_split(source: dict, images_path: str | Path, labels_path: str | Path, s
     if source["kind"] == "synthetic":
         images = load_npy(images_path, f"the images of {where}")
         if len(images) != len(labels):
-            raise ValueError(f"{where}: the images '{images_path}' hold {len(images)} images but "
-                             f"the labels '{labels_path}' {len(labels)}")
+            raise ValueError(
+                f"{where}: the images '{images_path}' hold {len(images)} images but "
+                f"the labels '{labels_path}' {len(labels)}"
+            )
         return ArraySource(images, labels, spec["mean"], spec["std"])
     from workflow_scripts.datasets import resolve_root
     from workflow_scripts.datasets.loader import read_file_list
 
-    return FileSource(source["kind"], resolve_root(source, data_root), read_file_list(images_path),
-                      labels, spec, source.get("preprocessing"), workers)
+    return FileSource(
+        source["kind"],
+        resolve_root(source, data_root),
+        read_file_list(images_path),
+        labels,
+        spec,
+        source.get("preprocessing"),
+        workers,
+    )

@@ -75,13 +75,27 @@ SPLITS: tuple[str, ...] = ("train", "test")
 #: Human-readable class names per generator (index = label).
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "shapes": (
-        "circle", "square", "triangle", "star", "cross",
-        "ring", "hexagon", "crescent", "striped_patch", "checker_patch",
+        "circle",
+        "square",
+        "triangle",
+        "star",
+        "cross",
+        "ring",
+        "hexagon",
+        "crescent",
+        "striped_patch",
+        "checker_patch",
     ),
     "count": ("one", "two", "three", "four"),
     "texture": (
-        "horizontal_stripes", "vertical_stripes", "diagonal_stripes", "checkerboard",
-        "dots", "concentric_rings", "noise_blobs", "zigzag",
+        "horizontal_stripes",
+        "vertical_stripes",
+        "diagonal_stripes",
+        "checkerboard",
+        "dots",
+        "concentric_rings",
+        "noise_blobs",
+        "zigzag",
     ),
 }
 
@@ -124,7 +138,12 @@ _RENDITION_PALETTE = np.array(
 
 
 def generate(
-    generator: str, variant: str, n: int, seed: int, split: str, size: int = 32,
+    generator: str,
+    variant: str,
+    n: int,
+    seed: int,
+    split: str,
+    size: int = 32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render ``n`` labelled images of one synthetic data set.
 
@@ -275,8 +294,10 @@ def _gradient(rng: np.random.Generator, m: int, size: int, amplitude: float) -> 
     angle = rng.uniform(0.0, 2 * np.pi, m).astype(np.float32)
     amp = rng.uniform(0.0, amplitude, m).astype(np.float32)
     c = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
-    ramp = (np.cos(angle)[:, None, None] * c[None, None, :]
-            + np.sin(angle)[:, None, None] * c[None, :, None])
+    ramp = (
+        np.cos(angle)[:, None, None] * c[None, None, :]
+        + np.sin(angle)[:, None, None] * c[None, :, None]
+    )
     return (amp[:, None, None] * ramp)[..., None]
 
 
@@ -348,8 +369,20 @@ def _star_polygon(points: int, outer: float, inner: float) -> np.ndarray:
 def _cross_polygon(half_len: float, half_width: float) -> np.ndarray:
     a, w = half_len, half_width
     return np.array(
-        [(-w, -a), (w, -a), (w, -w), (a, -w), (a, w), (w, w),
-         (w, a), (-w, a), (-w, w), (-a, w), (-a, -w), (-w, -w)]
+        [
+            (-w, -a),
+            (w, -a),
+            (w, -w),
+            (a, -w),
+            (a, w),
+            (w, w),
+            (w, a),
+            (-w, a),
+            (-w, w),
+            (-a, w),
+            (-a, -w),
+            (-w, -w),
+        ]
     )
 
 
@@ -544,8 +577,9 @@ def _style_sketch(rng, full_px, scale):
     half_width = (rng.uniform(0.45, 0.85, m) * scale).astype(np.float32)[:, None, None]
     stroke = np.clip(half_width + 0.5 - np.abs(full_px + wobble), 0.0, 1.0)
     stroke *= rng.uniform(0.75, 1.0, m).astype(np.float32)[:, None, None]  # pencil pressure
-    ink = _hsv_to_rgb(rng.uniform(0.0, 1.0, m), rng.uniform(0.0, 0.15, m),
-                      rng.uniform(0.05, 0.3, m))
+    ink = _hsv_to_rgb(
+        rng.uniform(0.0, 1.0, m), rng.uniform(0.0, 0.15, m), rng.uniform(0.05, 0.3, m)
+    )
     return _composite(paper, ink, stroke)
 
 
@@ -553,8 +587,9 @@ def _style_rendition(rng, sil_px, full_px, labels, scale):
     """Poster palette (independent of the class), diagonal hatched fill (the two patch classes
     keep their own pattern as a solid fill), a thick light outline and a dark background."""
     m, size = sil_px.shape[0], sil_px.shape[1]
-    bg = _hsv_to_rgb(rng.uniform(0.0, 1.0, m), rng.uniform(0.3, 0.8, m),
-                     rng.uniform(0.04, 0.18, m))[:, None, None, :]
+    bg = _hsv_to_rgb(
+        rng.uniform(0.0, 1.0, m), rng.uniform(0.3, 0.8, m), rng.uniform(0.04, 0.18, m)
+    )[:, None, None, :]
     bg = bg + 0.03 * _smooth_noise(rng, m, size, 4, 3)
     k = len(_RENDITION_PALETTE)
     fill_idx = rng.integers(0, k, m)
@@ -599,13 +634,15 @@ def _render_count(rng, labels, variant, size):
         cx = (cells[:, slot] % 3 + 0.5) * cell + rng.uniform(-1.0, 1.0, m) * slack
         cy = (cells[:, slot] // 3 + 0.5) * cell + rng.uniform(-1.0, 1.0, m) * slack
         theta = rng.uniform(0.0, 2 * np.pi, m)
-        colour = _hsv_to_rgb(rng.uniform(0.0, 1.0, m), rng.uniform(0.4, 1.0, m),
-                             _contrasting_value(rng, bg_value))
+        colour = _hsv_to_rgb(
+            rng.uniform(0.0, 1.0, m), rng.uniform(0.4, 1.0, m), _contrasting_value(rng, bg_value)
+        )
         active = np.flatnonzero(count > slot)
         if active.size == 0:
             continue
-        _, full = _render_sdfs(shape[active], size, cx[active], cy[active], theta[active],
-                               radius[active])
+        _, full = _render_sdfs(
+            shape[active], size, cx[active], cy[active], theta[active], radius[active]
+        )
         img[active] = _composite(img[active], colour[active], _coverage(full))
     return img + _noise(rng, img.shape, 0.025)
 

@@ -21,8 +21,19 @@ from workflow_scripts.io import atomic_path, save_csv
 
 #: T1 columns, in this order (model-table column in brackets when it differs).
 MODEL_COLUMNS = (
-    "key", "method", "arch", "backbone", "paradigm", "embedding", "source", "seed", "steps",
-    "epochs", "format", "url", "sha256",
+    "key",
+    "method",
+    "arch",
+    "backbone",
+    "paradigm",
+    "embedding",
+    "source",
+    "seed",
+    "steps",
+    "epochs",
+    "format",
+    "url",
+    "sha256",
 )
 #: T2 columns taken from the data set table, in this order.
 DATASET_COLUMNS = ("key", "kind", "role", "shift_group", "num_classes", "n_train", "n_test")
@@ -73,8 +84,11 @@ def label_stats(train: str | os.PathLike, test: str | os.PathLike) -> dict:
     """Sizes measured from a data set's label files (int labels, one per image)."""
     y_train = np.load(train, allow_pickle=False)
     y_test = np.load(test, mmap_mode="r", allow_pickle=False)
-    return {"measured_train": int(y_train.shape[0]), "measured_test": int(y_test.shape[0]),
-            "classes_in_train": int(np.unique(y_train).size)}
+    return {
+        "measured_train": int(y_train.shape[0]),
+        "measured_test": int(y_test.shape[0]),
+        "classes_in_train": int(np.unique(y_train).size),
+    }
 
 
 def datasets_table(rows: list[dict], labels: dict[str, tuple] | None = None) -> pd.DataFrame:
@@ -93,20 +107,28 @@ def datasets_table(rows: list[dict], labels: dict[str, tuple] | None = None) -> 
     out = frame[list(DATASET_COLUMNS)].copy()
     measured = pd.DataFrame(
         [label_stats(*labels[k]) if labels and k in labels else {} for k in out["key"]],
-        columns=["measured_train", "measured_test", "classes_in_train"], index=out.index,
+        columns=["measured_train", "measured_test", "classes_in_train"],
+        index=out.index,
     )
     out = pd.concat([out, measured.astype("Int64")], axis=1)
     notes = [c for c in NOTE_COLUMNS if c in frame]
     return pd.concat([out, frame[notes]], axis=1).reset_index(drop=True).convert_dtypes()
 
 
-def save_html(path: str | os.PathLike, frame: pd.DataFrame, title: str,
-              float_format: str = "{:.2f}") -> None:
+def save_html(
+    path: str | os.PathLike, frame: pd.DataFrame, title: str, float_format: str = "{:.2f}"
+) -> None:
     """A self-contained HTML view of ``frame`` (for the Snakemake report), written atomically."""
-    body = frame.convert_dtypes().to_html(index=False, na_rep="", border=0, classes="table",
-                         float_format=float_format.format, escape=True)
+    body = frame.convert_dtypes().to_html(
+        index=False,
+        na_rep="",
+        border=0,
+        classes="table",
+        float_format=float_format.format,
+        escape=True,
+    )
     page = (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>"
         "body{font-family:sans-serif;font-size:13px;margin:1em}"
         "table{border-collapse:collapse}th,td{padding:2px 8px;text-align:left;"

@@ -34,13 +34,24 @@ def snakemake(workdir, *args, check=True, snakefile=None, timeout=900, prefix=()
     """
     configfile = [] if "--configfile" in args else ["--configfile", *SMOKE_FILES]
     snakefile = Path(snakefile or ROOT / "Snakefile")
-    cmd = [*prefix, *SNAKEMAKE, "-s", str(snakefile), "--directory", str(workdir), *args,
-           *configfile]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=snakefile.parent,
-                          timeout=timeout)
+    cmd = [
+        *prefix,
+        *SNAKEMAKE,
+        "-s",
+        str(snakefile),
+        "--directory",
+        str(workdir),
+        *args,
+        *configfile,
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=snakefile.parent, timeout=timeout
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}): {' '.join(cmd)}\n"
-                             f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        raise AssertionError(
+            f"snakemake failed ({proc.returncode}): {' '.join(cmd)}\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
     return proc
 
 
@@ -51,7 +62,7 @@ def planned_jobs(proc) -> dict[str, int]:
     starts = [i for i, line in enumerate(lines) if line.startswith("Job stats")]
     if not starts:
         return counts
-    for line in lines[starts[0] + 3:]:
+    for line in lines[starts[0] + 3 :]:
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
             break

@@ -35,10 +35,13 @@ HISTORY_BUFFER = "mmengine.logging.history_buffer.HistoryBuffer"
 # row -> (how the conversion reads its file, the placeholders it meets)
 READ = {
     "npid": ("restricted", []),
-    "simsiam": ("restricted", [HISTORY_BUFFER]), "barlowtwins": ("restricted", [HISTORY_BUFFER]),
-    "maskfeat": ("restricted", [HISTORY_BUFFER]), "eva": ("restricted", [HISTORY_BUFFER]),
+    "simsiam": ("restricted", [HISTORY_BUFFER]),
+    "barlowtwins": ("restricted", [HISTORY_BUFFER]),
+    "maskfeat": ("restricted", [HISTORY_BUFFER]),
+    "eva": ("restricted", [HISTORY_BUFFER]),
     "pixmim": ("restricted", [HISTORY_BUFFER]),
-    "milan": ("restricted", ["argparse.Namespace"]), "beit_v2": ("restricted", ["argparse.Namespace"]),
+    "milan": ("restricted", ["argparse.Namespace"]),
+    "beit_v2": ("restricted", ["argparse.Namespace"]),
 }
 
 
@@ -52,7 +55,9 @@ def study():
 def test_fixture_layouts_cover_the_table(study):
     study, _ = study
     assert list(study.models.index) == list(PAPER_ROWS)
-    assert {k: study.model(k)["format"] for k in PAPER_ROWS} == {k: v[0] for k, v in PAPER_ROWS.items()}
+    assert {k: study.model(k)["format"] for k in PAPER_ROWS} == {
+        k: v[0] for k, v in PAPER_ROWS.items()
+    }
     assert not any(study.model(k).get("trusted") for k in PAPER_ROWS)
 
 
@@ -86,5 +91,6 @@ def test_paper_row_converts_its_real_layout_exactly(study, tmp_path, key):
     gc.collect()
 
     report = inspect_file(raw)
-    assert {"format": fmt, "arch": arch} in [{"format": f["format"], "arch": f["arch"]}
-                                             for f in report["fits"]], report["near"]
+    assert {"format": fmt, "arch": arch} in [
+        {"format": f["format"], "arch": f["arch"]} for f in report["fits"]
+    ], report["near"]

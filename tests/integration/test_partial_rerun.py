@@ -38,11 +38,14 @@ def test_complete_run_plans_nothing(smoke_run):
     assert planned_jobs(snakemake(smoke_run, "-n")) == {}
 
 
-@pytest.mark.parametrize("change, rule", [
-    ("figures={f2: {method: spearman, dpi: 60}}", "f2_id_vs_ood"),
-    ("figures={f1: {method: kendall, dpi: 61}}", "f1_id_protocols"),
-    ("figures={f3: {method: pearson, dpi: 60}}", "f3_scatter"),
-])
+@pytest.mark.parametrize(
+    "change, rule",
+    [
+        ("figures={f2: {method: spearman, dpi: 60}}", "f2_id_vs_ood"),
+        ("figures={f1: {method: kendall, dpi: 61}}", "f1_id_protocols"),
+        ("figures={f3: {method: pearson, dpi: 60}}", "f3_scatter"),
+    ],
+)
 def test_a_figure_option_reruns_that_figure_alone(smoke_run, change, rule):
     proc = snakemake(smoke_run, "-n", "--config", change)
     assert planned_jobs(proc) == {rule: 1, "all": 1}
@@ -56,16 +59,31 @@ def test_knn_k_reruns_knn_and_what_depends_on_it(smoke_run):
     assert triggered(proc, "Params have changed") == {"knn_probe"}
     assert plan["knn_probe"] == 4  # one job per model (batch_datasets: true)
     # nothing upstream of the kNN probe or beside it
-    for rule in ("pretrain", "extract_features", "linear_probe", "linear_online", "finetune",
-                 "generate_dataset", "fewshot_split"):
+    for rule in (
+        "pretrain",
+        "extract_features",
+        "linear_probe",
+        "linear_online",
+        "finetune",
+        "generate_dataset",
+        "fewshot_split",
+    ):
         assert rule not in plan
     assert {"accuracy_table", "correlations", "f1_id_protocols", "f3_scatter"} <= set(plan)
 
 
 def copy_repo(dst: Path) -> Path:
     """The workflow's sources (no results, no virtualenv, no git) in ``dst``."""
-    ignore = shutil.ignore_patterns(".git", ".venv", ".snakemake", "results", "logs",
-                                    "benchmarks", "__pycache__", ".pytest_cache")
+    ignore = shutil.ignore_patterns(
+        ".git",
+        ".venv",
+        ".snakemake",
+        "results",
+        "logs",
+        "benchmarks",
+        "__pycache__",
+        ".pytest_cache",
+    )
     shutil.copytree(ROOT, dst, ignore=ignore)
     return dst
 
@@ -164,11 +182,19 @@ def test_descriptions_notes_and_extra_columns_rerun_only_the_t1_t2_tables(smoke_
     result: only the two tables that print them are rebuilt."""
     models = (ROOT / "tests/integration/models_smoke.tsv").read_text().splitlines()
     models = [models[0] + "\tnote\tmy_column"] + [line + "\t\tx" for line in models[1:]]
-    datasets = (ROOT / "tests/integration/datasets_smoke.tsv").read_text().replace(
-        "same labels, sketch style", "same labels, drawn as sketches")
+    datasets = (
+        (ROOT / "tests/integration/datasets_smoke.tsv")
+        .read_text()
+        .replace("same labels, sketch style", "same labels, drawn as sketches")
+    )
     (tmp_path / "models.tsv").write_text("\n".join(models) + "\n")
     (tmp_path / "datasets.tsv").write_text(datasets)
-    proc = snakemake(smoke_run, "-n", "--config", f"models_table={tmp_path / 'models.tsv'}",
-                     f"datasets_table={tmp_path / 'datasets.tsv'}")
+    proc = snakemake(
+        smoke_run,
+        "-n",
+        "--config",
+        f"models_table={tmp_path / 'models.tsv'}",
+        f"datasets_table={tmp_path / 'datasets.tsv'}",
+    )
     assert planned_jobs(proc) == {"t1_models": 1, "t2_datasets": 1, "all": 1}
     assert triggered(proc, "Params have changed") == {"t1_models", "t2_datasets"}

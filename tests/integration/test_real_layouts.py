@@ -24,40 +24,79 @@ from tests import dataset_layouts as layouts
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL = ["imagenet", "inaturalist", "cub", "pascal", "cifar100", "domainnet_sketch"]
-PAPER_TRANSFORM = {"resize": 256, "crop": 224, "interpolation": "bilinear",
-                   "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+PAPER_TRANSFORM = {
+    "resize": 256,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}
 
 pytestmark = pytest.mark.integration
 
 
 def snakemake(workdir, configfile, *args, check=True):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
-           str(workdir), "--cores", "2", *args, "--configfile", str(configfile)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+        "--configfile",
+        str(configfile),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                             f"{proc.stderr[-8000:]}")
+        raise AssertionError(
+            f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
     return proc
 
 
 def write_setup(base: Path, truth: dict, edit_rows=None) -> Path:
     """Tables and a config for the fixtures: a small synthetic in-domain set (it pre-trains the
     random model) plus one row per real layout; returns the config file."""
-    rows = [{"key": "shapes", "kind": "synthetic", "role": "id", "shift_group": "in_domain",
-             "num_classes": 10, "generator": "shapes", "variant": "standard", "n_train": 100,
-             "n_test": 20, "seed": 0, "preprocessing": "", "root": ""}]
+    rows = [
+        {
+            "key": "shapes",
+            "kind": "synthetic",
+            "role": "id",
+            "shift_group": "in_domain",
+            "num_classes": 10,
+            "generator": "shapes",
+            "variant": "standard",
+            "n_train": 100,
+            "n_test": 20,
+            "seed": 0,
+            "preprocessing": "",
+            "root": "",
+        }
+    ]
     for row in layouts.table_rows(truth):
         rows.append({**row, "generator": "", "seed": ""})
     if edit_rows:
         edit_rows(rows)
     pd.DataFrame(rows).to_csv(base / "datasets.tsv", sep="\t", index=False)
     models = (ROOT / "tests" / "integration" / "models_smoke.tsv").read_text().splitlines()
-    (base / "models.tsv").write_text("\n".join([models[0], next(
-        line for line in models if line.startswith("random_resnet\t"))]) + "\n")
+    (base / "models.tsv").write_text(
+        "\n".join([models[0], next(line for line in models if line.startswith("random_resnet\t"))])
+        + "\n"
+    )
     config = smoke_config()
-    config.update(models_table=str(base / "models.tsv"), datasets_table=str(base / "datasets.tsv"),
-                  data_root=str(base / "data"), allow_subsets=["pascal", "cifar100"],
-                  protocols=["knn"], batch_datasets=True, transform=PAPER_TRANSFORM)
+    config.update(
+        models_table=str(base / "models.tsv"),
+        datasets_table=str(base / "datasets.tsv"),
+        data_root=str(base / "data"),
+        allow_subsets=["pascal", "cifar100"],
+        protocols=["knn"],
+        batch_datasets=True,
+        transform=PAPER_TRANSFORM,
+    )
     config["fewshot"]["percents"] = [10]
     config["analysis"]["min_models"] = 1  # one model on purpose: extraction only
     config["knn"]["k"] = 3  # the fixtures' splits hold a few images
@@ -68,8 +107,9 @@ def write_setup(base: Path, truth: dict, edit_rows=None) -> Path:
 
 
 def targets(datasets=REAL, model="random_resnet"):
-    return [f"results/features/{model}/{d}/{s}.npy" for d in datasets for s in ("train", "test")] + [
-        f"results/data/{d}/{s}_manifest.json" for d in datasets for s in ("train", "test")]
+    return [
+        f"results/features/{model}/{d}/{s}.npy" for d in datasets for s in ("train", "test")
+    ] + [f"results/data/{d}/{s}_manifest.json" for d in datasets for s in ("train", "test")]
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +136,14 @@ def test_labels_file_lists_and_manifests(run):
             assert got.dtype == np.int64 and got.tolist() == list(labels), (key, split)
             files = workdir / f"results/data/{key}/{split}_files.txt"
             assert files.read_text().splitlines() == items
-            manifest = json.loads((workdir / f"results/data/{key}/{split}_manifest.json").read_text())
+            manifest = json.loads(
+                (workdir / f"results/data/{key}/{split}_manifest.json").read_text()
+            )
             assert manifest["n"] == len(items) and manifest["num_classes"] == t["num_classes"]
-            assert manifest["count_per_class"] == np.bincount(labels, minlength=t["num_classes"]).tolist()
+            assert (
+                manifest["count_per_class"]
+                == np.bincount(labels, minlength=t["num_classes"]).tolist()
+            )
             assert manifest["files_sha256"] == hashlib.sha256(files.read_bytes()).hexdigest()
     # Pascal: the majority class of the mask, not the class seen first
     assert np.load(workdir / "results/labels/pascal/train.npy").tolist() == [0, 11, 6]
@@ -116,8 +161,12 @@ def _classic_features(backbone, image: Image.Image, preprocessing: str) -> torch
         steps.append(T.Pad([left, top, s - w - left, s - h - top], fill=0))
     elif preprocessing == "crop_square":
         steps.append(T.CenterCrop(min(w, h)))
-    steps += [T.Resize(256), T.CenterCrop(224), T.ToTensor(),
-              T.Normalize(PAPER_TRANSFORM["mean"], PAPER_TRANSFORM["std"])]
+    steps += [
+        T.Resize(256),
+        T.CenterCrop(224),
+        T.ToTensor(),
+        T.Normalize(PAPER_TRANSFORM["mean"], PAPER_TRANSFORM["std"]),
+    ]
     with torch.inference_mode():
         return backbone(T.Compose(steps)(image)[None])[0]
 
@@ -126,24 +175,35 @@ def test_features_equal_an_independent_pipeline(run):
     from workflow_scripts.backbones import load_backbone
 
     base, workdir, truth, _ = run
-    backbone = load_backbone(workdir / "results/checkpoints/random_resnet.safetensors",
-                             "resnet10_tiny", "avgpool").eval()
+    backbone = load_backbone(
+        workdir / "results/checkpoints/random_resnet.safetensors", "resnet10_tiny", "avgpool"
+    ).eval()
     for kind, t in truth.items():
         key = _key(kind)
         for split in ("train", "test"):
             items = t["splits"][split][0]
             feats = np.load(workdir / f"results/features/random_resnet/{key}/{split}.npy")
             assert feats.shape == (len(items), 128) and feats.dtype == np.float32
-            meta = json.loads((workdir / f"results/features/random_resnet/{key}/{split}.json").read_text())
-            assert meta["n"] == len(items) and meta["transform"]["preprocessing"] == layouts.PREPROCESSING[kind]
+            meta = json.loads(
+                (workdir / f"results/features/random_resnet/{key}/{split}.json").read_text()
+            )
+            assert (
+                meta["n"] == len(items)
+                and meta["transform"]["preprocessing"] == layouts.PREPROCESSING[kind]
+            )
             for i, item in enumerate(items):
                 if kind == "cifar100":
                     image = Image.fromarray(t["pixels"][split][i])
                 else:
                     image = Image.open(t["root"] / item).convert("RGB")
                 expected = _classic_features(backbone, image, layouts.PREPROCESSING[kind])
-                np.testing.assert_allclose(feats[i], expected.numpy(), rtol=1e-4, atol=1e-4,
-                                           err_msg=f"{key} {split} {item}")
+                np.testing.assert_allclose(
+                    feats[i],
+                    expected.numpy(),
+                    rtol=1e-4,
+                    atol=1e-4,
+                    err_msg=f"{key} {split} {item}",
+                )
 
 
 def test_extraction_log_reports_progress_and_throughput(run):
@@ -158,7 +218,9 @@ def test_missing_root_names_the_data_set_and_the_expected_path(tmp_path):
     proc = snakemake(tmp_path / "work", configfile, "results/labels/cub/train.npy", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert f"data set 'cub': root folder '{tmp_path / 'data' / 'CUB_200_2011'}' does not exist" in out
+    assert (
+        f"data set 'cub': root folder '{tmp_path / 'data' / 'CUB_200_2011'}' does not exist" in out
+    )
     assert not (tmp_path / "work/results/labels/cub/train.npy").exists()
 
 
@@ -171,8 +233,10 @@ def test_wrong_count_is_an_integrity_error(tmp_path):
     configfile = write_setup(tmp_path, truth, edit)
     proc = snakemake(tmp_path / "work", configfile, "results/labels/cub/train.npy", check=False)
     assert proc.returncode != 0
-    assert ("data set 'cub', split 'train': expected 7 images (table column 'n_train'), found 6"
-            in proc.stdout + proc.stderr)
+    assert (
+        "data set 'cub', split 'train': expected 7 images (table column 'n_train'), found 6"
+        in proc.stdout + proc.stderr
+    )
 
 
 def test_corrupt_image_fails_extraction_naming_the_file(run, tmp_path):
@@ -185,8 +249,14 @@ def test_corrupt_image_fails_extraction_naming_the_file(run, tmp_path):
     bad.write_bytes(bad.read_bytes()[:200])  # truncated JPEG
     config = yaml.safe_load(configfile.read_text()) | {"data_root": str(data)}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = snakemake(work, tmp_path / "config.yaml", "--forcerun", "extract_features",
-                     *targets(["domainnet_sketch"])[:2], check=False)
+    proc = snakemake(
+        work,
+        tmp_path / "config.yaml",
+        "--forcerun",
+        "extract_features",
+        *targets(["domainnet_sketch"])[:2],
+        check=False,
+    )
     assert proc.returncode != 0
     assert f"cannot read image '{bad}'" in proc.stdout + proc.stderr
 
@@ -195,7 +265,7 @@ def planned_jobs(output: str) -> dict[str, int]:
     lines = output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
     counts = {}
-    for line in lines[start + 3:]:
+    for line in lines[start + 3 :]:
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
             break
@@ -224,8 +294,15 @@ def test_paper_config_plans_the_whole_study_with_an_empty_data_root(tmp_path):
     sizes x raw and BN, each with its GPU, its CPUs (threads + loader workers) and memory."""
     (tmp_path / "empty").mkdir()
     started = time.perf_counter()
-    proc = snakemake(tmp_path / "work", ROOT / "config" / "paper.yaml", "-n", "--cores", "64",
-                     "--config", f"data_root={tmp_path / 'empty'}")
+    proc = snakemake(
+        tmp_path / "work",
+        ROOT / "config" / "paper.yaml",
+        "-n",
+        "--cores",
+        "64",
+        "--config",
+        f"data_root={tmp_path / 'empty'}",
+    )
     seconds = time.perf_counter() - started
     counts = planned_jobs(proc.stdout + proc.stderr)
     print(f"paper dry run: {seconds:.1f} s, {counts.get('total')} jobs")
@@ -235,8 +312,11 @@ def test_paper_config_plans_the_whole_study_with_an_empty_data_root(tmp_path):
     assert counts["finetune"] == 26 * 3 * 2 and counts["collect_trained"] == 26 * 3
     jobs = _finetune_jobs(proc.stdout + proc.stderr)
     assert {(j["model"], j["run"], j["arm"]) for j in jobs} == {
-        (m, r, a) for m in {j["model"] for j in jobs}
-        for r in ("finetune", "fewshot10", "fewshot1") for a in ("raw", "bn")}
+        (m, r, a)
+        for m in {j["model"] for j in jobs}
+        for r in ("finetune", "fewshot10", "fewshot1")
+        for a in ("raw", "bn")
+    }
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     cpus = paper["threads"]["finetune"] + paper["finetune"]["workers"]
     for job in jobs:  # paper.yaml: one GPU, threads + loader workers, process + workers memory

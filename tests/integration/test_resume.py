@@ -23,20 +23,35 @@ pytestmark = pytest.mark.integration
 
 
 def _command(workdir, configfile, *args):
-    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
-            str(workdir), *args, "--cores", "1", "--configfile", str(configfile)]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
+        "--cores",
+        "1",
+        "--configfile",
+        str(configfile),
+    ]
 
 
 def _run(workdir, configfile, *args):
-    proc = subprocess.run(_command(workdir, configfile, *args), capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
+    proc = subprocess.run(
+        _command(workdir, configfile, *args), capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc
 
 
 def test_killed_finetune_job_resumes_and_equals_an_uninterrupted_run(tmp_path):
     config = smoke_config()
-    config.update(models=[MODEL], datasets=["shapes", "count"], protocols=["finetune"], arms=["raw"])
+    config.update(
+        models=[MODEL], datasets=["shapes", "count"], protocols=["finetune"], arms=["raw"]
+    )
     config["analysis"]["min_models"] = 1  # one model on purpose
     config["finetune"].update(epochs=6, batch_size=100)
     configfile = tmp_path / "resume.yaml"
@@ -47,9 +62,13 @@ def test_killed_finetune_job_resumes_and_equals_an_uninterrupted_run(tmp_path):
     reference = pd.read_csv(workdir / TARGET)
     assert not (workdir / STATE).exists()  # a finished run leaves no state behind
 
-    job = subprocess.Popen(_command(workdir, configfile, TARGET, "--forcerun", "finetune"),
-                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
+    job = subprocess.Popen(
+        _command(workdir, configfile, TARGET, "--forcerun", "finetune"),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while not (workdir / STATE).exists():  # written atomically after each epoch

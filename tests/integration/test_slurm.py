@@ -44,7 +44,9 @@ def cluster() -> int:
     if proc.returncode != 0 or not {"idle", "mixed", "allocated"} & set(states):
         unavailable(f"no SLURM node is up (sinfo: {proc.stdout.strip()} {proc.stderr.strip()})")
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
-        pytest.fail("snakemake-executor-plugin-slurm is missing: pip install -r requirements-dev.txt")
+        pytest.fail(
+            "snakemake-executor-plugin-slurm is missing: pip install -r requirements-dev.txt"
+        )
     cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, check=True)
     return max(int(c.rstrip("+")) for c in cpus.stdout.split())
 
@@ -56,9 +58,16 @@ def slurm_run(cluster, tmp_path_factory, request):
     workdir = tmp_path_factory.mktemp("slurm")
     start = time.monotonic()
     # --cores: no group job asks for more CPUs than a node has (the profile's comment)
-    proc = snakemake(workdir, "--workflow-profile", str(PROFILE), "--cores", str(cluster),
-                     check=False,
-                     timeout=TIMEOUT + 60, prefix=("timeout", "-s", "INT", "-k", "30", str(TIMEOUT)))
+    proc = snakemake(
+        workdir,
+        "--workflow-profile",
+        str(PROFILE),
+        "--cores",
+        str(cluster),
+        check=False,
+        timeout=TIMEOUT + 60,
+        prefix=("timeout", "-s", "INT", "-k", "30", str(TIMEOUT)),
+    )
     wall = time.monotonic() - start
     local = float((smoke_run / "wall_seconds.txt").read_text())
     print(f"\nsmoke run wall time: SLURM {wall:.0f} s, local {local:.0f} s")
@@ -96,8 +105,9 @@ def test_jobs_went_through_sbatch(slurm_run):
     # the scheduler knows those jobs (MinJobAge keeps finished ones) as completed, run here
     known = 0
     for jobid in jobids:
-        info = subprocess.run(["scontrol", "show", "job", "-o", str(jobid)],
-                              capture_output=True, text=True)
+        info = subprocess.run(
+            ["scontrol", "show", "job", "-o", str(jobid)], capture_output=True, text=True
+        )
         if info.returncode != 0:
             continue  # purged already (MinJobAge below this run's length)
         known += 1
@@ -113,9 +123,11 @@ def test_jobs_went_through_sbatch(slurm_run):
 def test_results_equal_the_local_run(slurm_run):
     workdir, _, smoke_run = slurm_run
     for table in ("accuracy", "correlations"):
-        pd.testing.assert_frame_equal(pd.read_csv(workdir / f"results/tables/{table}.csv"),
-                                      pd.read_csv(smoke_run / f"results/tables/{table}.csv"),
-                                      check_exact=True)
+        pd.testing.assert_frame_equal(
+            pd.read_csv(workdir / f"results/tables/{table}.csv"),
+            pd.read_csv(smoke_run / f"results/tables/{table}.csv"),
+            check_exact=True,
+        )
     acc = pd.read_csv(workdir / "results/tables/accuracy.csv")
     assert len(acc) > 0 and acc["top1"].between(0, 100).all()
     # cached features bit for bit
@@ -144,18 +156,31 @@ def test_the_time_limit_signal_saves_the_state_and_the_retry_resumes(slurm_run, 
     text = (PROFILE / "profile.yaml").read_text()
     edited = text.replace("retries: 3", "retries: 1").replace(
         "runtime: 1440\n    slurm_extra: \"'--signal=USR1@600'\"",
-        "runtime: 2\n    slurm_extra: \"'--signal=USR1@80'\"")
+        "runtime: 2\n    slurm_extra: \"'--signal=USR1@80'\"",
+    )
     assert edited.count("USR1@80") == 1 and "retries: 1" in edited
     (profile / "profile.yaml").write_text(edited)
     target = "results/trained/mae_vit/finetune/raw.csv"
-    proc = snakemake(workdir, target, "--workflow-profile", str(profile), "--cores", "2",
-                     "--configfile", str(configfile), check=False, timeout=900)
+    proc = snakemake(
+        workdir,
+        target,
+        "--workflow-profile",
+        str(profile),
+        "--cores",
+        "2",
+        "--configfile",
+        str(configfile),
+        check=False,
+        timeout=900,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, "a 1000-epoch run cannot finish within 2 minutes"
     attempts = [Path(log) for _, _, log in SUBMITTED.findall(out) if "/rule_finetune/" in log]
     assert len(attempts) == 2, out[-4000:]
-    saved = re.compile(r"Preempted: signal 10 received: training state saved at epoch (\d+), "
-                       r"step (\d+)")
+    saved = re.compile(
+        r"Preempted: signal 10 received: training state saved at epoch (\d+), "
+        r"step (\d+)"
+    )
     first = saved.findall(attempts[0].read_text())
     assert first, attempts[0].read_text()[-3000:]
     epoch, step = map(int, first[-1])
@@ -163,6 +188,7 @@ def test_the_time_limit_signal_saves_the_state_and_the_retry_resumes(slurm_run, 
     assert f"at epoch {epoch}, step {step}" in log, log[-3000:]  # resumed exactly there
     second = [tuple(map(int, m)) for m in saved.findall(log)]
     assert second and second[-1] > (epoch, step)  # and went on before its own signal
-    state = torch.load(workdir / "results/state/finetune/mae_vit/finetune_raw.pt",
-                       weights_only=True)
+    state = torch.load(
+        workdir / "results/state/finetune/mae_vit/finetune_raw.pt", weights_only=True
+    )
     assert (state["epoch"] + 1, state["step"]) == second[-1]

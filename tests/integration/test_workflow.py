@@ -19,8 +19,18 @@ def run(smoke_run):
 
 def test_tables_have_the_promised_shape(run):
     acc = pd.read_csv(run / "results/tables/accuracy.csv")
-    assert list(acc.columns[:10]) == ["model", "method", "backbone", "arch", "paradigm", "dataset",
-                                      "domain", "shift_group", "protocol", "arm"]
+    assert list(acc.columns[:10]) == [
+        "model",
+        "method",
+        "backbone",
+        "arch",
+        "paradigm",
+        "dataset",
+        "domain",
+        "shift_group",
+        "protocol",
+        "arm",
+    ]
     assert {"top1", "top5", "seed", "epochs", "code_version"} <= set(acc.columns)
     frozen = acc[acc.protocol.isin(["knn", "linear", "linear_online"])]
     trained = acc[~acc.protocol.isin(["knn", "linear", "linear_online"])]
@@ -34,26 +44,51 @@ def test_tables_have_the_promised_shape(run):
     assert acc.loc[acc.dataset == "count", "top5"].isna().all()  # 4 classes: no top-5
     assert acc.loc[acc.dataset == "shapes", "top5"].between(0, 100).all()
     corr = pd.read_csv(run / "results/tables/correlations.csv")
-    assert list(corr.columns[:13]) == ["x_protocol", "x_arm", "x_dataset", "y_protocol", "y_arm",
-                                       "y_dataset", "subset", "method", "n", "value", "p_value",
-                                       "ci_low", "ci_high"]
+    assert list(corr.columns[:13]) == [
+        "x_protocol",
+        "x_arm",
+        "x_dataset",
+        "y_protocol",
+        "y_arm",
+        "y_dataset",
+        "subset",
+        "method",
+        "n",
+        "value",
+        "p_value",
+        "ci_low",
+        "ci_high",
+    ]
     assert set(corr["method"]) == {"kendall", "spearman", "pearson"}
     assert (corr.loc[corr.subset == "all", "n"] == 4).all()
     # the analysis reports the agreement of the cached and the faithful (online) probe
-    cached_vs_online = corr.query("x_protocol == 'linear' and y_protocol == 'linear_online' "
-                                  "and x_arm == y_arm and y_kind == 'pair' and subset == 'all'")
+    cached_vs_online = corr.query(
+        "x_protocol == 'linear' and y_protocol == 'linear_online' "
+        "and x_arm == y_arm and y_kind == 'pair' and subset == 'all'"
+    )
     assert set(cached_vs_online["method"]) == {"kendall", "spearman", "pearson"}
     for pct, per_class in ((10, 10), (1, 1)):
         subset = np.load(run / f"results/splits/shapes/fewshot_{pct}.npy")
         labels = np.load(run / "results/labels/shapes/train.npy")
         assert subset.dtype == np.int64 and np.all(np.bincount(labels[subset]) == per_class)
     # F6 needs a method on both backbones or both paradigms within the ViTs: not in the smoke zoo
-    for figure in ("f1_id_protocols", "f2_id_vs_ood", "f3_scatter", "f4_bn_effect", "f5_shift_groups"):
+    for figure in (
+        "f1_id_protocols",
+        "f2_id_vs_ood",
+        "f3_scatter",
+        "f4_bn_effect",
+        "f5_shift_groups",
+    ):
         for ext in ("png", "pdf"):
             assert (run / f"results/figures/{figure}.{ext}").stat().st_size > 1000
     assert not (run / "results/figures/f6_paradigm_backbone.png").exists()
     models = pd.read_csv(run / "results/tables/models.csv")
-    assert models["key"].tolist() == ["random_resnet", "simclr_resnet", "supervised_resnet", "mae_vit"]
+    assert models["key"].tolist() == [
+        "random_resnet",
+        "simclr_resnet",
+        "supervised_resnet",
+        "mae_vit",
+    ]
     datasets = pd.read_csv(run / "results/tables/datasets.csv")
     assert (datasets["measured_train"] == datasets["n_train"]).all()
     for table in ("models", "datasets", "accuracy"):
@@ -68,10 +103,13 @@ def test_feature_cache_layout(run):
             for model, dim in (("simclr_resnet", 128), ("mae_vit", 64)):
                 feats = np.load(run / f"results/features/{model}/{dataset}/{split}.npy")
                 assert feats.shape == (n, dim) and feats.dtype == np.float32
-                meta = json.loads((run / f"results/features/{model}/{dataset}/{split}.json").read_text())
+                meta = json.loads(
+                    (run / f"results/features/{model}/{dataset}/{split}.json").read_text()
+                )
                 assert meta["n"] == n and meta["d"] == dim and meta["dtype"] == "float32"
                 weights = run / f"results/checkpoints/{model}.safetensors"
                 import hashlib
+
                 assert meta["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
@@ -87,10 +125,17 @@ def test_knn_accuracy_equals_scikit_learn_on_the_cache(run):
             ytr = np.load(run / f"results/labels/{dataset}/train.npy")
             yte = np.load(run / f"results/labels/{dataset}/test.npy")
             scaler = StandardScaler().fit(xtr)
-            for arm, (a, b) in {"raw": (xtr, xte), "bn": (scaler.transform(xtr), scaler.transform(xte))}.items():
-                clf = KNeighborsClassifier(n_neighbors=20, weights="distance", algorithm="brute").fit(a, ytr)
+            for arm, (a, b) in {
+                "raw": (xtr, xte),
+                "bn": (scaler.transform(xtr), scaler.transform(xte)),
+            }.items():
+                clf = KNeighborsClassifier(
+                    n_neighbors=20, weights="distance", algorithm="brute"
+                ).fit(a, ytr)
                 expected = (clf.predict(b) == yte).mean() * 100
-                got = acc.query("model == @model and dataset == @dataset and protocol == 'knn' and arm == @arm")
+                got = acc.query(
+                    "model == @model and dataset == @dataset and protocol == 'knn' and arm == @arm"
+                )
                 assert got["top1"].item() == pytest.approx(expected, abs=1e-9)
 
 
@@ -171,5 +216,6 @@ def test_the_run_manifest_describes_the_accuracy_table(run):
     protocols = ("fewshot1", "fewshot10", "finetune", "knn", "linear", "linear_online")
     assert manifest["devices"] == {p: ["cpu"] for p in protocols}
     assert manifest["packages"]["torch"]["installed"].startswith(
-        manifest["packages"]["torch"]["pinned"])
+        manifest["packages"]["torch"]["pinned"]
+    )
     assert len(manifest["config_sha256"]) == 64 and manifest["created_utc"]

@@ -40,8 +40,13 @@ def _sha256(path) -> str:
 
 
 ROOT = Path(__file__).resolve().parents[2]
-FAMILY = {"resnet10_tiny": "resnet", "resnet50": "resnet", "vit_tiny_p8": "vit",
-          "vit_base_patch16_224": "vit", "beitv2_base_patch16_224": "vit"}
+FAMILY = {
+    "resnet10_tiny": "resnet",
+    "resnet50": "resnet",
+    "vit_tiny_p8": "vit",
+    "vit_base_patch16_224": "vit",
+    "beitv2_base_patch16_224": "vit",
+}
 
 pytestmark = pytest.mark.integration
 
@@ -83,15 +88,44 @@ class _Payload:
 
 
 def snakemake(workdir, configfile, *args):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
-           str(workdir), "--cores", "1", *args, "--configfile", str(configfile)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "1",
+        *args,
+        "--configfile",
+        str(configfile),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1500)
 
 
 def _row(key, fmt, arch, url, sha256="", trusted="false"):
     embedding = EMBEDDING[arch]
-    return "\t".join([key, "fabricated", arch, FAMILY[arch], "discriminative", embedding,
-                      "checkpoint", "", "", "", fmt, url, sha256, trusted, "test row"])
+    return "\t".join(
+        [
+            key,
+            "fabricated",
+            arch,
+            FAMILY[arch],
+            "discriminative",
+            embedding,
+            "checkpoint",
+            "",
+            "",
+            "",
+            fmt,
+            url,
+            sha256,
+            trusted,
+            "test row",
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -105,35 +139,55 @@ def zoo(tmp_path_factory):
         refs[key] = random_reference(arch, seed=100 + index)
         momenta[key] = other(refs[key], seed=200 + index) if fmt == "moco_v3" else None
         folder = {"http": www, "file": elsewhere, "local": work / "mine"}[how]
-        write(folder / f"{key}.pth", fmt, refs[key], momentum=momenta[key],
-              vit=FAMILY[arch] == "vit")
+        write(
+            folder / f"{key}.pth", fmt, refs[key], momentum=momenta[key], vit=FAMILY[arch] == "vit"
+        )
     # failures
     bad_ref = random_reference("resnet10_tiny", seed=300)
     write(www / "z_bad_sha.pth", "deepcluster", bad_ref)
     # a checkpoint that runs a shell command when unpickled in full
     marker = base / "payload_ran"
-    torch.save({"classy_state_dict": {"base_model": {"model": {"trunk": {
-        f"_feature_blocks.{k}": v for k, v in bad_ref.items()}}}}, "hook": _Payload(f"touch {marker}")},
-        www / "z_payload.pth")
+    torch.save(
+        {
+            "classy_state_dict": {
+                "base_model": {
+                    "model": {"trunk": {f"_feature_blocks.{k}": v for k, v in bad_ref.items()}}
+                }
+            },
+            "hook": _Payload(f"touch {marker}"),
+        },
+        www / "z_payload.pth",
+    )
     extra = dict(bad_ref, **{"layer5.0.conv1.weight": torch.zeros(4, 4)})
     write(www / "z_extra_key.pth", "deepcluster", extra)
 
     with LoopbackServer(www) as server:
         rows = []
         for key, (fmt, arch, how) in GOOD.items():
-            url = {"http": f"{server.url}/{key}.pth", "file": (elsewhere / f"{key}.pth").as_uri(),
-                   "local": f"mine/{key}.pth"}[how]  # relative to the working directory
+            url = {
+                "http": f"{server.url}/{key}.pth",
+                "file": (elsewhere / f"{key}.pth").as_uri(),
+                "local": f"mine/{key}.pth",
+            }[how]  # relative to the working directory
             pinned = _sha256(www / f"{key}.pth") if key in PINNED else ""
             rows.append(_row(key, fmt, arch, url, pinned))
         rows += [
-            _row("z_bad_sha", "deepcluster", "resnet10_tiny", f"{server.url}/z_bad_sha.pth", "0" * 64),
-            _row("z_unreachable", "deepcluster", "resnet10_tiny",
-                 f"http://127.0.0.1:{free_port()}/gone.pth"),
+            _row(
+                "z_bad_sha", "deepcluster", "resnet10_tiny", f"{server.url}/z_bad_sha.pth", "0" * 64
+            ),
+            _row(
+                "z_unreachable",
+                "deepcluster",
+                "resnet10_tiny",
+                f"http://127.0.0.1:{free_port()}/gone.pth",
+            ),
             _row("z_payload", "vissl_trunk", "resnet10_tiny", f"{server.url}/z_payload.pth"),
             _row("z_extra_key", "deepcluster", "resnet10_tiny", f"{server.url}/z_extra_key.pth"),
         ]
-        header = ("key method arch family paradigm embedding source seed steps epochs format url "
-                  "sha256 trusted note").replace(" ", "\t")
+        header = (
+            "key method arch family paradigm embedding source seed steps epochs format url "
+            "sha256 trusted note"
+        ).replace(" ", "\t")
         table = base / "models.tsv"
         table.write_text("\n".join([header, *rows]) + "\n")
         config = smoke_config()
@@ -148,18 +202,30 @@ def zoo(tmp_path_factory):
         momentum_file = base / "momentum.yaml"
         momentum_file.write_text(yaml.safe_dump(config))
         plan = snakemake(work, momentum_file, "-n", *targets[: len(GOOD)])
-        base_weights = {k: (work / f"results/checkpoints/{k}.safetensors").read_bytes()
-                        for k in ("z_moco_v3_r", "z_moco_v3_vitb")
-                        if (work / f"results/checkpoints/{k}.safetensors").exists()}
+        base_weights = {
+            k: (work / f"results/checkpoints/{k}.safetensors").read_bytes()
+            for k in ("z_moco_v3_r", "z_moco_v3_vitb")
+            if (work / f"results/checkpoints/{k}.safetensors").exists()
+        }
         second = snakemake(work, momentum_file, *targets[: len(GOOD)])
         hits = list(server.hits)
-    return dict(work=work, refs=refs, momenta=momenta, first=first, plan=plan, second=second,
-                base_weights=base_weights, hits=hits, www=www, marker=marker)
+    return dict(
+        work=work,
+        refs=refs,
+        momenta=momenta,
+        first=first,
+        plan=plan,
+        second=second,
+        base_weights=base_weights,
+        hits=hits,
+        www=www,
+        marker=marker,
+    )
 
 
 def _job_counts(text):
     """rule -> jobs of a dry run's 'Job stats' table."""
-    lines = text[text.index("Job stats"):].splitlines()[3:]
+    lines = text[text.index("Job stats") :].splitlines()[3:]
     counts = {}
     for line in lines:
         parts = line.split()
@@ -205,14 +271,26 @@ def test_converted_weights_and_embeddings_equal_the_originals(zoo, key):
     side = json.loads((work / f"results/checkpoints/{key}.json").read_text())
     raw = work / f"results/downloads/{key}.ckpt"
     assert side["format"] == fmt and side["arch"] == arch and side["model"] == key
-    assert side["source_sha256"] == _sha256(raw) == (work / f"results/downloads/{key}.ckpt.sha256"
-                                                       ).read_text().split()[0]
+    assert (
+        side["source_sha256"]
+        == _sha256(raw)
+        == (work / f"results/downloads/{key}.ckpt.sha256").read_text().split()[0]
+    )
     assert side["sha256"] == _sha256(work / f"results/checkpoints/{key}.safetensors")
     assert side["source_sha256_pinned"] == (key in PINNED)
-    assert side["embed_dim"] == {"resnet10_tiny": 128, "resnet50": 2048, "vit_tiny_p8": 64,
-                                 "vit_base_patch16_224": 768}[arch]
-    assert side["unpickling"] == ("restricted" if fmt in RESTRICTED else
-                                  "safetensors" if fmt == "safetensors" else "weights_only")
+    assert (
+        side["embed_dim"]
+        == {"resnet10_tiny": 128, "resnet50": 2048, "vit_tiny_p8": 64, "vit_base_patch16_224": 768}[
+            arch
+        ]
+    )
+    assert side["unpickling"] == (
+        "restricted"
+        if fmt in RESTRICTED
+        else "safetensors"
+        if fmt == "safetensors"
+        else "weights_only"
+    )
 
 
 def test_beit_v2_real_architecture(zoo):
@@ -222,10 +300,17 @@ def test_beit_v2_real_architecture(zoo):
     info = json.loads((work / "results/checkpoints/z_beit.json").read_text())
     added = [f"blocks.{i}.attn.relative_position_bias_table" for i in range(12)]
     assert sorted(info["added_keys"]) == sorted(added + ["fc_norm.weight", "fc_norm.bias"])
-    assert {"norm.weight", "norm.bias", "mask_token", "lm_head.weight", "lm_head.bias",
-            "cls_pt_layers.0.norm1.weight", "cls_pt_layers.0.attn.qkv.weight",
-            "rel_pos_bias.relative_position_index",
-            "rel_pos_bias.relative_position_bias_table"} == set(info["dropped_keys"])
+    assert {
+        "norm.weight",
+        "norm.bias",
+        "mask_token",
+        "lm_head.weight",
+        "lm_head.bias",
+        "cls_pt_layers.0.norm1.weight",
+        "cls_pt_layers.0.attn.qkv.weight",
+        "rel_pos_bias.relative_position_index",
+        "rel_pos_bias.relative_position_bias_table",
+    } == set(info["dropped_keys"])
     assert info["embed_dim"] == 768
     # the paper's embedding, re-computed from timm's tokens: mean over the patch tokens (CLS
     # excluded) through a LayerNorm with weight 1, bias 0 (timm's BEiT eps 1e-6)
@@ -255,7 +340,10 @@ def test_moco_v3_switch_reconverts_only_the_moco_rows(zoo):
 def test_unpinned_download_prints_the_row_to_pin(zoo):
     out = _output(zoo["first"])
     digest = _sha256(zoo["www"] / "z_swav.pth")
-    assert "model 'z_swav' has no pinned sha256; pin it by setting column 'sha256' of row 'z_swav'" in out
+    assert (
+        "model 'z_swav' has no pinned sha256; pin it by setting column 'sha256' of row 'z_swav'"
+        in out
+    )
     row = next(line for line in out.splitlines() if line.startswith("z_swav\tfabricated"))
     assert row.split("\t")[12] == digest
     assert "model 'z_vissl_r50' has no pinned sha256" not in out

@@ -25,13 +25,21 @@ import torch
 
 from workflow_scripts.backbones import build_backbone
 
-EMBEDDING = {"resnet10_tiny": "avgpool", "resnet50": "avgpool", "vit_tiny_p8": "cls",
-             "vit_base_patch16_224": "cls", "beitv2_base_patch16_224": "mean_patch"}
+EMBEDDING = {
+    "resnet10_tiny": "avgpool",
+    "resnet50": "avgpool",
+    "vit_tiny_p8": "cls",
+    "vit_base_patch16_224": "cls",
+    "beitv2_base_patch16_224": "mean_patch",
+}
 
 
 @functools.lru_cache(maxsize=None)
 def _template_cached(arch: str) -> tuple:
-    return tuple((k, torch.empty_like(v)) for k, v in build_backbone(arch, EMBEDDING[arch]).state_dict().items())
+    return tuple(
+        (k, torch.empty_like(v))
+        for k, v in build_backbone(arch, EMBEDDING[arch]).state_dict().items()
+    )
 
 
 def _template(arch: str) -> dict:
@@ -126,9 +134,12 @@ class HistoryBufferV073(HistoryBuffer):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["statistics_methods"] = {"min": HistoryBufferV073.min, "max": HistoryBufferV073.max,
-                                       "current": HistoryBufferV073.current,
-                                       "mean": HistoryBufferV073.mean}
+        state["statistics_methods"] = {
+            "min": HistoryBufferV073.min,
+            "max": HistoryBufferV073.max,
+            "current": HistoryBufferV073.current,
+            "mean": HistoryBufferV073.mean,
+        }
         return state
 
 
@@ -166,16 +177,18 @@ def _dump(obj, file, protocol=None, **_):
     UpstreamPickler(file, protocol=protocol).dump(obj)
 
 
-UPSTREAM_PICKLE = types.SimpleNamespace(__name__="upstream_pickle", Pickler=UpstreamPickler,
-                                        dump=_dump)
+UPSTREAM_PICKLE = types.SimpleNamespace(
+    __name__="upstream_pickle", Pickler=UpstreamPickler, dump=_dump
+)
 
 
 def save(obj, path, legacy: bool = False) -> None:
     """torch.save as the upstream code ran it: the zip format (torch >= 1.6) or, for files of
     2020 and MMSelfSup's publish_model.py (_use_new_zipfile_serialization=False), the legacy
     format."""
-    torch.save(obj, str(path), pickle_module=UPSTREAM_PICKLE,
-               _use_new_zipfile_serialization=not legacy)
+    torch.save(
+        obj, str(path), pickle_module=UPSTREAM_PICKLE, _use_new_zipfile_serialization=not legacy
+    )
 
 
 # --------------------------------------------------------------------------- training extras
@@ -188,10 +201,20 @@ def _optimizer_state(n_params: int = 2, *, momentum: bool = False) -> dict:
         if momentum:
             state[index] = {"momentum_buffer": _rand(4, seed=index)}
         else:
-            state[index] = {"step": torch.tensor(1000.0), "exp_avg": _rand(4, seed=index),
-                            "exp_avg_sq": _rand(4, seed=index + 50).abs()}
-    group = {"lr": 1.5e-4, "weight_decay": 0.05, "maximize": False, "foreach": None,
-             "differentiable": False, "fused": None, "params": list(range(n_params))}
+            state[index] = {
+                "step": torch.tensor(1000.0),
+                "exp_avg": _rand(4, seed=index),
+                "exp_avg_sq": _rand(4, seed=index + 50).abs(),
+            }
+    group = {
+        "lr": 1.5e-4,
+        "weight_decay": 0.05,
+        "maximize": False,
+        "foreach": None,
+        "differentiable": False,
+        "fused": None,
+        "params": list(range(n_params)),
+    }
     if momentum:
         group.update({"momentum": 0.9, "dampening": 0, "nesterov": False})
     else:
@@ -201,26 +224,60 @@ def _optimizer_state(n_params: int = 2, *, momentum: bool = False) -> dict:
 
 def _grad_scaler_state() -> dict:
     """torch.cuda.amp.GradScaler.state_dict() (MAE's NativeScalerWithGradNormCount)."""
-    return {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
-            "growth_interval": 2000, "_growth_tracker": 117}
+    return {
+        "scale": 65536.0,
+        "growth_factor": 2.0,
+        "backoff_factor": 0.5,
+        "growth_interval": 2000,
+        "_growth_tracker": 117,
+    }
 
 
 def _mae_args(**extra) -> argparse.Namespace:
     """main_pretrain.py's argparse.Namespace (MAE; MILAN and BEiT-v2 add their own flags)."""
     return argparse.Namespace(
-        batch_size=64, epochs=400, accum_iter=1, model="mae_vit_base_patch16", input_size=224,
-        mask_ratio=0.75, norm_pix_loss=False, weight_decay=0.05, lr=0.0024, blr=1.5e-4,
-        min_lr=0.0, warmup_epochs=40, data_path="/datasets01/imagenet_full_size/061417/",
-        output_dir="./output_dir", log_dir="./output_dir", device="cuda", seed=0, resume="",
-        start_epoch=0, num_workers=10, pin_mem=True, world_size=64, local_rank=-1,
-        dist_on_itp=False, dist_url="env://", rank=0, gpu=0, distributed=True,
-        dist_backend="nccl", **extra)
+        batch_size=64,
+        epochs=400,
+        accum_iter=1,
+        model="mae_vit_base_patch16",
+        input_size=224,
+        mask_ratio=0.75,
+        norm_pix_loss=False,
+        weight_decay=0.05,
+        lr=0.0024,
+        blr=1.5e-4,
+        min_lr=0.0,
+        warmup_epochs=40,
+        data_path="/datasets01/imagenet_full_size/061417/",
+        output_dir="./output_dir",
+        log_dir="./output_dir",
+        device="cuda",
+        seed=0,
+        resume="",
+        start_epoch=0,
+        num_workers=10,
+        pin_mem=True,
+        world_size=64,
+        local_rank=-1,
+        dist_on_itp=False,
+        dist_url="env://",
+        rank=0,
+        gpu=0,
+        distributed=True,
+        dist_backend="nccl",
+        **extra,
+    )
 
 
 def _training_state(model: dict, epoch: int, **args) -> dict:
     """util/misc.py::save_model of MAE and MILAN, utils.save_model of BEiT-v2."""
-    return {"model": model, "optimizer": _optimizer_state(), "epoch": epoch,
-            "scaler": _grad_scaler_state(), "args": _mae_args(**args)}
+    return {
+        "model": model,
+        "optimizer": _optimizer_state(),
+        "epoch": epoch,
+        "scaler": _grad_scaler_state(),
+        "args": _mae_args(**args),
+    }
 
 
 def _with_metadata(state: dict) -> OrderedDict:
@@ -246,24 +303,63 @@ def _mmengine_extras(epoch: int, *, version: str, v073: bool = False) -> dict:
     )
     iters = epoch * 5004
     runtime = OrderedDict(
-        cfg=cfg, seed=1234567, experiment_name="pretrain_20220825_101010",
-        mmengine_version=version, epoch=epoch, iter=iters, max_epochs=epoch, max_iters=iters,
-        dataset_meta={"classes": IMAGENET_CLASSES}, eta=0.0,
+        cfg=cfg,
+        seed=1234567,
+        experiment_name="pretrain_20220825_101010",
+        mmengine_version=version,
+        epoch=epoch,
+        iter=iters,
+        max_epochs=epoch,
+        max_iters=iters,
+        dataset_meta={"classes": IMAGENET_CLASSES},
+        eta=0.0,
         last_ckpt=f"work_dirs/epoch_{epoch - 1}.pth",
     )
     return {
-        "meta": {"epoch": epoch, "iter": iters, "cfg": cfg, "seed": 1234567,
-                 "experiment_name": "pretrain_20220825_101010", "time": "20220825_101010",
-                 "mmengine_version": version, "dataset_meta": {"classes": IMAGENET_CLASSES}},
-        "message_hub": {"log_scalars": scalars, "runtime_info": runtime,
-                        "resumed_keys": OrderedDict((k, True) for k in [*scalars, *runtime])},
+        "meta": {
+            "epoch": epoch,
+            "iter": iters,
+            "cfg": cfg,
+            "seed": 1234567,
+            "experiment_name": "pretrain_20220825_101010",
+            "time": "20220825_101010",
+            "mmengine_version": version,
+            "dataset_meta": {"classes": IMAGENET_CLASSES},
+        },
+        "message_hub": {
+            "log_scalars": scalars,
+            "runtime_info": runtime,
+            "resumed_keys": OrderedDict((k, True) for k in [*scalars, *runtime]),
+        },
         "param_schedulers": [
-            {"start_factor": 1e-4, "end_factor": 1.0, "total_iters": 10, "param_name": "lr",
-             "begin": 0, "end": 10, "by_epoch": True, "base_values": [0.05],
-             "last_step": 10, "_global_step": 10, "verbose": False, "_last_value": [0.05]},
-            {"T_max": epoch - 10, "eta_min": 0.0, "eta_min_ratio": None, "param_name": "lr",
-             "begin": 10, "end": epoch, "by_epoch": True, "base_values": [0.05],
-             "last_step": epoch, "_global_step": epoch, "verbose": False, "_last_value": [0.0]},
+            {
+                "start_factor": 1e-4,
+                "end_factor": 1.0,
+                "total_iters": 10,
+                "param_name": "lr",
+                "begin": 0,
+                "end": 10,
+                "by_epoch": True,
+                "base_values": [0.05],
+                "last_step": 10,
+                "_global_step": 10,
+                "verbose": False,
+                "_last_value": [0.05],
+            },
+            {
+                "T_max": epoch - 10,
+                "eta_min": 0.0,
+                "eta_min_ratio": None,
+                "param_name": "lr",
+                "begin": 10,
+                "end": epoch,
+                "by_epoch": True,
+                "base_values": [0.05],
+                "last_step": epoch,
+                "_global_step": epoch,
+                "verbose": False,
+                "_last_value": [0.0],
+            },
         ],
     }
 
@@ -285,18 +381,40 @@ def fabricate_vissl_trunk(ref, leftover_fc=False, **_):
         trunk["_feature_blocks.fc.bias"] = _rand(64)
     classy = {
         "train": True,
-        "base_model": {"model": {"trunk": trunk,
-                                 "heads": {"0.clf.0.weight": _rand(10, width),
-                                           "0.clf.0.bias": _rand(10)}}},
-        "meters": {"accuracy_list_meter": {"name": "accuracy_list_meter", "num_meters": 1,
-                                           "topk_values": [1, 5]}},
-        "optimizer": {"name": "sgd", "num_updates": 500400, "options": {"lr": 0.1},
-                      "optim": _optimizer_state(momentum=True)},
-        "phase_idx": 209, "train_phase_idx": 104, "num_updates": 500400, "losses": [0.5, 0.4],
-        "hooks": {"checkpoint_hook": {}}, "loss": {},
+        "base_model": {
+            "model": {
+                "trunk": trunk,
+                "heads": {"0.clf.0.weight": _rand(10, width), "0.clf.0.bias": _rand(10)},
+            }
+        },
+        "meters": {
+            "accuracy_list_meter": {
+                "name": "accuracy_list_meter",
+                "num_meters": 1,
+                "topk_values": [1, 5],
+            }
+        },
+        "optimizer": {
+            "name": "sgd",
+            "num_updates": 500400,
+            "options": {"lr": 0.1},
+            "optim": _optimizer_state(momentum=True),
+        },
+        "phase_idx": 209,
+        "train_phase_idx": 104,
+        "num_updates": 500400,
+        "losses": [0.5, 0.4],
+        "hooks": {"checkpoint_hook": {}},
+        "loss": {},
     }
-    return {"phase_idx": 209, "iteration": 500400, "loss": {}, "iteration_num": 500400,
-            "train_phase_idx": 104, "classy_state_dict": classy}, True
+    return {
+        "phase_idx": 209,
+        "iteration": 500400,
+        "loss": {},
+        "iteration_num": 500400,
+        "train_phase_idx": 104,
+        "classy_state_dict": classy,
+    }, True
 
 
 def fabricate_npid_numpy(ref, **_):
@@ -311,9 +429,13 @@ def fabricate_npid_numpy(ref, **_):
 def fabricate_deepcluster(ref, **_):
     """SwAV repository (SwAV, SeLa-v2, DeepCluster-v2): the DDP state dict itself (2020)."""
     state = OrderedDict((f"module.{k}", v) for k, v in ref.items())
-    state.update({"module.projection_head.0.weight": _rand(32, _width(ref)),
-                  "module.projection_head.0.bias": _rand(32),
-                  "module.prototypes.weight": _rand(300, 32)})
+    state.update(
+        {
+            "module.projection_head.0.weight": _rand(32, _width(ref)),
+            "module.projection_head.0.bias": _rand(32),
+            "module.prototypes.weight": _rand(300, 32),
+        }
+    )
     return state, True
 
 
@@ -323,11 +445,23 @@ def fabricate_moco_v2(ref, **_):
     state.update({f"module.encoder_k.{k}": v for k, v in other(ref, 1).items()})
     width = _width(ref)
     for enc in ("encoder_q", "encoder_k"):
-        state.update({f"module.{enc}.fc.0.weight": _rand(16, width), f"module.{enc}.fc.0.bias": _rand(16),
-                      f"module.{enc}.fc.2.weight": _rand(8, 16), f"module.{enc}.fc.2.bias": _rand(8)})
-    state.update({"module.queue": _rand(8, 64), "module.queue_ptr": torch.zeros(1, dtype=torch.long)})
-    return {"epoch": 800, "arch": "resnet50", "state_dict": state,
-            "optimizer": _optimizer_state(momentum=True)}, True
+        state.update(
+            {
+                f"module.{enc}.fc.0.weight": _rand(16, width),
+                f"module.{enc}.fc.0.bias": _rand(16),
+                f"module.{enc}.fc.2.weight": _rand(8, 16),
+                f"module.{enc}.fc.2.bias": _rand(8),
+            }
+        )
+    state.update(
+        {"module.queue": _rand(8, 64), "module.queue_ptr": torch.zeros(1, dtype=torch.long)}
+    )
+    return {
+        "epoch": 800,
+        "arch": "resnet50",
+        "state_dict": state,
+        "optimizer": _optimizer_state(momentum=True),
+    }, True
 
 
 def fabricate_moco_v3(ref, momentum, vit, **_):
@@ -338,39 +472,62 @@ def fabricate_moco_v3(ref, momentum, vit, **_):
     state = OrderedDict((f"module.base_encoder.{k}", v) for k, v in ref.items())
     state.update({f"module.momentum_encoder.{k}": v for k, v in momentum.items()})
     for enc in ("base_encoder", "momentum_encoder"):
-        state.update({f"module.{enc}.{projector}.0.weight": _rand(16, width),
-                      f"module.{enc}.{projector}.1.running_mean": _rand(16),
-                      f"module.{enc}.{projector}.3.weight": _rand(8, 16)})
-    state.update({"module.predictor.0.weight": _rand(16, 8), "module.predictor.3.weight": _rand(8, 16)})
-    return {"epoch": 300, "arch": "vit_base" if vit else "resnet50", "state_dict": state,
-            "optimizer": _optimizer_state(), "scaler": _grad_scaler_state()}, False
+        state.update(
+            {
+                f"module.{enc}.{projector}.0.weight": _rand(16, width),
+                f"module.{enc}.{projector}.1.running_mean": _rand(16),
+                f"module.{enc}.{projector}.3.weight": _rand(8, 16),
+            }
+        )
+    state.update(
+        {"module.predictor.0.weight": _rand(16, 8), "module.predictor.3.weight": _rand(8, 16)}
+    )
+    return {
+        "epoch": 300,
+        "arch": "vit_base" if vit else "resnet50",
+        "state_dict": state,
+        "optimizer": _optimizer_state(),
+        "scaler": _grad_scaler_state(),
+    }, False
 
 
 def fabricate_mmselfsup_resnet(ref, v073=False, **_):
     """MMSelfSup 1.x: mmengine's Runner.save_checkpoint minus 'optimizer', re-saved by
     publish_model.py in the legacy format."""
     state = OrderedDict((f"backbone.{k}", v) for k, v in ref.items())
-    state.update({"neck.mlp.0.weight": _rand(16, _width(ref)), "head.predictor.0.weight": _rand(8, 16),
-                  "data_preprocessor.mean": torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1),
-                  "data_preprocessor.std": torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)})
+    state.update(
+        {
+            "neck.mlp.0.weight": _rand(16, _width(ref)),
+            "head.predictor.0.weight": _rand(8, 16),
+            "data_preprocessor.mean": torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1),
+            "data_preprocessor.std": torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1),
+        }
+    )
     extras = _mmengine_extras(200, version="0.7.3" if v073 else "0.1.0", v073=v073)
-    return {"meta": extras["meta"], "state_dict": _with_metadata(state),
-            "message_hub": extras["message_hub"],
-            "param_schedulers": extras["param_schedulers"]}, True
+    return {
+        "meta": extras["meta"],
+        "state_dict": _with_metadata(state),
+        "message_hub": extras["message_hub"],
+        "param_schedulers": extras["param_schedulers"],
+    }, True
 
 
 def timm_to_mmcls(key: str) -> str:
     """timm ViT name -> mmcls/MMSelfSup name (the inverse of the published renames)."""
     if key.startswith("norm."):
-        return "ln1." + key[len("norm."):]
+        return "ln1." + key[len("norm.") :]
     key = key.replace("patch_embed.proj.", "patch_embed.projection.")
     match = re.match(r"blocks\.(\d+)\.(.*)", key)
     if match:
         index, rest = match.groups()
-        for timm_name, mm_name in (("norm1.", "ln1."), ("norm2.", "ln2."),
-                                   ("mlp.fc1.", "ffn.layers.0.0."), ("mlp.fc2.", "ffn.layers.1.")):
+        for timm_name, mm_name in (
+            ("norm1.", "ln1."),
+            ("norm2.", "ln2."),
+            ("mlp.fc1.", "ffn.layers.0.0."),
+            ("mlp.fc2.", "ffn.layers.1."),
+        ):
             if rest.startswith(timm_name):
-                rest = mm_name + rest[len(timm_name):]
+                rest = mm_name + rest[len(timm_name) :]
         key = f"layers.{index}.{rest}"
     return key
 
@@ -380,14 +537,21 @@ def fabricate_mmselfsup_vit(ref, v073=False, **_):
     modules, and mmengine's meta/message_hub/param_schedulers (legacy format)."""
     width = ref["cls_token"].shape[-1]
     state = OrderedDict((f"backbone.{timm_to_mmcls(k)}", v) for k, v in ref.items())
-    state.update({"backbone.mask_token": _rand(1, 1, width),
-                  "neck.decoder_pred.weight": _rand(16, width),
-                  "target_generator.hog.weight_x": _rand(1, 1, 3, 3),
-                  "data_preprocessor.mean": _rand(3, 1, 1)})
+    state.update(
+        {
+            "backbone.mask_token": _rand(1, 1, width),
+            "neck.decoder_pred.weight": _rand(16, width),
+            "target_generator.hog.weight_x": _rand(1, 1, 3, 3),
+            "data_preprocessor.mean": _rand(3, 1, 1),
+        }
+    )
     extras = _mmengine_extras(300, version="0.7.3" if v073 else "0.3.0", v073=v073)
-    return {"meta": extras["meta"], "state_dict": _with_metadata(state),
-            "message_hub": extras["message_hub"],
-            "param_schedulers": extras["param_schedulers"]}, True
+    return {
+        "meta": extras["meta"],
+        "state_dict": _with_metadata(state),
+        "message_hub": extras["message_hub"],
+        "param_schedulers": extras["param_schedulers"],
+    }, True
 
 
 def fabricate_byol_online(ref, **_):
@@ -402,12 +566,15 @@ def fabricate_byol_online(ref, **_):
         out["module.fc.bias"] = _rand(1000)
         return out
 
-    return {"online_backbone": backbone(ref),
-            "online_projection": {"module.net.0.weight": _rand(16, width)},
-            "predictor": {"module.net.0.weight": _rand(16, 16)},
-            "target_backbone": backbone(other(ref, 2)),
-            "target_projection": {"module.net.0.weight": _rand(16, width)},
-            "optimizer": _optimizer_state(momentum=True), "epoch": 300}, True
+    return {
+        "online_backbone": backbone(ref),
+        "online_projection": {"module.net.0.weight": _rand(16, width)},
+        "predictor": {"module.net.0.weight": _rand(16, 16)},
+        "target_backbone": backbone(other(ref, 2)),
+        "target_projection": {"module.net.0.weight": _rand(16, width)},
+        "optimizer": _optimizer_state(momentum=True),
+        "epoch": 300,
+    }, True
 
 
 def fabricate_torchvision(ref, **_):
@@ -426,8 +593,13 @@ def fabricate_extracted_backbone(ref, author="DenseCL", **_):
 
 def fabricate_ibot(ref, **_):
     state = OrderedDict(ref)
-    state.update({"head.mlp.0.weight": _rand(16, 8), "head.last_layer.weight_g": _rand(100, 1),
-                  "head.last_layer2.weight_v": _rand(100, 8)})
+    state.update(
+        {
+            "head.mlp.0.weight": _rand(16, 8),
+            "head.last_layer.weight_g": _rand(100, 1),
+            "head.last_layer2.weight_v": _rand(100, 8),
+        }
+    )
     return {"state_dict": state}, False
 
 
@@ -439,14 +611,24 @@ def fabricate_mae(ref, training_state=True, **_):
         return {"model": OrderedDict(ref)}, False
     width = _width(ref)
     state = OrderedDict(ref)
-    state.update({"mask_token": _rand(1, 1, 16), "decoder_embed.weight": _rand(16, width),
-                  "decoder_embed.bias": _rand(16), "decoder_pos_embed": _rand(1, 5, 16),
-                  "decoder_blocks.0.norm1.weight": _rand(16), "decoder_blocks.0.attn.q.weight": _rand(16, 16),
-                  "decoder_blocks.0.attn.kv.weight": _rand(32, 16),
-                  "decoder_blocks.0.mlp.fc1.weight": _rand(32, 16), "decoder_norm.weight": _rand(16),
-                  "decoder_pred.weight": _rand(width, 16), "decoder_pred.bias": _rand(width)})
-    return _training_state(state, 399, use_clip=True, average_targets=1, attn_mask=True,
-                           change_decoder=True), False
+    state.update(
+        {
+            "mask_token": _rand(1, 1, 16),
+            "decoder_embed.weight": _rand(16, width),
+            "decoder_embed.bias": _rand(16),
+            "decoder_pos_embed": _rand(1, 5, 16),
+            "decoder_blocks.0.norm1.weight": _rand(16),
+            "decoder_blocks.0.attn.q.weight": _rand(16, 16),
+            "decoder_blocks.0.attn.kv.weight": _rand(32, 16),
+            "decoder_blocks.0.mlp.fc1.weight": _rand(32, 16),
+            "decoder_norm.weight": _rand(16),
+            "decoder_pred.weight": _rand(width, 16),
+            "decoder_pred.bias": _rand(width),
+        }
+    )
+    return _training_state(
+        state, 399, use_clip=True, average_targets=1, attn_mask=True, change_decoder=True
+    ), False
 
 
 def fabricate_beit_v2(ref, **_):
@@ -456,41 +638,71 @@ def fabricate_beit_v2(ref, **_):
 
     width = ref["cls_token"].shape[-1]
     tables = [k for k in ref if k.endswith("relative_position_bias_table")]
-    state = OrderedDict((k, v) for k, v in ref.items()
-                        if k not in tables and not k.startswith("fc_norm."))
+    state = OrderedDict(
+        (k, v) for k, v in ref.items() if k not in tables and not k.startswith("fc_norm.")
+    )
     state["rel_pos_bias.relative_position_bias_table"] = ref[tables[0]].clone()
     state["rel_pos_bias.relative_position_index"] = gen_relative_position_index((14, 14))
-    state.update({"norm.weight": _rand(width) + 1, "norm.bias": _rand(width),
-                  "mask_token": _rand(1, 1, width), "lm_head.weight": _rand(8192, width),
-                  "lm_head.bias": _rand(8192), "cls_pt_layers.0.norm1.weight": _rand(width),
-                  "cls_pt_layers.0.attn.qkv.weight": _rand(3 * width, width)})
-    return _training_state(state, 1599, shared_lm_head=True, early_layers=9, head_layers=2,
-                           tokenizer_model="vqkd_encoder_base_decoder_3x768x12_clip"), False
+    state.update(
+        {
+            "norm.weight": _rand(width) + 1,
+            "norm.bias": _rand(width),
+            "mask_token": _rand(1, 1, width),
+            "lm_head.weight": _rand(8192, width),
+            "lm_head.bias": _rand(8192),
+            "cls_pt_layers.0.norm1.weight": _rand(width),
+            "cls_pt_layers.0.attn.qkv.weight": _rand(3 * width, width),
+        }
+    )
+    return _training_state(
+        state,
+        1599,
+        shared_lm_head=True,
+        early_layers=9,
+        head_layers=2,
+        tokenizer_model="vqkd_encoder_base_decoder_3x768x12_clip",
+    ), False
 
 
-FABRICATORS = {name[len("fabricate_"):]: fn for name, fn in globals().items()
-               if name.startswith("fabricate_")}
+FABRICATORS = {
+    name[len("fabricate_") :]: fn for name, fn in globals().items() if name.startswith("fabricate_")
+}
 
 # Every row of config/models_paper.tsv -> (its format, the layout of its released file), from
 # the code that wrote each file (see the fabricators' docstrings).
 PAPER_ROWS: dict[str, tuple[str, dict]] = {
-    "jigsaw": ("vissl_trunk", {}), "rotnet": ("vissl_trunk", {}), "npid": ("npid_numpy", {}),
-    "sela_v2": ("deepcluster", {}), "npid_plusplus": ("vissl_trunk", {}),
-    "pirl": ("vissl_trunk", {}), "clusterfit": ("vissl_trunk", {"leftover_fc": True}),
-    "deepcluster_v2": ("deepcluster", {}), "swav": ("deepcluster", {}),
-    "simclr": ("vissl_trunk", {}), "moco_v2": ("moco_v2", {}),
-    "simsiam": ("mmselfsup_resnet", {}), "byol": ("byol_online", {}),
-    "dino_r50": ("torchvision", {}), "barlowtwins": ("mmselfsup_resnet", {}),
-    "densecl": ("extracted_backbone", {}), "moco_v3_r50": ("moco_v3", {}),
-    "dino_vitb16": ("timm_vit", {}), "ibot": ("ibot", {}), "moco_v3_vitb16": ("moco_v3", {}),
-    "mae": ("mae", {"training_state": False}), "maskfeat": ("mmselfsup_vit", {}),
-    "beit_v2": ("beit_v2", {}), "milan": ("mae", {"training_state": True}),
-    "eva": ("mmselfsup_vit", {}), "pixmim": ("mmselfsup_vit", {}),
+    "jigsaw": ("vissl_trunk", {}),
+    "rotnet": ("vissl_trunk", {}),
+    "npid": ("npid_numpy", {}),
+    "sela_v2": ("deepcluster", {}),
+    "npid_plusplus": ("vissl_trunk", {}),
+    "pirl": ("vissl_trunk", {}),
+    "clusterfit": ("vissl_trunk", {"leftover_fc": True}),
+    "deepcluster_v2": ("deepcluster", {}),
+    "swav": ("deepcluster", {}),
+    "simclr": ("vissl_trunk", {}),
+    "moco_v2": ("moco_v2", {}),
+    "simsiam": ("mmselfsup_resnet", {}),
+    "byol": ("byol_online", {}),
+    "dino_r50": ("torchvision", {}),
+    "barlowtwins": ("mmselfsup_resnet", {}),
+    "densecl": ("extracted_backbone", {}),
+    "moco_v3_r50": ("moco_v3", {}),
+    "dino_vitb16": ("timm_vit", {}),
+    "ibot": ("ibot", {}),
+    "moco_v3_vitb16": ("moco_v3", {}),
+    "mae": ("mae", {"training_state": False}),
+    "maskfeat": ("mmselfsup_vit", {}),
+    "beit_v2": ("beit_v2", {}),
+    "milan": ("mae", {"training_state": True}),
+    "eva": ("mmselfsup_vit", {}),
+    "pixmim": ("mmselfsup_vit", {}),
 }
 
 
-def write(path, fmt: str, ref: dict, momentum: dict | None = None, vit: bool = False,
-          **layout) -> None:
+def write(
+    path, fmt: str, ref: dict, momentum: dict | None = None, vit: bool = False, **layout
+) -> None:
     """Save a fabricated checkpoint the way its source did (torch.save in the zip or legacy
     format through UpstreamPickler, or safetensors)."""
     if fmt == "safetensors":
@@ -553,7 +765,9 @@ class LoopbackServer:
         import threading
         from http.server import ThreadingHTTPServer
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler.make(self.directory, self.hits))
+        self.server = ThreadingHTTPServer(
+            ("127.0.0.1", 0), _Handler.make(self.directory, self.hits)
+        )
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -33,15 +33,23 @@ def est():
 
 
 def _positive(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 \
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value > 0
         and math.isfinite(value)
+    )
 
 
 def test_gpu_throughput_smoke_writes_every_section(tmp_path):
     out = tmp_path / "gt"
     proc = subprocess.run(
         [sys.executable, str(BENCHMARKS / "gpu_throughput.py"), "--smoke", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((out / "gpu_throughput.json").read_text())
@@ -95,7 +103,8 @@ def test_device_bound_stage_takes_the_device_rate(est):
 
 def test_hours_are_images_times_epochs_times_arms_over_rate(est):
     assert est.stage_hours(1_281_167, 100, 2, 1000.0) == pytest.approx(
-        1_281_167 * 100 * 2 / 1000 / 3600)
+        1_281_167 * 100 * 2 / 1000 / 3600
+    )
     assert est.stage_hours(3600, 1, 1, 1.0) == pytest.approx(1.0)
 
 
@@ -121,22 +130,33 @@ def test_targets(est):
 def _tiny_study(est, basis="assumed"):
     fig = est.Figure
     config = {
-        "arms": ["raw", "bn"], "protocols": ["knn", "linear", "finetune", "fewshot"],
-        "features": {"workers": 4}, "finetune": {"epochs": 10, "workers": 2},
+        "arms": ["raw", "bn"],
+        "protocols": ["knn", "linear", "finetune", "fewshot"],
+        "features": {"workers": 4},
+        "finetune": {"epochs": 10, "workers": 2},
         "fewshot": {"percents": [10], "epochs": 3, "extra_seeds": []},
         "linear": {"epochs": 4, "base_lrs": [0.1], "seeds": [42]},
     }
-    datasets = pd.DataFrame([
-        {"key": "idset", "role": "id", "num_classes": 10, "n_train": 1000, "n_test": 100},
-        {"key": "oodset", "role": "ood", "num_classes": 5, "n_train": 500, "n_test": 50},
-    ])
+    datasets = pd.DataFrame(
+        [
+            {"key": "idset", "role": "id", "num_classes": 10, "n_train": 1000, "n_test": 100},
+            {"key": "oodset", "role": "ood", "num_classes": 5, "n_train": 500, "n_test": 50},
+        ]
+    )
     per_prec = {"fp32": 1000.0, "tf32": 1000.0, "bf16": 4000.0}
     rates = est.Rates(
         forward={"resnet50": {p: fig(v, basis, "test") for p, v in per_prec.items()}},
-        train={"resnet50": {"fp32": fig(20.0, basis, "t"), "tf32": fig(50.0, basis, "t"),
-                            "bf16": fig(500.0, basis, "t")}},
-        compile={"forward": {"resnet50": fig(2.0, basis, "t")},
-                 "train": {"resnet50": fig(1.5, basis, "t")}},
+        train={
+            "resnet50": {
+                "fp32": fig(20.0, basis, "t"),
+                "tf32": fig(50.0, basis, "t"),
+                "bf16": fig(500.0, basis, "t"),
+            }
+        },
+        compile={
+            "forward": {"resnet50": fig(2.0, basis, "t")},
+            "train": {"resnet50": fig(1.5, basis, "t")},
+        },
         decode={"eval": fig(100.0, "measured", "t"), "train": fig(30.0, "measured", "t")},
         knn_tflops={"cuda": fig(2.0, basis, "t")},
         linear_tflops={"cuda": fig(0.5, basis, "t")},
@@ -149,11 +169,20 @@ def test_plan_of_a_tiny_study_by_hand(est):
     jobs = est.plan(config, datasets, models, rates, "faithful")
     by = {(j["stage"], j["job"]): j for j in jobs}
     # one extraction, kNN and linear job per data set; fine-tuning per (run, arm)
-    assert sorted(by) == sorted([
-        ("extraction", "idset"), ("extraction", "oodset"), ("knn", "idset"), ("knn", "oodset"),
-        ("linear", "idset"), ("linear", "oodset"), ("finetune", "finetune raw"),
-        ("finetune", "finetune bn"), ("fewshot", "fewshot10 raw"), ("fewshot", "fewshot10 bn"),
-    ])
+    assert sorted(by) == sorted(
+        [
+            ("extraction", "idset"),
+            ("extraction", "oodset"),
+            ("knn", "idset"),
+            ("knn", "oodset"),
+            ("linear", "idset"),
+            ("linear", "oodset"),
+            ("finetune", "finetune raw"),
+            ("finetune", "finetune bn"),
+            ("fewshot", "fewshot10 raw"),
+            ("fewshot", "fewshot10 bn"),
+        ]
+    )
     # extraction: fp32 device 1000 img/s vs 4 workers x 100 = 400 -> loader-bound
     ext = by[("extraction", "idset")]
     assert (ext["rate"], ext["bound"]) == (400.0, "loader")
@@ -162,7 +191,8 @@ def test_plan_of_a_tiny_study_by_hand(est):
     assert by[("knn", "oodset")]["hours"] == pytest.approx(2 * 2 * 500 * 50 * 2048 / 2e12 / 3600)
     # linear: 2 heads (arms x lrs x seeds), 4 epochs, 5 classes at 0.5 TFLOP/s
     assert by[("linear", "oodset")]["hours"] == pytest.approx(
-        4 * 2 * 2048 * 5 * (6 * 500 + 2 * 50) / 0.5e12 / 3600)
+        4 * 2 * 2048 * 5 * (6 * 500 + 2 * 50) / 0.5e12 / 3600
+    )
     # fine-tuning: tf32 device 50 img/s vs 2 workers x 30 = 60 -> device-bound; + the test split
     # scored once at min(tf32 forward 1000, 2 workers x 100 eval decode) = 200 img/s
     ft = by[("finetune", "finetune raw")]
@@ -187,8 +217,15 @@ def test_fast_scenario_bf16_compile_and_loader_bound(est):
     ft = next(j for j in jobs if j["job"] == "finetune raw")
     # bf16 500 img/s x compile 1.5 = 750 > 2 workers x 30 -> loader-bound at 60 img/s
     assert (ft["rate"], ft["bound"], ft["precision"]) == (60.0, "loader", "bf16+compile")
-    more = est.plan(config, datasets, models, rates, "fast", compile_=True,
-                    workers={"features": 4, "finetune": 100})
+    more = est.plan(
+        config,
+        datasets,
+        models,
+        rates,
+        "fast",
+        compile_=True,
+        workers={"features": 4, "finetune": 100},
+    )
     ft = next(j for j in more if j["job"] == "finetune raw")
     assert (ft["rate"], ft["bound"]) == (750.0, "device")
     # the faithful scenario never applies the compile factor
@@ -208,8 +245,9 @@ def test_measured_only_when_every_input_is(est):
 
 def test_markdown_table_has_stages_totals_longest_and_targets(est):
     config, datasets, models, rates = _tiny_study(est)
-    summaries = {s: est.summarize(est.plan(config, datasets, models, rates, s), s)
-                 for s in est.SCENARIOS}
+    summaries = {
+        s: est.summarize(est.plan(config, datasets, models, rates, s), s) for s in est.SCENARIOS
+    }
     table = est.markdown_table(summaries)
     for stage in est.STAGES:
         assert f"| {stage} | resnet50 |" in table
@@ -223,7 +261,7 @@ def test_assumed_table_covers_the_paper_archs_and_cites_sources(est):
             for prec in ("fp32", "tf32", "bf16"):
                 fig = est.ASSUMED[kind][arch][prec]
                 assert fig.basis == "assumed" and fig.value > 0
-                keys = fig.source[fig.source.rindex("[") + 1:-1].split(", ")
+                keys = fig.source[fig.source.rindex("[") + 1 : -1].split(", ")
                 assert keys and all(key in est.SRC for key in keys)
     # hand check of two derivations: A100 figures x 1.8
     assert est.ASSUMED["train"]["resnet50"]["tf32"].value == pytest.approx(938 * 1.8)
@@ -233,13 +271,22 @@ def test_assumed_table_covers_the_paper_archs_and_cites_sources(est):
 def test_rates_from_a_gpu_throughput_json(est, tmp_path):
     data = {
         "meta": {"device": "cuda", "gpu": "NVIDIA H200", "smoke": False},
-        "forward": {"batch": 256, "resnet50": {"fp32": {"img_s": 3000.0}},
-                    "vit_base_patch16_224": {"bf16": {"img_s": 6000.0}}},
+        "forward": {
+            "batch": 256,
+            "resnet50": {"fp32": {"img_s": 3000.0}},
+            "vit_base_patch16_224": {"bf16": {"img_s": 6000.0}},
+        },
         "train": {"resnet50": {"tf32": {"img_s": 1500.0}}},
         "loader": {"per_worker_img_s": {"eval": 250.0, "train": 200.0}},
         "knn": {"effective_tflops": 40.0, "method": "x"},
-        "linear": {"epoch_s": 2.0, "n_train": 1000, "n_test": 100, "dim": 2048,
-                   "classes": 1000, "heads": 2},
+        "linear": {
+            "epoch_s": 2.0,
+            "n_train": 1000,
+            "n_test": 100,
+            "dim": 2048,
+            "classes": 1000,
+            "heads": 2,
+        },
         "compile": {"resnet50": {"train_speedup_vs_eager": 1.25}},
     }
     path = tmp_path / "gpu_throughput.json"
@@ -254,21 +301,26 @@ def test_rates_from_a_gpu_throughput_json(est, tmp_path):
     assert rates.decode["train"] == est.Figure(200.0, "measured", rates.decode["train"].source)
     assert rates.knn_tflops["cuda"].value == 40.0
     assert rates.linear_tflops["cuda"].value == pytest.approx(
-        2 * 2048 * 1000 * (6 * 1000 + 2 * 100) / 2.0 / 1e12)
+        2 * 2048 * 1000 * (6 * 1000 + 2 * 100) / 2.0 / 1e12
+    )
     assert rates.compile["train"]["resnet50"].value == 1.25
 
 
 def test_longest_job_counts_a_batched_workflow_job_once(est):
-    jobs = [{"job": "finetune raw", "hours": 20.0, "basis": "assumed", "group": "ft/m1"},
-            {"job": "fewshot10 raw", "hours": 6.0, "basis": "assumed", "group": "ft/m1"},
-            {"job": "imagenet", "hours": 25.0, "basis": "assumed", "group": "ext/m1"}]
+    jobs = [
+        {"job": "finetune raw", "hours": 20.0, "basis": "assumed", "group": "ft/m1"},
+        {"job": "fewshot10 raw", "hours": 6.0, "basis": "assumed", "group": "ft/m1"},
+        {"job": "imagenet", "hours": 25.0, "basis": "assumed", "group": "ext/m1"},
+    ]
     longest = est.longest_job(jobs)
     assert longest["hours"] == 26.0 and longest["job"] == "finetune raw + fewshot10 raw"
     config, datasets, models, rates = _tiny_study(est)
     single = est.longest_job(est.plan(config, datasets, models, rates, "faithful"))
-    batched = est.longest_job(est.plan({**config, "batch_runs": True}, datasets, models, rates,
-                                       "faithful"))
+    batched = est.longest_job(
+        est.plan({**config, "batch_runs": True}, datasets, models, rates, "faithful")
+    )
     jobs = est.plan(config, datasets, models, rates, "faithful")
     assert single["hours"] == max(j["hours"] for j in jobs)
     assert batched["hours"] == pytest.approx(
-        sum(j["hours"] for j in jobs if j["stage"] in ("finetune", "fewshot")))
+        sum(j["hours"] for j in jobs if j["stage"] in ("finetune", "fewshot"))
+    )

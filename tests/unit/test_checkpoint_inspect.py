@@ -27,8 +27,13 @@ VIT_FORMATS = {"timm_vit", "ibot", "mae", "mmselfsup_vit", "beit_v2"}
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "workflow_scripts.checkpoints.inspect", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "workflow_scripts.checkpoints.inspect", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("key", sorted(LAYOUTS))
@@ -43,10 +48,20 @@ def test_inspector_names_the_format_of_every_paper_layout(tmp_path, key):
     fits = [(f["format"], f["arch"]) for f in report["fits"]]
     assert (fmt, arch) in fits, (fits, report["near"])
     assert not any(g["as"] == "REFUSED" for g in report["globals"])
-    assert report["container"] == ("torch-legacy" if fmt in {"vissl_trunk", "npid_numpy",
-                                                             "deepcluster", "moco_v2",
-                                                             "mmselfsup_resnet", "mmselfsup_vit",
-                                                             "byol_online"} else "torch-zip")
+    assert report["container"] == (
+        "torch-legacy"
+        if fmt
+        in {
+            "vissl_trunk",
+            "npid_numpy",
+            "deepcluster",
+            "moco_v2",
+            "mmselfsup_resnet",
+            "mmselfsup_vit",
+            "byol_online",
+        }
+        else "torch-zip"
+    )
 
 
 def test_structure_counts_equal_the_reference(tmp_path):
@@ -113,8 +128,10 @@ def test_near_misses_list_what_does_not_fit(tmp_path):
     report = inspect_file(raw)
     assert report["fits"] == []
     best = report["near"][0]
-    assert (best["format"], best["arch"]) in {("torchvision", "resnet10_tiny"),
-                                              ("deepcluster", "resnet10_tiny")}
+    assert (best["format"], best["arch"]) in {
+        ("torchvision", "resnet10_tiny"),
+        ("deepcluster", "resnet10_tiny"),
+    }
     assert best["missing"] == ["layer4.conv2.weight"]
     assert best["unexpected"] == ["layer5.0.conv1.weight"]
     text = render(report)

@@ -46,19 +46,31 @@ ARCH_OF_FORMAT = {fmt: TINY[spec["families"][0]] for fmt, spec in FORMATS.items(
 UNIT_FORMATS = sorted(f for f in FORMATS if f != "beit_v2")
 HISTORY_BUFFER = "mmengine.logging.history_buffer.HistoryBuffer"
 # format -> (how its fabricated file is read, the placeholders met)
-RESTRICTED = {"npid_numpy": ("restricted", []),
-              "mmselfsup_resnet": ("restricted", [HISTORY_BUFFER]),
-              "mmselfsup_vit": ("restricted", [HISTORY_BUFFER]),
-              "mae": ("restricted", ["argparse.Namespace"])}
+RESTRICTED = {
+    "npid_numpy": ("restricted", []),
+    "mmselfsup_resnet": ("restricted", [HISTORY_BUFFER]),
+    "mmselfsup_vit": ("restricted", [HISTORY_BUFFER]),
+    "mae": ("restricted", ["argparse.Namespace"]),
+}
 
 
 def _convert(tmp_path, fmt, arch, ckpt_ref, momentum=None, options=None, trusted=False, **layout):
     raw = tmp_path / f"{fmt}.ckpt"
     write(raw, fmt, ckpt_ref, momentum=momentum, vit=arch.startswith("vit"), **layout)
     weights, sidecar = tmp_path / f"{fmt}.safetensors", tmp_path / f"{fmt}.json"
-    info = convert(raw, weights, sidecar, model=f"m_{fmt}", arch=arch, embedding=EMBEDDING[arch],
-                   fmt=fmt, url="http://example.invalid/x", sha256=None, trusted=trusted,
-                   options=options)
+    info = convert(
+        raw,
+        weights,
+        sidecar,
+        model=f"m_{fmt}",
+        arch=arch,
+        embedding=EMBEDDING[arch],
+        fmt=fmt,
+        url="http://example.invalid/x",
+        sha256=None,
+        trusted=trusted,
+        options=options,
+    )
     return raw, weights, sidecar, info
 
 
@@ -90,7 +102,9 @@ def test_each_format_is_one_registration():
     with pytest.raises(ValueError, match="'mae' is registered twice"):
         register("mae", families=("vit",), layout="again")(lambda ckpt, fmt, options: None)
     assert FORMATS["mae"]["layout"].startswith("ckpt['model']")
-    with pytest.raises(CheckpointError, match=r"unknown checkpoint format 'x' \(known: vissl_trunk, npid_numpy, "):
+    with pytest.raises(
+        CheckpointError, match=r"unknown checkpoint format 'x' \(known: vissl_trunk, npid_numpy, "
+    ):
         extract({}, "x")
 
 
@@ -108,21 +122,29 @@ def test_every_format_converts_to_the_exact_weights(tmp_path, fmt):
     assert side["embed_dim"] == {"resnet10_tiny": 128, "vit_tiny_p8": 64}[arch]
     # the files that hold more than tensors (numpy arrays, mmengine's message hub, MAE-style
     # training state) are read by the restricted unpickler, no row needs trust
-    assert side["unpickling"] == RESTRICTED.get(fmt, ("safetensors" if fmt == "safetensors"
-                                                      else "weights_only", []))[0]
+    assert (
+        side["unpickling"]
+        == RESTRICTED.get(fmt, ("safetensors" if fmt == "safetensors" else "weights_only", []))[0]
+    )
     assert side["placeholders"] == RESTRICTED.get(fmt, (None, []))[1]
 
 
 def test_dropped_and_added_keys_are_recorded(tmp_path):
     ref = random_reference("vit_tiny_p8", 1)
     *_, info = _convert(tmp_path, "mmselfsup_vit", "vit_tiny_p8", ref)
-    assert {"backbone.mask_token", "neck.decoder_pred.weight", "target_generator.hog.weight_x",
-            "data_preprocessor.mean"} == set(info["dropped_keys"])
+    assert {
+        "backbone.mask_token",
+        "neck.decoder_pred.weight",
+        "target_generator.hog.weight_x",
+        "data_preprocessor.mean",
+    } == set(info["dropped_keys"])
     ref = random_reference("resnet10_tiny", 2)
     *_, info = _convert(tmp_path, "moco_v2", "resnet10_tiny", ref)
     assert "module.encoder_q.fc.0.weight" in info["dropped_keys"]
     assert "module.queue" in info["dropped_keys"]
-    assert not any(k.startswith("module.encoder_q.") and ".fc." not in k for k in info["dropped_keys"])
+    assert not any(
+        k.startswith("module.encoder_q.") and ".fc." not in k for k in info["dropped_keys"]
+    )
     # BYOL's online backbone keeps the ImageNet classifier; the authors' loader deleted it
     *_, info = _convert(tmp_path, "byol_online", "resnet10_tiny", ref)
     assert info["dropped_keys"] == ["module.fc.bias", "module.fc.weight"]
@@ -133,7 +155,10 @@ def test_dropped_and_added_keys_are_recorded(tmp_path):
     vit = random_reference("vit_tiny_p8", 3)
     _, weights, _, info = _convert(tmp_path, "mae", "vit_tiny_p8", vit, training_state=True)
     _assert_exact(weights, "vit_tiny_p8", vit)
-    assert "mask_token" in info["dropped_keys"] and "decoder_blocks.0.attn.kv.weight" in info["dropped_keys"]
+    assert (
+        "mask_token" in info["dropped_keys"]
+        and "decoder_blocks.0.attn.kv.weight" in info["dropped_keys"]
+    )
     assert info["unpickling"] == "restricted" and info["placeholders"] == ["argparse.Namespace"]
 
 
@@ -144,8 +169,9 @@ def test_moco_v3_switch_base_or_momentum(tmp_path, arch):
     _, weights, _, info = _convert(tmp_path, "moco_v3", arch, base, momentum=momentum)
     _assert_exact(weights, arch, base)
     assert info["options"] == {}
-    _, weights, _, info = _convert(tmp_path, "moco_v3", arch, base, momentum=momentum,
-                                   options={"moco_v3_encoder": "momentum"})
+    _, weights, _, info = _convert(
+        tmp_path, "moco_v3", arch, base, momentum=momentum, options={"moco_v3_encoder": "momentum"}
+    )
     _assert_exact(weights, arch, momentum)
     assert info["options"] == {"moco_v3_encoder": "momentum"}
     assert any(k.startswith("module.base_encoder.") for k in info["dropped_keys"])
@@ -169,15 +195,20 @@ def test_mmengine_message_hub_loads_restricted(tmp_path, fmt, v073):
     raw, weights, _, info = _convert(tmp_path, fmt, arch, ref, v073=v073)
     _assert_exact(weights, arch, ref)
     assert info["unpickling"] == "restricted"
-    expected = [HISTORY_BUFFER] + ([f"{HISTORY_BUFFER}.{m}" for m in ("current", "max", "mean", "min")]
-                                   if v073 else [])
+    expected = [HISTORY_BUFFER] + (
+        [f"{HISTORY_BUFFER}.{m}" for m in ("current", "max", "mean", "min")] if v073 else []
+    )
     assert info["placeholders"] == expected
-    with pytest.raises(pickle.UnpicklingError, match="mmengine.logging.history_buffer.HistoryBuffer"):
+    with pytest.raises(
+        pickle.UnpicklingError, match="mmengine.logging.history_buffer.HistoryBuffer"
+    ):
         torch.load(raw, weights_only=True)  # the oracle: torch itself refuses the file
     obj, met = restricted_load(raw)
     buffer = obj["message_hub"]["log_scalars"]["train/loss"]
     assert isinstance(buffer, Placeholder) and buffer.dotted == HISTORY_BUFFER
-    assert buffer.state["_log_history"].dtype == np.float64 and buffer.state["max_length"] == 1000000
+    assert (
+        buffer.state["_log_history"].dtype == np.float64 and buffer.state["max_length"] == 1000000
+    )
     assert obj["meta"]["dataset_meta"]["classes"][:2] == ("class_0000", "class_0001")
     assert obj["state_dict"]._metadata[""] == {"version": 1}
 
@@ -188,11 +219,17 @@ def test_restricted_loader_reads_numpy_arrays_exactly(tmp_path):
     import checkpoint_layouts
 
     rng = np.random.default_rng(3)
-    obj = {"f": rng.standard_normal((3, 4)).astype(np.float32), "i": np.arange(5),
-           "s": np.float64(2.5), "o": np.array(["a", 1], dtype=object),
-           "t": torch.arange(6).view(2, 3)}
-    for name, save in (("np1.pth", lambda o, p: checkpoint_layouts.save(o, p, legacy=True)),
-                       ("np2.pth", lambda o, p: torch.save(o, p))):
+    obj = {
+        "f": rng.standard_normal((3, 4)).astype(np.float32),
+        "i": np.arange(5),
+        "s": np.float64(2.5),
+        "o": np.array(["a", 1], dtype=object),
+        "t": torch.arange(6).view(2, 3),
+    }
+    for name, save in (
+        ("np1.pth", lambda o, p: checkpoint_layouts.save(o, p, legacy=True)),
+        ("np2.pth", lambda o, p: torch.save(o, p)),
+    ):
         save(obj, tmp_path / name)
         loaded, met = restricted_load(tmp_path / name)
         assert met == []
@@ -232,24 +269,41 @@ def _payloads(marker):
     }
 
 
-@pytest.mark.parametrize("name", ["os.system", "builtins.exec", "builtins.eval",
-                                  "subprocess.call", "payload_module.make_marker"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "os.system",
+        "builtins.exec",
+        "builtins.eval",
+        "subprocess.call",
+        "payload_module.make_marker",
+    ],
+)
 @pytest.mark.parametrize("legacy", [False, True])
 def test_malicious_payload_is_refused_and_never_runs(tmp_path, name, legacy):
     import checkpoint_layouts
 
     marker = tmp_path / "marker"
     ref = random_reference("resnet10_tiny", 12)
-    obj = {"state_dict": {f"backbone.{k}": v for k, v in ref.items()},
-           "meta": {"hook": _payloads(marker)[name]}}
+    obj = {
+        "state_dict": {f"backbone.{k}": v for k, v in ref.items()},
+        "meta": {"hook": _payloads(marker)[name]},
+    }
     raw = tmp_path / "evil.pth"
     checkpoint_layouts.save(obj, raw, legacy=legacy)
     assert not marker.exists()
     expected = {"os.system": "posix.system"}.get(name, name)  # os.system is posix.system
     assert any(g.endswith(name.split(".")[-1]) for g in pickle_globals(raw))
     with pytest.raises(CheckpointError) as err:
-        convert(raw, tmp_path / "w.safetensors", tmp_path / "w.json", model="evil",
-                arch="resnet10_tiny", embedding="avgpool", fmt="mmselfsup_resnet")
+        convert(
+            raw,
+            tmp_path / "w.safetensors",
+            tmp_path / "w.json",
+            model="evil",
+            arch="resnet10_tiny",
+            embedding="avgpool",
+            fmt="mmselfsup_resnet",
+        )
     text = str(err.value)
     assert "model 'evil'" in text and "nothing from it ran" in text
     assert f"the pickle references '{expected}'" in text, text
@@ -268,11 +322,19 @@ def test_refused_global_loads_in_full_only_when_trusted(tmp_path):
 
     ref = random_reference("resnet10_tiny", 13)
     raw = tmp_path / "fraction.pth"
-    torch.save({"state_dict": {f"backbone.{k}": v for k, v in ref.items()},
-                "meta": {"ratio": Fraction(1, 3)}}, raw)
+    torch.save(
+        {
+            "state_dict": {f"backbone.{k}": v for k, v in ref.items()},
+            "meta": {"ratio": Fraction(1, 3)},
+        },
+        raw,
+    )
     kwargs = dict(model="frac", arch="resnet10_tiny", embedding="avgpool", fmt="mmselfsup_resnet")
-    with pytest.raises(CheckpointError, match=r"model 'frac'.*'fractions.Fraction', which the "
-                                              r"pickle calls.*column 'trusted'"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"model 'frac'.*'fractions.Fraction', which the "
+        r"pickle calls.*column 'trusted'",
+    ):
         convert(raw, tmp_path / "w.safetensors", tmp_path / "w.json", trusted=False, **kwargs)
     info = convert(raw, tmp_path / "w.safetensors", tmp_path / "w.json", trusted=True, **kwargs)
     assert info["unpickling"] == "full"
@@ -287,10 +349,20 @@ def test_placeholder_inside_the_state_dict_is_an_error(tmp_path):
     state["backbone.conv1.weight"] = argparse.Namespace(x=1)
     raw = tmp_path / "odd.pth"
     torch.save({"state_dict": state}, raw)
-    with pytest.raises(CheckpointError, match=r"entry 'backbone.conv1.weight' is an inert "
-                                              r"placeholder of 'argparse.Namespace', not a tensor"):
-        convert(raw, tmp_path / "w.safetensors", tmp_path / "w.json", model="odd",
-                arch="resnet10_tiny", embedding="avgpool", fmt="mmselfsup_resnet")
+    with pytest.raises(
+        CheckpointError,
+        match=r"entry 'backbone.conv1.weight' is an inert "
+        r"placeholder of 'argparse.Namespace', not a tensor",
+    ):
+        convert(
+            raw,
+            tmp_path / "w.safetensors",
+            tmp_path / "w.json",
+            model="odd",
+            arch="resnet10_tiny",
+            embedding="avgpool",
+            fmt="mmselfsup_resnet",
+        )
 
 
 def test_pickle_globals_agree_with_torch(tmp_path):
@@ -308,8 +380,11 @@ def test_pickle_globals_agree_with_torch(tmp_path):
     assert unsafe == ["argparse.Namespace"]
     assert [g for g in found[2] if classify_global(g) != "weights-only"] == unsafe
     assert found[4] == found[2]
-    assert {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2",
-            "argparse.Namespace"} <= set(found[2])
+    assert {
+        "collections.OrderedDict",
+        "torch._utils._rebuild_tensor_v2",
+        "argparse.Namespace",
+    } <= set(found[2])
 
 
 def test_unexpected_missing_and_misshaped_keys_are_listed(tmp_path):
@@ -322,8 +397,15 @@ def test_unexpected_missing_and_misshaped_keys_are_listed(tmp_path):
     raw = tmp_path / "bad.pth"
     torch.save(bad, raw)
     with pytest.raises(CheckpointError) as err:
-        convert(raw, tmp_path / "w.safetensors", tmp_path / "w.json", model="bad_one",
-                arch="resnet10_tiny", embedding="avgpool", fmt="torchvision")
+        convert(
+            raw,
+            tmp_path / "w.safetensors",
+            tmp_path / "w.json",
+            model="bad_one",
+            arch="resnet10_tiny",
+            embedding="avgpool",
+            fmt="torchvision",
+        )
     text = str(err.value)
     assert "model 'bad_one'" in text
     assert "unexpected keys: layer5.0.conv1.weight, extra_bias" in text
@@ -336,8 +418,15 @@ def test_missing_bn_counters_are_filled_and_reported(tmp_path):
     ref = random_reference("resnet10_tiny", 9)
     raw = tmp_path / "old.pth"
     torch.save({k: v for k, v in ref.items() if not k.endswith("num_batches_tracked")}, raw)
-    info = convert(raw, tmp_path / "w.safetensors", tmp_path / "w.json", model="old",
-                   arch="resnet10_tiny", embedding="avgpool", fmt="torchvision")
+    info = convert(
+        raw,
+        tmp_path / "w.safetensors",
+        tmp_path / "w.json",
+        model="old",
+        arch="resnet10_tiny",
+        embedding="avgpool",
+        fmt="torchvision",
+    )
     counters = sorted(k for k in ref if k.endswith("num_batches_tracked"))
     assert info["added_keys"] == counters
     state = load_file(str(tmp_path / "w.safetensors"))
@@ -347,33 +436,57 @@ def test_missing_bn_counters_are_filled_and_reported(tmp_path):
 def test_wrong_nesting_names_the_missing_level(tmp_path):
     raw = tmp_path / "x.pth"
     torch.save({"state_dict": {"a": torch.zeros(1)}}, raw)
-    with pytest.raises(CheckpointError, match=r"model 'x' .*expects ckpt\['model'\], which is "
-                                              r"missing \(ckpt has: \['state_dict'\]\)"):
-        convert(raw, tmp_path / "w.safetensors", tmp_path / "w.json", model="x",
-                arch="vit_tiny_p8", embedding="cls", fmt="mae")
+    with pytest.raises(
+        CheckpointError,
+        match=r"model 'x' .*expects ckpt\['model'\], which is "
+        r"missing \(ckpt has: \['state_dict'\]\)",
+    ):
+        convert(
+            raw,
+            tmp_path / "w.safetensors",
+            tmp_path / "w.json",
+            model="x",
+            arch="vit_tiny_p8",
+            embedding="cls",
+            fmt="mae",
+        )
 
 
 def test_pinned_sha256_is_rechecked_before_unpickling(tmp_path):
     raw = tmp_path / "x.pth"
     torch.save({"a": torch.zeros(1)}, raw)
-    with pytest.raises(CheckpointError, match=r"model 'x': .* has sha256 [0-9a-f]{64}, the table "
-                                              r"pins 0{64}"):
-        convert(raw, tmp_path / "w.safetensors", tmp_path / "w.json", model="x",
-                arch="vit_tiny_p8", embedding="cls", fmt="timm_vit", sha256="0" * 64)
+    with pytest.raises(
+        CheckpointError,
+        match=r"model 'x': .* has sha256 [0-9a-f]{64}, the table "
+        r"pins 0{64}",
+    ):
+        convert(
+            raw,
+            tmp_path / "w.safetensors",
+            tmp_path / "w.json",
+            model="x",
+            arch="vit_tiny_p8",
+            embedding="cls",
+            fmt="timm_vit",
+            sha256="0" * 64,
+        )
 
 
-@pytest.mark.parametrize(("mmcls", "timm_name"), [
-    ("layers.0.ln1.weight", "blocks.0.norm1.weight"),
-    ("layers.11.ln2.bias", "blocks.11.norm2.bias"),
-    ("layers.3.ffn.layers.0.0.weight", "blocks.3.mlp.fc1.weight"),
-    ("layers.3.ffn.layers.1.bias", "blocks.3.mlp.fc2.bias"),
-    ("layers.7.attn.qkv.weight", "blocks.7.attn.qkv.weight"),
-    ("layers.7.attn.proj.bias", "blocks.7.attn.proj.bias"),
-    ("patch_embed.projection.weight", "patch_embed.proj.weight"),
-    ("ln1.weight", "norm.weight"),
-    ("cls_token", "cls_token"),
-    ("pos_embed", "pos_embed"),
-])
+@pytest.mark.parametrize(
+    ("mmcls", "timm_name"),
+    [
+        ("layers.0.ln1.weight", "blocks.0.norm1.weight"),
+        ("layers.11.ln2.bias", "blocks.11.norm2.bias"),
+        ("layers.3.ffn.layers.0.0.weight", "blocks.3.mlp.fc1.weight"),
+        ("layers.3.ffn.layers.1.bias", "blocks.3.mlp.fc2.bias"),
+        ("layers.7.attn.qkv.weight", "blocks.7.attn.qkv.weight"),
+        ("layers.7.attn.proj.bias", "blocks.7.attn.proj.bias"),
+        ("patch_embed.projection.weight", "patch_embed.proj.weight"),
+        ("ln1.weight", "norm.weight"),
+        ("cls_token", "cls_token"),
+        ("pos_embed", "pos_embed"),
+    ],
+)
 def test_mmcls_vit_names(mmcls, timm_name):
     assert mmcls_vit_to_timm(mmcls) == timm_name
 
@@ -394,8 +507,11 @@ def test_protocol_1_rebuilds_objects_as_placeholders(tmp_path):
     import argparse
 
     raw = tmp_path / "old.pth"
-    torch.save({"model": {"w": torch.arange(3.0)}, "args": argparse.Namespace(lr=0.5)}, raw,
-               pickle_protocol=1)
+    torch.save(
+        {"model": {"w": torch.arange(3.0)}, "args": argparse.Namespace(lr=0.5)},
+        raw,
+        pickle_protocol=1,
+    )
     assert "copy_reg._reconstructor" in pickle_globals(raw)  # Python 2's name, as pickled
     obj, met = restricted_load(raw)
     assert met == ["argparse.Namespace"]
@@ -411,8 +527,10 @@ def test_value_types_that_pickle_through_a_call_are_recorded_not_called(tmp_path
 
     raw = tmp_path / "meta.pth"
     when = datetime.datetime(2022, 8, 25, 10, 10, 10)
-    torch.save({"model": {"w": torch.ones(2)}, "meta": {"time": when,
-                                                        "dir": PurePosixPath("/work/run")}}, raw)
+    torch.save(
+        {"model": {"w": torch.ones(2)}, "meta": {"time": when, "dir": PurePosixPath("/work/run")}},
+        raw,
+    )
     obj, met = restricted_load(raw)
     assert met == ["datetime.datetime", "pathlib.PurePosixPath"]
     stamp = obj["meta"]["time"]

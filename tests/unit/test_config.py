@@ -34,20 +34,53 @@ def test_default_config_is_valid(config):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda c: c["linear"].update(epochs=-1), r"config key 'linear.epochs': -1 is less than the minimum"),
-        (lambda c: c.update(protocols=["knn", "svm"]), r"config key 'protocols.1': 'svm' is not one of"),
-        (lambda c: c.update(protocols=["proxies"]), r"config key 'protocols': \['proxies'\] holds no accuracy protocol"),
-        (lambda c: c.update(models=["simclr_resnet", "dino_vit"]), r"config key 'models': unknown model key\(s\) 'dino_vit'"),
-        (lambda c: c.update(datasets=["shapes", "imagenet"]), r"config key 'datasets': unknown data set key\(s\) 'imagenet'"),
-        (lambda c: c.update(datasets=["count", "texture"]), r"exactly one selected data set must have role 'id', found 0"),
+        (
+            lambda c: c["linear"].update(epochs=-1),
+            r"config key 'linear.epochs': -1 is less than the minimum",
+        ),
+        (
+            lambda c: c.update(protocols=["knn", "svm"]),
+            r"config key 'protocols.1': 'svm' is not one of",
+        ),
+        (
+            lambda c: c.update(protocols=["proxies"]),
+            r"config key 'protocols': \['proxies'\] holds no accuracy protocol",
+        ),
+        (
+            lambda c: c.update(models=["simclr_resnet", "dino_vit"]),
+            r"config key 'models': unknown model key\(s\) 'dino_vit'",
+        ),
+        (
+            lambda c: c.update(datasets=["shapes", "imagenet"]),
+            r"config key 'datasets': unknown data set key\(s\) 'imagenet'",
+        ),
+        (
+            lambda c: c.update(datasets=["count", "texture"]),
+            r"exactly one selected data set must have role 'id', found 0",
+        ),
         (lambda c: c["knn"].update(k=0), r"config key 'knn.k': 0 is less than the minimum"),
-        (lambda c: c.update(knn_k=3), r"config key '<top level>': Additional properties are not allowed \('knn_k'"),
-        (lambda c: c["linear"].update(report_lr=0.3), r"config key 'linear.report_lr': 0.3 is not one of linear.base_lrs"),
+        (
+            lambda c: c.update(knn_k=3),
+            r"config key '<top level>': Additional properties are not allowed \('knn_k'",
+        ),
+        (
+            lambda c: c["linear"].update(report_lr=0.3),
+            r"config key 'linear.report_lr': 0.3 is not one of linear.base_lrs",
+        ),
         (lambda c: c["linear"].update(warmup_epochs=30), r"config key 'linear.warmup_epochs'"),
-        (lambda c: c["pretrain"]["methods"].update(dino={}), r"config key 'pretrain.methods': Additional properties are not allowed \('dino' was unexpected\)"),
+        (
+            lambda c: c["pretrain"]["methods"].update(dino={}),
+            r"config key 'pretrain.methods': Additional properties are not allowed \('dino' was unexpected\)",
+        ),
         (lambda c: c.update(models_table="nope.tsv"), r"models table '.*nope.tsv' does not exist"),
-        (lambda c: c["fewshot"].update(extra_seeds=[0, 42]), r"config key 'fewshot.extra_seeds': \[0, 42\] repeats fewshot.seed"),
-        (lambda c: c["finetune"].update(authors_quirks=3), r"config key 'finetune.authors_quirks': 3 is not of type 'boolean'"),
+        (
+            lambda c: c["fewshot"].update(extra_seeds=[0, 42]),
+            r"config key 'fewshot.extra_seeds': \[0, 42\] repeats fewshot.seed",
+        ),
+        (
+            lambda c: c["finetune"].update(authors_quirks=3),
+            r"config key 'finetune.authors_quirks': 3 is not of type 'boolean'",
+        ),
     ],
 )
 def test_bad_config_names_the_key(config, edit, message):
@@ -86,19 +119,67 @@ def _set_cell(lines, key, column, value):
 @pytest.mark.parametrize(
     ("table", "transform", "message"),
     [
-        ("models_demo.tsv", lambda text: _drop_column(text, "paradigm"), r"is missing column\(s\): paradigm"),
-        ("models_demo.tsv", lambda text: _set_cell(text, "simclr_vit", "steps", "-5"), r"line \d+ \(key 'simclr_vit'\): column 'steps': -5 is less than the minimum"),
-        ("models_demo.tsv", lambda text: _set_cell(text, "mae_vit", "method", "dino"), r"key 'mae_vit': method 'dino' cannot be trained"),
-        ("models_demo.tsv", lambda text: _set_cell(text, "mae_vit", "family", "resnet"), r"key 'mae_vit': family 'resnet' does not match arch 'vit_tiny_p8'"),
-        ("models_demo.tsv", lambda text: _set_cell(text, "mae_vit", "arch", "vit_huge"), r"key 'mae_vit': unknown arch 'vit_huge'"),
-        ("models_demo.tsv", lambda text: _set_cell(text, "simclr_resnet", "embedding", "cls"), r"key 'simclr_resnet': embedding 'cls' is not available"),
-        ("models_demo.tsv", lambda text: _set_cell(text, "simclr_resnet", "sha256", "abc"), r"column 'sha256': 'abc' does not match"),
+        (
+            "models_demo.tsv",
+            lambda text: _drop_column(text, "paradigm"),
+            r"is missing column\(s\): paradigm",
+        ),
+        (
+            "models_demo.tsv",
+            lambda text: _set_cell(text, "simclr_vit", "steps", "-5"),
+            r"line \d+ \(key 'simclr_vit'\): column 'steps': -5 is less than the minimum",
+        ),
+        (
+            "models_demo.tsv",
+            lambda text: _set_cell(text, "mae_vit", "method", "dino"),
+            r"key 'mae_vit': method 'dino' cannot be trained",
+        ),
+        (
+            "models_demo.tsv",
+            lambda text: _set_cell(text, "mae_vit", "family", "resnet"),
+            r"key 'mae_vit': family 'resnet' does not match arch 'vit_tiny_p8'",
+        ),
+        (
+            "models_demo.tsv",
+            lambda text: _set_cell(text, "mae_vit", "arch", "vit_huge"),
+            r"key 'mae_vit': unknown arch 'vit_huge'",
+        ),
+        (
+            "models_demo.tsv",
+            lambda text: _set_cell(text, "simclr_resnet", "embedding", "cls"),
+            r"key 'simclr_resnet': embedding 'cls' is not available",
+        ),
+        (
+            "models_demo.tsv",
+            lambda text: _set_cell(text, "simclr_resnet", "sha256", "abc"),
+            r"column 'sha256': 'abc' does not match",
+        ),
         ("models_demo.tsv", lambda text: text + [text[3]], r"repeats key\(s\): simclr_resnet"),
-        ("datasets_demo.tsv", lambda text: _drop_column(text, "num_classes"), r"missing column\(s\): num_classes"),
-        ("datasets_demo.tsv", lambda text: _set_cell(text, "count", "num_classes", "5"), r"key 'count': num_classes is 5 but generator 'count' makes 4"),
-        ("datasets_demo.tsv", lambda text: _set_cell(text, "count", "variant", "blurred"), r"key 'count': unknown variant 'blurred'"),
-        ("datasets_demo.tsv", lambda text: _set_cell(text, "texture", "role", "test"), r"key 'texture'\): column 'role': 'test' is not one of"),
-        ("datasets_demo.tsv", lambda text: _set_cell(text, "texture", "n_train", "abc"), r"column 'n_train': 'abc' is not of type"),
+        (
+            "datasets_demo.tsv",
+            lambda text: _drop_column(text, "num_classes"),
+            r"missing column\(s\): num_classes",
+        ),
+        (
+            "datasets_demo.tsv",
+            lambda text: _set_cell(text, "count", "num_classes", "5"),
+            r"key 'count': num_classes is 5 but generator 'count' makes 4",
+        ),
+        (
+            "datasets_demo.tsv",
+            lambda text: _set_cell(text, "count", "variant", "blurred"),
+            r"key 'count': unknown variant 'blurred'",
+        ),
+        (
+            "datasets_demo.tsv",
+            lambda text: _set_cell(text, "texture", "role", "test"),
+            r"key 'texture'\): column 'role': 'test' is not one of",
+        ),
+        (
+            "datasets_demo.tsv",
+            lambda text: _set_cell(text, "texture", "n_train", "abc"),
+            r"column 'n_train': 'abc' is not of type",
+        ),
     ],
 )
 def test_bad_table_names_row_and_column(config, tmp_path, table, transform, message):
@@ -110,8 +191,12 @@ def test_bad_table_names_row_and_column(config, tmp_path, table, transform, mess
 
 def test_registry_agrees_with_the_schema():
     schema = yaml.safe_load((ROOT / "config" / "schemas" / "models.schema.yaml").read_text())
-    assert set(schema["properties"]["family"]["enum"]) == {a["family"] for a in registry.ARCHS.values()}
-    assert set(schema["properties"]["paradigm"]["enum"]) == {m["paradigm"] for m in registry.METHODS.values()}
+    assert set(schema["properties"]["family"]["enum"]) == {
+        a["family"] for a in registry.ARCHS.values()
+    }
+    assert set(schema["properties"]["paradigm"]["enum"]) == {
+        m["paradigm"] for m in registry.METHODS.values()
+    }
     config_schema = yaml.safe_load((ROOT / "config" / "schemas" / "config.schema.yaml").read_text())
     methods = config_schema["properties"]["pretrain"]["properties"]["methods"]["properties"]
     assert set(methods) == set(registry.METHODS)
@@ -132,39 +217,77 @@ def test_command_line_strings_are_coerced(config):
     config["transform"]["resize"] = "null"
     study = load_study(config, ROOT)
     assert study.config["batch_datasets"] is False and study.config["knn"]["k"] == 5
-    assert study.config["figures"]["f2"] == {**schema_defaults("figures.f2"), "dpi": 300,
-                                             "method": "spearman"}
+    assert study.config["figures"]["f2"] == {
+        **schema_defaults("figures.f2"),
+        "dpi": 300,
+        "method": "spearman",
+    }
     assert study.config["transform"]["resize"] is None
     config["knn"]["k"] = "five"
     with pytest.raises(ConfigError, match="config key 'knn.k': 'five' is not of type 'integer'"):
         load_study(config, ROOT)
 
 
-@pytest.mark.parametrize(("section", "value", "message"), [
-    ("pretrain", {"methods": {"simclr": {"temprature": 0.5}}},
-     r"config key 'pretrain.methods.simclr': Additional properties are not allowed "
-     r"\('temprature' was unexpected\)"),
-    ("figures", {"f2": {"metod": "spearman"}},
-     r"config key 'figures.f2': Additional properties are not allowed \('metod' was unexpected\)"),
-    ("pretrain", {"methods": {"mae": {"mask_ratio": 1.5}}},
-     r"config key 'pretrain.methods.mae.mask_ratio': 1.5 is greater than or equal to the maximum of 1"),
-    ("pretrain", {"methods": {"simmim": {"mask_ratio": 0}}},
-     r"config key 'pretrain.methods.simmim.mask_ratio': 0 is less than or equal to the minimum of 0"),
-    ("pretrain", {"methods": {"simclr": {"temperature": 0}}},
-     r"config key 'pretrain.methods.simclr.temperature': 0 is less than or equal to the minimum of 0"),
-    ("pretrain", {"methods": {"byol": {"momentum": 1.0}}},
-     r"config key 'pretrain.methods.byol.momentum': 1.0 is greater than or equal to the maximum of 1"),
-    ("pretrain", {"methods": {"dino": {}}},
-     r"config key 'pretrain.methods': Additional properties are not allowed \('dino' was unexpected\)"),
-    ("linear", {"momentum": 1.0},
-     r"config key 'linear.momentum': 1.0 is greater than or equal to the maximum of 1"),
-    ("figures", {"f3": {"x_arm": "both"}}, r"config key 'figures.f3.x_arm': 'both' is not one of"),
-    ("figures", {"f4": {"vmin": 0}},
-     r"config key 'figures.f4': Additional properties are not allowed \('vmin' was unexpected\)"),
-])
+@pytest.mark.parametrize(
+    ("section", "value", "message"),
+    [
+        (
+            "pretrain",
+            {"methods": {"simclr": {"temprature": 0.5}}},
+            r"config key 'pretrain.methods.simclr': Additional properties are not allowed "
+            r"\('temprature' was unexpected\)",
+        ),
+        (
+            "figures",
+            {"f2": {"metod": "spearman"}},
+            r"config key 'figures.f2': Additional properties are not allowed \('metod' was unexpected\)",
+        ),
+        (
+            "pretrain",
+            {"methods": {"mae": {"mask_ratio": 1.5}}},
+            r"config key 'pretrain.methods.mae.mask_ratio': 1.5 is greater than or equal to the maximum of 1",
+        ),
+        (
+            "pretrain",
+            {"methods": {"simmim": {"mask_ratio": 0}}},
+            r"config key 'pretrain.methods.simmim.mask_ratio': 0 is less than or equal to the minimum of 0",
+        ),
+        (
+            "pretrain",
+            {"methods": {"simclr": {"temperature": 0}}},
+            r"config key 'pretrain.methods.simclr.temperature': 0 is less than or equal to the minimum of 0",
+        ),
+        (
+            "pretrain",
+            {"methods": {"byol": {"momentum": 1.0}}},
+            r"config key 'pretrain.methods.byol.momentum': 1.0 is greater than or equal to the maximum of 1",
+        ),
+        (
+            "pretrain",
+            {"methods": {"dino": {}}},
+            r"config key 'pretrain.methods': Additional properties are not allowed \('dino' was unexpected\)",
+        ),
+        (
+            "linear",
+            {"momentum": 1.0},
+            r"config key 'linear.momentum': 1.0 is greater than or equal to the maximum of 1",
+        ),
+        (
+            "figures",
+            {"f3": {"x_arm": "both"}},
+            r"config key 'figures.f3.x_arm': 'both' is not one of",
+        ),
+        (
+            "figures",
+            {"f4": {"vmin": 0}},
+            r"config key 'figures.f4': Additional properties are not allowed \('vmin' was unexpected\)",
+        ),
+    ],
+)
 def test_typos_and_out_of_range_values_name_the_key(config, section, value, message):
     """Every mapping is closed (one schema per pre-training method and per figure), with
     ranges; ``--config`` merges like this (nested mappings update, not replace)."""
+
     def merge(base, extra):
         for key, item in extra.items():
             if isinstance(item, dict) and isinstance(base.get(key), dict):
@@ -183,8 +306,11 @@ def test_nested_command_line_values_are_coerced(config):
     config["figures"]["f5"] = {"col_wrap": "2", "y_arms": ["bn"]}
     study = load_study(config, ROOT)
     assert study.config["pretrain"]["methods"]["mae"]["mask_ratio"] == 0.6
-    assert study.config["figures"]["f5"] == {**schema_defaults("figures.f5"), "col_wrap": 2,
-                                             "y_arms": ["bn"]}
+    assert study.config["figures"]["f5"] == {
+        **schema_defaults("figures.f5"),
+        "col_wrap": 2,
+        "y_arms": ["bn"],
+    }
 
 
 def _mappings(node, path=()):
@@ -210,9 +336,12 @@ def test_every_config_mapping_is_closed():
 
 def test_fewer_models_than_the_correlations_need_is_refused(config):
     config["models"] = ["simclr_resnet"]
-    with pytest.raises(ConfigError, match=r"config key 'models': 1 model\(s\) selected "
-                                          r"\(simclr_resnet\); the correlations across models "
-                                          r"need at least analysis.min_models = 4"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config key 'models': 1 model\(s\) selected "
+        r"\(simclr_resnet\); the correlations across models "
+        r"need at least analysis.min_models = 4",
+    ):
         load_study(config, ROOT)
     config["analysis"]["min_models"] = 1  # on purpose
     assert load_study(config, ROOT).model_keys == ["simclr_resnet"]
@@ -223,30 +352,42 @@ def test_knn_k_larger_than_a_train_split_is_refused_at_planning(config):
     smallest = min(table["n_train"])
     name = table.index[list(table["n_train"]).index(smallest)]
     config["knn"]["k"] = smallest + 1
-    with pytest.raises(ConfigError, match=rf"config key 'knn.k': k = {smallest + 1} is larger "
-                                          rf"than the train split of data set '{name}' "
-                                          rf"\({smallest} images\)"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"config key 'knn.k': k = {smallest + 1} is larger "
+        rf"than the train split of data set '{name}' "
+        rf"\({smallest} images\)",
+    ):
         load_study(config, ROOT)
     config["knn"]["k"] = smallest
     load_study(config, ROOT)
 
 
-@pytest.mark.parametrize(("percents", "message"), [
-    ([10, 10.0000001, 1], r"config key 'fewshot.percents': 10 and 10.0000001 both give the "
-                          r"protocol name 'fewshot10'"),
-    ([], r"config key 'fewshot.percents': empty while protocol 'fewshot' is selected"),
-])
+@pytest.mark.parametrize(
+    ("percents", "message"),
+    [
+        (
+            [10, 10.0000001, 1],
+            r"config key 'fewshot.percents': 10 and 10.0000001 both give the "
+            r"protocol name 'fewshot10'",
+        ),
+        ([], r"config key 'fewshot.percents': empty while protocol 'fewshot' is selected"),
+    ],
+)
 def test_fewshot_percents_that_collide_or_are_missing(config, percents, message):
     config["fewshot"]["percents"] = percents
     with pytest.raises(ConfigError, match=message):
         load_study(config, ROOT)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("", r"models table '.*bad.tsv' is empty \(no header line\)"),
-    ("SHORT", r"models table '.*bad.tsv', line 3: 12 tab-separated cells, the header has 13"),
-    ("LONG", r"models table '.*bad.tsv', line 3: 14 tab-separated cells, the header has 13"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", r"models table '.*bad.tsv' is empty \(no header line\)"),
+        ("SHORT", r"models table '.*bad.tsv', line 3: 12 tab-separated cells, the header has 13"),
+        ("LONG", r"models table '.*bad.tsv', line 3: 14 tab-separated cells, the header has 13"),
+    ],
+)
 def test_ragged_or_empty_tables_name_file_and_line(config, tmp_path, text, message):
     lines = (ROOT / "config" / "models_demo.tsv").read_text().splitlines()
     header = lines[0].split("\t")
@@ -264,20 +405,31 @@ def test_ragged_or_empty_tables_name_file_and_line(config, tmp_path, text, messa
 
 def test_zero_size_fewshot_subset_fails_at_validation(config):
     config["fewshot"]["percents"] = [10, 0.1]
-    with pytest.raises(ConfigError, match=r"config key 'fewshot.percents': a 0.1% subset of data set 'shapes' \(5000 train images, 10 classes\) has 0 images per class"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config key 'fewshot.percents': a 0.1% subset of data set 'shapes' \(5000 train images, 10 classes\) has 0 images per class",
+    ):
         load_study(config, ROOT)
 
 
 def test_demo_models_need_a_synthetic_in_domain_set(config):
-    config.update(models_table="config/models_demo.tsv", datasets_table="config/datasets_paper.tsv",
-                  datasets=["imagenet", "cub"], protocols=["knn"])
+    config.update(
+        models_table="config/models_demo.tsv",
+        datasets_table="config/datasets_paper.tsv",
+        datasets=["imagenet", "cub"],
+        protocols=["knn"],
+    )
     with pytest.raises(ConfigError, match=r"have source 'demo' .* 'imagenet' is a real data set"):
         load_study(config, ROOT)
 
 
 def test_the_online_probe_is_refused_on_real_data_sets(config):
-    config.update(models_table="config/models_paper.tsv", datasets_table="config/datasets_paper.tsv",
-                  datasets=["imagenet", "cub"], protocols=["knn", "linear_online"])
+    config.update(
+        models_table="config/models_paper.tsv",
+        datasets_table="config/datasets_paper.tsv",
+        datasets=["imagenet", "cub"],
+        protocols=["knn", "linear_online"],
+    )
     with pytest.raises(ConfigError, match=r"'linear_online' runs on the array .* imagenet, cub"):
         load_study(config, ROOT)
 

@@ -21,7 +21,8 @@ def test_readme_key_table_is_the_one_generated_from_the_schema():
     text = (ROOT / "config" / "README.md").read_text()
     assert text.count(cfg.TABLE_BEGIN) == 1 and text.count(cfg.TABLE_END) == 1
     assert text == cfg.readme_with_table(text), (
-        "config/README.md's key table is out of date: run `python -m workflow_scripts.config`")
+        "config/README.md's key table is out of date: run `python -m workflow_scripts.config`"
+    )
 
 
 def test_the_table_documents_every_schema_key_once_with_its_default():
@@ -54,19 +55,26 @@ def test_every_key_has_a_meaning_and_a_default_or_says_why_not():
         if "default" not in node:
             assert required or "no default" in node["description"], (
                 f"{key}: optional without a default; give one, or say in its description what "
-                "applies instead ('no default: ...')")
+                "applies instead ('no default: ...')"
+            )
         else:
             assert not required, f"{key}: required and with a default"
 
 
 def test_the_two_tables_alone_are_a_complete_and_valid_configuration():
-    config = {"models_table": "config/models_demo.tsv", "datasets_table": "config/datasets_demo.tsv"}
+    config = {
+        "models_table": "config/models_demo.tsv",
+        "datasets_table": "config/datasets_demo.tsv",
+    }
     study = cfg.load_study(config, ROOT)
     assert study.config == {**schema_defaults(), **config}
     cfg.validate_config(study.config)  # every default is a valid value
     assert study.config["figures"]["f4"]["cmap"] == "PuOr_r"
     assert study.config["pretrain"]["methods"]["mae"] == {
-        "mask_ratio": 0.75, "decoder_dim": 64, "decoder_depth": 1}
+        "mask_ratio": 0.75,
+        "decoder_dim": 64,
+        "decoder_depth": 1,
+    }
     assert study.config["finetune"]["epochs"] == 100 and study.config["fewshot"]["epochs"] == 30
 
 
@@ -107,8 +115,11 @@ def test_dataclass_fields_left_out_take_the_schema_default(monkeypatch):
     from workflow_scripts import finetune, linear
     from workflow_scripts import schema as schema_module
 
-    for cls, section in ((finetune.FinetuneRecipe, "finetune"), (linear.Recipe, "linear"),
-                         (finetune.Speed, "finetune")):
+    for cls, section in (
+        (finetune.FinetuneRecipe, "finetune"),
+        (linear.Recipe, "linear"),
+        (finetune.Speed, "finetune"),
+    ):
         required = {"epochs": 50, "batch_size": 8} if cls is not finetune.Speed else {}
         obj = cls(**required)
         defaults = schema_defaults(section)
@@ -117,11 +128,19 @@ def test_dataclass_fields_left_out_take_the_schema_default(monkeypatch):
                 assert getattr(obj, field.name) == defaults[field.name], (cls, field.name)
     schema = schema_module._schema()
     changed = {**schema}
-    changed["properties"] = {**schema["properties"], "linear": {
-        **schema["properties"]["linear"], "properties": {
-            **schema["properties"]["linear"]["properties"],
-            "momentum": {**schema["properties"]["linear"]["properties"]["momentum"],
-                         "default": 0.5}}}}
+    changed["properties"] = {
+        **schema["properties"],
+        "linear": {
+            **schema["properties"]["linear"],
+            "properties": {
+                **schema["properties"]["linear"]["properties"],
+                "momentum": {
+                    **schema["properties"]["linear"]["properties"]["momentum"],
+                    "default": 0.5,
+                },
+            },
+        },
+    }
     monkeypatch.setattr(schema_module, "_schema", lambda: changed)
     assert linear.Recipe(epochs=50, batch_size=8).momentum == 0.5
     assert linear.Recipe(epochs=50, batch_size=8, momentum=0.7).momentum == 0.7

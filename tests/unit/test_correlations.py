@@ -12,13 +12,32 @@ from scipy import stats
 
 from workflow_scripts import correlations as C
 
-SCIPY = {"kendall": stats.kendalltau, "spearman": stats.spearmanr, "pearson": stats.pearsonr,
-         "weightedtau": stats.weightedtau}
+SCIPY = {
+    "kendall": stats.kendalltau,
+    "spearman": stats.spearmanr,
+    "pearson": stats.pearsonr,
+    "weightedtau": stats.weightedtau,
+}
 #: The methods (and the column order) of the table before weightedtau and regret_at_1.
 OLD_METHODS = ("kendall", "spearman", "pearson")
 OLD_COLUMNS = [
-    "x_protocol", "x_arm", "x_dataset", "y_protocol", "y_arm", "y_dataset", "subset", "method",
-    "n", "value", "p_value", "ci_low", "ci_high", "y_kind", "y_shift_group", "n_datasets"]
+    "x_protocol",
+    "x_arm",
+    "x_dataset",
+    "y_protocol",
+    "y_arm",
+    "y_dataset",
+    "subset",
+    "method",
+    "n",
+    "value",
+    "p_value",
+    "ci_low",
+    "ci_high",
+    "y_kind",
+    "y_shift_group",
+    "n_datasets",
+]
 
 
 def _same(a, b):
@@ -196,8 +215,11 @@ def test_weightedtau_weighs_the_top():
     assert C.correlate(x, top)["kendall"][0] == C.correlate(x, bottom)["kendall"][0]
     assert C.correlate(x, top)["weightedtau"][0] < C.correlate(x, bottom)["weightedtau"][0] < 1
     got = C.vectorized_stat("weightedtau", np.vstack([x, x]), np.vstack([top, bottom]))
-    np.testing.assert_allclose(got, [stats.weightedtau(x, top).statistic,
-                                     stats.weightedtau(x, bottom).statistic], atol=1e-14)
+    np.testing.assert_allclose(
+        got,
+        [stats.weightedtau(x, top).statistic, stats.weightedtau(x, bottom).statistic],
+        atol=1e-14,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,12 +264,21 @@ MODELS = {
 }
 DATASETS = {
     # dataset: (domain, shift_group, protocol-arms)
-    "inet": ("id", "in_domain", [("knn", "raw"), ("knn", "bn"), ("linear", "raw"),
-                                 ("linear", "bn"), ("finetune", "raw")]),
-    "ood_a": ("ood", "same_label_shift", [("knn", "raw"), ("knn", "bn"), ("linear", "raw"),
-                                          ("linear", "bn")]),
-    "ood_b": ("ood", "same_label_shift", [("knn", "raw"), ("knn", "bn"), ("linear", "raw"),
-                                          ("linear", "bn")]),
+    "inet": (
+        "id",
+        "in_domain",
+        [("knn", "raw"), ("knn", "bn"), ("linear", "raw"), ("linear", "bn"), ("finetune", "raw")],
+    ),
+    "ood_a": (
+        "ood",
+        "same_label_shift",
+        [("knn", "raw"), ("knn", "bn"), ("linear", "raw"), ("linear", "bn")],
+    ),
+    "ood_b": (
+        "ood",
+        "same_label_shift",
+        [("knn", "raw"), ("knn", "bn"), ("linear", "raw"), ("linear", "bn")],
+    ),
     "ood_c": ("ood", "new_label", [("knn", "raw"), ("knn", "bn")]),
 }
 
@@ -262,12 +293,22 @@ def make_table(drop=()):
             if (model, ds, protocol, arm) in drop:
                 continue
             top1 = 50 + 5 * q + rng.normal(0, 4) + (2 if arm == "bn" else 0)
-            rows.append({
-                "model": model, "method": model.upper(), "backbone": backbone,
-                "paradigm": paradigm, "dataset": ds, "domain": domain, "shift_group": group,
-                "protocol": protocol, "arm": arm, "top1": round(top1), "top5": np.nan,
-                "source": "synthetic",
-            })
+            rows.append(
+                {
+                    "model": model,
+                    "method": model.upper(),
+                    "backbone": backbone,
+                    "paradigm": paradigm,
+                    "dataset": ds,
+                    "domain": domain,
+                    "shift_group": group,
+                    "protocol": protocol,
+                    "arm": arm,
+                    "top1": round(top1),
+                    "top5": np.nan,
+                    "source": "synthetic",
+                }
+            )
     # shuffle: the output must not depend on the input row order
     return pd.DataFrame(rows).sample(frac=1.0, random_state=1).reset_index(drop=True)
 
@@ -336,7 +377,8 @@ def test_uncached_chunked_path_gives_the_same_table(acc, corr, monkeypatch):
     # sign arrays too big to cache: vectorized_stat's chunks, without the engine's cache
     monkeypatch.setattr(C, "_KENDALL_CHUNK_ELEMENTS", 6 * 6 * 7)
     pd.testing.assert_frame_equal(
-        C.correlation_table(acc, n_resamples=B, seed=SEED, min_subset=4), corr)
+        C.correlation_table(acc, n_resamples=B, seed=SEED, min_subset=4), corr
+    )
 
 
 def test_exact_row_set(corr):
@@ -344,15 +386,24 @@ def test_exact_row_set(corr):
     # dataset rows: 5 x (4 + 4 + 2) = 50; mean_ood: 5 x 4 = 20
     # group same_label_shift: 5 x 4 = 20; group new_label: 5 x 2 = 10  -> 110 per subset/method
     # subsets: all, backbone=resnet (4 models), paradigm=discriminative (4); vit/generative: 2
-    assert sorted(corr["subset"].unique()) == [
-        "all", "backbone=resnet", "paradigm=discriminative"]
+    assert sorted(corr["subset"].unique()) == ["all", "backbone=resnet", "paradigm=discriminative"]
     assert len(corr) == 110 * 3 * 4  # 4 methods
     per = corr[(corr.subset == "all") & (corr.method == "kendall")]
     assert per.groupby("y_kind").size().to_dict() == {
-        "pair": 10, "dataset": 50, "mean": 20, "group": 30}
+        "pair": 10,
+        "dataset": 50,
+        "mean": 20,
+        "group": 30,
+    }
     assert set(per["y_dataset"]) == {
-        "inet", "ood_a", "ood_b", "ood_c", "mean_ood", "group:same_label_shift",
-        "group:new_label"}
+        "inet",
+        "ood_a",
+        "ood_b",
+        "ood_c",
+        "mean_ood",
+        "group:same_label_shift",
+        "group:new_label",
+    }
     assert (per["x_dataset"] == "inet").all()
     keys = ["x_protocol", "x_arm", "y_protocol", "y_arm", "y_dataset", "subset", "method"]
     assert not corr.duplicated(keys).any()
@@ -365,24 +416,53 @@ def test_exact_row_set(corr):
 
 
 def test_pair_order_is_canonical(corr):
-    order = [("knn", "raw"), ("knn", "bn"), ("linear", "raw"), ("linear", "bn"),
-             ("finetune", "raw")]
+    order = [
+        ("knn", "raw"),
+        ("knn", "bn"),
+        ("linear", "raw"),
+        ("linear", "bn"),
+        ("finetune", "raw"),
+    ]
     pairs = corr[(corr.y_kind == "pair") & (corr.subset == "all") & (corr.method == "pearson")]
     got = list(zip(zip(pairs.x_protocol, pairs.x_arm), zip(pairs.y_protocol, pairs.y_arm)))
     assert got == list(itertools.combinations(order, 2))
-    assert C.order_protocol_arms([("zeta", "raw"), ("alpha", "bn"), ("fewshot1", "raw"),
-                                  ("linear_online", "bn"), ("knn", "bn"), ("knn", "raw"),
-                                  ("fewshot10", "raw"), ("alpha", "raw")]) == [
-        ("knn", "raw"), ("knn", "bn"), ("linear_online", "bn"), ("fewshot10", "raw"),
-        ("fewshot1", "raw"), ("alpha", "raw"), ("alpha", "bn"), ("zeta", "raw")]
+    assert C.order_protocol_arms(
+        [
+            ("zeta", "raw"),
+            ("alpha", "bn"),
+            ("fewshot1", "raw"),
+            ("linear_online", "bn"),
+            ("knn", "bn"),
+            ("knn", "raw"),
+            ("fewshot10", "raw"),
+            ("alpha", "raw"),
+        ]
+    ) == [
+        ("knn", "raw"),
+        ("knn", "bn"),
+        ("linear_online", "bn"),
+        ("fewshot10", "raw"),
+        ("fewshot1", "raw"),
+        ("alpha", "raw"),
+        ("alpha", "bn"),
+        ("zeta", "raw"),
+    ]
 
 
 @pytest.mark.parametrize("method", C.METHODS)
 def test_point_estimates_equal_scipy(acc, corr, method):
     x = vec(acc, "inet", "knn", "bn")
     y = vec(acc, "inet", "finetune", "raw")
-    row = _one(corr, y_kind="pair", subset="all", method=method, x_protocol="knn", x_arm="bn",
-               y_protocol="finetune", y_arm="raw")
+    row = _one(
+        corr,
+        y_kind="pair",
+        subset="all",
+        method=method,
+        x_protocol="knn",
+        x_arm="bn",
+        y_protocol="finetune",
+        y_arm="raw",
+    )
     ref = SCIPY[method](x.to_numpy(), y.to_numpy())
     assert row["n"] == 6
     assert row["value"] == ref.statistic and _same(row["p_value"], ref.pvalue)
@@ -391,9 +471,17 @@ def test_point_estimates_equal_scipy(acc, corr, method):
     resnet = [m for m, v in MODELS.items() if v[0] == "resnet"]
     x = vec(acc, "inet", "linear", "raw", resnet)
     y = vec(acc, "ood_b", "knn", "bn", resnet)
-    row = _one(corr, y_kind="dataset", subset="backbone=resnet", method=method,
-               x_protocol="linear", x_arm="raw", y_protocol="knn", y_arm="bn",
-               y_dataset="ood_b")
+    row = _one(
+        corr,
+        y_kind="dataset",
+        subset="backbone=resnet",
+        method=method,
+        x_protocol="linear",
+        x_arm="raw",
+        y_protocol="knn",
+        y_arm="bn",
+        y_dataset="ood_b",
+    )
     ref = SCIPY[method](x.to_numpy(), y.to_numpy())
     assert row["n"] == 4
     assert row["value"] == ref.statistic and _same(row["p_value"], ref.pvalue)
@@ -401,8 +489,14 @@ def test_point_estimates_equal_scipy(acc, corr, method):
 
 
 def test_mean_and_group_rows_are_means_of_dataset_rows(corr):
-    sel = corr[(corr.subset == "all") & (corr.method == "spearman") & (corr.x_protocol == "knn")
-               & (corr.x_arm == "raw") & (corr.y_protocol == "knn") & (corr.y_arm == "raw")]
+    sel = corr[
+        (corr.subset == "all")
+        & (corr.method == "spearman")
+        & (corr.x_protocol == "knn")
+        & (corr.x_arm == "raw")
+        & (corr.y_protocol == "knn")
+        & (corr.y_arm == "raw")
+    ]
     per_ds = sel[sel.y_kind == "dataset"].set_index("y_dataset")["value"]
     assert set(per_ds.index) == {"ood_a", "ood_b", "ood_c"}
     mean = sel[sel.y_dataset == "mean_ood"].iloc[0]
@@ -412,8 +506,14 @@ def test_mean_and_group_rows_are_means_of_dataset_rows(corr):
     assert grp["value"] == pytest.approx((per_ds["ood_a"] + per_ds["ood_b"]) / 2, abs=1e-15)
     assert grp["n_datasets"] == 2 and np.isnan(grp["p_value"])
     # linear y exists on ood_a and ood_b only -> mean over those two
-    sel = corr[(corr.subset == "all") & (corr.method == "kendall") & (corr.x_protocol == "knn")
-               & (corr.x_arm == "bn") & (corr.y_protocol == "linear") & (corr.y_arm == "bn")]
+    sel = corr[
+        (corr.subset == "all")
+        & (corr.method == "kendall")
+        & (corr.x_protocol == "knn")
+        & (corr.x_arm == "bn")
+        & (corr.y_protocol == "linear")
+        & (corr.y_arm == "bn")
+    ]
     per_ds = sel[sel.y_kind == "dataset"].set_index("y_dataset")["value"]
     assert set(per_ds.index) == {"ood_a", "ood_b"}
     mean = sel[sel.y_dataset == "mean_ood"].iloc[0]
@@ -432,10 +532,31 @@ def _oracle_regret(x: pd.Series, y: pd.Series, x_dir=1, y_dir=1) -> float:
 def test_regret_rows_equal_hand_computed(acc, corr):
     resnet = [m for m, v in MODELS.items() if v[0] == "resnet"]
     cases = [
-        (dict(y_kind="pair", subset="all", x_protocol="knn", x_arm="bn",
-              y_protocol="finetune", y_arm="raw"), "inet", None),
-        (dict(y_kind="dataset", subset="backbone=resnet", x_protocol="linear", x_arm="raw",
-              y_protocol="knn", y_arm="bn", y_dataset="ood_b"), "ood_b", resnet),
+        (
+            dict(
+                y_kind="pair",
+                subset="all",
+                x_protocol="knn",
+                x_arm="bn",
+                y_protocol="finetune",
+                y_arm="raw",
+            ),
+            "inet",
+            None,
+        ),
+        (
+            dict(
+                y_kind="dataset",
+                subset="backbone=resnet",
+                x_protocol="linear",
+                x_arm="raw",
+                y_protocol="knn",
+                y_arm="bn",
+                y_dataset="ood_b",
+            ),
+            "ood_b",
+            resnet,
+        ),
     ]
     seen = []
     for sel, y_ds, models in cases:
@@ -463,27 +584,41 @@ def test_regret_rows_with_a_tie_for_first_place(acc):
     acc.loc[top & acc.model.isin(["m5", "m6"]), "top1"] = 99.0
     corr = C.correlation_table(acc, n_resamples=20, seed=0, subsets=())
     x = vec(acc, "inet", "knn", "raw")
-    for y_ds, yp, ya in [("inet", "linear", "raw"), ("ood_a", "linear", "bn"),
-                         ("ood_c", "knn", "bn")]:
+    for y_ds, yp, ya in [
+        ("inet", "linear", "raw"),
+        ("ood_a", "linear", "bn"),
+        ("ood_c", "knn", "bn"),
+    ]:
         y = vec(acc, y_ds, yp, ya)
         assert y["m5"] != y["m6"]
         want = y.max() - (y["m5"] + y["m6"]) / 2
         assert want == pytest.approx(_oracle_regret(x, y))
-        row = _one(corr, method="spearman", x_protocol="knn", x_arm="raw", y_protocol=yp,
-                   y_arm=ya, y_dataset=y_ds)
+        row = _one(
+            corr,
+            method="spearman",
+            x_protocol="knn",
+            x_arm="raw",
+            y_protocol=yp,
+            y_arm=ya,
+            y_dataset=y_ds,
+        )
         assert row["regret_at_1"] == pytest.approx(want, abs=1e-12)
 
 
 def test_regret_mean_rows_are_means_of_dataset_rows(corr):
-    sel = corr[(corr.subset == "all") & (corr.method == "weightedtau")
-               & (corr.x_protocol == "linear") & (corr.x_arm == "bn")
-               & (corr.y_protocol == "knn") & (corr.y_arm == "raw")]
+    sel = corr[
+        (corr.subset == "all")
+        & (corr.method == "weightedtau")
+        & (corr.x_protocol == "linear")
+        & (corr.x_arm == "bn")
+        & (corr.y_protocol == "knn")
+        & (corr.y_arm == "raw")
+    ]
     per_ds = sel[sel.y_kind == "dataset"].set_index("y_dataset")["regret_at_1"]
     mean = sel[sel.y_dataset == "mean_ood"].iloc[0]
     assert mean["regret_at_1"] == pytest.approx(per_ds.mean(), abs=1e-12)
     grp = sel[sel.y_dataset == "group:same_label_shift"].iloc[0]
-    assert grp["regret_at_1"] == pytest.approx((per_ds["ood_a"] + per_ds["ood_b"]) / 2,
-                                               abs=1e-12)
+    assert grp["regret_at_1"] == pytest.approx((per_ds["ood_a"] + per_ds["ood_b"]) / 2, abs=1e-12)
     # the same value on every method's row of an (x, y, subset)
     keys = ["x_protocol", "x_arm", "y_protocol", "y_arm", "y_dataset", "subset"]
     assert (corr.groupby(keys)["regret_at_1"].nunique(dropna=False) == 1).all()
@@ -491,17 +626,33 @@ def test_regret_mean_rows_are_means_of_dataset_rows(corr):
 
 def test_regret_directions(acc, corr):
     # knn declared lower-is-better: x's choice and the best y follow it; coefficients do not
-    flipped = C.correlation_table(acc, n_resamples=B, seed=SEED, min_subset=4,
-                                  directions={"knn": -1})
-    pd.testing.assert_frame_equal(flipped.drop(columns="regret_at_1"),
-                                  corr.drop(columns="regret_at_1"))
-    for xp, xa, yp, ya, ds in [("knn", "raw", "linear", "bn", "ood_a"),
-                               ("linear", "raw", "knn", "bn", "ood_b"),
-                               ("knn", "bn", "knn", "raw", "ood_c")]:
-        row = _one(flipped, method="kendall", subset="all", x_protocol=xp, x_arm=xa,
-                   y_protocol=yp, y_arm=ya, y_dataset=ds)
-        want = _oracle_regret(vec(acc, "inet", xp, xa), vec(acc, ds, yp, ya),
-                              x_dir=-1 if xp == "knn" else 1, y_dir=-1 if yp == "knn" else 1)
+    flipped = C.correlation_table(
+        acc, n_resamples=B, seed=SEED, min_subset=4, directions={"knn": -1}
+    )
+    pd.testing.assert_frame_equal(
+        flipped.drop(columns="regret_at_1"), corr.drop(columns="regret_at_1")
+    )
+    for xp, xa, yp, ya, ds in [
+        ("knn", "raw", "linear", "bn", "ood_a"),
+        ("linear", "raw", "knn", "bn", "ood_b"),
+        ("knn", "bn", "knn", "raw", "ood_c"),
+    ]:
+        row = _one(
+            flipped,
+            method="kendall",
+            subset="all",
+            x_protocol=xp,
+            x_arm=xa,
+            y_protocol=yp,
+            y_arm=ya,
+            y_dataset=ds,
+        )
+        want = _oracle_regret(
+            vec(acc, "inet", xp, xa),
+            vec(acc, ds, yp, ya),
+            x_dir=-1 if xp == "knn" else 1,
+            y_dir=-1 if yp == "knn" else 1,
+        )
         assert row["regret_at_1"] == pytest.approx(want, abs=1e-12)
     # unaffected: x and y both accuracies of other protocols
     same = (corr.x_protocol != "knn") & (corr.y_protocol != "knn")
@@ -525,30 +676,56 @@ def test_ci_equals_hand_rolled_bootstrap(acc, corr):
         y = vec(acc, "inet", "linear", "bn").to_numpy()
         for method in C.METHODS:
             samples = [_scipy_or_nan(method, x[i], y[i]) for i in idx]
-            row = _one(corr, y_kind="pair", subset="all", method=method, x_protocol="knn",
-                       x_arm="raw", y_protocol="linear", y_arm="bn")
-            np.testing.assert_allclose([row.ci_low, row.ci_high], _oracle_ci(samples),
-                                       atol=1e-12)
+            row = _one(
+                corr,
+                y_kind="pair",
+                subset="all",
+                method=method,
+                x_protocol="knn",
+                x_arm="raw",
+                y_protocol="linear",
+                y_arm="bn",
+            )
+            np.testing.assert_allclose([row.ci_low, row.ci_high], _oracle_ci(samples), atol=1e-12)
             assert row.ci_low <= row.ci_high
         # the mean over OOD data sets: same indices for every data set, mean per resample
         ys = {d: vec(acc, d, "knn", "bn").to_numpy() for d in ("ood_a", "ood_b", "ood_c")}
         for method in C.METHODS:
             per = np.array([[_scipy_or_nan(method, x[i], ys[d][i]) for i in idx] for d in ys])
-            for label, members in [("mean_ood", [0, 1, 2]),
-                                   ("group:same_label_shift", [0, 1]),
-                                   ("group:new_label", [2])]:
-                row = _one(corr, y_dataset=label, subset="all", method=method,
-                           x_protocol="knn", x_arm="raw", y_protocol="knn", y_arm="bn")
-                np.testing.assert_allclose([row.ci_low, row.ci_high],
-                                           _oracle_ci(per[members].mean(axis=0)), atol=1e-12)
+            for label, members in [
+                ("mean_ood", [0, 1, 2]),
+                ("group:same_label_shift", [0, 1]),
+                ("group:new_label", [2]),
+            ]:
+                row = _one(
+                    corr,
+                    y_dataset=label,
+                    subset="all",
+                    method=method,
+                    x_protocol="knn",
+                    x_arm="raw",
+                    y_protocol="knn",
+                    y_arm="bn",
+                )
+                np.testing.assert_allclose(
+                    [row.ci_low, row.ci_high], _oracle_ci(per[members].mean(axis=0)), atol=1e-12
+                )
         # a subset: indices drawn for its own n
         sub = [m for m in models if MODELS[m][1] == "discriminative"]
         pos = [models.index(m) for m in sub]
         idx4 = np.random.default_rng(SEED).integers(0, 4, (B, 4))
         y = vec(acc, "ood_a", "linear", "raw").to_numpy()
         samples = [_scipy_or_nan("kendall", x[pos][i], y[pos][i]) for i in idx4]
-    row = _one(corr, y_dataset="ood_a", subset="paradigm=discriminative", method="kendall",
-               x_protocol="knn", x_arm="raw", y_protocol="linear", y_arm="raw")
+    row = _one(
+        corr,
+        y_dataset="ood_a",
+        subset="paradigm=discriminative",
+        method="kendall",
+        x_protocol="knn",
+        x_arm="raw",
+        y_protocol="linear",
+        y_arm="raw",
+    )
     np.testing.assert_allclose([row.ci_low, row.ci_high], _oracle_ci(samples), atol=1e-12)
 
 
@@ -566,15 +743,32 @@ def test_ci_ordered_and_reproducible(acc, corr):
 def test_missing_values_drop_models_and_small_n_is_nan():
     acc = make_table(drop={("m1", "ood_a", "linear", "bn"), ("m2", "inet", "knn", "raw")})
     corr = C.correlation_table(acc, n_resamples=50, seed=0, min_subset=4, subsets=("backbone",))
-    row = _one(corr, y_dataset="ood_a", subset="all", method="pearson", x_protocol="knn",
-               x_arm="raw", y_protocol="linear", y_arm="bn")
+    row = _one(
+        corr,
+        y_dataset="ood_a",
+        subset="all",
+        method="pearson",
+        x_protocol="knn",
+        x_arm="raw",
+        y_protocol="linear",
+        y_arm="bn",
+    )
     keep = [m for m in sorted(MODELS) if m not in ("m1", "m2")]
-    ref = stats.pearsonr(vec(acc, "inet", "knn", "raw", keep), vec(acc, "ood_a", "linear", "bn",
-                                                                   keep))
+    ref = stats.pearsonr(
+        vec(acc, "inet", "knn", "raw", keep), vec(acc, "ood_a", "linear", "bn", keep)
+    )
     assert row["n"] == 4 and row["value"] == ref.statistic and row["p_value"] == ref.pvalue
     # in the resnet subset (m1..m4) only m3 and m4 remain: n = 2 -> NaN
-    row = _one(corr, y_dataset="ood_a", subset="backbone=resnet", method="kendall",
-               x_protocol="knn", x_arm="raw", y_protocol="linear", y_arm="bn")
+    row = _one(
+        corr,
+        y_dataset="ood_a",
+        subset="backbone=resnet",
+        method="kendall",
+        x_protocol="knn",
+        x_arm="raw",
+        y_protocol="linear",
+        y_arm="bn",
+    )
     assert row["n"] == 2
     assert np.isnan([row.value, row.p_value, row.ci_low, row.ci_high, row.regret_at_1]).all()
 
@@ -582,25 +776,40 @@ def test_missing_values_drop_models_and_small_n_is_nan():
 def test_min_subset_threshold(acc):
     corr = C.correlation_table(acc, n_resamples=20, seed=0, min_subset=2)
     assert sorted(corr["subset"].unique()) == [
-        "all", "backbone=resnet", "backbone=vit", "paradigm=discriminative",
-        "paradigm=generative"]
+        "all",
+        "backbone=resnet",
+        "backbone=vit",
+        "paradigm=discriminative",
+        "paradigm=generative",
+    ]
     corr = C.correlation_table(acc, n_resamples=20, seed=0, min_subset=5, subsets=["paradigm"])
     assert list(corr["subset"].unique()) == ["all"]
 
 
 def test_constant_column_gives_nan_row(acc):
     acc = acc.copy()
-    acc.loc[(acc.dataset == "ood_c") & (acc.protocol == "knn") & (acc.arm == "raw"),
-            "top1"] = 40.0
+    acc.loc[(acc.dataset == "ood_c") & (acc.protocol == "knn") & (acc.arm == "raw"), "top1"] = 40.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         corr = C.correlation_table(acc, n_resamples=30, seed=0, subsets=())
-    row = _one(corr, y_dataset="ood_c", method="kendall", x_protocol="knn", x_arm="raw",
-               y_protocol="knn", y_arm="raw")
+    row = _one(
+        corr,
+        y_dataset="ood_c",
+        method="kendall",
+        x_protocol="knn",
+        x_arm="raw",
+        y_protocol="knn",
+        y_arm="raw",
+    )
     assert np.isnan([row.value, row.p_value, row.ci_low, row.ci_high]).all()
     # the mean skips the NaN data set
-    sel = corr[(corr.method == "kendall") & (corr.x_protocol == "knn") & (corr.x_arm == "raw")
-               & (corr.y_protocol == "knn") & (corr.y_arm == "raw")]
+    sel = corr[
+        (corr.method == "kendall")
+        & (corr.x_protocol == "knn")
+        & (corr.x_arm == "raw")
+        & (corr.y_protocol == "knn")
+        & (corr.y_arm == "raw")
+    ]
     per = sel[sel.y_kind == "dataset"].set_index("y_dataset")["value"]
     mean = sel[sel.y_dataset == "mean_ood"].iloc[0]
     assert mean["value"] == pytest.approx((per["ood_a"] + per["ood_b"]) / 2)
@@ -635,8 +844,18 @@ def _proxy_table(acc, seed=3):
     rows = []
     for model, ds in acc[["model", "dataset"]].drop_duplicates().itertuples(index=False):
         for proxy, arm in itertools.product(("logme", "nc1"), ("raw", "bn")):
-            rows.append({"model": model, "dataset": ds, "split": "train", "proxy": proxy,
-                         "arm": arm, "value": float(rng.normal()), "n_samples": 50, "seed": 0})
+            rows.append(
+                {
+                    "model": model,
+                    "dataset": ds,
+                    "split": "train",
+                    "proxy": proxy,
+                    "arm": arm,
+                    "value": float(rng.normal()),
+                    "n_samples": 50,
+                    "seed": 0,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -646,8 +865,14 @@ def test_proxies_are_x_of_every_accuracy_and_never_y_on_ood(acc):
     assert len(merged) == len(acc) + len(proxies)
     row = merged[(merged.protocol == "nc1")].iloc[0]
     assert row["domain"] in ("id", "ood") and isinstance(row["backbone"], str)
-    corr = C.correlation_table(merged, n_resamples=50, seed=SEED, min_subset=4,
-                               directions={"logme": 1, "nc1": -1}, proxies=("logme", "nc1"))
+    corr = C.correlation_table(
+        merged,
+        n_resamples=50,
+        seed=SEED,
+        min_subset=4,
+        directions={"logme": 1, "nc1": -1},
+        proxies=("logme", "nc1"),
+    )
     # the accuracy rows are those of the table without proxies
     plain = C.correlation_table(acc, n_resamples=50, seed=SEED, min_subset=4)
     is_proxy = corr.x_protocol.isin(["logme", "nc1"]) | corr.y_protocol.isin(["logme", "nc1"])
@@ -656,18 +881,29 @@ def test_proxies_are_x_of_every_accuracy_and_never_y_on_ood(acc):
     assert not corr[corr.y_protocol.isin(["logme", "nc1"]) & (corr.y_kind != "pair")].shape[0]
     id_ds = C.identify_datasets(acc)[0]
     pairs = corr[(corr.y_kind == "pair") & (corr.method == "kendall") & (corr.subset == "all")]
-    with_acc = pairs[pairs.x_protocol.isin(["logme", "nc1"]) ^ pairs.y_protocol.isin(["logme", "nc1"])]
+    with_acc = pairs[
+        pairs.x_protocol.isin(["logme", "nc1"]) ^ pairs.y_protocol.isin(["logme", "nc1"])
+    ]
     assert with_acc.x_protocol.isin(["logme", "nc1"]).all()
     # values against scipy, and the regret by the lower-better proxy
-    r = _one(corr, x_protocol="nc1", x_arm="bn", y_protocol="linear", y_arm="bn",
-             y_dataset=id_ds, method="kendall", subset="all")
+    r = _one(
+        corr,
+        x_protocol="nc1",
+        x_arm="bn",
+        y_protocol="linear",
+        y_arm="bn",
+        y_dataset=id_ds,
+        method="kendall",
+        subset="all",
+    )
     x = vec(merged, id_ds, "nc1", "bn")
     y = vec(merged, id_ds, "linear", "bn")
     assert r["value"] == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
     assert r["regret_at_1"] == pytest.approx(y.max() - y[x.idxmin()])
     # transfer rows: the proxy on an OOD set with that set's accuracies, per data set
-    transfer = corr[(corr.y_kind == "transfer") & (corr.method == "spearman")
-                    & (corr.subset == "all")]
+    transfer = corr[
+        (corr.y_kind == "transfer") & (corr.method == "spearman") & (corr.subset == "all")
+    ]
     assert set(transfer.x_protocol) == {"logme", "nc1"}
     assert (transfer.x_dataset == transfer.y_dataset).all() and id_ds not in set(transfer.x_dataset)
     t = transfer.iloc[0]
@@ -689,8 +925,15 @@ def test_listwise_drops_a_model_missing_any_measurement_pairwise_keeps_it():
     listw = C.correlation_table(acc, n_resamples=30, seed=SEED, min_subset=4, missing="listwise")
     assert set(pair["missing"]) == {"pairwise"} and set(listw["missing"]) == {"listwise"}
     id_ds = C.identify_datasets(acc)[0]
-    kw = dict(x_protocol="knn", x_arm="raw", y_protocol="linear", y_arm="bn", y_dataset=id_ds,
-              method="kendall", subset="all")
+    kw = dict(
+        x_protocol="knn",
+        x_arm="raw",
+        y_protocol="linear",
+        y_arm="bn",
+        y_dataset=id_ds,
+        method="kendall",
+        subset="all",
+    )
     p, lw = _one(pair, **kw), _one(listw, **kw)
     n_all = acc.model.nunique()
     assert p["n"] == n_all and lw["n"] == n_all - 1
@@ -698,8 +941,15 @@ def test_listwise_drops_a_model_missing_any_measurement_pairwise_keeps_it():
     y = vec(acc, id_ds, "linear", "bn").drop(victim)
     assert lw["value"] == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
     # the row with the missing value itself: n - 1 either way
-    kw = dict(x_protocol="knn", x_arm="raw", y_protocol=one.protocol, y_arm=one.arm,
-              y_dataset=ood, method="kendall", subset="all")
+    kw = dict(
+        x_protocol="knn",
+        x_arm="raw",
+        y_protocol=one.protocol,
+        y_arm=one.arm,
+        y_dataset=ood,
+        method="kendall",
+        subset="all",
+    )
     assert _one(pair, **kw)["n"] == _one(listw, **kw)["n"] == n_all - 1
     with pytest.raises(ValueError, match="missing must be one of"):
         C.correlation_table(acc, n_resamples=30, seed=SEED, missing="casewise")

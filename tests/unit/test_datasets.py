@@ -13,11 +13,22 @@ from PIL import Image
 
 from tests import dataset_layouts as layouts
 from workflow_scripts.config import ConfigError, load_study
-from workflow_scripts.datasets import KINDS, DataError, Listing, adapter, data_root_of, list_split, load_rgb
+from workflow_scripts.datasets import (
+    KINDS,
+    DataError,
+    Listing,
+    adapter,
+    data_root_of,
+    list_split,
+    load_rgb,
+)
 from workflow_scripts.datasets import pascal
 from workflow_scripts.datasets.integrity import IntegrityError, check_split, file_list_text
 from workflow_scripts.datasets.transforms import (
-    crop_to_square, eval_transform, pad_to_square, train_transform,
+    crop_to_square,
+    eval_transform,
+    pad_to_square,
+    train_transform,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,18 +140,26 @@ def test_cifar_batch_with_code_is_refused_and_never_runs(tmp_path, payload):
     marker = tmp_path / "ran"
     root = tmp_path / "cifar-100-python"
     root.mkdir()
-    evil = {"os.system": _Payload(os.system, f"touch {marker}"),
-            "builtins.exec": _Payload(builtins.exec, f"open({str(marker)!r}, 'w')"),
-            # not code, but not plain data either: a data file holds none
-            "plain class": collections.UserDict({"a": 1})}[payload]
+    evil = {
+        "os.system": _Payload(os.system, f"touch {marker}"),
+        "builtins.exec": _Payload(builtins.exec, f"open({str(marker)!r}, 'w')"),
+        # not code, but not plain data either: a data file holds none
+        "plain class": collections.UserDict({"a": 1}),
+    }[payload]
     entry = {b"data": np.zeros((2, 3072), dtype=np.uint8), b"fine_labels": [0, 1], b"x": evil}
     with open(root / "train", "wb") as fh:
         pickle.dump(entry, fh, protocol=2)
-    name = {"os.system": "posix.system", "builtins.exec": "builtins.exec",
-            "plain class": "collections.UserDict"}[payload]
-    with pytest.raises(DataError, match=rf"cannot read CIFAR-100 batch '.*train': the pickle "
-                                        rf"references '{re.escape(name)}', which a data file may "
-                                        rf"not reference"):
+    name = {
+        "os.system": "posix.system",
+        "builtins.exec": "builtins.exec",
+        "plain class": "collections.UserDict",
+    }[payload]
+    with pytest.raises(
+        DataError,
+        match=rf"cannot read CIFAR-100 batch '.*train': the pickle "
+        rf"references '{re.escape(name)}', which a data file may "
+        rf"not reference",
+    ):
         cifar100.read_batch(root, "train")
     assert not marker.exists()
 
@@ -159,8 +178,12 @@ def test_every_image_mode_comes_back_as_rgb(data, kind):
         else:  # JPEG: uniform blocks within a few levels (away from block edges)
             assert np.abs(got - expected)[:, 2:-2][:, [0, 20, 40][: got.shape[1] // 20]].max() <= 8
         raw_mode = Image.open(root / item).mode
-        assert raw_mode == {"gray": "L", "cmyk": "CMYK", "png": "RGB", "pal": "P"}[
-            item.rsplit("/", 1)[1].split(".")[0]]
+        assert (
+            raw_mode
+            == {"gray": "L", "cmyk": "CMYK", "png": "RGB", "pal": "P"}[
+                item.rsplit("/", 1)[1].split(".")[0]
+            ]
+        )
 
 
 def test_unreadable_image_is_an_error_naming_the_file(tmp_path):
@@ -208,19 +231,31 @@ def test_integrity_checks_counts_classes_and_label_range(data):
     root, listing = list_split(row, "train", base)
     manifest = check_split(row, "train", listing, root)
     assert manifest["n"] == 6 and manifest["count_per_class"] == [2, 3, 1]
-    assert manifest["files_sha256"] == hashlib.sha256(
-        "".join(f"{i}\n" for i in truth["cub"]["splits"]["train"][0]).encode()).hexdigest()
+    assert (
+        manifest["files_sha256"]
+        == hashlib.sha256(
+            "".join(f"{i}\n" for i in truth["cub"]["splits"]["train"][0]).encode()
+        ).hexdigest()
+    )
     assert file_list_text(listing.items).splitlines() == listing.items
     wrong = row | {"n_train": 7}
-    with pytest.raises(IntegrityError, match=re.escape(
-            "data set 'cub', split 'train': expected 7 images (table column 'n_train'), found 6")):
+    with pytest.raises(
+        IntegrityError,
+        match=re.escape(
+            "data set 'cub', split 'train': expected 7 images (table column 'n_train'), found 6"
+        ),
+    ):
         check_split(wrong, "train", listing, root)
     # a deliberate subset: fewer images pass with the override, more never do
     assert check_split(wrong, "train", listing, root, allow_subset=True)["n"] == 6
     with pytest.raises(IntegrityError, match="expected 5 images"):
         check_split(row | {"n_train": 5}, "train", listing, root, allow_subset=True)
-    with pytest.raises(IntegrityError, match=re.escape("expected 4 classes (table column "
-                                                       "'num_classes'), the data on disk defines 3")):
+    with pytest.raises(
+        IntegrityError,
+        match=re.escape(
+            "expected 4 classes (table column 'num_classes'), the data on disk defines 3"
+        ),
+    ):
         check_split(row | {"num_classes": 4}, "train", listing, root)
     shifted = Listing(listing.items, listing.labels + 1, listing.classes)
     with pytest.raises(IntegrityError, match=re.escape("expected labels in 0..2, found 1..3")):
@@ -234,7 +269,7 @@ def _stripes(w, h):
     """Left half red, right half blue."""
     a = np.zeros((h, w, 3), np.uint8)
     a[:, : w // 2, 0] = 255
-    a[:, w // 2:, 2] = 255
+    a[:, w // 2 :, 2] = 255
     return a
 
 
@@ -247,13 +282,20 @@ def test_square_steps_match_hand_built_arrays():
     tall = np.asarray(pad_to_square(Image.fromarray(img.transpose(1, 0, 2).copy())))
     np.testing.assert_array_equal(tall, expected.transpose(1, 0, 2))
     wide = np.arange(4 * 9 * 3, dtype=np.uint8).reshape(4, 9, 3)
-    np.testing.assert_array_equal(np.asarray(crop_to_square(Image.fromarray(wide))),
-                                  wide[:, 2:6])  # round((9 - 4) / 2) = 2 (banker's: 2)
+    np.testing.assert_array_equal(
+        np.asarray(crop_to_square(Image.fromarray(wide))), wide[:, 2:6]
+    )  # round((9 - 4) / 2) = 2 (banker's: 2)
     square = Image.fromarray(wide[:, :4].copy())
     assert pad_to_square(square) is square
 
 
-SPEC = {"resize": 256, "crop": 224, "interpolation": "bilinear", "mean": [0, 0, 0], "std": [1, 1, 1]}
+SPEC = {
+    "resize": 256,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [0, 0, 0],
+    "std": [1, 1, 1],
+}
 
 
 def test_eval_transform_geometry_on_an_asymmetric_image():
@@ -284,11 +326,19 @@ def test_eval_transform_equals_classic_torchvision_and_normalises():
     img = Image.fromarray(rng.integers(0, 256, (37, 81, 3), dtype=np.uint8))
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     spec = SPEC | {"mean": mean, "std": std}
-    classic = T.Compose([T.Pad([0, 22, 0, 22], fill=0), T.Resize(256, antialias=True),
-                         T.CenterCrop(224), T.ToTensor(), T.Normalize(mean, std)])
+    classic = T.Compose(
+        [
+            T.Pad([0, 22, 0, 22], fill=0),
+            T.Resize(256, antialias=True),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
     torch.testing.assert_close(eval_transform(spec, "pad_square")(img), classic(img))
-    classic = T.Compose([T.CenterCrop(37), T.Resize(256), T.CenterCrop(224), T.ToTensor(),
-                         T.Normalize(mean, std)])
+    classic = T.Compose(
+        [T.CenterCrop(37), T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(mean, std)]
+    )
     torch.testing.assert_close(eval_transform(spec, "crop_square")(img), classic(img))
 
 
@@ -313,23 +363,43 @@ def test_paper_table_and_schema_agree_with_the_adapters():
     study = load_study(config, ROOT)
     table = study.datasets
     assert len(table) == 11 and study.id_dataset == "imagenet"
-    assert table.loc["imagenet", ["n_train", "n_test", "num_classes"]].tolist() == [1281167, 50000, 1000]
+    assert table.loc["imagenet", ["n_train", "n_test", "num_classes"]].tolist() == [
+        1281167,
+        50000,
+        1000,
+    ]
     assert table.loc["inaturalist", "num_classes"] == 1103
-    assert table.loc["cub", "preprocessing"] == "pad_square" == table.loc["cifar100", "preprocessing"]
+    assert (
+        table.loc["cub", "preprocessing"] == "pad_square" == table.loc["cifar100", "preprocessing"]
+    )
     assert table.loc["pascal", "preprocessing"] == "crop_square"
     dn = table[table["kind"] == "domainnet"]
-    assert sorted(dn["variant"]) == ["clipart", "infograph", "painting", "quickdraw", "real", "sketch"]
+    assert sorted(dn["variant"]) == [
+        "clipart",
+        "infograph",
+        "painting",
+        "quickdraw",
+        "real",
+        "sketch",
+    ]
     assert dn["n_train"].sum() == 33525 + 36023 + 50416 + 120750 + 120906 + 48212
     assert set(dn["num_classes"]) == {345} and set(dn["shift_group"]) == {"style"}
     assert config["data_root"] == "data" and config["allow_subsets"] == []
 
 
-@pytest.mark.parametrize(("cell", "value", "message"), [
-    ("root", "", r"key 'cub': column 'root' is required for kind 'cub'"),
-    ("variant", "watercolour", r"key 'domainnet_real': column 'variant' must name the DomainNet"),
-    ("kind", "coco", r"key 'cub'\): column 'kind': 'coco' is not one of"),
-    ("preprocessing", "letterbox", r"column 'preprocessing': 'letterbox' is not one of"),
-])
+@pytest.mark.parametrize(
+    ("cell", "value", "message"),
+    [
+        ("root", "", r"key 'cub': column 'root' is required for kind 'cub'"),
+        (
+            "variant",
+            "watercolour",
+            r"key 'domainnet_real': column 'variant' must name the DomainNet",
+        ),
+        ("kind", "coco", r"key 'cub'\): column 'kind': 'coco' is not one of"),
+        ("preprocessing", "letterbox", r"column 'preprocessing': 'letterbox' is not one of"),
+    ],
+)
 def test_bad_paper_table_rows_name_the_culprit(tmp_path, cell, value, message):
     lines = (ROOT / "config" / "datasets_paper.tsv").read_text().splitlines()
     header = lines[0].split("\t")
@@ -349,7 +419,9 @@ def test_bad_paper_table_rows_name_the_culprit(tmp_path, cell, value, message):
 def test_allow_subsets_must_name_table_rows():
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["allow_subsets"] = ["cub"]
-    with pytest.raises(ConfigError, match=r"config key 'allow_subsets': unknown data set key\(s\) 'cub'"):
+    with pytest.raises(
+        ConfigError, match=r"config key 'allow_subsets': unknown data set key\(s\) 'cub'"
+    ):
         load_study(config, ROOT)
 
 
@@ -362,8 +434,10 @@ def test_uint8_crops_normalised_in_a_batch_equal_the_per_image_float_path(prepro
     from workflow_scripts.datasets.transforms import normalize_batch
 
     rng = np.random.default_rng(1)
-    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-              for h, w in ((40, 52), (37, 37), (61, 45))]
+    images = [
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        for h, w in ((40, 52), (37, 37), (61, 45))
+    ]
     for make in (eval_transform, train_transform):
         floats, crops = [], []
         for i, img in enumerate(images):

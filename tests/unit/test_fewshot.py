@@ -16,7 +16,9 @@ def authors_procedure(labels, fraction, num_classes):
     return np.concatenate(out)
 
 
-@pytest.mark.parametrize(("n", "classes", "percent"), [(5000, 10, 10), (5000, 10, 1), (1237, 7, 10), (20000, 100, 1)])
+@pytest.mark.parametrize(
+    ("n", "classes", "percent"), [(5000, 10, 10), (5000, 10, 1), (1237, 7, 10), (20000, 100, 1)]
+)
 def test_indices_equal_the_authors_procedure(n, classes, percent):
     rng = np.random.default_rng(n)
     labels = rng.permutation(np.arange(n) % classes)  # un-shuffled order = as stored
@@ -47,8 +49,13 @@ def test_global_random_state_untouched():
 
 def test_zero_size_and_short_class_are_errors():
     labels = np.arange(500) % 10
-    with pytest.raises(ValueError, match=r"data set 'cub': a 1% few-shot subset has 0 images per class"):
+    with pytest.raises(
+        ValueError, match=r"data set 'cub': a 1% few-shot subset has 0 images per class"
+    ):
         fewshot_indices(labels, 10, 1, dataset="cub")
     short = np.concatenate([np.arange(1, 10).repeat(60), np.zeros(2, int)])  # N = 542, n = 5
-    with pytest.raises(ValueError, match=r"data set 'x': class 0 has 2 train images, fewer than the 5 per class a 10%"):
+    with pytest.raises(
+        ValueError,
+        match=r"data set 'x': class 0 has 2 train images, fewer than the 5 per class a 10%",
+    ):
         fewshot_indices(short, 10, 10, dataset="x")

@@ -13,8 +13,14 @@ import pytest
 from workflow_scripts import figures as F
 from workflow_scripts.correlations import correlation_table
 
-OOD = [("v2", "same_label_shift"), ("sketch", "same_label_shift"), ("rend", "same_label_shift"),
-       ("cifar", "new_label"), ("flowers", "new_label"), ("dtd", "new_label")]
+OOD = [
+    ("v2", "same_label_shift"),
+    ("sketch", "same_label_shift"),
+    ("rend", "same_label_shift"),
+    ("cifar", "new_label"),
+    ("flowers", "new_label"),
+    ("dtd", "new_label"),
+]
 
 
 def synthetic_accuracy(n_models=12, seed=0, finetune=True):
@@ -32,12 +38,22 @@ def synthetic_accuracy(n_models=12, seed=0, finetune=True):
                 pas.append(("finetune", "raw"))
             for protocol, arm in pas:
                 top1 = 60 + 8 * quality + rng.normal(0, 3) + 2 * (arm == "bn")
-                rows.append({
-                    "model": f"model_{m:02d}", "method": f"meth{m}", "backbone": backbone,
-                    "paradigm": paradigm, "dataset": ds, "domain": domain, "shift_group": group,
-                    "protocol": protocol, "arm": arm, "top1": top1, "top5": np.nan,
-                    "run": "synthetic",
-                })
+                rows.append(
+                    {
+                        "model": f"model_{m:02d}",
+                        "method": f"meth{m}",
+                        "backbone": backbone,
+                        "paradigm": paradigm,
+                        "dataset": ds,
+                        "domain": domain,
+                        "shift_group": group,
+                        "protocol": protocol,
+                        "arm": arm,
+                        "top1": top1,
+                        "top5": np.nan,
+                        "run": "synthetic",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -111,20 +127,46 @@ def test_options(tmp_path, acc, corr):
     import matplotlib.image as mpimg
 
     heights = {}
-    for label, opts in {"all": {}, "bn": {"y_arms": ["bn"]},
-                        "knn_bn": {"y_protocols": ["knn"], "y_arms": ["bn"]}}.items():
+    for label, opts in {
+        "all": {},
+        "bn": {"y_arms": ["bn"]},
+        "knn_bn": {"y_protocols": ["knn"], "y_arms": ["bn"]},
+    }.items():
         png = tmp_path / f"f2_{label}.png"
         F.plot_f2(corr, {**opts, "dpi": 50}, png, tmp_path / f"f2_{label}.pdf")
         heights[label] = mpimg.imread(png).shape[0]
     # 4 panels > 2 panels > 1 panel
     assert heights["all"] > heights["bn"] > heights["knn_bn"]
     for name, opts in [
-        ("plot_f1", {"method": "spearman", "subset": "backbone=vit", "cmap": "mako",
-                     "font_scale": 1.3, "title": "custom"}),
-        ("plot_f3", {"x_protocol": "knn", "x_arm": "raw", "y_protocol": "linear",
-                     "y_arm": "raw", "col_wrap": 2, "label_points": True}),
-        ("plot_f4", {"include_ood_mean": False, "method": "pearson",
-                     "subsets": ["all", "backbone=vit", "backbone=resnet"]}),
+        (
+            "plot_f1",
+            {
+                "method": "spearman",
+                "subset": "backbone=vit",
+                "cmap": "mako",
+                "font_scale": 1.3,
+                "title": "custom",
+            },
+        ),
+        (
+            "plot_f3",
+            {
+                "x_protocol": "knn",
+                "x_arm": "raw",
+                "y_protocol": "linear",
+                "y_arm": "raw",
+                "col_wrap": 2,
+                "label_points": True,
+            },
+        ),
+        (
+            "plot_f4",
+            {
+                "include_ood_mean": False,
+                "method": "pearson",
+                "subsets": ["all", "backbone=vit", "backbone=resnet"],
+            },
+        ),
     ]:
         out = tmp_path / name
         out.mkdir()
@@ -169,8 +211,9 @@ def test_f1_matrix_uses_pair_rows(tmp_path, corr):
     """Rows of other kinds (OOD) must not leak into the in-domain matrix: a table with only the
     OOD rows has no pairs."""
     with pytest.raises(ValueError, match="pairs"):
-        F.plot_f1(corr[corr.x_dataset != corr.y_dataset], {}, tmp_path / "a.png",
-                  tmp_path / "a.pdf")
+        F.plot_f1(
+            corr[corr.x_dataset != corr.y_dataset], {}, tmp_path / "a.png", tmp_path / "a.pdf"
+        )
 
 
 def test_labels():
@@ -182,7 +225,12 @@ def test_labels():
     assert F.dataset_label("mean_ood") == "mean OOD"
     assert F.dataset_label("group:new_label") == "mean: new label"
     assert [F.stars(p) for p in (0.2, 0.04, 0.009, 0.0009, float("nan"))] == [
-        "", "*", "**", "***", ""]
+        "",
+        "*",
+        "**",
+        "***",
+        "",
+    ]
 
 
 def test_import_has_no_side_effects():
@@ -191,8 +239,13 @@ def test_import_has_no_side_effects():
         "print('matplotlib.pyplot' in sys.modules, 'seaborn' in sys.modules, "
         "'torch' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=str(__import__("pathlib").Path(__file__).parents[2]),
+    )
     assert out.stdout.split() == ["False", "False", "False"]
 
 
@@ -239,27 +292,57 @@ def hand_correlations():
     xs = [("knn", "raw"), ("linear", "bn")]
     ys = [("knn", "raw"), ("linear", "bn")]
     for (xp, xa), (yp, ya) in itertools.product(xs, ys):
-        for yd, kind, group, k in [("group:style", "group", "style", 2),
-                                   ("group:new_label", "group", "new_label", 3),
-                                   ("mean_ood", "mean", "", 5)]:
+        for yd, kind, group, k in [
+            ("group:style", "group", "style", 2),
+            ("group:new_label", "group", "new_label", 3),
+            ("mean_ood", "mean", "", 5),
+        ]:
             value += 0.037
-            rows.append(dict(x_protocol=xp, x_arm=xa, x_dataset="inet", y_protocol=yp,
-                             y_arm=ya, y_dataset=yd, subset="all", method="kendall", n=9,
-                             value=round(value - 0.4, 4), p_value=np.nan, ci_low=-1.0,
-                             ci_high=1.0, y_kind=kind, y_shift_group=group, n_datasets=k))
+            rows.append(
+                dict(
+                    x_protocol=xp,
+                    x_arm=xa,
+                    x_dataset="inet",
+                    y_protocol=yp,
+                    y_arm=ya,
+                    y_dataset=yd,
+                    subset="all",
+                    method="kendall",
+                    n=9,
+                    value=round(value - 0.4, 4),
+                    p_value=np.nan,
+                    ci_low=-1.0,
+                    ci_high=1.0,
+                    y_kind=kind,
+                    y_shift_group=group,
+                    n_datasets=k,
+                )
+            )
     distractors = []
     for r in rows:
         distractors.append({**r, "method": "spearman", "value": 0.99})
         distractors.append({**r, "subset": "backbone=vit", "value": -0.99})
-    distractors.append({**rows[0], "y_dataset": "sketch", "y_kind": "dataset", "value": 0.5,
-                        "n_datasets": 1})
-    distractors.append({**rows[0], "y_protocol": "linear", "y_arm": "bn", "y_dataset": "inet",
-                        "y_kind": "pair", "value": 0.7, "n_datasets": 1})
+    distractors.append(
+        {**rows[0], "y_dataset": "sketch", "y_kind": "dataset", "value": 0.5, "n_datasets": 1}
+    )
+    distractors.append(
+        {
+            **rows[0],
+            "y_protocol": "linear",
+            "y_arm": "bn",
+            "y_dataset": "inet",
+            "y_kind": "pair",
+            "value": 0.7,
+            "n_datasets": 1,
+        }
+    )
     frame = pd.DataFrame(rows + distractors)
     # group order in the table: style before new_label (as correlation_table writes them)
     return frame.sample(frac=1.0, random_state=3).sort_values(
-        "y_dataset", key=lambda s: s.map({"group:style": 0, "group:new_label": 1}).fillna(2),
-        kind="stable"), pd.DataFrame(rows)
+        "y_dataset",
+        key=lambda s: s.map({"group:style": 0, "group:new_label": 1}).fillna(2),
+        kind="stable",
+    ), pd.DataFrame(rows)
 
 
 def test_f5_cells_equal_hand_built_rows(tmp_path, monkeypatch):
@@ -280,23 +363,33 @@ def test_f5_cells_equal_hand_built_rows(tmp_path, monkeypatch):
     # the figure's annotations are exactly these texts, panel by panel
     panels = [(title, texts) for title, texts in captured if title.startswith("OOD accuracy")]
     assert [t.split("\n")[0] for t, _ in panels] == [
-        "OOD accuracy under kNN", "OOD accuracy under linear (BN)"]
+        "OOD accuracy under kNN",
+        "OOD accuracy under linear (BN)",
+    ]
     for (_, texts), (yp, ya) in zip(panels, [("knn", "raw"), ("linear", "bn")]):
         want = truth[(truth.y_protocol == yp) & (truth.y_arm == ya)]
-        assert texts == {(rows[(r.x_protocol, r.x_arm)], cols[r.y_dataset]): f"{r.value:.2f}"
-                         for r in want.itertuples()}
+        assert texts == {
+            (rows[(r.x_protocol, r.x_arm)], cols[r.y_dataset]): f"{r.value:.2f}"
+            for r in want.itertuples()
+        }
 
 
 def test_f5_options_and_errors(tmp_path):
     frame, truth = hand_correlations()
     cells = F.f5_cells(frame, {"y_arms": ["bn"], "include_mean": False})
     assert set(cells["y_protocol"]) == {"linear"} and set(cells["y_dataset"]) == {
-        "group:style", "group:new_label"}
+        "group:style",
+        "group:new_label",
+    }
     spear = F.f5_cells(frame, {"method": "spearman"})
     assert (spear["value"] == 0.99).all()
     with pytest.raises(ValueError, match="shift-group"):
-        F.plot_f5(frame[~frame.y_dataset.str.startswith("group:")], {}, tmp_path / "a.png",
-                  tmp_path / "a.pdf")
+        F.plot_f5(
+            frame[~frame.y_dataset.str.startswith("group:")],
+            {},
+            tmp_path / "a.png",
+            tmp_path / "a.pdf",
+        )
     with pytest.raises(ValueError, match="y_protocols"):
         F.f5_cells(frame, {"y_protocols": ["finetune"]})
     assert list(tmp_path.iterdir()) == []
@@ -305,27 +398,32 @@ def test_f5_options_and_errors(tmp_path):
 def test_f5_on_correlation_table(corr):
     """On a real correlation table, every cell is the group row of the table."""
     cells = F.f5_cells(corr, {})
-    rows = corr[(corr.method == "kendall") & (corr.subset == "all")
-                & corr.y_kind.isin(["group", "mean"])]
+    rows = corr[
+        (corr.method == "kendall") & (corr.subset == "all") & corr.y_kind.isin(["group", "mean"])
+    ]
     assert len(cells) == len(rows)
-    merged = cells.merge(rows, on=["x_protocol", "x_arm", "y_protocol", "y_arm", "y_dataset"],
-                         suffixes=("", "_t"))
+    merged = cells.merge(
+        rows, on=["x_protocol", "x_arm", "y_protocol", "y_arm", "y_dataset"], suffixes=("", "_t")
+    )
     np.testing.assert_array_equal(merged["value"], merged["value_t"])
 
 
 def hand_accuracy(include_vit=True, shared=True):
     """Models (method, backbone, paradigm); top1 = 10 * model index + data set/protocol offsets."""
-    models = [("a_resnet", "a", "resnet", "discriminative"),
-              ("b_resnet1", "b", "resnet", "discriminative"),
-              ("b_resnet2", "b", "resnet", "discriminative"),
-              ("d_resnet", "d", "resnet", "discriminative")]
+    models = [
+        ("a_resnet", "a", "resnet", "discriminative"),
+        ("b_resnet1", "b", "resnet", "discriminative"),
+        ("b_resnet2", "b", "resnet", "discriminative"),
+        ("d_resnet", "d", "resnet", "discriminative"),
+    ]
     if include_vit:
-        models += [("a_vit" if shared else "e_vit", "a" if shared else "e", "vit",
-                    "discriminative"),
-                   ("b_vit" if shared else "f_vit", "b" if shared else "f", "vit",
-                    "discriminative"),
-                   ("c_vit", "c", "vit", "generative"), ("g_vit", "g", "vit", "generative"),
-                   ("r_vit", "random", "vit", "baseline")]
+        models += [
+            ("a_vit" if shared else "e_vit", "a" if shared else "e", "vit", "discriminative"),
+            ("b_vit" if shared else "f_vit", "b" if shared else "f", "vit", "discriminative"),
+            ("c_vit", "c", "vit", "generative"),
+            ("g_vit", "g", "vit", "generative"),
+            ("r_vit", "random", "vit", "baseline"),
+        ]
     datasets = [("inet", "id", "in_domain"), ("o1", "ood", "style"), ("o2", "ood", "new")]
     rows = []
     for i, (model, method, backbone, paradigm) in enumerate(models):
@@ -335,11 +433,21 @@ def hand_accuracy(include_vit=True, shared=True):
                 for arm in ("raw", "bn"):
                     if model == "d_resnet" and ds == "o2" and protocol == "linear":
                         continue  # incomplete OOD coverage: no mean OOD for this one
-                    rows.append(dict(model=model, method=method, backbone=backbone,
-                                     arch=backbone + "_x", paradigm=paradigm, dataset=ds,
-                                     domain=domain, shift_group=group, protocol=protocol, arm=arm,
-                                     top1=10.0 * i + 3.0 * j + 1.0 * k + (0.5 if arm == "bn"
-                                                                          else 0.0)))
+                    rows.append(
+                        dict(
+                            model=model,
+                            method=method,
+                            backbone=backbone,
+                            arch=backbone + "_x",
+                            paradigm=paradigm,
+                            dataset=ds,
+                            domain=domain,
+                            shift_group=group,
+                            protocol=protocol,
+                            arm=arm,
+                            top1=10.0 * i + 3.0 * j + 1.0 * k + (0.5 if arm == "bn" else 0.0),
+                        )
+                    )
     return pd.DataFrame(rows)
 
 
@@ -359,29 +467,49 @@ def test_f6_pairs_methods_across_backbones(tmp_path):
 
     for row in pairs.itertuples():
         models = row.models.split(",")
-        assert models == sorted(m for m in idx if m.startswith(row.method + "_")
-                                and acc.loc[acc.model == m, "backbone"].iloc[0] == row.backbone)
+        assert models == sorted(
+            m
+            for m in idx
+            if m.startswith(row.method + "_")
+            and acc.loc[acc.model == m, "backbone"].iloc[0] == row.backbone
+        )
         assert row.n_models == len(models)
         assert row.top1 == pytest.approx(expected(models, row.measure, row.protocol))
-    got = {(r.method, r.measure, r.protocol): set(g) for (r, g) in [
-        (r, pairs[(pairs.method == r.method) & (pairs.measure == r.measure)
-                  & (pairs.protocol == r.protocol)]["backbone"]) for r in pairs.itertuples()]}
+    got = {
+        (r.method, r.measure, r.protocol): set(g)
+        for (r, g) in [
+            (
+                r,
+                pairs[
+                    (pairs.method == r.method)
+                    & (pairs.measure == r.measure)
+                    & (pairs.protocol == r.protocol)
+                ]["backbone"],
+            )
+            for r in pairs.itertuples()
+        ]
+    }
     assert all(v == {"resnet", "vit"} for v in got.values())
     assert sorted({(m, p) for m, ms, p in got if ms == "in-domain"}) == sorted(
-        (m, p) for m in "ab" for p in ("knn", "linear", "finetune"))
+        (m, p) for m in "ab" for p in ("knn", "linear", "finetune")
+    )
     assert sorted({(m, p) for m, ms, p in got if ms == "mean OOD"}) == sorted(
-        (m, p) for m in "ab" for p in ("knn", "linear"))
+        (m, p) for m in "ab" for p in ("knn", "linear")
+    )
     vit = data["vit"]
     assert set(vit["model"]) == {"a_vit", "b_vit", "c_vit", "g_vit", "r_vit"}
     assert dict(vit.drop_duplicates("model").set_index("model")["paradigm"]) == {
-        "a_vit": "discriminative", "b_vit": "discriminative", "c_vit": "generative",
-        "g_vit": "generative", "r_vit": "baseline"}
+        "a_vit": "discriminative",
+        "b_vit": "discriminative",
+        "c_vit": "generative",
+        "g_vit": "generative",
+        "r_vit": "baseline",
+    }
     for r in vit.itertuples():
         assert r.top1 == pytest.approx(expected([r.model], r.measure, r.protocol))
     raw = F.f6_data(acc, {"arm": "raw"})
     assert raw["arm"] == "raw"
-    np.testing.assert_allclose(
-        raw["pairs"]["top1"].to_numpy() + 0.5, pairs["top1"].to_numpy())
+    np.testing.assert_allclose(raw["pairs"]["top1"].to_numpy() + 0.5, pairs["top1"].to_numpy())
 
 
 def test_f6_incomplete_ood_coverage_has_no_mean():
@@ -390,8 +518,9 @@ def test_f6_incomplete_ood_coverage_has_no_mean():
     assert set(d.loc[d.measure == "mean OOD", "protocol"]) == {"knn"}
 
 
-@pytest.mark.parametrize("include_vit,shared,missing", [
-    (False, True, {"vit", "pairs"}), (True, False, {"pairs"})])
+@pytest.mark.parametrize(
+    "include_vit,shared,missing", [(False, True, {"vit", "pairs"}), (True, False, {"pairs"})]
+)
 def test_f6_empty_parts_give_a_note(tmp_path, monkeypatch, include_vit, shared, missing):
     acc = hand_accuracy(include_vit=include_vit, shared=shared)
     captured = _capture_notes(monkeypatch)
@@ -422,13 +551,30 @@ def corr_proxies(acc):
     from workflow_scripts.correlations import with_proxies
 
     rng = np.random.default_rng(4)
-    rows = [{"model": m, "dataset": d, "split": "train", "proxy": p, "arm": a,
-             "value": float(rng.normal()), "n_samples": 10, "seed": 0}
-            for m, d in acc[["model", "dataset"]].drop_duplicates().itertuples(index=False)
-            for p in ("rankme", "nc1") for a in ("raw", "bn")]
+    rows = [
+        {
+            "model": m,
+            "dataset": d,
+            "split": "train",
+            "proxy": p,
+            "arm": a,
+            "value": float(rng.normal()),
+            "n_samples": 10,
+            "seed": 0,
+        }
+        for m, d in acc[["model", "dataset"]].drop_duplicates().itertuples(index=False)
+        for p in ("rankme", "nc1")
+        for a in ("raw", "bn")
+    ]
     merged = with_proxies(acc, pd.DataFrame(rows))
-    return correlation_table(merged, n_resamples=20, seed=0, min_subset=4,
-                             directions={"nc1": -1}, proxies=("rankme", "nc1"))
+    return correlation_table(
+        merged,
+        n_resamples=20,
+        seed=0,
+        min_subset=4,
+        directions={"nc1": -1},
+        proxies=("rankme", "nc1"),
+    )
 
 
 def test_f7_cells_are_the_proxy_rows_of_the_table(corr_proxies, tmp_path):
@@ -438,21 +584,32 @@ def test_f7_cells_are_the_proxy_rows_of_the_table(corr_proxies, tmp_path):
     # mean over the OOD sets
     for cell in cells.sample(25, random_state=0).itertuples(index=False):
         kind = "mean" if cell.column.endswith("mean OOD") else "pair"
-        rows = corr_proxies[(corr_proxies.method == "spearman")
-                            & (corr_proxies.subset == cell.subset)
-                            & (corr_proxies.x_protocol == cell.x_protocol)
-                            & (corr_proxies.x_arm == cell.x_arm)
-                            & (corr_proxies.y_kind == kind)]
-        values = [r.value for r in rows.itertuples()
-                  if F.protocol_arm_label(r.y_protocol, r.y_arm) == cell.column.split(", mean")[0]]
+        rows = corr_proxies[
+            (corr_proxies.method == "spearman")
+            & (corr_proxies.subset == cell.subset)
+            & (corr_proxies.x_protocol == cell.x_protocol)
+            & (corr_proxies.x_arm == cell.x_arm)
+            & (corr_proxies.y_kind == kind)
+        ]
+        values = [
+            r.value
+            for r in rows.itertuples()
+            if F.protocol_arm_label(r.y_protocol, r.y_arm) == cell.column.split(", mean")[0]
+        ]
         assert values == [cell.value]
     # rows in registry order (RankMe before NC1, raw before BN), no accuracy as a row
     first = cells[cells.panel == 0].drop_duplicates("row").sort_values("row")
     assert list(zip(first.x_protocol, first.x_arm)) == [
-        ("rankme", "raw"), ("rankme", "bn"), ("nc1", "raw"), ("nc1", "bn")]
+        ("rankme", "raw"),
+        ("rankme", "bn"),
+        ("nc1", "raw"),
+        ("nc1", "bn"),
+    ]
     only_id = F.f7_cells(corr_proxies, {"include_ood_mean": False, "subsets": ["all"]})
     assert not only_id["column"].str.contains("mean OOD").any() and set(only_id.subset) == {"all"}
-    assert F.proxy_label("nc1", "bn") == "NC1 ↓ (BN)" and F.proxy_label("rankme", "raw") == "RankMe ↑"
+    assert (
+        F.proxy_label("nc1", "bn") == "NC1 ↓ (BN)" and F.proxy_label("rankme", "raw") == "RankMe ↑"
+    )
     png, pdf = tmp_path / "f7.png", tmp_path / "f7.pdf"
     F.render("f7_proxies", {"correlations": corr_proxies}, {}, png, pdf)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:4] == b"%PDF"
@@ -462,5 +619,7 @@ def test_f1_to_f5_ignore_the_proxies(corr, corr_proxies, tmp_path):
     """The accuracy figures draw the same cells with and without proxies in the table."""
     a = F.f5_cells(corr, {})
     b = F.f5_cells(corr_proxies, {})
-    pd.testing.assert_frame_equal(a[["y_protocol", "x_protocol", "y_dataset", "value"]],
-                                  b[["y_protocol", "x_protocol", "y_dataset", "value"]])
+    pd.testing.assert_frame_equal(
+        a[["y_protocol", "x_protocol", "y_dataset", "value"]],
+        b[["y_protocol", "x_protocol", "y_dataset", "value"]],
+    )

@@ -29,7 +29,9 @@ def test_layer_decay_gives_the_expected_lr_per_parameter():
     assert lr_of["backbone.cls_token"] == pytest.approx(0.1 * 0.65 ** (depth + 1))
     assert lr_of["backbone.pos_embed"] == pytest.approx(0.1 * 0.65 ** (depth + 1))
     for i in range(depth):
-        assert lr_of[f"backbone.blocks.{i}.attn.qkv.weight"] == pytest.approx(0.1 * 0.65 ** (depth - i))
+        assert lr_of[f"backbone.blocks.{i}.attn.qkv.weight"] == pytest.approx(
+            0.1 * 0.65 ** (depth - i)
+        )
         assert lr_of[f"backbone.blocks.{i}.norm2.bias"] == pytest.approx(0.1 * 0.65 ** (depth - i))
     assert lr_of["backbone.norm.weight"] == pytest.approx(0.1)
     assert lr_of["head.weight"] == lr_of["bn.weight"] == pytest.approx(0.3)
@@ -40,7 +42,9 @@ def test_layer_decay_gives_the_expected_lr_per_parameter():
 
 def test_resnet_has_no_layer_decay():
     model = ft.Classifier(build_backbone("resnet10_tiny", "avgpool"), 10, "raw")
-    groups = ft.param_groups(model, ft.FinetuneRecipe(epochs=2, batch_size=8, lr=0.1, warmup_epochs=0))
+    groups = ft.param_groups(
+        model, ft.FinetuneRecipe(epochs=2, batch_size=8, lr=0.1, warmup_epochs=0)
+    )
     assert [g["lr"] for g in groups] == [0.1]
 
 
@@ -84,7 +88,9 @@ class Killed(RuntimeError):
     pass
 
 
-@pytest.mark.parametrize(("arch", "embedding"), [("vit_tiny_p8", "cls"), ("resnet10_tiny", "avgpool")])
+@pytest.mark.parametrize(
+    ("arch", "embedding"), [("vit_tiny_p8", "cls"), ("resnet10_tiny", "avgpool")]
+)
 def test_resume_equals_uninterrupted(tmp_path, arch, embedding):
     torch.set_num_threads(1)
     images, labels = _data()
@@ -107,7 +113,9 @@ def test_resume_equals_uninterrupted(tmp_path, arch, embedding):
     state = torch.load(tmp_path / "b.pt", weights_only=True)
     assert (state["epoch"], state["step"]) == (2, 0)  # two epochs done
     torch.manual_seed(999)  # the global RNG state is restored from the file, not inherited
-    resumed, model_resumed = ft.finetune(fresh(), data, data, state_path=tmp_path / "b.pt", **kwargs)
+    resumed, model_resumed = ft.finetune(
+        fresh(), data, data, state_path=tmp_path / "b.pt", **kwargs
+    )
     _assert_same_weights(model_full, model_resumed)
     assert resumed["top1"] == full["top1"]
 
@@ -117,7 +125,9 @@ def _assert_same_weights(a, b):
         assert torch.equal(value, b.state_dict()[key]), key
 
 
-@pytest.mark.parametrize(("arch", "embedding"), [("vit_tiny_p8", "cls"), ("resnet10_tiny", "avgpool")])
+@pytest.mark.parametrize(
+    ("arch", "embedding"), [("vit_tiny_p8", "cls"), ("resnet10_tiny", "avgpool")]
+)
 def test_periodic_saves_resume_mid_epoch_exactly(tmp_path, arch, embedding):
     """save_minutes: the state is written during the epoch; a job killed at step 2 of epoch 2
     resumes there (sample plan, generator and RNG state restored) and ends bit-identical."""
@@ -143,7 +153,9 @@ def test_periodic_saves_resume_mid_epoch_exactly(tmp_path, arch, embedding):
     state = torch.load(tmp_path / "s.pt", weights_only=True)
     assert (state["epoch"], state["step"]) == (1, 2) and len(state["plan"]["order"]) == 48
     torch.manual_seed(999)
-    resumed, model_resumed = ft.finetune(fresh(), data, data, state_path=tmp_path / "s.pt", **kwargs)
+    resumed, model_resumed = ft.finetune(
+        fresh(), data, data, state_path=tmp_path / "s.pt", **kwargs
+    )
     _assert_same_weights(model_full, model_resumed)
     assert resumed["top1"] == full["top1"]
     assert not (tmp_path / "s.pt").exists()
@@ -176,7 +188,9 @@ def test_a_signal_saves_the_state_mid_epoch_and_stops(tmp_path, signum):
     assert signal.getsignal(signum) is previous  # the job's handlers are gone again
     state = torch.load(tmp_path / "p.pt", weights_only=True)
     assert (state["epoch"], state["step"]) == (0, 3)
-    resumed, model_resumed = ft.finetune(fresh(), data, data, state_path=tmp_path / "p.pt", **kwargs)
+    resumed, model_resumed = ft.finetune(
+        fresh(), data, data, state_path=tmp_path / "p.pt", **kwargs
+    )
     _assert_same_weights(model_full, model_resumed)
 
 
@@ -192,12 +206,22 @@ def test_precision_on_cpu_fp32_and_tf32_are_identical_bf16_is_not():
         torch.manual_seed(1)
         backbone = build_backbone("resnet10_tiny", "avgpool")
         rows[precision], models[precision] = ft.finetune(
-            backbone, data, data, num_classes=10, arm="bn", recipe=recipe, seed=0,
-            speed=ft.Speed(precision=precision))
+            backbone,
+            data,
+            data,
+            num_classes=10,
+            arm="bn",
+            recipe=recipe,
+            seed=0,
+            speed=ft.Speed(precision=precision),
+        )
     _assert_same_weights(models["fp32"], models["tf32"])
     assert rows["tf32"]["precision"] == "fp32" and rows["bf16"]["precision"] == "bf16"
-    differs = [not torch.equal(v, models["bf16"].state_dict()[k])
-               for k, v in models["fp32"].state_dict().items() if v.is_floating_point()]
+    differs = [
+        not torch.equal(v, models["bf16"].state_dict()[k])
+        for k, v in models["fp32"].state_dict().items()
+        if v.is_floating_point()
+    ]
     assert any(differs)
     assert {rows[p]["device"] for p in rows} == {"cpu"} and rows["fp32"]["processes"] == 1
 
@@ -223,8 +247,9 @@ def test_state_of_other_settings_is_not_resumed(tmp_path):
             if kill:
                 raise Killed
 
-        return ft.finetune(backbone, data, data, fingerprint=fingerprint, on_epoch_end=stop,
-                           **kwargs)
+        return ft.finetune(
+            backbone, data, data, fingerprint=fingerprint, on_epoch_end=stop, **kwargs
+        )
 
     clean, model_clean = run("a")
     assert not (tmp_path / "s.pt").exists()  # removed once the run completed
@@ -256,7 +281,7 @@ def test_authors_quirks_restore_the_authors_recipe_per_method():
     # the final norm trains at the last block's rate (0.65 x lr), not at the full lr
     assert dino["backbone.norm.weight"] == pytest.approx(0.1 * 0.65)
     assert dino["backbone.norm.weight"] == dino[f"backbone.blocks.{depth - 1}.mlp.fc2.weight"]
-    assert dino["backbone.blocks.0.attn.qkv.weight"] == pytest.approx(0.1 * 0.65 ** depth)
+    assert dino["backbone.blocks.0.attn.qkv.weight"] == pytest.approx(0.1 * 0.65**depth)
     assert dino["head.weight"] == pytest.approx(0.1)
     # MaskFeat: no layer decay at all
     maskfeat = lrs(ft.with_authors_quirks(quirky, "maskfeat"))
@@ -273,16 +298,29 @@ def _spec(tmp_path, images, labels, **changes):
         save_weights(build_backbone("resnet10_tiny", "avgpool"), weights)
         np.save(tmp_path / "images.npy", images)
         np.save(tmp_path / "labels.npy", labels)
-    split = {"source": {"key": "d", "kind": "synthetic"}, "images_path": str(tmp_path / "images.npy"),
-             "labels_path": str(tmp_path / "labels.npy"), "spec": {"mean": MEAN, "std": STD},
-             "data_root": str(tmp_path)}
+    split = {
+        "source": {"key": "d", "kind": "synthetic"},
+        "images_path": str(tmp_path / "images.npy"),
+        "labels_path": str(tmp_path / "labels.npy"),
+        "spec": {"mean": MEAN, "std": STD},
+        "data_root": str(tmp_path),
+    }
     spec = ft.RunSpec(
-        weights=str(weights), weights_sha256="x",
+        weights=str(weights),
+        weights_sha256="x",
         model={"key": "m", "method": "simclr", "arch": "resnet10_tiny", "embedding": "avgpool"},
-        protocol="finetune", subset_seed=None, arm="bn",
-        recipe=ft.FinetuneRecipe(epochs=2, batch_size=12, warmup_epochs=0, seed=3), index=None,
-        train=split, test=split, num_classes=3, state_path=str(tmp_path / "state" / "run.pt"),
-        speed=ft.Speed(device="cpu"), threads=1)
+        protocol="finetune",
+        subset_seed=None,
+        arm="bn",
+        recipe=ft.FinetuneRecipe(epochs=2, batch_size=12, warmup_epochs=0, seed=3),
+        index=None,
+        train=split,
+        test=split,
+        num_classes=3,
+        state_path=str(tmp_path / "state" / "run.pt"),
+        speed=ft.Speed(device="cpu"),
+        threads=1,
+    )
     import dataclasses
 
     return dataclasses.replace(spec, **changes)
@@ -296,13 +334,26 @@ def test_a_run_on_a_few_shot_subset_equals_fine_tuning_on_that_subset(tmp_path):
     images, _ = _data(n=60)
     labels = np.arange(60) % 3
     index = fewshot_indices(labels, 3, 20, dataset="d", seed=7)
-    spec = _spec(tmp_path, images, labels, protocol="fewshot20", subset_seed=7, index=index, arm="raw")
+    spec = _spec(
+        tmp_path, images, labels, protocol="fewshot20", subset_seed=7, index=index, arm="raw"
+    )
     row = ft.run(spec)
-    assert (row["protocol"], row["subset_seed"], row["arm"], row["n_train"]) == ("fewshot20", 7, "raw", 12)
+    assert (row["protocol"], row["subset_seed"], row["arm"], row["n_train"]) == (
+        "fewshot20",
+        7,
+        "raw",
+        12,
+    )
     data = ArraySource(images, labels, MEAN, STD)
-    direct, _ = ft.finetune(load_backbone(spec.weights, "resnet10_tiny", "avgpool"),
-                            ArraySource(images[index], labels[index], MEAN, STD), data,
-                            num_classes=3, arm="raw", recipe=spec.recipe, seed=spec.recipe.seed)
+    direct, _ = ft.finetune(
+        load_backbone(spec.weights, "resnet10_tiny", "avgpool"),
+        ArraySource(images[index], labels[index], MEAN, STD),
+        data,
+        num_classes=3,
+        arm="raw",
+        recipe=spec.recipe,
+        seed=spec.recipe.seed,
+    )
     assert row["top1"] == direct["top1"]
     assert not list((tmp_path / "state").glob("*.pt"))  # finished runs leave no state
 
@@ -339,5 +390,6 @@ def spec_initial(spec):
     from workflow_scripts.backbones import load_backbone
 
     torch.manual_seed(spec.recipe.seed)
-    return ft.Classifier(load_backbone(spec.weights, "resnet10_tiny", "avgpool"), spec.num_classes,
-                         spec.arm).state_dict()
+    return ft.Classifier(
+        load_backbone(spec.weights, "resnet10_tiny", "avgpool"), spec.num_classes, spec.arm
+    ).state_dict()

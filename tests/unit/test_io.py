@@ -12,8 +12,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _python(code: str, cwd) -> str:
-    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -27,7 +33,8 @@ def test_written_files_get_the_mode_of_a_new_file(tmp_path, umask):
         "save_json('a.json', {'x': 1}); save_npy('b.npy', np.zeros(2))\n"
         "open('plain.txt', 'w').close()\n"
         "print(' '.join(oct(os.stat(p).st_mode & 0o777) for p in ('a.json', 'b.npy', 'plain.txt')))",
-        tmp_path)
+        tmp_path,
+    )
     a, b, plain = out.split()
     assert a == b == plain == oct(0o666 & ~umask)
 
@@ -43,8 +50,11 @@ def test_temporaries_of_a_killed_writer_are_removed_on_the_next_write(tmp_path):
         fd, name = tempfile.mkstemp(prefix=".table.csv.", suffix=".csv", dir=tmp_path)
         os.close(fd)
         stale.append(Path(name))
-    others = [tmp_path / ".other.csv.abcdefgh.csv", tmp_path / "table.csv.bak",
-              tmp_path / ".table.csv.abcdefgh.json"]
+    others = [
+        tmp_path / ".other.csv.abcdefgh.csv",
+        tmp_path / "table.csv.bak",
+        tmp_path / ".table.csv.abcdefgh.json",
+    ]
     for path in others:
         path.write_text("keep")
     save_csv(target, pd.DataFrame({"a": [1]}))
@@ -52,7 +62,8 @@ def test_temporaries_of_a_killed_writer_are_removed_on_the_next_write(tmp_path):
     assert not any(path.exists() for path in stale)
     assert all(path.read_text() == "keep" for path in others)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["table.csv", *(p.name for p in others)])
+        ["table.csv", *(p.name for p in others)]
+    )
 
 
 def test_safetensors_bytes_are_the_same_in_every_process(tmp_path):
@@ -73,7 +84,12 @@ def test_safetensors_bytes_are_the_same_in_every_process(tmp_path):
     from workflow_scripts.io import safetensors_metadata
 
     assert safetensors_metadata(tmp_path / "w0.safetensors") == {
-        "model": "m", "arch": "a", "embedding": "cls", "format": "f", "sha": "x"}
+        "model": "m",
+        "arch": "a",
+        "embedding": "cls",
+        "format": "f",
+        "sha": "x",
+    }
     assert load_file(str(tmp_path / "w0.safetensors"))["w"].tolist() == [[0, 1, 2], [3, 4, 5]]
 
 
@@ -89,8 +105,11 @@ def test_truncated_npy_names_file_and_split(tmp_path):
     assert x.shape == (10, 4) and y.tolist() == list(range(10))
     data = (tmp_path / "f.npy").read_bytes()
     (tmp_path / "f.npy").write_bytes(data[: len(data) - 17])  # a copy cut short
-    with pytest.raises(DataFileError, match=r"cannot read the features of model 'm', data set "
-                                            r"'d', split 'train' from '.*f.npy'"):
+    with pytest.raises(
+        DataFileError,
+        match=r"cannot read the features of model 'm', data set "
+        r"'d', split 'train' from '.*f.npy'",
+    ):
         load_labelled(tmp_path / "f.npy", tmp_path / "y.npy", "m", "d", "train")
 
 
@@ -103,22 +122,38 @@ def test_labels_that_do_not_match_the_features_or_images_are_named(tmp_path):
 
     save_npy(tmp_path / "f.npy", np.ones((10, 4), dtype=np.float32))
     save_npy(tmp_path / "y.npy", np.arange(9))
-    with pytest.raises(ValueError, match=r"model 'm', data set 'd', split 'test': the features "
-                                         r"'.*f.npy' have 10 rows but the labels '.*y.npy' have "
-                                         r"shape \(9,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"model 'm', data set 'd', split 'test': the features "
+        r"'.*f.npy' have 10 rows but the labels '.*y.npy' have "
+        r"shape \(9,\)",
+    ):
         load_labelled(tmp_path / "f.npy", tmp_path / "y.npy", "m", "d", "test")
     save_npy(tmp_path / "images.npy", np.zeros((10, 8, 8, 3), dtype=np.uint8))
-    with pytest.raises(ValueError, match=r"data set 'd', split 'train': '.*images.npy' lists 10 "
-                                         r"images but the labels '.*y.npy' have shape \(9,\)"):
-        check_split_sizes([("d", "train", "synthetic", tmp_path / "images.npy", tmp_path / "y.npy")])
+    with pytest.raises(
+        ValueError,
+        match=r"data set 'd', split 'train': '.*images.npy' lists 10 "
+        r"images but the labels '.*y.npy' have shape \(9,\)",
+    ):
+        check_split_sizes(
+            [("d", "train", "synthetic", tmp_path / "images.npy", tmp_path / "y.npy")]
+        )
     (tmp_path / "files.txt").write_text("a.jpg\nb.jpg\n")
     with pytest.raises(ValueError, match=r"'.*files.txt' lists 2 images"):
         check_split_sizes([("r", "test", "imagenet", tmp_path / "files.txt", tmp_path / "y.npy")])
     spec = {"mean": [0.5] * 3, "std": [0.25] * 3}
-    with pytest.raises(ValueError, match=r"data set 'd': the images '.*images.npy' hold 10 images "
-                                         r"but the labels '.*y.npy' 9"):
-        open_split({"key": "d", "kind": "synthetic"}, tmp_path / "images.npy", tmp_path / "y.npy",
-                   spec, tmp_path)
+    with pytest.raises(
+        ValueError,
+        match=r"data set 'd': the images '.*images.npy' hold 10 images "
+        r"but the labels '.*y.npy' 9",
+    ):
+        open_split(
+            {"key": "d", "kind": "synthetic"},
+            tmp_path / "images.npy",
+            tmp_path / "y.npy",
+            spec,
+            tmp_path,
+        )
 
 
 def test_a_jobs_uncaught_error_reaches_its_log_with_the_traceback(tmp_path):
@@ -129,8 +164,14 @@ def test_a_jobs_uncaught_error_reaches_its_log_with_the_traceback(tmp_path):
         "def deep():\n    raise ValueError('mask_ratio must be a number')\n"
         "deep()\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     assert proc.returncode == 1
     log = (tmp_path / "job.log").read_text()
     assert "ERROR: ValueError: mask_ratio must be a number" in log

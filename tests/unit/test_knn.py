@@ -97,8 +97,12 @@ def test_random_data_matches_sklearn(seed, k):
     assert scores.dtype == np.float64 and scores.shape == (nq, num_classes)
     assert pred.dtype == np.int64 and pred.shape == (nq,)
     np.testing.assert_array_equal(pred, clf.predict(q))
-    np.testing.assert_allclose(scores / scores.sum(1, keepdims=True),
-                               sk_proba_full(clf, q, num_classes), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        scores / scores.sum(1, keepdims=True),
+        sk_proba_full(clf, q, num_classes),
+        rtol=1e-12,
+        atol=1e-15,
+    )
     # Unnormalised scores: sums of 1/d over the neighbours of each class.
     dist, _ = clf.kneighbors(q)
     np.testing.assert_allclose(scores.sum(1), (1.0 / dist).sum(1), rtol=1e-12)
@@ -156,8 +160,9 @@ def near_dup_data():
     rng = np.random.default_rng(11)
     dim = 256  # 500 queries x 256 dims: faiss takes its BLAS path (nq * dim >= 128000)
     base = rng.normal(size=(5, dim)).astype(np.float32) + 100.0  # large norms, tiny gaps
-    x = np.concatenate([base + 1e-3 * rng.normal(size=base.shape).astype(np.float32)
-                        for _ in range(80)])
+    x = np.concatenate(
+        [base + 1e-3 * rng.normal(size=base.shape).astype(np.float32) for _ in range(80)]
+    )
     y = rng.integers(0, 5, x.shape[0])
     q = np.repeat(base, 100, axis=0) + 1e-3 * rng.normal(size=(500, dim)).astype(np.float32)
     return x, y, q, 5
@@ -198,8 +203,9 @@ def dup_data(seed):
     dup = rng.choice(n, 40, replace=False)
     x = np.concatenate([base, base[dup], base[dup[:15]]]).astype(np.float32)
     y = rng.integers(0, num_classes, x.shape[0])
-    q = np.concatenate([rng.integers(0, high, size=(60, dim)), base[dup],
-                        base[rng.choice(n, 20)]]).astype(np.float32)
+    q = np.concatenate(
+        [rng.integers(0, high, size=(60, dim)), base[dup], base[rng.choice(n, 20)]]
+    ).astype(np.float32)
     return x, y, q, num_classes
 
 
@@ -217,8 +223,12 @@ def test_integer_data_with_duplicates_matches_sklearn(seed, k):
     clf = sk_fit(x, y, k)
     scores = knn_scores(x, y, q, k=k, num_classes=num_classes)
     np.testing.assert_array_equal(scores.argmax(1)[keep], clf.predict(q)[keep])
-    np.testing.assert_allclose((scores / scores.sum(1, keepdims=True))[keep],
-                               sk_proba_full(clf, q, num_classes)[keep], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        (scores / scores.sum(1, keepdims=True))[keep],
+        sk_proba_full(clf, q, num_classes)[keep],
+        rtol=1e-12,
+        atol=1e-15,
+    )
     # zero-distance queries: integer vote counts of the zero-distance neighbours only
     rows = np.flatnonzero(keep & zero.any(1))
     for i in rows:
@@ -303,8 +313,9 @@ def test_boundary_ties_follow_stable_order_on_random_integer_data():
     x, y, q = int_data(rng, n=500, nq=150, dim=2, num_classes=5)
     assert (~no_boundary_tie(q, x, 20)).sum() > 50
     for k in (1, 20):
-        np.testing.assert_array_equal(knn_scores(x, y, q, k=k, num_classes=5),
-                                      reference_scores(x, y, q, k, 5))
+        np.testing.assert_array_equal(
+            knn_scores(x, y, q, k=k, num_classes=5), reference_scores(x, y, q, k, 5)
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,8 +366,9 @@ TORCH_CASES = {
     "random": lambda: random_data(1),
     "near_duplicates": near_dup_data,  # float32 mis-ranks: re-searches with 2x candidates
     "duplicates": lambda: dup_data(2),  # exact duplicates, zero distances, boundary ties
-    "boundary_ties": lambda: int_data(np.random.default_rng(3), n=500, nq=150, dim=2,
-                                      num_classes=5) + (5,),
+    "boundary_ties": lambda: (
+        int_data(np.random.default_rng(3), n=500, nq=150, dim=2, num_classes=5) + (5,)
+    ),
     "huge": huge_data,  # float32 norms overflow: re-searches up to the exact fallback
 }
 
@@ -381,8 +393,9 @@ def test_torch_search_matches_faiss_and_sklearn(case, k, torch_search):
     # first pass: blocks of 32 query rows with k + margin candidates, 7 rows per device block
     first = k + max(8, k)
     blocks = -(-q.shape[0] // 32)
-    assert [c[0] for c in calls if c[1] == first] == [min(32, q.shape[0] - 32 * b)
-                                                      for b in range(blocks)]
+    assert [c[0] for c in calls if c[1] == first] == [
+        min(32, q.shape[0] - 32 * b) for b in range(blocks)
+    ]
     assert all(c[2] == 7 and c[3] == "ieee" and c[4] == -(-c[0] // 7) for c in calls)
     # the "last candidate within the bound -> search again with 2x candidates" branch
     again = [c for c in calls if c[1] > first]
@@ -402,8 +415,9 @@ def test_torch_search_threads_devices_and_precision_flag(torch_search):
     matmul.fp32_precision = "tf32"
     try:
         for device in ("cpu", torch.device("cpu")):
-            pred = knn_predict(x, y, q, k=20, num_classes=num_classes, threads=2, device=device,
-                               search="torch")
+            pred = knn_predict(
+                x, y, q, k=20, num_classes=num_classes, threads=2, device=device, search="torch"
+            )
             np.testing.assert_array_equal(pred, ref)
         assert matmul.fp32_precision == "tf32"  # restored after the call
     finally:
@@ -420,7 +434,8 @@ def test_cuda_search_matches_faiss(case):
     for k in (5, 20):
         np.testing.assert_array_equal(
             knn_scores(x, y, q, k=k, num_classes=num_classes, device="cuda", threads=2),
-            knn_scores(x, y, q, k=k, num_classes=num_classes))
+            knn_scores(x, y, q, k=k, num_classes=num_classes),
+        )
 
 
 def test_evaluate_knn_torch_search_equals_faiss(one_torch_thread):
@@ -429,8 +444,9 @@ def test_evaluate_knn_torch_search_equals_faiss(one_torch_thread):
     y = rng.integers(0, 7, 300)
     q = (rng.normal(size=(90, 12)) * rng.uniform(0.1, 20, size=12) + 5).astype(np.float32)
     yq = rng.integers(0, 7, 90)
-    assert (evaluate_knn(x, y, q, yq, k=20, num_classes=7, search="torch")
-            == evaluate_knn(x, y, q, yq, k=20, num_classes=7, device="cpu"))
+    assert evaluate_knn(x, y, q, yq, k=20, num_classes=7, search="torch") == evaluate_knn(
+        x, y, q, yq, k=20, num_classes=7, device="cpu"
+    )
 
 
 def test_search_and_device_errors():
@@ -459,13 +475,10 @@ def test_zscore_matches_standard_scaler_with_constant_column():
     tr, te = zscore(train, test)
     assert tr.dtype == np.float32 and te.dtype == np.float32
     scaler = StandardScaler().fit(train.astype(np.float64))
-    np.testing.assert_allclose(tr, scaler.transform(train.astype(np.float64)), rtol=1e-6,
-                               atol=1e-6)
-    np.testing.assert_allclose(te, scaler.transform(test.astype(np.float64)), rtol=1e-6,
-                               atol=1e-6)
+    np.testing.assert_allclose(tr, scaler.transform(train.astype(np.float64)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(te, scaler.transform(test.astype(np.float64)), rtol=1e-6, atol=1e-6)
     assert np.all(tr[:, 2] == 0) and np.all(tr[:, 4] == 0)
-    np.testing.assert_allclose(te[:, 2], test[:, 2].astype(np.float64) - np.float32(0.1),
-                               rtol=1e-6)
+    np.testing.assert_allclose(te[:, 2], test[:, 2].astype(np.float64) - np.float32(0.1), rtol=1e-6)
     # population std (ddof=0) in float64
     np.testing.assert_allclose(tr[:, 0].astype(np.float64).std(), 1.0, rtol=1e-6)
 
@@ -508,12 +521,14 @@ def test_evaluate_knn_single_arm_and_top5_nan_for_few_classes():
 
 
 def test_topk_accuracy_hand_computed():
-    scores = np.array([
-        [0.1, 0.5, 0.2, 0.0, 0.0, 0.0, 0.3],   # label 1: top-1 hit
-        [0.4, 0.4, 0.1, 0.0, 0.0, 0.0, 0.0],   # label 1: tie with 0, 0 ranks first -> top-1 miss
-        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],   # label 5: zeros tie, order 0,1,2,3 -> top-5 miss
-        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],   # label 3: order 6,0,1,2,3 -> top-5 hit
-    ])
+    scores = np.array(
+        [
+            [0.1, 0.5, 0.2, 0.0, 0.0, 0.0, 0.3],  # label 1: top-1 hit
+            [0.4, 0.4, 0.1, 0.0, 0.0, 0.0, 0.0],  # label 1: tie with 0, 0 ranks first -> top-1 miss
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],  # label 5: zeros tie, order 0,1,2,3 -> top-5 miss
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],  # label 3: order 6,0,1,2,3 -> top-5 hit
+        ]
+    )
     labels = np.array([1, 1, 5, 3])
     acc = topk_accuracy(scores, labels, ks=(1, 2, 5))
     assert acc == {1: 25.0, 2: 50.0, 5: 75.0}

@@ -39,7 +39,9 @@ def test_schedule_without_warmup_is_cosine():
         seen.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert seen == pytest.approx([1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))])
+    assert seen == pytest.approx(
+        [1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))]
+    )
 
 
 def _data(seed=0, n=203, n_test=61, dim=12, classes=4):
@@ -90,19 +92,34 @@ def _separate(xtr, ytr, xte, yte, classes, spec, recipe):
 def test_batched_heads_equal_separate_heads():
     xtr, ytr, xte, yte, classes = _data()
     recipe = Recipe(epochs=8, batch_size=32, warmup_epochs=2, grad_clip=0.5)
-    heads = [HeadSpec("raw", 0.1, 42), HeadSpec("bn", 0.1, 42), HeadSpec("raw", 0.5, 7),
-             HeadSpec("bn", 0.05, 7), HeadSpec("bn", 1.0, 3)]
+    heads = [
+        HeadSpec("raw", 0.1, 42),
+        HeadSpec("bn", 0.1, 42),
+        HeadSpec("raw", 0.5, 7),
+        HeadSpec("bn", 0.05, 7),
+        HeadSpec("bn", 1.0, 3),
+    ]
     results, model = train_heads(xtr, ytr, xte, yte, classes, heads, recipe)
     for h, spec in enumerate(heads):
         head, accs = _separate(xtr, ytr, xte, yte, classes, spec, recipe)
         linear = head[-1]
-        torch.testing.assert_close(model.weight[h].detach().T, linear.weight.detach(), atol=2e-5, rtol=1e-4)
-        torch.testing.assert_close(model.bias[h].detach(), linear.bias.detach(), atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            model.weight[h].detach().T, linear.weight.detach(), atol=2e-5, rtol=1e-4
+        )
+        torch.testing.assert_close(
+            model.bias[h].detach(), linear.bias.detach(), atol=2e-5, rtol=1e-4
+        )
         if spec.arm == "bn":
             j = model.bn_index.index(h)
-            torch.testing.assert_close(model.running_mean[j], head[0].running_mean, atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(model.running_var[j], head[0].running_var, atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(model.gamma[j].detach(), head[0].weight.detach(), atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(
+                model.running_mean[j], head[0].running_mean, atol=1e-5, rtol=1e-5
+            )
+            torch.testing.assert_close(
+                model.running_var[j], head[0].running_var, atol=1e-5, rtol=1e-5
+            )
+            torch.testing.assert_close(
+                model.gamma[j].detach(), head[0].weight.detach(), atol=2e-5, rtol=1e-4
+            )
         assert results[h]["top1"] == pytest.approx(accs[-1])
         assert results[h]["top1_best"] == pytest.approx(max(accs))
         assert results[h]["best_epoch"] == int(np.argmax(accs)) + 1
@@ -113,24 +130,53 @@ def test_bn_arm_rescues_tiny_features():
     # Features with a tiny norm (like a random ResNet's): BN before the head fixes the scale.
     xtr, ytr, xte, yte, classes = _data(seed=1, n=400, n_test=200)
     scale = 1e-3
-    results, _ = train_heads(xtr * scale, ytr, xte * scale, yte, classes,
-                             [HeadSpec("raw", 0.1, 0), HeadSpec("bn", 0.1, 0)],
-                             Recipe(epochs=10, batch_size=64, warmup_epochs=1))
+    results, _ = train_heads(
+        xtr * scale,
+        ytr,
+        xte * scale,
+        yte,
+        classes,
+        [HeadSpec("raw", 0.1, 0), HeadSpec("bn", 0.1, 0)],
+        Recipe(epochs=10, batch_size=64, warmup_epochs=1),
+    )
     raw, bn = results
     assert bn["top1"] > raw["top1"] + 20
 
 
 def test_top5_nan_with_few_classes_and_errors():
     xtr, ytr, xte, yte, classes = _data()
-    results, _ = train_heads(xtr, ytr, xte, yte, classes, [HeadSpec("raw", 0.1, 0)],
-                             Recipe(epochs=2, batch_size=64, warmup_epochs=1))
+    results, _ = train_heads(
+        xtr,
+        ytr,
+        xte,
+        yte,
+        classes,
+        [HeadSpec("raw", 0.1, 0)],
+        Recipe(epochs=2, batch_size=64, warmup_epochs=1),
+    )
     assert math.isnan(results[0]["top5"])
     bad = xtr.copy()
     bad[3, 2] = np.nan
     with pytest.raises(ValueError, match="train features contain NaN"):
-        train_heads(bad, ytr, xte, yte, classes, [HeadSpec("raw", 0.1, 0)], Recipe(epochs=2, batch_size=64, warmup_epochs=1))
+        train_heads(
+            bad,
+            ytr,
+            xte,
+            yte,
+            classes,
+            [HeadSpec("raw", 0.1, 0)],
+            Recipe(epochs=2, batch_size=64, warmup_epochs=1),
+        )
     with pytest.raises(ValueError, match="warmup_epochs"):
-        train_heads(xtr, ytr, xte, yte, classes, [HeadSpec("raw", 0.1, 0)], Recipe(epochs=2, batch_size=64, warmup_epochs=2))
+        train_heads(
+            xtr,
+            ytr,
+            xte,
+            yte,
+            classes,
+            [HeadSpec("raw", 0.1, 0)],
+            Recipe(epochs=2, batch_size=64, warmup_epochs=2),
+        )
     with pytest.raises(ValueError, match="unknown arm"):
         HeadSpec("bnx", 0.1, 0)
 
@@ -139,8 +185,15 @@ def test_top5_counts_hits():
     rng = np.random.default_rng(0)
     xtr = rng.normal(size=(300, 20)).astype(np.float32)
     ytr = rng.integers(0, 8, 300)
-    results, model = train_heads(xtr, ytr, xtr, ytr, 8, [HeadSpec("raw", 0.1, 0)],
-                                 Recipe(epochs=2, batch_size=64, warmup_epochs=1))
+    results, model = train_heads(
+        xtr,
+        ytr,
+        xtr,
+        ytr,
+        8,
+        [HeadSpec("raw", 0.1, 0)],
+        Recipe(epochs=2, batch_size=64, warmup_epochs=1),
+    )
     with torch.no_grad():
         logits = torch.from_numpy(xtr) @ model.weight[0] + model.bias[0]
     top5 = logits.topk(5, dim=1).indices.numpy()
@@ -149,8 +202,14 @@ def test_top5_counts_hits():
 
 
 # Seeds 42 and 7 interleaved: head groups indexed by tensors (not slices), heads out of order.
-MIXED_HEADS = [HeadSpec("raw", 0.1, 42), HeadSpec("bn", 0.1, 7), HeadSpec("raw", 0.3, 42),
-               HeadSpec("bn", 0.1, 42), HeadSpec("bn", 0.5, 7), HeadSpec("raw", 0.1, 7)]
+MIXED_HEADS = [
+    HeadSpec("raw", 0.1, 42),
+    HeadSpec("bn", 0.1, 7),
+    HeadSpec("raw", 0.3, 42),
+    HeadSpec("bn", 0.1, 42),
+    HeadSpec("bn", 0.5, 7),
+    HeadSpec("raw", 0.1, 7),
+]
 
 
 def test_device_cpu_is_bit_identical_to_the_default():
@@ -159,8 +218,9 @@ def test_device_cpu_is_bit_identical_to_the_default():
     ref, ref_model = train_heads(xtr, ytr, xte, yte, classes, MIXED_HEADS, recipe)
     ref_state = ref_model.state_dict()
     for device in ("cpu", torch.device("cpu")):
-        results, model = train_heads(xtr, ytr, xte, yte, classes, MIXED_HEADS, recipe,
-                                     device=device)
+        results, model = train_heads(
+            xtr, ytr, xte, yte, classes, MIXED_HEADS, recipe, device=device
+        )
         assert results == ref  # 8 classes: no NaN top-5
         state = model.state_dict()
         assert state.keys() == ref_state.keys()
@@ -211,9 +271,16 @@ def test_every_training_tensor_follows_the_device(monkeypatch):
     monkeypatch.setattr(linear_module, "evaluate", evaluate)
     xtr, ytr, xte, yte, classes = _data()
     with NoDeviceMixing():
-        _, model = train_heads(xtr, ytr, xte, yte, classes, MIXED_HEADS,
-                               Recipe(epochs=2, batch_size=32, warmup_epochs=1,
-                                      weight_decay=1e-4), device="meta")
+        _, model = train_heads(
+            xtr,
+            ytr,
+            xte,
+            yte,
+            classes,
+            MIXED_HEADS,
+            Recipe(epochs=2, batch_size=32, warmup_epochs=1, weight_decay=1e-4),
+            device="meta",
+        )
     assert seen == [("meta", "meta", "meta")] * 2
     assert all(t.device.type == "meta" for t in model.state_dict().values())
 
@@ -226,7 +293,6 @@ def test_cuda_training_agrees_with_cpu():
     gpu, gpu_model = train_heads(xtr, ytr, xte, yte, classes, MIXED_HEADS, recipe, device="cuda")
     assert gpu_model.weight.device.type == "cuda"
     for key, value in cpu_model.state_dict().items():
-        torch.testing.assert_close(gpu_model.state_dict()[key].cpu(), value, atol=2e-5,
-                                   rtol=1e-4)
+        torch.testing.assert_close(gpu_model.state_dict()[key].cpu(), value, atol=2e-5, rtol=1e-4)
     for a, b in zip(cpu, gpu, strict=True):
         assert abs(a["top1"] - b["top1"]) <= 100 / len(yte) + 1e-9  # at most one sample

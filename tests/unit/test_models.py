@@ -7,7 +7,13 @@ from safetensors.torch import load_file, save_file
 
 from workflow_scripts import registry
 from workflow_scripts.backbones import build_backbone, load_backbone, save_weights
-from workflow_scripts.features import array_batches, check_finite, eval_transform, extract, load_features
+from workflow_scripts.features import (
+    array_batches,
+    check_finite,
+    eval_transform,
+    extract,
+    load_features,
+)
 from workflow_scripts.pretrain.loop import pretrain, warmup_cosine
 
 DEMO_ARCHS = [("resnet10_tiny", "avgpool"), ("vit_tiny_p8", "cls"), ("vit_tiny_p8", "mean_patch")]
@@ -50,7 +56,9 @@ def test_every_arch_names_an_existing_builder():
 def test_unknown_arch_or_embedding():
     with pytest.raises(ValueError, match="unknown arch 'vit_huge'"):
         build_backbone("vit_huge", "cls")
-    with pytest.raises(ValueError, match="embedding 'cls' is not available for arch 'resnet10_tiny'"):
+    with pytest.raises(
+        ValueError, match="embedding 'cls' is not available for arch 'resnet10_tiny'"
+    ):
         build_backbone("resnet10_tiny", "cls")
 
 
@@ -66,7 +74,10 @@ def test_safetensors_round_trip_is_exact_and_strict(tmp_path):
     state["layer5.conv1.weight"] = torch.zeros(1)
     del state["bn1.running_var"]
     save_file(state, str(tmp_path / "bad.safetensors"))
-    with pytest.raises(ValueError, match=r"missing keys \['bn1.running_var'\], unexpected keys \['layer5.conv1.weight'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing keys \['bn1.running_var'\], unexpected keys \['layer5.conv1.weight'\]",
+    ):
         load_backbone(tmp_path / "bad.safetensors", "resnet10_tiny", "avgpool")
 
 
@@ -75,21 +86,44 @@ def _images(n=96, seed=0):
     return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n)
 
 
-HP = {"batch_size": 16, "lr": 1e-3, "weight_decay": 0.05, "warmup_fraction": 0.2,
-      "mean": [0.5] * 3, "std": [0.25] * 3}
+HP = {
+    "batch_size": 16,
+    "lr": 1e-3,
+    "weight_decay": 0.05,
+    "warmup_fraction": 0.2,
+    "mean": [0.5] * 3,
+    "std": [0.25] * 3,
+}
 
 
-@pytest.mark.parametrize(("arch", "method"), [
-    ("resnet10_tiny", "simclr"), ("resnet10_tiny", "byol"), ("resnet10_tiny", "simsiam"),
-    ("resnet10_tiny", "rotation"), ("resnet10_tiny", "supervised"), ("vit_tiny_p8", "mae"),
-    ("vit_tiny_p8", "simmim"), ("vit_tiny_p8", "simclr"),
-])
+@pytest.mark.parametrize(
+    ("arch", "method"),
+    [
+        ("resnet10_tiny", "simclr"),
+        ("resnet10_tiny", "byol"),
+        ("resnet10_tiny", "simsiam"),
+        ("resnet10_tiny", "rotation"),
+        ("resnet10_tiny", "supervised"),
+        ("vit_tiny_p8", "mae"),
+        ("vit_tiny_p8", "simmim"),
+        ("vit_tiny_p8", "simclr"),
+    ],
+)
 def test_pretraining_is_bit_identical_and_changes_weights(arch, method):
     torch.set_num_threads(1)
     images, labels = _images()
     embedding = "avgpool" if arch.startswith("resnet") else "cls"
-    kwargs = dict(arch=arch, embedding=embedding, method=method, images=images, labels=labels,
-                  num_classes=10, steps=3, seed=7, hp=HP)
+    kwargs = dict(
+        arch=arch,
+        embedding=embedding,
+        method=method,
+        images=images,
+        labels=labels,
+        num_classes=10,
+        steps=3,
+        seed=7,
+        hp=HP,
+    )
     a, history = pretrain(**kwargs)
     b, _ = pretrain(**kwargs)
     init, _ = pretrain(**{**kwargs, "method": "random"})
@@ -104,16 +138,28 @@ def test_pretraining_is_bit_identical_and_changes_weights(arch, method):
 def test_warmup_cosine_steps():
     factors = [warmup_cosine(s, 10, 2) for s in range(10)]
     assert factors[:2] == [0.5, 1.0]
-    assert factors[2] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.5 * (1 + np.cos(np.pi * 7 / 8)))
+    assert factors[2] == pytest.approx(1.0) and factors[-1] == pytest.approx(
+        0.5 * (1 + np.cos(np.pi * 7 / 8))
+    )
 
 
 def test_eval_transform_resize_crop_normalise():
     x = torch.full((2, 3, 40, 60), 255, dtype=torch.uint8)
-    out = eval_transform(x, {"resize": 32, "crop": 28, "interpolation": "bilinear",
-                             "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.25, 0.5]})
+    out = eval_transform(
+        x,
+        {
+            "resize": 32,
+            "crop": 28,
+            "interpolation": "bilinear",
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.5, 0.25, 0.5],
+        },
+    )
     assert out.shape == (2, 3, 28, 28)
     torch.testing.assert_close(out[:, 1], torch.full((2, 28, 28), 2.0))
-    out = eval_transform(x[:, :, :32, :32], {"resize": None, "crop": None, "mean": [0] * 3, "std": [1] * 3})
+    out = eval_transform(
+        x[:, :, :32, :32], {"resize": None, "crop": None, "mean": [0] * 3, "std": [1] * 3}
+    )
     torch.testing.assert_close(out, torch.ones(2, 3, 32, 32))
 
 
@@ -133,7 +179,9 @@ def test_extract_runs_in_eval_mode_in_order():
 def test_non_finite_features_name_model_dataset_split(tmp_path):
     feats = np.ones((5, 3), dtype=np.float32)
     feats[2, 1] = np.nan
-    with pytest.raises(ValueError, match=r"model 'mae_vit' on data set 'count' split 'test' contain 1 NaN/infinite"):
+    with pytest.raises(
+        ValueError, match=r"model 'mae_vit' on data set 'count' split 'test' contain 1 NaN/infinite"
+    ):
         check_finite(feats, "mae_vit", "count", "test")
     np.save(tmp_path / "f.npy", np.where(np.isnan(feats), np.inf, feats))
     with pytest.raises(ValueError, match="model 'm' on data set 'd' split 'train'"):
@@ -177,8 +225,15 @@ def test_extraction_writes_through_a_memory_map_within_1_1x_the_array(tmp_path, 
     out = tmp_path / "features" / "train.npy"
     tracemalloc.start()
     try:
-        shape = extract_split_to(out, backbone, tmp_path / "images.npy", {"kind": "synthetic"},
-                                 spec, options, where=("m", "d", "train"))
+        shape = extract_split_to(
+            out,
+            backbone,
+            tmp_path / "images.npy",
+            {"kind": "synthetic"},
+            spec,
+            options,
+            where=("m", "d", "train"),
+        )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -199,10 +254,18 @@ def test_non_finite_features_stop_extraction_before_the_file_exists(tmp_path):
     np.save(tmp_path / "images.npy", np.zeros((300, 8, 8, 3), dtype=np.uint8))
     spec = {"resize": None, "crop": None, "mean": [0.5] * 3, "std": [0.25] * 3}
     out = tmp_path / "f" / "test.npy"
-    with pytest.raises(ValueError, match=r"model 'm' on data set 'd' split 'test' contain 1 "
-                                         r"NaN/infinite values in 1 rows \(first rows: \[217\]\)"):
-        extract_split_to(out, _Flat(16, nan_row=217), tmp_path / "images.npy",
-                         {"kind": "synthetic"}, spec,
-                         {"batch_size": 64, "dtype": "float32", "device": "cpu"},
-                         where=("m", "d", "test"))
+    with pytest.raises(
+        ValueError,
+        match=r"model 'm' on data set 'd' split 'test' contain 1 "
+        r"NaN/infinite values in 1 rows \(first rows: \[217\]\)",
+    ):
+        extract_split_to(
+            out,
+            _Flat(16, nan_row=217),
+            tmp_path / "images.npy",
+            {"kind": "synthetic"},
+            spec,
+            {"batch_size": 64, "dtype": "float32", "device": "cpu"},
+            where=("m", "d", "test"),
+        )
     assert not out.parent.exists() or not list(out.parent.iterdir())

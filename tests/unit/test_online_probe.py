@@ -33,8 +33,9 @@ def test_backbone_bn_statistics_stay_frozen():
     xte, yte = _data(32, 1)
     backbone = _resnet()
     before = _buffers(backbone)
-    train_online(backbone, xtr, ytr, xte, yte, num_classes=5, heads=HEADS, recipe=RECIPE,
-                 mean=MEAN, std=STD)
+    train_online(
+        backbone, xtr, ytr, xte, yte, num_classes=5, heads=HEADS, recipe=RECIPE, mean=MEAN, std=STD
+    )
     after = backbone.state_dict()
     for key, value in before.items():
         assert torch.equal(value, after[key]), key  # running_mean/var, num_batches_tracked too
@@ -46,8 +47,19 @@ def test_authors_drift_switch_changes_bn_statistics():
     xte, yte = _data(32, 1)
     backbone = _resnet()
     before = _buffers(backbone)
-    results, _ = train_online(backbone, xtr, ytr, xte, yte, num_classes=5, heads=HEADS,
-                              recipe=RECIPE, mean=MEAN, std=STD, authors_drift=True)
+    results, _ = train_online(
+        backbone,
+        xtr,
+        ytr,
+        xte,
+        yte,
+        num_classes=5,
+        heads=HEADS,
+        recipe=RECIPE,
+        mean=MEAN,
+        std=STD,
+        authors_drift=True,
+    )
     after = backbone.state_dict()
     assert not torch.equal(before["bn1.running_mean"], after["bn1.running_mean"])
     assert int(after["bn1.num_batches_tracked"]) == 3 * 4  # 3 epochs x 4 batches of 16
@@ -65,7 +77,20 @@ def test_without_augmentation_equals_the_cached_probe():
     ftr = extract(backbone, array_batches(xtr, spec, 512), len(xtr), spec=spec)
     fte = extract(backbone, array_batches(xte, spec, 512), len(xte), spec=spec)
     cached, _ = train_heads(ftr, ytr, fte, yte, 5, HEADS, RECIPE)
-    online, _ = train_online(backbone, xtr, ytr, xte, yte, num_classes=5, heads=HEADS,
-                             recipe=RECIPE, mean=MEAN, std=STD, augment=False)
+    online, _ = train_online(
+        backbone,
+        xtr,
+        ytr,
+        xte,
+        yte,
+        num_classes=5,
+        heads=HEADS,
+        recipe=RECIPE,
+        mean=MEAN,
+        std=STD,
+        augment=False,
+    )
     for a, b in zip(cached, online, strict=True):
-        assert a["top1"] == pytest.approx(b["top1"]) and a["top1_best"] == pytest.approx(b["top1_best"])
+        assert a["top1"] == pytest.approx(b["top1"]) and a["top1_best"] == pytest.approx(
+            b["top1_best"]
+        )

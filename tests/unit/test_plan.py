@@ -30,24 +30,35 @@ def test_trained_runs_and_their_units():
     assert plan.trained_protocols == ["finetune", "fewshot10", "fewshot1"]
     assert plan.trained_runs == {
         "finetune": ("finetune", None, None),
-        "fewshot10": ("fewshot10", "10", 42), "fewshot10_seed7": ("fewshot10", "10", 7),
-        "fewshot1": ("fewshot1", "1", 42), "fewshot1_seed7": ("fewshot1", "1", 7),
+        "fewshot10": ("fewshot10", "10", 42),
+        "fewshot10_seed7": ("fewshot10", "10", 7),
+        "fewshot1": ("fewshot1", "1", 42),
+        "fewshot1_seed7": ("fewshot1", "1", 7),
     }
     model = plan.models[0]
     unit = SimpleNamespace(model=model, run="fewshot1_seed7", arm="bn")
-    assert plan.job_runs(unit) == [{
-        "run": "fewshot1_seed7", "arm": "bn", "protocol": "fewshot1", "subset_seed": 7,
-        "split": "results/splits/imagenet/fewshot_1_seed7.npy"}]
+    assert plan.job_runs(unit) == [
+        {
+            "run": "fewshot1_seed7",
+            "arm": "bn",
+            "protocol": "fewshot1",
+            "subset_seed": 7,
+            "split": "results/splits/imagenet/fewshot_1_seed7.npy",
+        }
+    ]
     assert plan.job_splits(unit) == ["results/splits/imagenet/fewshot_1_seed7.npy"]
     recipe = plan.job_recipes(unit)["fewshot1"]
     assert not set(recipe) & set(RUN_TIME_KEYS)
     assert recipe == {k: v for k, v in plan.config["fewshot"].items() if k not in RUN_TIME_KEYS}
     assert plan.trained_outputs("fewshot10", model) == [
         f"results/trained/{model}/{run}/{arm}.csv"
-        for run in ("fewshot10", "fewshot10_seed7") for arm in ("raw", "bn")]
+        for run in ("fewshot10", "fewshot10_seed7")
+        for arm in ("raw", "bn")
+    ]
     # unbatched: one job per (run, arm), the local collect job gathers; nothing gathered here
     assert plan.per_run("results/trained/{model}/{run}/{arm}.csv") == (
-        "results/trained/{model}/{run}/{arm}.csv")
+        "results/trained/{model}/{run}/{arm}.csv"
+    )
     assert plan.gathered_outputs() == []
 
 
@@ -56,13 +67,17 @@ def test_batched_runs_cover_every_run_and_arm_of_a_model():
     assert plan.batch_runs
     runs = plan.job_runs(SimpleNamespace(model=plan.models[0]))
     assert [(u["run"], u["arm"]) for u in runs] == [
-        (r, a) for r in ("finetune", "fewshot10", "fewshot1") for a in ("raw", "bn")]
+        (r, a) for r in ("finetune", "fewshot10", "fewshot1") for a in ("raw", "bn")
+    ]
     assert plan.job_splits(SimpleNamespace(model=plan.models[0])) == [
-        "results/splits/shapes/fewshot_10.npy", "results/splits/shapes/fewshot_1.npy"]
+        "results/splits/shapes/fewshot_10.npy",
+        "results/splits/shapes/fewshot_1.npy",
+    ]
     assert plan.per_run("logs/finetune/{model}/{run}/{arm}.log") == "logs/finetune/{model}.log"
     assert len(plan.per_run("results/trained/{model}/{run}/{arm}.csv")) == 6
     assert plan.gathered_outputs() == [
-        f"results/probes/{p}/{{model}}/shapes.csv" for p in ("finetune", "fewshot10", "fewshot1")]
+        f"results/probes/{p}/{{model}}/shapes.csv" for p in ("finetune", "fewshot10", "fewshot1")
+    ]
 
 
 def test_paper_resources_by_hand():
@@ -76,14 +91,16 @@ def test_paper_resources_by_hand():
     assert plan.finetune_gpus(wc) == gpus  # device auto + a 224-pixel arch: a GPU job
     # extraction: process + workers + the job's features once (N x 768 float32)
     images = int(plan.study.dataset("imagenet")["n_train"]) + int(
-        plan.study.dataset("imagenet")["n_test"])
+        plan.study.dataset("imagenet")["n_test"]
+    )
     features = -(-images * 768 * 4 // 2**20)
     process = registry.HOST_MB + cfg["features"]["workers"] * registry.WORKER_MB
     assert plan.mem_mb_extraction(wc) == process + features
     assert plan.mem_mb_features(3, 1000)(wc) == 1000 + -(-3 * images * 768 * 4 // 2**20)
     assert plan.extraction_cpus(wc) == cfg["features"]["threads"] + cfg["features"]["workers"]
     assert plan.per_job("results/probes/knn/{model}/{dataset}.csv") == (
-        "results/probes/knn/{model}/{dataset}.csv")  # one job per (model, data set)
+        "results/probes/knn/{model}/{dataset}.csv"
+    )  # one job per (model, data set)
     assert plan.job_datasets(wc) == ["imagenet"]
 
 
@@ -93,11 +110,14 @@ def test_demo_jobs_are_cpu_jobs_per_model():
     assert plan.extraction_gpus(wc) == 0 and plan.finetune_gpus(wc) == 0
     assert plan.job_memory_mb(wc, "finetune") == 3000
     assert plan.job_datasets(wc) == plan.datasets
-    assert plan.per_job_log("logs/knn_probe/{model}/{dataset}.log") == "logs/knn_probe/{model}/all.log"
+    assert (
+        plan.per_job_log("logs/knn_probe/{model}/{dataset}.log") == "logs/knn_probe/{model}/all.log"
+    )
     pairs = plan.job_pairs(wc)
     assert pairs == [(d, s) for d in plan.datasets for s in ("train", "test")]
     assert plan.per_job_pairs("f/{model}/{dataset}/{split}.npy") == [
-        f"f/{{model}}/{d}/{s}.npy" for d, s in pairs]
+        f"f/{{model}}/{d}/{s}.npy" for d, s in pairs
+    ]
 
 
 @pytest.mark.parametrize(("arms", "f4"), [(["raw", "bn"], True), (["raw"], False)])
@@ -138,7 +158,8 @@ def test_reordered_config_keys_give_the_same_params():
         value = plan.config[key]
         config[key] = dict(reversed(list(value.items()))) if isinstance(value, dict) else value
     config["pretrain"]["methods"] = {
-        m: dict(reversed(list(hp.items()))) for m, hp in plan.config["pretrain"]["methods"].items()}
+        m: dict(reversed(list(hp.items()))) for m, hp in plan.config["pretrain"]["methods"].items()
+    }
     other = Plan(config, plan.study)
     mae = next(m for m in plan.demo_models if plan.study.model(m)["method"] == "mae")
     wc = SimpleNamespace(model=mae, run="finetune", arm="raw")
@@ -149,7 +170,9 @@ def test_reordered_config_keys_give_the_same_params():
         assert repr(other.section(section)) == repr(plan.section(section))
     assert repr(other.probe_settings("linear")) == repr(plan.probe_settings("linear"))
     assert repr(other.figure_options("f3_scatter")) == repr(plan.figure_options("f3_scatter"))
-    assert "device" not in plan.probe_settings("linear") and "report" not in plan.probe_settings("linear")
+    assert "device" not in plan.probe_settings("linear") and "report" not in plan.probe_settings(
+        "linear"
+    )
 
 
 def test_proxies_plan_one_job_per_model_and_a_table():
@@ -160,8 +183,9 @@ def test_proxies_plan_one_job_per_model_and_a_table():
     plan = _plan("config", protocols=["fewshot", "proxies"])  # proxies still extract features
     assert plan.proxies and plan.frozen_protocols == []
     results = plan.proxy_results()
-    assert results == [f"results/probes/proxies/{m}/{d}.csv"
-                       for m in plan.models for d in plan.datasets]
+    assert results == [
+        f"results/probes/proxies/{m}/{d}.csv" for m in plan.models for d in plan.datasets
+    ]
     targets = plan.all_targets()
     assert "results/tables/proxies.csv" in targets and set(results) <= set(targets)
     assert f"results/features/{plan.models[0]}/{plan.datasets[0]}/train.npy" in targets

@@ -130,8 +130,14 @@ def _naive_evidence(x, f, alpha, beta):
     m = beta * np.linalg.solve(a, x.T @ f)
     res = f - x @ m
     logdet = np.linalg.slogdet(a)[1]
-    return (n / 2 * math.log(beta) + d / 2 * math.log(alpha) - n / 2 * math.log(2 * math.pi)
-            - beta / 2 * res @ res - alpha / 2 * m @ m - logdet / 2)
+    return (
+        n / 2 * math.log(beta)
+        + d / 2 * math.log(alpha)
+        - n / 2 * math.log(2 * math.pi)
+        - beta / 2 * res @ res
+        - alpha / 2 * m @ m
+        - logdet / 2
+    )
 
 
 @pytest.mark.parametrize("n,d", [(80, 10), (20, 50), (30, 30)])
@@ -178,9 +184,12 @@ def test_logme_fit_reaches_the_evidence_maximum(n, d):
     value, alpha, beta = P.logme_fit(x, f)
     assert value == pytest.approx(_naive_evidence(x, f, alpha, beta) / n, rel=1e-10)
     # an independent maximisation of the naive evidence over (log alpha, log beta)
-    best = minimize(lambda t: -_naive_evidence(x, f, math.exp(t[0]), math.exp(t[1])) / n,
-                    x0=[math.log(alpha), math.log(beta)], method="Nelder-Mead",
-                    options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 4000})
+    best = minimize(
+        lambda t: -_naive_evidence(x, f, math.exp(t[0]), math.exp(t[1])) / n,
+        x0=[math.log(alpha), math.log(beta)],
+        method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 4000},
+    )
     assert value <= -best.fun + 1e-12
     assert value == pytest.approx(-best.fun, abs=1e-6)
     # MacKay's fixed-point equations hold at the returned point (stopping rule 1e-3)
@@ -303,9 +312,13 @@ def test_subsample():
 def test_standardize_hand_case_and_knn_zscore():
     x = np.array([[1.0, 2.0, 0.0], [3.0, 2.0, 0.0], [5.0, 2.0, 3.0]])
     # col 0: mean 3, population std sqrt(8/3); col 1 constant -> 0; col 2: mean 1, std sqrt(2)
-    expected = np.array([[-2 / math.sqrt(8 / 3), 0.0, -1 / math.sqrt(2)],
-                         [0.0, 0.0, -1 / math.sqrt(2)],
-                         [2 / math.sqrt(8 / 3), 0.0, 2 / math.sqrt(2)]])
+    expected = np.array(
+        [
+            [-2 / math.sqrt(8 / 3), 0.0, -1 / math.sqrt(2)],
+            [0.0, 0.0, -1 / math.sqrt(2)],
+            [2 / math.sqrt(8 / 3), 0.0, 2 / math.sqrt(2)],
+        ]
+    )
     z = P.standardize(x)
     assert z.dtype == np.float64
     np.testing.assert_allclose(z, expected, rtol=1e-14, atol=1e-15)
@@ -336,7 +349,8 @@ def test_compute_rows_equal_the_single_proxies_on_the_subsample():
         assert got["nc1"]["value"] == pytest.approx(P.nc1(a, ys), rel=1e-12)
         assert all(math.isnan(got[p]["r2"]) for p in P.PROXIES if p != "alpha_req")
     assert {(r["n_samples"], r["seed"], r["indices_sha256"]) for r in rows} == {
-        (200, 11, P.indices_sha256(idx))}
+        (200, 11, P.indices_sha256(idx))
+    }
     assert len(P.indices_sha256(idx)) == 64
     assert P.indices_sha256(idx) != P.indices_sha256(P.subsample(500, 200, 12))
     only_raw, _ = P.compute(x, y, max_samples=200, seed=11, arms=("raw",))
@@ -367,14 +381,32 @@ def test_run_job_writes_the_tidy_rows_of_each_data_set(tmp_path):
         data.append((name, x.astype(np.float32), y, None, None))
         expected[name] = P.compute(x.astype(np.float32), y, max_samples=50, seed=3)[0]
     outs = [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
-    P.run_job(iter(data), outs, model="m", num_classes=[3, 3], arms=["raw", "bn"],
-              settings={"max_samples": 50, "seed": 3}, threads=1, code="c0de",
-              log=logging.getLogger("test"))
+    P.run_job(
+        iter(data),
+        outs,
+        model="m",
+        num_classes=[3, 3],
+        arms=["raw", "bn"],
+        settings={"max_samples": 50, "seed": 3},
+        threads=1,
+        code="c0de",
+        log=logging.getLogger("test"),
+    )
     for name, out in zip(("a", "b"), outs, strict=True):
         frame = pd.read_csv(out)
-        assert list(frame.columns) == ["model", "dataset", "split", "proxy", "arm", "value",
-                                       "n_samples", "seed", "r2", "indices_sha256",
-                                       "code_version"]
+        assert list(frame.columns) == [
+            "model",
+            "dataset",
+            "split",
+            "proxy",
+            "arm",
+            "value",
+            "n_samples",
+            "seed",
+            "r2",
+            "indices_sha256",
+            "code_version",
+        ]
         assert (frame["dataset"] == name).all() and (frame["split"] == "train").all()
         assert frame["n_samples"].tolist() == [min(50, 120 if name == "a" else 40)] * 10
         want = pd.DataFrame(expected[name])
@@ -382,6 +414,14 @@ def test_run_job_writes_the_tidy_rows_of_each_data_set(tmp_path):
         assert frame[["proxy", "arm"]].values.tolist() == want[["proxy", "arm"]].values.tolist()
     with pytest.raises(ValueError, match="label 3 >= num_classes = 3"):
         x, y = _clusters(rng, n=30, d=4, c=4)
-        P.run_job(iter([("c", x, y, None, None)]), [str(tmp_path / "c.csv")], model="m",
-                  num_classes=[3], arms=["raw"], settings={"max_samples": 50, "seed": 0},
-                  threads=1, code="c", log=logging.getLogger("test"))
+        P.run_job(
+            iter([("c", x, y, None, None)]),
+            [str(tmp_path / "c.csv")],
+            model="m",
+            num_classes=[3],
+            arms=["raw"],
+            settings={"max_samples": 50, "seed": 0},
+            threads=1,
+            code="c",
+            log=logging.getLogger("test"),
+        )

@@ -41,9 +41,21 @@ def test_protocol_names_and_order():
     # the table order: registry order, few-shot subsets largest first, unknown names last
     mixed = ["zzz", "fewshot1", "finetune", "linear_online", "fewshot10", "knn", "aaa", "linear"]
     assert sorted(mixed, key=correlations.protocol_sort_key) == [
-        "knn", "linear", "linear_online", "finetune", "fewshot10", "fewshot1", "aaa", "zzz"]
+        "knn",
+        "linear",
+        "linear_online",
+        "finetune",
+        "fewshot10",
+        "fewshot1",
+        "aaa",
+        "zzz",
+    ]
     assert [registry.protocol_label(p) for p in ("knn", "fewshot10", "fewshot0.5", "x")] == [
-        "kNN", "few-shot 10%", "few-shot 0.5%", "x"]
+        "kNN",
+        "few-shot 10%",
+        "few-shot 0.5%",
+        "x",
+    ]
     assert figures.protocol_arm_label("linear", "bn") == "linear (BN)"
     assert figures.protocol_arm_label("knn", "raw") == "kNN"
 
@@ -66,9 +78,13 @@ def test_every_protocol_has_a_reducer_and_every_figure_a_plot_and_caption():
 
 
 def test_figure_requirements():
-    models = pd.DataFrame({
-        "method": ["a", "b", "a"], "family": ["vit", "vit", "resnet"],
-        "paradigm": ["discriminative", "generative", "discriminative"]})
+    models = pd.DataFrame(
+        {
+            "method": ["a", "b", "a"],
+            "family": ["vit", "vit", "resnet"],
+            "paradigm": ["discriminative", "generative", "discriminative"],
+        }
+    )
     requires = {n: e["requires"] for n, e in registry.FIGURES.items() if "requires" in e}
     both = {"arms": ["raw", "bn"], "protocols": ["knn"]}
     assert requires["f4_bn_effect"](both, models)
@@ -124,8 +140,12 @@ def test_registry_entries_are_hashed_per_use(tmp_path, monkeypatch):
 
     before = hashes()
     # a new figure (and the function it needs): the plot and the loose user rerun, not the probe
-    (pkg / "registry.py").write_text(registry_source.replace(
-        "FIGURES = {", "def _never(arms):\n    return False\nFIGURES = {'f2': {'requires': _never}, "))
+    (pkg / "registry.py").write_text(
+        registry_source.replace(
+            "FIGURES = {",
+            "def _never(arms):\n    return False\nFIGURES = {'f2': {'requires': _never}, ",
+        )
+    )
     after = hashes()
     assert after["probe"] == before["probe"]
     assert after["plot"] != before["plot"] and after["loose"] != before["loose"]
@@ -151,8 +171,11 @@ def test_feature_probes_share_one_interface():
     assert set(probes) == {"knn", "linear", "proxies"}
     for name, probe in probes.items():
         run_job = importlib.import_module(f"workflow_scripts.{probe['module']}").run_job
-        keywords = [p.name for p in inspect.signature(run_job).parameters.values()
-                    if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        keywords = [
+            p.name
+            for p in inspect.signature(run_job).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        ]
         assert keywords == ["model", "num_classes", "arms", "settings", "threads", "code", "log"]
         assert name in SCHEMA["properties"], name
         assert probe["rule"] in SCHEMA["properties"]["threads"]["properties"], name

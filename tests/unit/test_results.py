@@ -7,10 +7,20 @@ import pytest
 from workflow_scripts import provenance
 from workflow_scripts.results import COLUMNS, accuracy_table
 
-MODELS = [{"key": "a", "method": "simclr", "family": "resnet", "arch": "resnet10_tiny", "paradigm": "discriminative"},
-          {"key": "b", "method": "mae", "family": "vit", "arch": "vit_tiny_p8", "paradigm": "generative"}]
-DATASETS = [{"key": "id", "role": "id", "shift_group": "in_domain"},
-            {"key": "ood", "role": "ood", "shift_group": "style"}]
+MODELS = [
+    {
+        "key": "a",
+        "method": "simclr",
+        "family": "resnet",
+        "arch": "resnet10_tiny",
+        "paradigm": "discriminative",
+    },
+    {"key": "b", "method": "mae", "family": "vit", "arch": "vit_tiny_p8", "paradigm": "generative"},
+]
+DATASETS = [
+    {"key": "id", "role": "id", "shift_group": "in_domain"},
+    {"key": "ood", "role": "ood", "shift_group": "style"},
+]
 
 
 def _linear(model, dataset):
@@ -18,19 +28,48 @@ def _linear(model, dataset):
     for arm in ("raw", "bn"):
         for lr in (0.1, 0.3):
             for seed, top1 in ((1, 50.0), (2, 60.0)):
-                rows.append({"model": model, "dataset": dataset, "protocol": "linear", "arm": arm,
-                             "base_lr": lr, "lr": lr, "seed": seed, "top1": top1 + lr * 10,
-                             "top5": 90.0, "top1_best": top1 + 5, "top5_best": 95.0,
-                             "best_epoch": 3, "epochs": 10, "batch_size": 256, "n_train": 100,
-                             "n_test": 50, "code_version": "v1"})
+                rows.append(
+                    {
+                        "model": model,
+                        "dataset": dataset,
+                        "protocol": "linear",
+                        "arm": arm,
+                        "base_lr": lr,
+                        "lr": lr,
+                        "seed": seed,
+                        "top1": top1 + lr * 10,
+                        "top5": 90.0,
+                        "top1_best": top1 + 5,
+                        "top5_best": 95.0,
+                        "best_epoch": 3,
+                        "epochs": 10,
+                        "batch_size": 256,
+                        "n_train": 100,
+                        "n_test": 50,
+                        "code_version": "v1",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def _knn(model, dataset):
-    return pd.DataFrame([{"model": model, "dataset": dataset, "protocol": "knn", "arm": arm,
-                          "top1": 40.0 + i, "top5": np.nan, "k": 20, "n_train": 100, "n_test": 50,
-                          "code_version": "v1"}
-                         for i, arm in enumerate(("raw", "bn"))])
+    return pd.DataFrame(
+        [
+            {
+                "model": model,
+                "dataset": dataset,
+                "protocol": "knn",
+                "arm": arm,
+                "top1": 40.0 + i,
+                "top5": np.nan,
+                "k": 20,
+                "n_train": 100,
+                "n_test": 50,
+                "code_version": "v1",
+            }
+            for i, arm in enumerate(("raw", "bn"))
+        ]
+    )
 
 
 def test_accuracy_table_joins_and_averages_seeds():
@@ -38,7 +77,9 @@ def test_accuracy_table_joins_and_averages_seeds():
     table = accuracy_table(frames, MODELS, DATASETS, report="last", report_lr=0.3)
     assert list(table.columns) == COLUMNS
     assert len(table) == 2 * 2 * 2 * 2
-    row = table.query("model == 'b' and dataset == 'ood' and protocol == 'linear' and arm == 'bn'").iloc[0]
+    row = table.query(
+        "model == 'b' and dataset == 'ood' and protocol == 'linear' and arm == 'bn'"
+    ).iloc[0]
     assert row["top1"] == pytest.approx(58.0)  # mean of 53 and 63 at lr 0.3
     assert row["top1_sd"] == pytest.approx(np.std([53.0, 63.0], ddof=1))
     assert row["seed"] == "1;2" and row["backbone"] == "vit" and row["domain"] == "ood"
@@ -54,7 +95,9 @@ def test_accuracy_table_rejects_unknown_and_duplicates():
     with pytest.raises(ValueError, match="unknown model"):
         accuracy_table([_knn("zzz", "id")], MODELS, DATASETS, report="last", report_lr=0.1)
     with pytest.raises(ValueError, match="duplicate accuracy rows"):
-        accuracy_table([_knn("a", "id"), _knn("a", "id")], MODELS, DATASETS, report="last", report_lr=0.1)
+        accuracy_table(
+            [_knn("a", "id"), _knn("a", "id")], MODELS, DATASETS, report="last", report_lr=0.1
+        )
     with pytest.raises(ValueError, match="no linear-probe head was trained at base lr 0.5"):
         accuracy_table([_linear("a", "id")], MODELS, DATASETS, report="last", report_lr=0.5)
 
@@ -101,12 +144,17 @@ def test_code_hash_changes_with_a_helper(tmp_path, monkeypatch):
 
 def test_behaviour_drops_docstrings_and_comments_but_not_code():
     base = "def f(x):\n    y = x\n    return y + 1\n\n\nclass A:\n    y = 'text'\n"
-    same = ('"""Module."""\n# comment\ndef f(x):\n    """Add one."""\n    y = x\n'
-            '    return (y + 1)  # +1\n\n\nclass A:\n    """A class."""\n\n    y = "text"\n')
+    same = (
+        '"""Module."""\n# comment\ndef f(x):\n    """Add one."""\n    y = x\n'
+        '    return (y + 1)  # +1\n\n\nclass A:\n    """A class."""\n\n    y = "text"\n'
+    )
     assert provenance.behaviour(same) == provenance.behaviour(base)
-    changed = (base.replace("y + 1", "y + 2"), base.replace("'text'", "'other'"),
-               base + "Z = 0\n",  # a string statement that is not a docstring is code
-               base.replace("    y = x\n", "    y = x\n    'kept'\n"))
+    changed = (
+        base.replace("y + 1", "y + 2"),
+        base.replace("'text'", "'other'"),
+        base + "Z = 0\n",  # a string statement that is not a docstring is code
+        base.replace("    y = x\n", "    y = x\n    'kept'\n"),
+    )
     for source in changed:
         assert provenance.behaviour(source) != provenance.behaviour(base), source
     # a body that was only a docstring keeps a statement (the tree stays valid)
@@ -118,13 +166,30 @@ def test_trained_rows_give_mean_and_sd_over_subset_seeds():
     for protocol, seeds in (("finetune", [""]), ("fewshot10", [42, 0, 1])):
         for i, seed in enumerate(seeds):
             for arm, offset in (("raw", 0.0), ("bn", 1.5)):
-                rows.append({"model": "a", "dataset": "id", "protocol": protocol, "arm": arm,
-                             "top1": 30.0 + 7 * i + offset, "top5": 80.0 + i, "seed": 42,
-                             "subset_seed": seed, "epochs": 5, "n_train": 100, "n_test": 50,
-                             "code_version": "v"})
+                rows.append(
+                    {
+                        "model": "a",
+                        "dataset": "id",
+                        "protocol": protocol,
+                        "arm": arm,
+                        "top1": 30.0 + 7 * i + offset,
+                        "top5": 80.0 + i,
+                        "seed": 42,
+                        "subset_seed": seed,
+                        "epochs": 5,
+                        "n_train": 100,
+                        "n_test": 50,
+                        "code_version": "v",
+                    }
+                )
     frame = pd.DataFrame(rows)
-    table = accuracy_table([frame[frame.protocol == p] for p in ("finetune", "fewshot10")],
-                           MODELS[:1], DATASETS[:1], report="last", report_lr=0.1)
+    table = accuracy_table(
+        [frame[frame.protocol == p] for p in ("finetune", "fewshot10")],
+        MODELS[:1],
+        DATASETS[:1],
+        report="last",
+        report_lr=0.1,
+    )
     few = table.query("protocol == 'fewshot10' and arm == 'bn'").iloc[0]
     values = np.array([31.5, 38.5, 45.5])
     assert few["top1"] == pytest.approx(values.mean())
@@ -154,12 +219,15 @@ def test_run_manifest_records_code_packages_config_tables_and_devices(tmp_path):
     assert manifest["tables"]["datasets"]["sha256"] == hashlib.sha256(b"key\tb\n").hexdigest()
     canonical = json.dumps({"arms": ["raw", "bn"], "knn": {"k": 20}}, separators=(",", ":"))
     assert manifest["config_sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
-    assert manifest["packages"]["numpy"] == {"pinned": manifest["packages"]["numpy"]["pinned"],
-                                             "installed": importlib.metadata.version("numpy")}
+    assert manifest["packages"]["numpy"] == {
+        "pinned": manifest["packages"]["numpy"]["pinned"],
+        "installed": importlib.metadata.version("numpy"),
+    }
     assert manifest["snakemake"] == importlib.metadata.version("snakemake")
     assert manifest["devices"] == {"finetune": ["cuda"], "knn": ["cpu", "unrecorded"]}
-    head = subprocess.run(["git", "-C", str(provenance.ROOT), "rev-parse", "HEAD"],
-                          capture_output=True, text=True)
+    head = subprocess.run(
+        ["git", "-C", str(provenance.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
     if head.returncode == 0:  # a git checkout (CI clones one)
         assert manifest["git"]["commit"] == head.stdout.strip()
     assert provenance._git_commit(tmp_path) is None  # outside a checkout: None, no error
@@ -169,7 +237,9 @@ def test_run_manifest_records_code_packages_config_tables_and_devices(tmp_path):
 def provenance_devices():
     from workflow_scripts.results import devices_by_protocol
 
-    return devices_by_protocol([
-        pd.DataFrame({"protocol": ["knn", "knn"], "device": ["cpu", None]}),
-        pd.DataFrame({"protocol": ["finetune"], "device": ["cuda"]}),
-    ])
+    return devices_by_protocol(
+        [
+            pd.DataFrame({"protocol": ["knn", "knn"], "device": ["cpu", None]}),
+            pd.DataFrame({"protocol": ["finetune"], "device": ["cuda"]}),
+        ]
+    )

@@ -14,8 +14,13 @@ from workflow_scripts import finetune as ft
 from workflow_scripts.backbones import build_backbone
 from workflow_scripts.sources import ArraySource, FileSource
 
-SPEC = {"resize": 36, "crop": 32, "interpolation": "bilinear", "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225]}
+SPEC = {
+    "resize": 36,
+    "crop": 32,
+    "interpolation": "bilinear",
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +32,14 @@ def imagenet(tmp_path_factory):
 
 def test_eval_batches_equal_the_classic_torchvision_pipeline_in_order(imagenet):
     source, truth = imagenet
-    reference = classic.Compose([
-        classic.Resize(36, interpolation=classic.InterpolationMode.BILINEAR),
-        classic.CenterCrop(32), classic.ToTensor(), classic.Normalize(SPEC["mean"], SPEC["std"]),
-    ])
+    reference = classic.Compose(
+        [
+            classic.Resize(36, interpolation=classic.InterpolationMode.BILINEAR),
+            classic.CenterCrop(32),
+            classic.ToTensor(),
+            classic.Normalize(SPEC["mean"], SPEC["std"]),
+        ]
+    )
     xs, ys = zip(*source.eval_batches(4))
     assert {x.dtype for x in xs} == {torch.uint8}  # workers ship uint8 crops
     x = torch.cat([source.prepare(x, torch.device("cpu")) for x in xs])
@@ -45,7 +54,9 @@ def test_eval_batches_equal_the_classic_torchvision_pipeline_in_order(imagenet):
 
 def test_train_batches_follow_the_generator(imagenet):
     source, _ = imagenet
-    source = FileSource(source.kind, source.root, source.items, source.labels, SPEC, "none", workers=2)
+    source = FileSource(
+        source.kind, source.root, source.items, source.labels, SPEC, "none", workers=2
+    )
 
     def batches(seed, src=source):
         torch.manual_seed(99)  # the global RNG plays no part
@@ -103,7 +114,9 @@ class Killed(RuntimeError):
 
 def test_finetuning_on_files_with_workers_resumes_exactly(imagenet, tmp_path):
     source, _ = imagenet
-    source = FileSource(source.kind, source.root, source.items, source.labels, SPEC, "none", workers=2)
+    source = FileSource(
+        source.kind, source.root, source.items, source.labels, SPEC, "none", workers=2
+    )
     recipe = ft.FinetuneRecipe(epochs=3, batch_size=4, warmup_epochs=1)
 
     def run(path, kill_after=None):
@@ -114,8 +127,17 @@ def test_finetuning_on_files_with_workers_resumes_exactly(imagenet, tmp_path):
             if epoch == kill_after:
                 raise Killed
 
-        return ft.finetune(backbone, source, source, num_classes=3, arm="bn", recipe=recipe,
-                           seed=1, state_path=path, on_epoch_end=stop)
+        return ft.finetune(
+            backbone,
+            source,
+            source,
+            num_classes=3,
+            arm="bn",
+            recipe=recipe,
+            seed=1,
+            state_path=path,
+            on_epoch_end=stop,
+        )
 
     full, model_full = run(tmp_path / "a.pt")
     with pytest.raises(Killed):

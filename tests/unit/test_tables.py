@@ -26,8 +26,10 @@ def _as_str(frame):
 
 
 def test_models_table_equals_model_tsv(tmp_path):
-    rows = [dict(r) for _, r in read_table(ROOT / "config/models_demo.tsv", "models",
-                                           "models").iterrows()]
+    rows = [
+        dict(r)
+        for _, r in read_table(ROOT / "config/models_demo.tsv", "models", "models").iterrows()
+    ]
     t1 = T.models_table(rows)
     raw = _tsv("models_demo.tsv").rename(columns={"family": "backbone"})
     assert list(t1.columns) == list(T.MODEL_COLUMNS)
@@ -43,9 +45,28 @@ def test_models_table_equals_model_tsv(tmp_path):
 
 
 def test_models_table_keeps_order_and_note_column():
-    rows = [{c: f"{c}{i}" for c in ["key", "method", "arch", "family", "paradigm", "embedding",
-                                    "source", "seed", "steps", "epochs", "format", "url",
-                                    "sha256", "note"]} for i in (2, 1)]
+    rows = [
+        {
+            c: f"{c}{i}"
+            for c in [
+                "key",
+                "method",
+                "arch",
+                "family",
+                "paradigm",
+                "embedding",
+                "source",
+                "seed",
+                "steps",
+                "epochs",
+                "format",
+                "url",
+                "sha256",
+                "note",
+            ]
+        }
+        for i in (2, 1)
+    ]
     t1 = T.models_table(rows)
     assert list(t1["key"]) == ["key2", "key1"]
     assert list(t1.columns)[-1] == "note" and list(t1["backbone"]) == ["family2", "family1"]
@@ -73,10 +94,15 @@ def test_datasets_table_equals_tsv_and_measures_labels(tmp_path):
     t2 = T.datasets_table(rows, labels)
     raw = _tsv("datasets_demo.tsv")
     cols = list(T.DATASET_COLUMNS)
-    assert list(t2.columns) == cols + ["measured_train", "measured_test", "classes_in_train",
-                                       "description"]
-    pd.testing.assert_frame_equal(_as_str(t2[cols + ["description"]]),
-                                  raw[cols + ["description"]], check_dtype=False)
+    assert list(t2.columns) == cols + [
+        "measured_train",
+        "measured_test",
+        "classes_in_train",
+        "description",
+    ]
+    pd.testing.assert_frame_equal(
+        _as_str(t2[cols + ["description"]]), raw[cols + ["description"]], check_dtype=False
+    )
     for r in t2.itertuples():
         if r.key in truth:
             assert (r.measured_train, r.measured_test, r.classes_in_train) == truth[r.key]
@@ -96,8 +122,9 @@ def test_accuracy_html_lists_every_row(tmp_path):
 
 def test_import_is_light():
     code = "import sys, workflow_scripts.tables; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=str(ROOT)
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -112,8 +139,15 @@ def test_paper_t1_carries_the_published_linear_numbers():
     study = load_study(config, root)
     t1 = T.models_table([study.model(k) for k in study.model_keys]).set_index("key")
     assert len(t1) == 26
-    expected = {"jigsaw": 48.57, "swav": 75.3, "mae": 68.0, "dino_vitb16": 78.2, "milan": 78.9,
-                "pixmim": 67.5, "byol": 72.29}
+    expected = {
+        "jigsaw": 48.57,
+        "swav": 75.3,
+        "mae": 68.0,
+        "dino_vitb16": 78.2,
+        "milan": 78.9,
+        "pixmim": 67.5,
+        "byol": 72.29,
+    }
     for key, value in expected.items():
         assert t1.loc[key, "published_linear"] == value, key
     assert t1.loc[["densecl", "maskfeat", "beit_v2"], "published_linear"].isna().all()
@@ -121,22 +155,59 @@ def test_paper_t1_carries_the_published_linear_numbers():
 
 
 def _published_rows():
-    base = {c: "x" for c in ["method", "arch", "family", "paradigm", "embedding", "source", "seed",
-                             "steps", "epochs", "format", "url", "sha256"]}
-    return [{**base, "key": k, "published_linear": p, "note": "n"}
-            for k, p in (("a", 70.0), ("b", None), ("c", 60.5))]
+    base = {
+        c: "x"
+        for c in [
+            "method",
+            "arch",
+            "family",
+            "paradigm",
+            "embedding",
+            "source",
+            "seed",
+            "steps",
+            "epochs",
+            "format",
+            "url",
+            "sha256",
+        ]
+    }
+    return [
+        {**base, "key": k, "published_linear": p, "note": "n"}
+        for k, p in (("a", 70.0), ("b", None), ("c", 60.5))
+    ]
 
 
 def _accuracy(arms=("raw", "bn")):
     rows = []
     for model, top1 in (("a", 50.0), ("b", 40.0), ("c", 45.0)):
         for arm in arms:
-            rows += [{"model": model, "dataset": "inet", "domain": "id", "protocol": "linear",
-                      "arm": arm, "top1": top1 + (arm == "bn")},
-                     {"model": model, "dataset": "ood1", "domain": "ood", "protocol": "linear",
-                      "arm": arm, "top1": 1.0},
-                     {"model": model, "dataset": "inet", "domain": "id", "protocol": "knn",
-                      "arm": arm, "top1": 2.0}]
+            rows += [
+                {
+                    "model": model,
+                    "dataset": "inet",
+                    "domain": "id",
+                    "protocol": "linear",
+                    "arm": arm,
+                    "top1": top1 + (arm == "bn"),
+                },
+                {
+                    "model": model,
+                    "dataset": "ood1",
+                    "domain": "ood",
+                    "protocol": "linear",
+                    "arm": arm,
+                    "top1": 1.0,
+                },
+                {
+                    "model": model,
+                    "dataset": "inet",
+                    "domain": "id",
+                    "protocol": "knn",
+                    "arm": arm,
+                    "top1": 2.0,
+                },
+            ]
     return pd.DataFrame(rows)
 
 
@@ -147,7 +218,10 @@ def test_t1_sets_the_measured_linear_accuracy_beside_the_published_one():
     # in-domain linear, BN arm (51, 41, 46), whatever the published value
     assert t1["measured_linear"].tolist() == [51.0, 41.0, 46.0]
     assert T.models_table(_published_rows(), _accuracy(("raw",)))["measured_linear"].tolist() == [
-        50.0, 40.0, 45.0]
+        50.0,
+        40.0,
+        45.0,
+    ]
     assert "measured_linear" not in T.models_table(_published_rows()).columns
 
 
@@ -157,13 +231,23 @@ def test_f8_ranks_this_run_against_the_published_numbers(tmp_path):
     from workflow_scripts import figures as F
 
     t1 = T.models_table(_published_rows(), _accuracy())
-    t1 = pd.concat([t1, t1.assign(key=["d", "e", "f"], published_linear=[65.0, 80.0, 55.0],
-                                  measured_linear=[44.0, 60.0, 39.0])], ignore_index=True)
+    t1 = pd.concat(
+        [
+            t1,
+            t1.assign(
+                key=["d", "e", "f"],
+                published_linear=[65.0, 80.0, 55.0],
+                measured_linear=[44.0, 60.0, 39.0],
+            ),
+        ],
+        ignore_index=True,
+    )
     data = F.f8_data(t1)
     assert data["n"] == 5 and "b" not in set(data["points"]["key"])  # b has no published number
     keep = t1[t1["published_linear"].notna()]
-    tau = stats.kendalltau(keep["published_linear"].astype(float),
-                           keep["measured_linear"].astype(float))
+    tau = stats.kendalltau(
+        keep["published_linear"].astype(float), keep["measured_linear"].astype(float)
+    )
     assert data["kendall"] == pytest.approx((tau.statistic, tau.pvalue))
     png, pdf = tmp_path / "f8.png", tmp_path / "f8.pdf"
     F.render("f8_published", {"models": t1}, {}, png, pdf)

@@ -26,12 +26,15 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- loading
 
 
-TRUST_HINT = ("full unpickling can run arbitrary code, so it is done only for a row whose column "
-              "'trusted' is true in the models table; set it only if you trust the file's source")
+TRUST_HINT = (
+    "full unpickling can run arbitrary code, so it is done only for a row whose column "
+    "'trusted' is true in the models table; set it only if you trust the file's source"
+)
 
 
-def load_checkpoint(path: str | Path, fmt: str, *, model: str,
-                    trusted: bool) -> tuple[Any, str, list[str]]:
+def load_checkpoint(
+    path: str | Path, fmt: str, *, model: str, trusted: bool
+) -> tuple[Any, str, list[str]]:
     """Open ``path``; return (object, how, placeholders).
 
     how: 'safetensors'; 'weights_only' (``torch.load(weights_only=True)``); 'restricted'
@@ -45,7 +48,9 @@ def load_checkpoint(path: str | Path, fmt: str, *, model: str,
         try:
             return load_file(str(path)), "safetensors", []
         except Exception as error:
-            raise CheckpointError(f"model '{model}': '{path}' is not a safetensors file: {error}") from None
+            raise CheckpointError(
+                f"model '{model}': '{path}' is not a safetensors file: {error}"
+            ) from None
     import pickle
 
     import torch
@@ -69,8 +74,11 @@ def load_checkpoint(path: str | Path, fmt: str, *, model: str,
         refused = unsupported_globals(str(error))
     except Exception as error:
         raise unreadable(error) from None
-    log.info("model %s: torch.load(weights_only=True) refuses %s; loading with the restricted "
-             "unpickler", model, ", ".join(refused) or "the file")
+    log.info(
+        "model %s: torch.load(weights_only=True) refuses %s; loading with the restricted unpickler",
+        model,
+        ", ".join(refused) or "the file",
+    )
     try:
         obj, placeholders = restricted_load(path)
     except RefusedGlobal as error:
@@ -108,8 +116,11 @@ def fit(state: dict, model) -> tuple[dict, list[str]]:
     added = [k for k in expected if k not in state and k.endswith(".num_batches_tracked")]
     missing = [k for k in expected if k not in state and k not in added]
     unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -131,9 +142,18 @@ def fit(state: dict, model) -> tuple[dict, list[str]]:
 
 
 def convert(
-    raw: str | Path, weights: str | Path, sidecar: str | Path, *, model: str, arch: str,
-    embedding: str, fmt: str, url: str | None = None, sha256: str | None = None,
-    trusted: bool = False, options: dict | None = None,
+    raw: str | Path,
+    weights: str | Path,
+    sidecar: str | Path,
+    *,
+    model: str,
+    arch: str,
+    embedding: str,
+    fmt: str,
+    url: str | None = None,
+    sha256: str | None = None,
+    trusted: bool = False,
+    options: dict | None = None,
 ) -> dict:
     """Convert ``raw`` into ``weights`` (safetensors) and ``sidecar`` (JSON); return the sidecar."""
     import torch
@@ -142,7 +162,9 @@ def convert(
     from workflow_scripts.io import save_json, save_safetensors
 
     if fmt not in FORMATS:
-        raise CheckpointError(f"model '{model}': unknown format '{fmt}' (known: {', '.join(FORMATS)})")
+        raise CheckpointError(
+            f"model '{model}': unknown format '{fmt}' (known: {', '.join(FORMATS)})"
+        )
     digest = sha256_file(raw)
     if sha256 and digest != sha256.lower():
         raise CheckpointError(
@@ -168,21 +190,43 @@ def convert(
             f"model '{model}': the converted backbone gives an embedding of shape "
             f"{tuple(out.shape)} (expected (1, {backbone.embed_dim})) or non-finite values"
         )
-    metadata = {"model": model, "arch": arch, "embedding": embedding, "format": fmt,
-                "source_sha256": digest}
+    metadata = {
+        "model": model,
+        "arch": arch,
+        "embedding": embedding,
+        "format": fmt,
+        "source_sha256": digest,
+    }
     save_safetensors(weights, state, metadata)
     info = {
-        "model": model, "arch": arch, "embedding": embedding, "embed_dim": int(out.shape[1]),
-        "source": "checkpoint", "format": fmt, "layout": FORMATS[fmt]["layout"],
-        "source_url": url, "source_sha256": digest, "source_sha256_pinned": bool(sha256),
-        "unpickling": how, "placeholders": placeholders, "options": dict(options or {}),
-        "dropped_keys": sorted(dropped), "added_keys": sorted(added + filled),
+        "model": model,
+        "arch": arch,
+        "embedding": embedding,
+        "embed_dim": int(out.shape[1]),
+        "source": "checkpoint",
+        "format": fmt,
+        "layout": FORMATS[fmt]["layout"],
+        "source_url": url,
+        "source_sha256": digest,
+        "source_sha256_pinned": bool(sha256),
+        "unpickling": how,
+        "placeholders": placeholders,
+        "options": dict(options or {}),
+        "dropped_keys": sorted(dropped),
+        "added_keys": sorted(added + filled),
         "n_tensors": len(state),
         "n_parameters": int(sum(p.numel() for p in backbone.parameters())),
-        "sha256": sha256_file(weights), "torch": torch.__version__,
+        "sha256": sha256_file(weights),
+        "torch": torch.__version__,
     }
     save_json(sidecar, info)
-    log.info("model %s: %d tensors (%d parameters), dropped %d source keys, added %d; "
-             "embedding dim %d", model, len(state), info["n_parameters"], len(dropped),
-             len(added) + len(filled), info["embed_dim"])
+    log.info(
+        "model %s: %d tensors (%d parameters), dropped %d source keys, added %d; embedding dim %d",
+        model,
+        len(state),
+        info["n_parameters"],
+        len(dropped),
+        len(added) + len(filled),
+        info["embed_dim"],
+    )
     return info

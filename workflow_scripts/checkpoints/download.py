@@ -57,8 +57,16 @@ def _progress(total: int | None, desc: str, log: logging.Logger):
     from tqdm import tqdm
 
     return tqdm(
-        total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, ascii=True,
-        file=_LogStream(log), mininterval=10.0, dynamic_ncols=False, ncols=100,
+        total=total,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        ascii=True,
+        file=_LogStream(log),
+        mininterval=10.0,
+        dynamic_ncols=False,
+        ncols=100,
     )
 
 
@@ -79,8 +87,12 @@ def _fetch_http(url: str, tmp: Path, model: str, timeout: float, log) -> str:
     digest = hashlib.sha256()
     try:
         with requests.get(
-            url, stream=True, timeout=(timeout, timeout), verify=True,
-            headers={"User-Agent": USER_AGENT}, allow_redirects=True,
+            url,
+            stream=True,
+            timeout=(timeout, timeout),
+            verify=True,
+            headers={"User-Agent": USER_AGENT},
+            allow_redirects=True,
         ) as response:
             status = response.status_code
             if 400 <= status < 500 and status not in (408, 425, 429):
@@ -116,11 +128,18 @@ def _fetch_gdrive(url: str, tmp: Path, model: str, timeout: float, log) -> str:
         with open(tmp, "wb") as fh, bar:
             # gdown handles the "file too large to scan" confirm page; verify stays on.
             gdown.download(
-                id=file_id, output=fh, quiet=True, verify=True, use_cookies=False,
-                progress=progress, timeout=timeout,
+                id=file_id,
+                output=fh,
+                quiet=True,
+                verify=True,
+                use_cookies=False,
+                progress=progress,
+                timeout=timeout,
             )
     except Exception as error:  # gdown raises several of its own and requests' errors
-        raise DownloadError(f"Google Drive file {file_id}: {type(error).__name__}: {error}") from error
+        raise DownloadError(
+            f"Google Drive file {file_id}: {type(error).__name__}: {error}"
+        ) from error
     return sha256_file(tmp)
 
 
@@ -143,8 +162,15 @@ def _fetch_local(url: str, kind: str, tmp: Path, model: str, log) -> str:
 
 
 def download(
-    url: str, target: str | Path, *, model: str, sha256: str | None = None, retries: int = 3,
-    backoff: float = 5.0, timeout: float = 60.0, log: logging.Logger | None = None,
+    url: str,
+    target: str | Path,
+    *,
+    model: str,
+    sha256: str | None = None,
+    retries: int = 3,
+    backoff: float = 5.0,
+    timeout: float = 60.0,
+    log: logging.Logger | None = None,
     sleep=time.sleep,
 ) -> str:
     """Fetch ``url`` to ``target``; return the sha256 of the bytes written.
@@ -175,8 +201,14 @@ def download(
                     raise ChecksumError(f"sha256 mismatch: got {digest}, the table pins {pinned}")
             seconds = time.perf_counter() - started
             size = Path(target).stat().st_size
-            log.info("model %s: %d bytes in %.1f s, sha256 %s%s", model, size, seconds, digest,
-                     " (matches the pinned value)" if pinned else "")
+            log.info(
+                "model %s: %d bytes in %.1f s, sha256 %s%s",
+                model,
+                size,
+                seconds,
+                digest,
+                " (matches the pinned value)" if pinned else "",
+            )
             return digest
         except _Permanent as error:
             raise DownloadError(f"model '{model}': cannot download {url}: {error}") from None
@@ -196,8 +228,10 @@ def pin_message(table: str | Path, model: str, digest: str) -> str:
     """The table row of ``model`` with its sha256 filled in, ready to paste into ``table``."""
     lines = Path(table).read_text().splitlines() if Path(table).is_file() else []
     header = lines[0].split("\t") if lines else []
-    text = (f"model '{model}' has no pinned sha256; pin it by setting column 'sha256' of row "
-            f"'{model}' in {table} to {digest}")
+    text = (
+        f"model '{model}' has no pinned sha256; pin it by setting column 'sha256' of row "
+        f"'{model}' in {table} to {digest}"
+    )
     if "sha256" not in header or "key" not in header:
         return text
     for line in lines[1:]:
@@ -209,8 +243,17 @@ def pin_message(table: str | Path, model: str, digest: str) -> str:
     return text
 
 
-def run_job(url: str, raw: str | Path, sha256_path: str | Path, *, model: str,
-            sha256: str | None, table: str | Path, log: logging.Logger, **settings) -> str:
+def run_job(
+    url: str,
+    raw: str | Path,
+    sha256_path: str | Path,
+    *,
+    model: str,
+    sha256: str | None,
+    table: str | Path,
+    log: logging.Logger,
+    **settings,
+) -> str:
     """One download_checkpoint job: fetch ``url`` to ``raw`` (``settings``: retries, backoff,
     timeout), write ``sha256_path`` (``<digest>  <model>.ckpt``) and, when the table row pins
     no sha256, log the row of ``table`` with the digest filled in. Returns the digest."""

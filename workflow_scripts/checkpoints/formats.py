@@ -31,7 +31,9 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be converted; the message names the model and the culprit."""
 
 
-def register(name: str, *, families: tuple[str, ...], layout: str) -> Callable[[Extractor], Extractor]:
+def register(
+    name: str, *, families: tuple[str, ...], layout: str
+) -> Callable[[Extractor], Extractor]:
     """Decorator: register the decorated extractor as source format ``name``."""
 
     def add(extract: Extractor) -> Extractor:
@@ -66,7 +68,9 @@ def _get(obj: Any, path: list[str], fmt: str) -> Mapping:
         obj = obj[part]
         where += f"['{part}']"
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"format '{fmt}': {where} is a {type(obj).__name__}, not a state dict")
+        raise CheckpointError(
+            f"format '{fmt}': {where} is a {type(obj).__name__}, not a state dict"
+        )
     return obj
 
 
@@ -80,27 +84,29 @@ def _tensors(state: Mapping, fmt: str) -> dict:
         if isinstance(value, np.ndarray | np.generic):
             value = torch.from_numpy(np.array(value, copy=True, order="C"))  # keeps 0-d shape
         if not isinstance(value, torch.Tensor):
-            what = (f"an inert placeholder of '{value.dotted}'" if hasattr(value, "dotted")
-                    else f"a {type(value).__name__}")
+            what = (
+                f"an inert placeholder of '{value.dotted}'"
+                if hasattr(value, "dotted")
+                else f"a {type(value).__name__}"
+            )
             raise CheckpointError(f"format '{fmt}': entry '{key}' is {what}, not a tensor")
         out[str(key)] = value
     return out
 
 
 def _strip(state: dict, prefix: str) -> dict:
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state.items()}
 
 
 def _keep(state: dict, prefix: str) -> tuple[dict, list[str]]:
     """Entries under ``prefix`` (prefix removed) and the names of all others."""
-    kept = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    kept = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     return kept, [k for k in state if not k.startswith(prefix)]
 
 
 def _drop(state: dict, pattern: str) -> tuple[dict, list[str]]:
     rx = re.compile(pattern)
-    return ({k: v for k, v in state.items() if not rx.match(k)},
-            [k for k in state if rx.match(k)])
+    return ({k: v for k, v in state.items() if not rx.match(k)}, [k for k in state if rx.match(k)])
 
 
 def _require(state: dict, fmt: str, what: str) -> dict:
@@ -112,45 +118,62 @@ def _require(state: dict, fmt: str, what: str) -> dict:
 # --------------------------------------------------------------------------- extractors
 
 
-@register("vissl_trunk", families=("resnet",),
-          layout="ckpt['classy_state_dict']['base_model']['model']['trunk'], prefix "
-          "'_feature_blocks.' stripped, leftover 'fc.*'/'head.*' dropped")
+@register(
+    "vissl_trunk",
+    families=("resnet",),
+    layout="ckpt['classy_state_dict']['base_model']['model']['trunk'], prefix "
+    "'_feature_blocks.' stripped, leftover 'fc.*'/'head.*' dropped",
+)
 def _vissl_trunk(ckpt, fmt, options) -> Extracted:
     trunk = _tensors(_get(ckpt, ["classy_state_dict", "base_model", "model", "trunk"], fmt), fmt)
     # A classifier left in a (converted) trunk, e.g. ClusterFit's; the authors dropped it too.
-    trunk, leftover = _drop(_require(trunk, fmt, "trunk weights"), r"(_feature_blocks\.)?(fc|head)\.")
+    trunk, leftover = _drop(
+        _require(trunk, fmt, "trunk weights"), r"(_feature_blocks\.)?(fc|head)\."
+    )
     return _require(_strip(trunk, "_feature_blocks."), fmt, "trunk weights"), leftover, []
 
 
-@register("npid_numpy", families=("resnet",),
-          layout="ckpt['model_state_dict'] with numpy-array values, prefix '_feature_blocks.' "
-          "stripped, 'fc*' dropped")
+@register(
+    "npid_numpy",
+    families=("resnet",),
+    layout="ckpt['model_state_dict'] with numpy-array values, prefix '_feature_blocks.' "
+    "stripped, 'fc*' dropped",
+)
 def _npid_numpy(ckpt, fmt, options) -> Extracted:
     state = _strip(_tensors(_get(ckpt, ["model_state_dict"], fmt), fmt), "_feature_blocks.")
     state, dropped = _drop(state, r"fc")
     return _require(state, fmt, "backbone weights"), dropped, []
 
 
-@register("deepcluster", families=("resnet",),
-          layout="bare state dict, prefix 'module.' stripped, 'projection_head.*' and "
-          "'prototypes.*' dropped (SwAV, SeLa-v2, DeepCluster-v2)")
+@register(
+    "deepcluster",
+    families=("resnet",),
+    layout="bare state dict, prefix 'module.' stripped, 'projection_head.*' and "
+    "'prototypes.*' dropped (SwAV, SeLa-v2, DeepCluster-v2)",
+)
 def _deepcluster(ckpt, fmt, options) -> Extracted:
     state = _strip(_tensors(_get(ckpt, [], fmt), fmt), "module.")
     state, dropped = _drop(state, r"(projection_head|prototypes)\.")
     return _require(state, fmt, "backbone weights"), dropped, []
 
 
-@register("moco_v2", families=("resnet",),
-          layout="ckpt['state_dict'], 'module.encoder_q.*' minus the projector 'fc.*'")
+@register(
+    "moco_v2",
+    families=("resnet",),
+    layout="ckpt['state_dict'], 'module.encoder_q.*' minus the projector 'fc.*'",
+)
 def _moco_v2(ckpt, fmt, options) -> Extracted:
     state, dropped = _keep(_tensors(_get(ckpt, ["state_dict"], fmt), fmt), "module.encoder_q.")
     state, projector = _drop(_require(state, fmt, "'module.encoder_q.*' weights"), r"fc\.")
     return state, dropped + [f"module.encoder_q.{k}" for k in projector], []
 
 
-@register("moco_v3", families=("resnet", "vit"),
-          layout="ckpt['state_dict'], 'module.base_encoder.*' (or the momentum encoder, "
-          "checkpoints.moco_v3_encoder) minus the projectors 'fc.*'/'head.*'")
+@register(
+    "moco_v3",
+    families=("resnet", "vit"),
+    layout="ckpt['state_dict'], 'module.base_encoder.*' (or the momentum encoder, "
+    "checkpoints.moco_v3_encoder) minus the projectors 'fc.*'/'head.*'",
+)
 def _moco_v3(ckpt, fmt, options) -> Extracted:
     source = _tensors(_get(ckpt, ["state_dict"], fmt), fmt)
     base, _ = _keep(source, "module.base_encoder.")
@@ -164,14 +187,19 @@ def _moco_v3(ckpt, fmt, options) -> Extracted:
     elif encoder == "base":
         state, used = base, "module.base_encoder."
     else:
-        raise CheckpointError(f"checkpoints.moco_v3_encoder must be 'base' or 'momentum', not {encoder!r}")
+        raise CheckpointError(
+            f"checkpoints.moco_v3_encoder must be 'base' or 'momentum', not {encoder!r}"
+        )
     state, projector = _drop(state, r"(fc|head)\.")
     dropped = [k for k in source if not k.startswith(used)] + [used + k for k in projector]
     return state, dropped, []
 
 
-@register("mmselfsup_resnet", families=("resnet",),
-          layout="ckpt['state_dict'], 'backbone.*' (torchvision names)")
+@register(
+    "mmselfsup_resnet",
+    families=("resnet",),
+    layout="ckpt['state_dict'], 'backbone.*' (torchvision names)",
+)
 def _mmselfsup_resnet(ckpt, fmt, options) -> Extracted:
     state, dropped = _keep(_tensors(_get(ckpt, ["state_dict"], fmt), fmt), "backbone.")
     return _require(state, fmt, "'backbone.*' weights"), dropped, []
@@ -187,9 +215,12 @@ def mmcls_vit_to_timm(key: str) -> str:
     return re.sub(r"^ln1\.", "norm.", key)
 
 
-@register("mmselfsup_vit", families=("vit",),
-          layout="ckpt['state_dict'], 'backbone.*' with mmcls ViT names renamed to timm, "
-          "'mask_token' dropped")
+@register(
+    "mmselfsup_vit",
+    families=("vit",),
+    layout="ckpt['state_dict'], 'backbone.*' with mmcls ViT names renamed to timm, "
+    "'mask_token' dropped",
+)
 def _mmselfsup_vit(ckpt, fmt, options) -> Extracted:
     state, dropped = _keep(_tensors(_get(ckpt, ["state_dict"], fmt), fmt), "backbone.")
     state, masks = _drop(_require(state, fmt, "'backbone.*' weights"), r"mask_token$")
@@ -199,49 +230,58 @@ def _mmselfsup_vit(ckpt, fmt, options) -> Extracted:
     return renamed, dropped + [f"backbone.{k}" for k in masks], []
 
 
-@register("byol_online", families=("resnet",),
-          layout="ckpt['online_backbone'], prefix 'module.' stripped, the ImageNet classifier "
-          "'fc.*' dropped")
+@register(
+    "byol_online",
+    families=("resnet",),
+    layout="ckpt['online_backbone'], prefix 'module.' stripped, the ImageNet classifier "
+    "'fc.*' dropped",
+)
 def _byol_online(ckpt, fmt, options) -> Extracted:
     state = _tensors(_get(ckpt, ["online_backbone"], fmt), fmt)
     state, classifier = _drop(state, r"(module\.)?fc\.")  # the torchvision ResNet's classifier
     return _require(_strip(state, "module."), fmt, "online backbone weights"), classifier, []
 
 
-@register("extracted_backbone", families=("resnet",),
-          layout="ckpt['state_dict'] with torchvision names, no prefix (what "
-          "tools/extract_backbone_weights.py of DenseCL/OpenSelfSup/MMSelfSup writes, "
-          "beside 'author')")
+@register(
+    "extracted_backbone",
+    families=("resnet",),
+    layout="ckpt['state_dict'] with torchvision names, no prefix (what "
+    "tools/extract_backbone_weights.py of DenseCL/OpenSelfSup/MMSelfSup writes, "
+    "beside 'author')",
+)
 def _extracted_backbone(ckpt, fmt, options) -> Extracted:
     return _require(_tensors(_get(ckpt, ["state_dict"], fmt), fmt), fmt, "backbone weights"), [], []
 
 
-@register("timm_vit", families=("vit",),
-          layout="bare timm ViT state dict (no head)")
-@register("torchvision", families=("resnet",),
-          layout="bare torchvision ResNet state dict (no fc)")
+@register("timm_vit", families=("vit",), layout="bare timm ViT state dict (no head)")
+@register("torchvision", families=("resnet",), layout="bare torchvision ResNet state dict (no fc)")
 def _bare(ckpt, fmt, options) -> Extracted:
     return _require(_tensors(_get(ckpt, [], fmt), fmt), fmt, "weights"), [], []
 
 
-@register("ibot", families=("vit",),
-          layout="ckpt['state_dict'], 'head.*' dropped")
+@register("ibot", families=("vit",), layout="ckpt['state_dict'], 'head.*' dropped")
 def _ibot(ckpt, fmt, options) -> Extracted:
     state, dropped = _drop(_tensors(_get(ckpt, ["state_dict"], fmt), fmt), r"head\.")
     return _require(state, fmt, "backbone weights"), dropped, []
 
 
-@register("mae", families=("vit",),
-          layout="ckpt['model'] (timm names), 'mask_token' and 'decoder*' dropped (MAE, MILAN)")
+@register(
+    "mae",
+    families=("vit",),
+    layout="ckpt['model'] (timm names), 'mask_token' and 'decoder*' dropped (MAE, MILAN)",
+)
 def _mae(ckpt, fmt, options) -> Extracted:
     state, dropped = _drop(_tensors(_get(ckpt, ["model"], fmt), fmt), r"(mask_token$|decoder)")
     return _require(state, fmt, "encoder weights"), dropped, []
 
 
-@register("beit_v2", families=("vit",),
-          layout="ckpt['model']; the shared 'rel_pos_bias.relative_position_bias_table' copied "
-          "into every block; 'lm_head', 'cls_pt_layers', 'mask_token' and the final 'norm' "
-          "dropped; identity 'fc_norm' added")
+@register(
+    "beit_v2",
+    families=("vit",),
+    layout="ckpt['model']; the shared 'rel_pos_bias.relative_position_bias_table' copied "
+    "into every block; 'lm_head', 'cls_pt_layers', 'mask_token' and the final 'norm' "
+    "dropped; identity 'fc_norm' added",
+)
 def _beit_v2(ckpt, fmt, options) -> Extracted:
     import torch
 
@@ -277,5 +317,8 @@ def _beit_v2(ckpt, fmt, options) -> Extracted:
 
 
 # The backbone's own state dict, already in safetensors (read by convert.load_checkpoint).
-register("safetensors", families=("resnet", "vit"),
-          layout="a safetensors file already holding the backbone's torchvision/timm names")(_bare)
+register(
+    "safetensors",
+    families=("resnet", "vit"),
+    layout="a safetensors file already holding the backbone's torchvision/timm names",
+)(_bare)

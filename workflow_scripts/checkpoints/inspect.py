@@ -91,8 +91,15 @@ def pickle_globals(path: str | Path) -> list[str]:
             elif name == "INST":
                 module, _, attr = str(arg).partition(" ")
                 found.append(f"{module}.{attr}")
-            if name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE",
-                        "SHORT_BINSTRING", "BINSTRING", "STRING"):
+            if name in (
+                "SHORT_BINUNICODE",
+                "BINUNICODE",
+                "BINUNICODE8",
+                "UNICODE",
+                "SHORT_BINSTRING",
+                "BINSTRING",
+                "STRING",
+            ):
                 recent.append(arg)
             elif name in ("BINGET", "LONG_BINGET", "GET"):
                 recent.append(memo.get(arg))
@@ -131,9 +138,12 @@ def _is_array(value) -> bool:
 
 
 def _is_state_dict(value) -> bool:
-    return (isinstance(value, Mapping) and len(value) > 0
-            and all(isinstance(k, str) for k in value)
-            and sum(_is_array(v) for v in value.values()) >= max(1, len(value) // 2))
+    return (
+        isinstance(value, Mapping)
+        and len(value) > 0
+        and all(isinstance(k, str) for k in value)
+        and sum(_is_array(v) for v in value.values()) >= max(1, len(value) // 2)
+    )
 
 
 def _shape(value) -> tuple:
@@ -164,8 +174,9 @@ def _leaf(value) -> str:
 
 def _placeholder_summary(value) -> str:
     attributes = list(value.state) if isinstance(value.state, Mapping) else []
-    return (f"<placeholder {value.dotted}>"
-            + (f" with {', '.join(map(str, attributes[:6]))}" if attributes else ""))
+    return f"<placeholder {value.dotted}>" + (
+        f" with {', '.join(map(str, attributes[:6]))}" if attributes else ""
+    )
 
 
 def structure(obj, where: str = "ckpt", depth: int = 0) -> list[dict]:
@@ -176,13 +187,17 @@ def structure(obj, where: str = "ckpt", depth: int = 0) -> list[dict]:
     if _is_state_dict(obj):
         arrays = {k: v for k, v in obj.items() if _is_array(v)}
         others = [k for k in obj if k not in arrays]
-        return [{
-            "where": where, "kind": "state_dict", "tensors": len(arrays),
-            "values": sum(_numel(v) for v in arrays.values()),
-            "numpy": sum(not hasattr(v, "is_floating_point") for v in arrays.values()),
-            "examples": [f"{k} {_shape(v)}" for k, v in list(arrays.items())[:EXAMPLES]],
-            "non_tensor_keys": [str(k) for k in others[:EXAMPLES]],
-        }]
+        return [
+            {
+                "where": where,
+                "kind": "state_dict",
+                "tensors": len(arrays),
+                "values": sum(_numel(v) for v in arrays.values()),
+                "numpy": sum(not hasattr(v, "is_floating_point") for v in arrays.values()),
+                "examples": [f"{k} {_shape(v)}" for k, v in list(arrays.items())[:EXAMPLES]],
+                "non_tensor_keys": [str(k) for k in others[:EXAMPLES]],
+            }
+        ]
     if isinstance(obj, Placeholder):
         return [{"where": where, "kind": "placeholder", "summary": _placeholder_summary(obj)}]
     if not isinstance(obj, Mapping):
@@ -190,21 +205,32 @@ def structure(obj, where: str = "ckpt", depth: int = 0) -> list[dict]:
     nested = [(k, v) for k, v in obj.items() if isinstance(v, Mapping | Placeholder)]
     plain = [f"{k}={_leaf(v)}" for k, v in obj.items() if not isinstance(v, Mapping | Placeholder)]
     summary = ", ".join(plain)
-    node = {"where": where, "kind": type(obj).__name__, "keys": len(obj),
-            "summary": summary if len(summary) <= 110 else summary[:107] + "..."}
+    node = {
+        "where": where,
+        "kind": type(obj).__name__,
+        "keys": len(obj),
+        "summary": summary if len(summary) <= 110 else summary[:107] + "...",
+    }
     kinds = {v.dotted for _, v in nested if isinstance(v, Placeholder)}
     if nested and len(kinds) == 1 and all(isinstance(v, Placeholder) for _, v in nested):
-        node["summary"] = (f"{len(nested)} x {_placeholder_summary(nested[0][1])} "
-                           f"(keys {', '.join(str(k) for k, _ in nested[:4])}"
-                           f"{', ...' if len(nested) > 4 else ''})")
+        node["summary"] = (
+            f"{len(nested)} x {_placeholder_summary(nested[0][1])} "
+            f"(keys {', '.join(str(k) for k, _ in nested[:4])}"
+            f"{', ...' if len(nested) > 4 else ''})"
+        )
         return [node]
     out = [node]
     if depth >= MAX_DEPTH:
         return out
     for index, (key, value) in enumerate(nested):
         if index == MAX_KEYS:
-            out.append({"where": f"{where}[...]", "kind": "value",
-                        "summary": f"{len(nested) - MAX_KEYS} more nested entries"})
+            out.append(
+                {
+                    "where": f"{where}[...]",
+                    "kind": "value",
+                    "summary": f"{len(nested) - MAX_KEYS} more nested entries",
+                }
+            )
             break
         out += structure(value, f"{where}[{key!r}]", depth + 1)
     return out
@@ -245,11 +271,15 @@ def fitting_formats(obj, *, safetensors: bool) -> tuple[list[dict], list[dict]]:
             if arch not in shapes_of:
                 shapes_of[arch] = _backbone_shapes(arch)
             expected = shapes_of[arch]
-            missing = [k for k in expected if k not in state
-                       and not k.endswith("num_batches_tracked")]
+            missing = [
+                k for k in expected if k not in state and not k.endswith("num_batches_tracked")
+            ]
             unexpected = [k for k in state if k not in expected]
-            shapes = [f"{k} {_shape(state[k])} != {expected[k]}" for k in expected
-                      if k in state and _shape(state[k]) != expected[k]]
+            shapes = [
+                f"{k} {_shape(state[k])} != {expected[k]}"
+                for k in expected
+                if k in state and _shape(state[k]) != expected[k]
+            ]
             entry = {"format": fmt, "arch": arch, "tensors": len(state)}
             if not (missing or unexpected or shapes):
                 fits.append(entry)
@@ -269,8 +299,12 @@ def inspect_file(path: str | Path) -> dict:
 
     path = Path(path)
     kind = container(path)
-    report: dict[str, Any] = {"file": str(path), "bytes": path.stat().st_size,
-                              "sha256": sha256_file(path), "container": kind}
+    report: dict[str, Any] = {
+        "file": str(path),
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "container": kind,
+    }
     if kind == "safetensors":
         from safetensors.torch import load_file
 
@@ -286,8 +320,10 @@ def inspect_file(path: str | Path) -> dict:
 
         report["globals"] = [{"name": g, "as": classify_global(g)} for g in pickle_globals(path)]
         try:
-            obj, report["loaded_with"] = (torch.load(str(path), map_location="cpu",
-                                                     weights_only=True), "weights_only")
+            obj, report["loaded_with"] = (
+                torch.load(str(path), map_location="cpu", weights_only=True),
+                "weights_only",
+            )
         except pickle.UnpicklingError:
             try:
                 obj, _placeholders = restricted_load(path)
@@ -306,8 +342,10 @@ def _listing(items: list[str], limit: int = 6) -> str:
 
 
 def render(report: dict) -> str:
-    lines = [f"{report['file']}: {report['bytes']:,} bytes, sha256 {report['sha256']}",
-             f"  container: {report['container']}"]
+    lines = [
+        f"{report['file']}: {report['bytes']:,} bytes, sha256 {report['sha256']}",
+        f"  container: {report['container']}",
+    ]
     if report.get("globals") is not None and report["container"] != "safetensors":
         lines.append("  pickle globals (read with pickletools; nothing executed):")
         for entry in report["globals"]:
@@ -320,10 +358,14 @@ def render(report: dict) -> str:
     for node in report["structure"]:
         if node["kind"] == "state_dict":
             extra = f", {node['numpy']} numpy arrays" if node["numpy"] else ""
-            lines.append(f"    {node['where']}: state dict, {node['tensors']} tensors, "
-                         f"{node['values']:,} values{extra}; e.g. {', '.join(node['examples'])}")
+            lines.append(
+                f"    {node['where']}: state dict, {node['tensors']} tensors, "
+                f"{node['values']:,} values{extra}; e.g. {', '.join(node['examples'])}"
+            )
             if node["non_tensor_keys"]:
-                lines.append(f"      non-tensor entries: {', '.join(map(str, node['non_tensor_keys']))}")
+                lines.append(
+                    f"      non-tensor entries: {', '.join(map(str, node['non_tensor_keys']))}"
+                )
         elif "keys" in node:
             summary = f": {node['summary']}" if node["summary"] else ""
             lines.append(f"    {node['where']}: {node['kind']} of {node['keys']} keys{summary}")
@@ -332,13 +374,17 @@ def render(report: dict) -> str:
     if report["fits"]:
         lines.append("  fits (format -> arch):")
         for entry in report["fits"]:
-            lines.append(f"    format {entry['format']}, arch {entry['arch']} "
-                         f"({entry['tensors']} tensors)")
+            lines.append(
+                f"    format {entry['format']}, arch {entry['arch']} ({entry['tensors']} tensors)"
+            )
     else:
         lines.append("  no format fits any arch exactly; closest:")
         for entry in report["near"]:
-            parts = [f"{name}: {_listing(entry[name])}" for name in ("missing", "unexpected", "shapes")
-                     if entry[name]]
+            parts = [
+                f"{name}: {_listing(entry[name])}"
+                for name in ("missing", "unexpected", "shapes")
+                if entry[name]
+            ]
             lines.append(f"    format {entry['format']}, arch {entry['arch']}: {'; '.join(parts)}")
         if not report["near"]:
             lines.append("    (no format's layout applies)")
@@ -349,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m workflow_scripts.checkpoints.inspect",
         description="Show a checkpoint's globals, structure and the models-table format that "
-                    "fits it, without running code from the file.")
+        "fits it, without running code from the file.",
+    )
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
     args = parser.parse_args(argv)

@@ -41,34 +41,126 @@ from typing import Any
 # objects (functools/operator/types/inspect); torch and numpy names outside the allow-list too.
 # Any other unknown global still runs nothing: it becomes a placeholder, and calling one is
 # refused.
-REFUSED_MODULES = frozenset({
-    "__builtin__", "__main__", "builtins", "os", "posix", "nt", "sys", "subprocess",
-    "_posixsubprocess", "commands", "pty", "shutil", "signal", "socket", "ssl", "http", "urllib",
-    "ftplib", "smtplib", "webbrowser", "importlib", "imp", "zipimport", "pkgutil", "runpy",
-    "code", "codeop", "compileall", "ctypes", "marshal", "pickle", "_pickle", "pickletools",
-    "shelve", "dill", "joblib", "multiprocessing", "threading", "_thread", "concurrent",
-    "asyncio", "functools", "_functools", "operator", "_operator", "itertools", "types",
-    "inspect", "gc", "io", "_io", "codecs", "_codecs", "tempfile", "glob", "pdb", "pydoc",
-    "timeit", "cProfile", "profile", "trace", "site", "sysconfig", "platform", "setuptools",
-    "distutils", "pip", "venv", "ensurepip", "numpy", "torch",
-})
+REFUSED_MODULES = frozenset(
+    {
+        "__builtin__",
+        "__main__",
+        "builtins",
+        "os",
+        "posix",
+        "nt",
+        "sys",
+        "subprocess",
+        "_posixsubprocess",
+        "commands",
+        "pty",
+        "shutil",
+        "signal",
+        "socket",
+        "ssl",
+        "http",
+        "urllib",
+        "ftplib",
+        "smtplib",
+        "webbrowser",
+        "importlib",
+        "imp",
+        "zipimport",
+        "pkgutil",
+        "runpy",
+        "code",
+        "codeop",
+        "compileall",
+        "ctypes",
+        "marshal",
+        "pickle",
+        "_pickle",
+        "pickletools",
+        "shelve",
+        "dill",
+        "joblib",
+        "multiprocessing",
+        "threading",
+        "_thread",
+        "concurrent",
+        "asyncio",
+        "functools",
+        "_functools",
+        "operator",
+        "_operator",
+        "itertools",
+        "types",
+        "inspect",
+        "gc",
+        "io",
+        "_io",
+        "codecs",
+        "_codecs",
+        "tempfile",
+        "glob",
+        "pdb",
+        "pydoc",
+        "timeit",
+        "cProfile",
+        "profile",
+        "trace",
+        "site",
+        "sysconfig",
+        "platform",
+        "setuptools",
+        "distutils",
+        "pip",
+        "venv",
+        "ensurepip",
+        "numpy",
+        "torch",
+    }
+)
 
-SAFE_BUILTINS = frozenset({
-    "bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int", "list",
-    "object", "range", "set", "slice", "str", "tuple",
-})
+SAFE_BUILTINS = frozenset(
+    {
+        "bool",
+        "bytearray",
+        "bytes",
+        "complex",
+        "dict",
+        "float",
+        "frozenset",
+        "int",
+        "list",
+        "object",
+        "range",
+        "set",
+        "slice",
+        "str",
+        "tuple",
+    }
+)
 SAFE_COLLECTIONS = frozenset({"OrderedDict", "Counter", "defaultdict", "deque"})
 NUMPY_FUNCTIONS = frozenset({"_reconstruct", "scalar"})
 NUMPY_MODULES = frozenset({"numpy.core.multiarray", "numpy._core.multiarray"})
 
 # Value types that pickle through a call (REDUCE); the call is recorded, never made.
-RECORDED_CALLS = frozenset({
-    "datetime.date", "datetime.datetime", "datetime.time", "datetime.timedelta",
-    "datetime.timezone", "pathlib.Path", "pathlib.PosixPath", "pathlib.PurePath",
-    "pathlib.PurePosixPath", "pathlib.PureWindowsPath", "pathlib.WindowsPath",
-    "pathlib._local.Path", "pathlib._local.PosixPath", "pathlib._local.PurePosixPath",
-    "pathlib._local.WindowsPath", "pathlib._local.PureWindowsPath",
-})
+RECORDED_CALLS = frozenset(
+    {
+        "datetime.date",
+        "datetime.datetime",
+        "datetime.time",
+        "datetime.timedelta",
+        "datetime.timezone",
+        "pathlib.Path",
+        "pathlib.PosixPath",
+        "pathlib.PurePath",
+        "pathlib.PurePosixPath",
+        "pathlib.PureWindowsPath",
+        "pathlib.WindowsPath",
+        "pathlib._local.Path",
+        "pathlib._local.PosixPath",
+        "pathlib._local.PurePosixPath",
+        "pathlib._local.WindowsPath",
+        "pathlib._local.PureWindowsPath",
+    }
+)
 
 
 class RefusedGlobal(pickle.UnpicklingError):
@@ -76,8 +168,9 @@ class RefusedGlobal(pickle.UnpicklingError):
 
     def __init__(self, name: str, why: str):
         self.name = name
-        super().__init__(f"the pickle references '{name}', {why}; it was not loaded and nothing "
-                         "from it ran")
+        super().__init__(
+            f"the pickle references '{name}', {why}; it was not loaded and nothing from it ran"
+        )
 
 
 class Placeholder:
@@ -101,8 +194,9 @@ class Placeholder:
         # Reached only when the pickle *calls* the global (REDUCE / INST), not when it
         # re-creates an object (NEWOBJ): calling is running code.
         if self.dotted not in RECORDED_CALLS:
-            raise RefusedGlobal(self.dotted, "which the pickle calls and which is outside the "
-                                             "allow-list")
+            raise RefusedGlobal(
+                self.dotted, "which the pickle calls and which is outside the allow-list"
+            )
 
     def __setstate__(self, state):
         object.__setattr__(self, "state", state)
@@ -220,7 +314,9 @@ class _Recorder:
     def placeholder(self, dotted: str) -> type:
         if dotted not in self.placeholders:
             self.placeholders[dotted] = type(
-                dotted.rsplit(".", 1)[-1], (Placeholder,), {"dotted": dotted, "__module__": __name__}
+                dotted.rsplit(".", 1)[-1],
+                (Placeholder,),
+                {"dotted": dotted, "__module__": __name__},
             )
         return self.placeholders[dotted]
 
@@ -231,8 +327,10 @@ def _module_for(recorder: _Recorder) -> types.SimpleNamespace:
     def safe_getattr(obj, name, *default):
         if isinstance(obj, Placeholder) or (isinstance(obj, type) and issubclass(obj, Placeholder)):
             return recorder.placeholder(f"{obj.dotted}.{name}")
-        raise RefusedGlobal("builtins.getattr", f"called on {type(obj).__name__} (only "
-                                                "placeholders may be looked into)")
+        raise RefusedGlobal(
+            "builtins.getattr",
+            f"called on {type(obj).__name__} (only placeholders may be looked into)",
+        )
 
     class RestrictedUnpickler(pickle.Unpickler):
         def find_class(self, module, name):
@@ -244,16 +342,22 @@ def _module_for(recorder: _Recorder) -> types.SimpleNamespace:
             if verdict == "allowed":
                 return found
             if verdict == "refused":
-                raise RefusedGlobal(dotted, "which is outside the allow-list (tensors, storages, "
-                                            "plain containers, numbers, strings, numpy arrays)")
+                raise RefusedGlobal(
+                    dotted,
+                    "which is outside the allow-list (tensors, storages, "
+                    "plain containers, numbers, strings, numpy arrays)",
+                )
             return recorder.placeholder(dotted)
 
     def load(file, **kwargs):
         return RestrictedUnpickler(file, **kwargs).load()
 
-    return types.SimpleNamespace(__name__="sslbench_restricted_pickle",
-                                 Unpickler=RestrictedUnpickler, load=load,
-                                 UnpicklingError=pickle.UnpicklingError)
+    return types.SimpleNamespace(
+        __name__="sslbench_restricted_pickle",
+        Unpickler=RestrictedUnpickler,
+        load=load,
+        UnpicklingError=pickle.UnpicklingError,
+    )
 
 
 def restricted_load(path: str | Path) -> tuple[Any, list[str]]:
@@ -264,8 +368,9 @@ def restricted_load(path: str | Path) -> tuple[Any, list[str]]:
     import torch
 
     recorder = _Recorder()
-    obj = torch.load(str(path), map_location="cpu", weights_only=False,
-                     pickle_module=_module_for(recorder))
+    obj = torch.load(
+        str(path), map_location="cpu", weights_only=False, pickle_module=_module_for(recorder)
+    )
     return obj, sorted(recorder.placeholders)
 
 
@@ -279,7 +384,9 @@ def plain(text: str) -> str:
 
 def unsupported_globals(message: str) -> list[str]:
     """The globals torch's weights-only unpickler names in its refusal message."""
-    return list(dict.fromkeys(re.findall(r"[Uu]nsupported global: GLOBAL ([\w.]+)", plain(message))))
+    return list(
+        dict.fromkeys(re.findall(r"[Uu]nsupported global: GLOBAL ([\w.]+)", plain(message)))
+    )
 
 
 class _DataUnpickler(pickle.Unpickler):
@@ -289,9 +396,12 @@ class _DataUnpickler(pickle.Unpickler):
         module, name = _compat(module, name)
         found = plain_global(module, name)
         if found is None:
-            raise RefusedGlobal(f"{module}.{name}", "which a data file may not reference (plain "
-                                                    "containers, bytes, str, numbers and numpy "
-                                                    "arrays only)")
+            raise RefusedGlobal(
+                f"{module}.{name}",
+                "which a data file may not reference (plain "
+                "containers, bytes, str, numbers and numpy "
+                "arrays only)",
+            )
         return found
 
 

@@ -27,8 +27,18 @@ ADAPTERS: dict[str, ModuleType] = {
 KINDS = ("synthetic", *ADAPTERS)
 PREPROCESSING = ("none", "pad_square", "crop_square")
 
-__all__ = ["ADAPTERS", "KINDS", "PREPROCESSING", "DataError", "Listing", "adapter", "data_root_of",
-           "list_split", "load_rgb", "resolve_root"]
+__all__ = [
+    "ADAPTERS",
+    "KINDS",
+    "PREPROCESSING",
+    "DataError",
+    "Listing",
+    "adapter",
+    "data_root_of",
+    "list_split",
+    "load_rgb",
+    "resolve_root",
+]
 
 
 def adapter(kind: str) -> ModuleType:
@@ -41,9 +51,11 @@ def data_root_of(row: dict, data_root: str | Path) -> Path:
     """The existing root folder of a data set, or an error naming the data set and the path."""
     root = resolve_root(row, data_root)
     if not root.is_dir():
-        how = ("absolute path in the table's 'root' column" if Path(row["root"]).is_absolute()
-               else f"table column 'root' = '{row['root']}' under config key data_root = "
-                    f"'{data_root}'")
+        how = (
+            "absolute path in the table's 'root' column"
+            if Path(row["root"]).is_absolute()
+            else f"table column 'root' = '{row['root']}' under config key data_root = '{data_root}'"
+        )
         raise DataError(
             f"data set '{row['key']}': root folder '{root}' does not exist ({how}). "
             f"Expected layout:\n{adapter(row['kind']).LAYOUT}"

@@ -46,8 +46,10 @@ def read_batch(root: Path, batch: str) -> tuple[np.ndarray, np.ndarray]:
         except (OSError, EOFError, KeyError, TypeError) as error:
             raise DataError(f"cannot read CIFAR-100 batch '{path}': {error!r}") from error
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
-            raise DataError(f"CIFAR-100 batch '{path}' has data {data.shape} and "
-                            f"{len(labels)} labels; expected [N, 3072] and N labels")
+            raise DataError(
+                f"CIFAR-100 batch '{path}' has data {data.shape} and "
+                f"{len(labels)} labels; expected [N, 3072] and N labels"
+            )
         _CACHE[key] = (data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels)
     return _CACHE[key]
 

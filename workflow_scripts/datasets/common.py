@@ -75,7 +75,8 @@ def subfolders(path: Path) -> list[str]:
 def image_files(path: Path) -> list[str]:
     """Image file names directly inside ``path``, sorted by name."""
     return sorted(
-        entry.name for entry in os.scandir(path)
+        entry.name
+        for entry in os.scandir(path)
         if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS)
     )
 

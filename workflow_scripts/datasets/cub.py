@@ -38,10 +38,15 @@ def list_split(root: Path, split: str, row: dict) -> Listing:
     wanted = "1" if split == "train" else "0"
     items, labels = [], []
     for image_id, rel in sorted(images.items(), key=lambda kv: int(kv[0])):
-        for name, table in (("train_test_split.txt", is_train), ("image_class_labels.txt", classes)):
+        for name, table in (
+            ("train_test_split.txt", is_train),
+            ("image_class_labels.txt", classes),
+        ):
             if image_id not in table:
-                raise DataError(f"image id {image_id} of '{root / 'images.txt'}' is missing "
-                                f"from '{root / name}'")
+                raise DataError(
+                    f"image id {image_id} of '{root / 'images.txt'}' is missing "
+                    f"from '{root / name}'"
+                )
         if is_train[image_id] == wanted:
             items.append(f"images/{rel}")
             labels.append(int(classes[image_id]) - 1)

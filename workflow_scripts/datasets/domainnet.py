@@ -24,14 +24,18 @@ FILES = True
 def list_split(root: Path, split: str, row: dict) -> Listing:
     domain = row.get("variant")
     if domain not in DOMAINS:
-        raise DataError(f"data set '{row['key']}': column 'variant' must name the DomainNet "
-                        f"domain ({', '.join(DOMAINS)}), got {domain!r}")
+        raise DataError(
+            f"data set '{row['key']}': column 'variant' must name the DomainNet "
+            f"domain ({', '.join(DOMAINS)}), got {domain!r}"
+        )
     path = root / f"{domain}_{split}.txt"
     items, labels, names = [], [], {}
     for number, line in enumerate(read_lines(path, LAYOUT), start=1):
         rel, _, label = line.rpartition(" ")
         if not rel or not label.lstrip("-").isdigit():
-            raise DataError(f"'{path}', line {number}: expected '<image path> <label>', got {line!r}")
+            raise DataError(
+                f"'{path}', line {number}: expected '<image path> <label>', got {line!r}"
+            )
         items.append(rel.strip())
         labels.append(int(label))
         names.setdefault(int(label), rel.split("/")[1] if rel.count("/") >= 2 else label)

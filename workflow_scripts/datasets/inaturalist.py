@@ -10,7 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from workflow_scripts.datasets.common import (
-    DataError, Listing, folder_listing, load_rgb, require, subfolders,
+    DataError,
+    Listing,
+    folder_listing,
+    load_rgb,
+    require,
+    subfolders,
 )
 
 LAYOUT = """<root>/2021_train_mini/00000_Animalia_Annelida_Clitellata_Crassiclitellata_Lumbricidae_Lumbricus_terrestris/<uuid>.jpg

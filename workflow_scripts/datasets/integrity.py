@@ -35,8 +35,9 @@ def save_file_list(path: str | Path, items: list[str]) -> None:
         tmp.write_text(file_list_text(items))
 
 
-def check_split(row: dict, split: str, listing: Listing, root: Path | None = None,
-                allow_subset: bool = False) -> dict:
+def check_split(
+    row: dict, split: str, listing: Listing, root: Path | None = None, allow_subset: bool = False
+) -> dict:
     """Check a listing against the table row; return the manifest (a JSON-able dict)."""
     key, num_classes = row["key"], int(row["num_classes"])
     expected_n = row.get(f"n_{split}")
@@ -48,8 +49,11 @@ def check_split(row: dict, split: str, listing: Listing, root: Path | None = Non
     if expected_n is not None and n != expected_n and not (allow_subset and n < expected_n):
         raise IntegrityError(
             f"{where}: expected {expected_n} images (table column 'n_{split}'), found {n}"
-            + ("" if allow_subset else "; a deliberate subset: add the data set to config key "
-               "'allow_subsets'")
+            + (
+                ""
+                if allow_subset
+                else "; a deliberate subset: add the data set to config key 'allow_subsets'"
+            )
         )
     defined = len(listing.classes)
     if defined != num_classes and not (allow_subset and defined < num_classes):
@@ -72,12 +76,20 @@ def check_split(row: dict, split: str, listing: Listing, root: Path | None = Non
     if root is not None and adapter(row["kind"]).FILES:  # not for array refs (CIFAR-100)
         count, first = missing_files(root, listing.items)
         if count:
-            raise IntegrityError(f"{where}: {count} listed image file(s) missing under root "
-                                 f"'{root}', e.g. {', '.join(first)}")
+            raise IntegrityError(
+                f"{where}: {count} listed image file(s) missing under root "
+                f"'{root}', e.g. {', '.join(first)}"
+            )
     return {
-        "dataset": key, "split": split, "kind": row["kind"], "root": str(root),
-        "n": n, "num_classes": num_classes, "classes_present": present,
-        "count_per_class": counts.tolist(), "class_names": list(listing.classes),
+        "dataset": key,
+        "split": split,
+        "kind": row["kind"],
+        "root": str(root),
+        "n": n,
+        "num_classes": num_classes,
+        "classes_present": present,
+        "count_per_class": counts.tolist(),
+        "class_names": list(listing.classes),
         "files_sha256": hashlib.sha256(file_list_text(listing.items).encode()).hexdigest(),
         "allow_subset": bool(allow_subset),
     }

@@ -52,8 +52,13 @@ class ImageList(torch.utils.data.Dataset):
 PREFETCH = 2
 
 
-def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, workers: int = 0,
-                pin_memory: bool = False, batch_sampler=None):
+def make_loader(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    workers: int = 0,
+    pin_memory: bool = False,
+    batch_sampler=None,
+):
     """A DataLoader with ``workers`` processes: in order, or over ``batch_sampler`` (an
     iterable of lists of keys, see :class:`ImageList`)."""
     if batch_sampler is not None:
@@ -61,6 +66,10 @@ def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, workers: int
     else:
         kwargs = {"batch_size": batch_size, "shuffle": False}
     return torch.utils.data.DataLoader(
-        dataset, num_workers=workers, pin_memory=pin_memory, persistent_workers=False,
-        prefetch_factor=PREFETCH if workers > 0 else None, **kwargs,
+        dataset,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=PREFETCH if workers > 0 else None,
+        **kwargs,
     )

@@ -20,9 +20,28 @@ LAYOUT = """<root>/ImageSets/Segmentation/train.txt   (1,464 image ids, one per 
 <root>/SegmentationClass/2007_000032.png  (palette PNG: class index per pixel, 255 = void)
 (root = VOCdevkit/VOC2012)"""
 LISTS = {"train": "train.txt", "test": "val.txt"}
-CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-           "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-           "train", "tvmonitor"]
+CLASSES = [
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
 FILES = True
 
 
@@ -32,17 +51,21 @@ def majority_class(mask_path: Path) -> int:
     try:
         with Image.open(mask_path) as mask:
             if mask.mode not in ("P", "L"):
-                raise DataError(f"segmentation mask '{mask_path}' has mode {mask.mode}; expected "
-                                "a palette (P) or grayscale (L) image of class indices")
+                raise DataError(
+                    f"segmentation mask '{mask_path}' has mode {mask.mode}; expected "
+                    "a palette (P) or grayscale (L) image of class indices"
+                )
             values = np.asarray(mask)
     except OSError as error:
         raise DataError(f"cannot read segmentation mask '{mask_path}': {error}") from error
     counts = np.bincount(values.ravel(), minlength=256)
     counts[0] = counts[255] = 0
-    if counts[len(CLASSES) + 1:].any():
-        bad = np.nonzero(counts[len(CLASSES) + 1:])[0] + len(CLASSES) + 1
-        raise DataError(f"segmentation mask '{mask_path}' holds class indices {bad.tolist()} "
-                        f"outside 1..{len(CLASSES)} (and 0, 255)")
+    if counts[len(CLASSES) + 1 :].any():
+        bad = np.nonzero(counts[len(CLASSES) + 1 :])[0] + len(CLASSES) + 1
+        raise DataError(
+            f"segmentation mask '{mask_path}' holds class indices {bad.tolist()} "
+            f"outside 1..{len(CLASSES)} (and 0, 255)"
+        )
     if not counts.any():
         raise DataError(f"segmentation mask '{mask_path}' has no object pixel (only 0 and 255)")
     return int(np.argmax(counts)) - 1

@@ -56,8 +56,11 @@ def _finish(spec: dict, normalize: bool = True):
 
     if not normalize:
         return [v2.ToImage()]
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(spec["mean"]), std=list(spec["std"]))]
+    return [
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=list(spec["mean"]), std=list(spec["std"])),
+    ]
 
 
 def normalize_batch(images, spec: dict):

@@ -17,7 +17,9 @@ from workflow_scripts import registry
 def get_method(name: str):
     """The ``Method`` class of the named pre-training method."""
     if name not in registry.METHODS:
-        raise ValueError(f"unknown pre-training method '{name}' (known: {', '.join(registry.METHODS)})")
+        raise ValueError(
+            f"unknown pre-training method '{name}' (known: {', '.join(registry.METHODS)})"
+        )
     if name == "random":
         return None
     return importlib.import_module(f"workflow_scripts.pretrain.{name}").Method

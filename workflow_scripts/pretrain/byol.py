@@ -39,7 +39,8 @@ class Method(Base):
         """EMA update; the momentum rises from its base value to 1 on a cosine."""
         m = 1 - (1 - self.base_momentum) * (math.cos(math.pi * progress) + 1) / 2
         for online, target in (
-            (self.backbone, self.target_backbone), (self.projector, self.target_projector),
+            (self.backbone, self.target_backbone),
+            (self.projector, self.target_projector),
         ):
             for p_o, p_t in zip(online.parameters(), target.parameters(), strict=True):
                 p_t.mul_(m).add_(p_o.detach(), alpha=1 - m)

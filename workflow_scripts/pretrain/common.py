@@ -12,7 +12,9 @@ from workflow_scripts.augment import normalize
 def mlp(in_dim: int, hidden: int, out_dim: int, last_bn: bool = False) -> nn.Sequential:
     """Projector/predictor MLP: Linear-BN-ReLU-Linear(-BN)."""
     layers: list[nn.Module] = [
-        nn.Linear(in_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(in_dim, hidden, bias=False),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
         nn.Linear(hidden, out_dim, bias=not last_bn),
     ]
     if last_bn:
@@ -56,7 +58,7 @@ def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
 def vit_tokens(vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """timm ViT patch tokens with their position embedding, without the class token."""
     tokens = vit.patch_embed(x)
-    return tokens + vit.pos_embed[:, vit.num_prefix_tokens:, :]
+    return tokens + vit.pos_embed[:, vit.num_prefix_tokens :, :]
 
 
 def vit_encode(vit: nn.Module, tokens: torch.Tensor) -> torch.Tensor:

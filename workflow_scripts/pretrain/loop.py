@@ -27,7 +27,6 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-
 def pretrain(
     *,
     arch: str,
@@ -73,7 +72,7 @@ def pretrain(
     for step in range(steps):
         if cursor + batch > len(order):
             order, cursor = torch.randperm(len(data), generator=gen), 0
-        idx = order[cursor:cursor + batch]
+        idx = order[cursor : cursor + batch]
         cursor += batch
         loss = model.loss(data[idx], targets[idx], gen)
         if not torch.isfinite(loss):
@@ -85,7 +84,9 @@ def pretrain(
         model.after_step((step + 1) / steps)
         if step % log_every == 0 or step == steps - 1:
             record = {
-                "step": step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
+                "step": step,
+                "loss": loss.item(),
+                "lr": scheduler.get_last_lr()[0],
                 "seconds": round(time.perf_counter() - started, 2),
             }
             history.append(record)

@@ -32,7 +32,7 @@ class Method(Base):
         masked = torch.zeros(b, length, dtype=torch.bool)
         masked.scatter_(1, order[:, :n_mask], True)
         tokens = torch.where(masked[..., None], self.mask_token.to(tokens.dtype), tokens)
-        tokens = tokens + vit.pos_embed[:, vit.num_prefix_tokens:, :]
+        tokens = tokens + vit.pos_embed[:, vit.num_prefix_tokens :, :]
         out = vit_encode(vit, tokens)[:, 1:]
         pred = self.pred(out)
         target = patchify(xn, self.patch)

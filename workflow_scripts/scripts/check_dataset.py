@@ -17,6 +17,12 @@ manifest = check_split(row, split, listing, root=root, allow_subset=sm.params.al
 save_npy(sm.output.labels, listing.labels)
 save_file_list(sm.output.files, listing.items)
 save_json(sm.output.manifest, manifest)
-log.info("%s / %s: %d images, %d of %d classes present, file list sha256 %s", row["key"], split,
-         manifest["n"], manifest["classes_present"], manifest["num_classes"],
-         manifest["files_sha256"])
+log.info(
+    "%s / %s: %d images, %d of %d classes present, file list sha256 %s",
+    row["key"],
+    split,
+    manifest["n"],
+    manifest["classes_present"],
+    manifest["num_classes"],
+    manifest["files_sha256"],
+)

@@ -8,5 +8,10 @@ from workflow_scripts.checkpoints.convert import convert
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log = runtime.setup(sm, torch_threads=True)
 info = convert(sm.input.raw, sm.output.weights, sm.output.sidecar, **sm.params.spec)
-log.info("converted %s (%s) -> %s, sha256 %s", info["model"], info["format"], sm.output.weights,
-         info["sha256"])
+log.info(
+    "converted %s (%s) -> %s, sha256 %s",
+    info["model"],
+    info["format"],
+    sm.output.weights,
+    info["sha256"],
+)

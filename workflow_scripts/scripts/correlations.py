@@ -7,5 +7,10 @@ from workflow_scripts import correlations, runtime
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log = runtime.setup(sm)
-correlations.run_job(sm.input.accuracy, runtime.named_files(sm.input, "proxies"), sm.output[0],
-                     sm.params.analysis, log)
+correlations.run_job(
+    sm.input.accuracy,
+    runtime.named_files(sm.input, "proxies"),
+    sm.output[0],
+    sm.params.analysis,
+    log,
+)

@@ -12,5 +12,13 @@ p = sm.params
 # The table only names the row to pin in the message of an unpinned download: it is
 # deliberately not a param (no re-download when the same rows move to another table).
 table = resolve_path(sm.config["models_table"], _bootstrap.ROOT)
-run_job(p.url, sm.output.raw, sm.output.sha256, model=p.model, sha256=p.sha256, table=table,
-        log=log, **p.settings)
+run_job(
+    p.url,
+    sm.output.raw,
+    sm.output.sha256,
+    model=p.model,
+    sha256=p.sha256,
+    table=table,
+    log=log,
+    **p.settings,
+)

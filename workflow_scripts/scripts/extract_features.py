@@ -16,9 +16,18 @@ options = sm.config["features"] | sm.params.options  # run-time keys + result ke
 log = runtime.setup(sm, torch_threads=options["threads"])  # the job's other CPUs: loader workers
 model = sm.params.model
 features.run_job(
-    load_backbone(sm.input.weights, model["arch"], model["embedding"]), weights=sm.input.weights,
-    model=model["key"], datasets=sm.params.datasets, splits=sm.params.splits,
-    images=sm.input.images, labels=sm.input.labels, features=sm.output.features,
-    sidecars=sm.output.sidecars, sources=sm.params.sources, transform=sm.params.transform,
-    options=options, data_root=sm.config["data_root"], log=log,
+    load_backbone(sm.input.weights, model["arch"], model["embedding"]),
+    weights=sm.input.weights,
+    model=model["key"],
+    datasets=sm.params.datasets,
+    splits=sm.params.splits,
+    images=sm.input.images,
+    labels=sm.input.labels,
+    features=sm.output.features,
+    sidecars=sm.output.sidecars,
+    sources=sm.params.sources,
+    transform=sm.params.transform,
+    options=options,
+    data_root=sm.config["data_root"],
+    log=log,
 )

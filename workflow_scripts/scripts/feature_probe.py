@@ -11,10 +11,24 @@ from workflow_scripts.features import labelled_splits
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log = runtime.setup(sm)
 probe = importlib.import_module(f"workflow_scripts.{sm.params.module}")
-data = labelled_splits(sm.wildcards.model, sm.params.datasets, sm.input.train,
-                       sm.input.train_labels, sm.input.test, sm.input.test_labels)
+data = labelled_splits(
+    sm.wildcards.model,
+    sm.params.datasets,
+    sm.input.train,
+    sm.input.train_labels,
+    sm.input.test,
+    sm.input.test_labels,
+)
 # the whole config section: the params carry its keys that change a result, the run-time
 # keys (device) are read here
-probe.run_job(data, list(sm.output), model=sm.wildcards.model, num_classes=sm.params.num_classes,
-              arms=sm.params.arms, settings=sm.config[sm.params.protocol], threads=sm.threads,
-              code=sm.params.code, log=log)
+probe.run_job(
+    data,
+    list(sm.output),
+    model=sm.wildcards.model,
+    num_classes=sm.params.num_classes,
+    arms=sm.params.arms,
+    settings=sm.config[sm.params.protocol],
+    threads=sm.threads,
+    code=sm.params.code,
+    log=log,
+)

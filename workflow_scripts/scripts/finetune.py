@@ -10,20 +10,35 @@ run_time = sm.config["finetune"]  # device, workers, gpus, save_minutes: not par
 threads = sm.config["threads"]["finetune"]  # compute threads per process
 log = runtime.setup(sm, torch_threads=threads)
 split_args = {
-    s: {"source": sm.params.source, "images_path": sm.input[f"{s}_images"],
-        "labels_path": sm.input[f"{s}_labels"], "spec": sm.params.transform,
-        "data_root": sm.config["data_root"], "workers": run_time["workers"]}
+    s: {
+        "source": sm.params.source,
+        "images_path": sm.input[f"{s}_images"],
+        "labels_path": sm.input[f"{s}_labels"],
+        "spec": sm.params.transform,
+        "data_root": sm.config["data_root"],
+        "workers": run_time["workers"],
+    }
     for s in ("train", "test")
 }
 specs = finetune.job_specs(
-    weights=sm.input.weights, model=sm.params.model, runs=sm.params.runs,
-    recipes=sm.params.recipes, train=split_args["train"], test=split_args["test"],
-    num_classes=sm.params.num_classes, state_dir=sm.params.state_dir, run_time=run_time,
-    threads=threads, log_files=list(sm.log),
+    weights=sm.input.weights,
+    model=sm.params.model,
+    runs=sm.params.runs,
+    recipes=sm.params.recipes,
+    train=split_args["train"],
+    test=split_args["test"],
+    num_classes=sm.params.num_classes,
+    state_dir=sm.params.state_dir,
+    run_time=run_time,
+    threads=threads,
+    log_files=list(sm.log),
 )
 finetune.run_job(
-    specs, runtime.named_files(sm.output, "runs"), processes=run_time["gpus"],
-    dataset=sm.params.dataset, code=sm.params.code,
+    specs,
+    runtime.named_files(sm.output, "runs"),
+    processes=run_time["gpus"],
+    dataset=sm.params.dataset,
+    code=sm.params.code,
     gathered_outputs=runtime.named_files(sm.output, "gathered"),  # batch_runs
     gathered_inputs=sm.params.gathered,
 )
