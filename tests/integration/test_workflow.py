@@ -59,14 +59,19 @@ def test_tables_have_the_promised_shape(run):
         "ci_low",
         "ci_high",
     ]
-    assert set(corr["method"]) == {"kendall", "spearman", "pearson"}
+    assert set(corr["method"]) == {"kendall", "spearman", "pearson", "weightedtau"}
     assert (corr.loc[corr.subset == "all", "n"] == 4).all()
+    assert set(corr["missing"]) == {"pairwise"}
+    # protocol proxies: 4 models x 3 data sets x 5 proxies x 2 arms, each an x of the analysis
+    proxies = pd.read_csv(run / "results/tables/proxies.csv")
+    assert len(proxies) == 4 * 3 * 5 * 2 and (proxies["split"] == "train").all()
+    assert set(corr.loc[corr.y_kind == "transfer", "x_protocol"]) == set(proxies["proxy"])
     # the analysis reports the agreement of the cached and the faithful (online) probe
     cached_vs_online = corr.query(
         "x_protocol == 'linear' and y_protocol == 'linear_online' "
         "and x_arm == y_arm and y_kind == 'pair' and subset == 'all'"
     )
-    assert set(cached_vs_online["method"]) == {"kendall", "spearman", "pearson"}
+    assert set(cached_vs_online["method"]) == {"kendall", "spearman", "pearson", "weightedtau"}
     for pct, per_class in ((10, 10), (1, 1)):
         subset = np.load(run / f"results/splits/shapes/fewshot_{pct}.npy")
         labels = np.load(run / "results/labels/shapes/train.npy")
@@ -78,6 +83,7 @@ def test_tables_have_the_promised_shape(run):
         "f3_scatter",
         "f4_bn_effect",
         "f5_shift_groups",
+        "f7_proxies",
     ):
         for ext in ("png", "pdf"):
             assert (run / f"results/figures/{figure}.{ext}").stat().st_size > 1000
