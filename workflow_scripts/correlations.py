@@ -520,7 +520,7 @@ def correlation_table(
                         res["n_datasets"],
                     )
 
-    out = pd.DataFrame.from_records(records, columns=[*COLUMNS, *EXTRA_COLUMNS[:-1]])
+    out = pd.DataFrame.from_records(records, columns=[*COLUMNS, *EXTRA_COLUMNS])
     out["missing"] = missing
     out["n"] = out["n"].astype(int)
     out["n_datasets"] = out["n_datasets"].astype(int)

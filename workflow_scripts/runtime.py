@@ -47,6 +47,7 @@ def setup(snakemake, torch_threads: bool | int = False) -> logging.Logger:
 
 def named_files(files, name: str) -> list[str]:
     """A named input/output entry of a Snakemake job as a list of paths: [] when the job has
-    no such entry, one path when Snakemake stores a single file as a plain string."""
-    value = getattr(files, name, [])
+    no such entry, one path when Snakemake stores a single file as a plain string. ``files``:
+    the job's input/output, or a plain dict of them."""
+    value = files.get(name, []) if isinstance(files, dict) else getattr(files, name, [])
     return [value] if isinstance(value, str) else list(value)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from workflow_scripts.io import atomic_path, save_csv
+from workflow_scripts.runtime import named_files
 
 #: T1 columns, in this order (model-table column in brackets when it differs).
 MODEL_COLUMNS = (
@@ -140,13 +141,6 @@ def save_html(
         tmp.write_text(page, encoding="utf-8")
 
 
-def runtime_list(value) -> list:
-    """A named input as a list: [] when absent, [path] for one path."""
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
-
-
 def make(params: dict, inputs: dict, outputs: dict) -> pd.DataFrame:
     """One table rule (t1_models, t2_datasets, t3_accuracy) from its params, inputs and outputs
     (by name): ``params["table"]`` is models (T1 from ``rows``), datasets (T2 from ``rows``,
@@ -155,7 +149,7 @@ def make(params: dict, inputs: dict, outputs: dict) -> pd.DataFrame:
     gets its HTML view ``outputs["html"]`` titled ``params["title"]``. Returns the table."""
     kind = params["table"]
     if kind == "models":
-        accuracy = [pd.read_csv(path) for path in runtime_list(inputs.get("accuracy"))]
+        accuracy = [pd.read_csv(path) for path in named_files(inputs, "accuracy")]
         table = models_table(params["rows"], *accuracy)
     elif kind == "datasets":
         labels = dict(zip(params["dataset_keys"], zip(inputs["train"], inputs["test"])))

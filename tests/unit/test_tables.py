@@ -254,3 +254,15 @@ def test_f8_ranks_this_run_against_the_published_numbers(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"
     with pytest.raises(ValueError, match="measured_linear"):
         F.f8_data(t1.drop(columns="measured_linear"))
+
+
+def test_make_t1_reads_one_accuracy_path_given_as_a_string(tmp_path):
+    """Snakemake hands a one-file named input over as a plain string."""
+    path = tmp_path / "accuracy.csv"
+    _accuracy().to_csv(path, index=False)
+    outputs = {"csv": str(tmp_path / "t1.csv"), "html": str(tmp_path / "t1.html")}
+    params = {"table": "models", "rows": _published_rows(), "title": "T1"}
+    for accuracy in (str(path), [str(path)]):
+        t1 = T.make(params, {"accuracy": accuracy}, outputs)
+        assert t1["measured_linear"].tolist() == [51.0, 41.0, 46.0]
+    assert "measured_linear" not in T.make(params, {"accuracy": []}, outputs).columns
