@@ -53,9 +53,34 @@ rule proxies_table:
         script_path("concat_csv")
 
 
+# With results_tables: this run's accuracies (none with models: []) and the external tables
+# in one analysis table, with a source column.
+rule merge_results:
+    input:
+        computed=["results/tables/accuracy.csv"] if PLAN.models else [],
+        tables=list(PLAN.results_tables.values()),
+    output:
+        report(
+            "results/tables/accuracy_merged.csv",
+            caption="../report/accuracy_merged.rst",
+            category="Tables",
+            labels={"table": "Analysis table", "file": "CSV (download)"},
+        ),
+    log:
+        "logs/merge_results.log",
+    localrule: True
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        tables=PLAN.results_tables,
+        code=code("merge_results"),
+    script:
+        script_path("merge_results")
+
+
 rule correlations:
     input:
-        accuracy="results/tables/accuracy.csv",
+        accuracy=PLAN.analysis_table,
         proxies=["results/tables/proxies.csv"] if PLAN.proxies else [],
     output:
         "results/tables/correlations.csv",
@@ -133,7 +158,7 @@ rule t2_datasets:
 
 rule t3_accuracy:
     input:
-        csv="results/tables/accuracy.csv",
+        csv=PLAN.analysis_table,
     output:
         html=report(
             "results/tables/accuracy.html",

@@ -19,11 +19,16 @@ except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
 PLAN = Plan(config, STUDY)
+if PLAN.skipped_figures:
+    logger.info(
+        "figures not drawn: "
+        + "; ".join(f"{name} ({why})" for name, why in PLAN.skipped_figures.items())
+    )
 
 
 wildcard_constraints:
-    model="|".join(PLAN.models),
-    dataset="|".join(PLAN.datasets),
+    model=keys_regex(PLAN.models),
+    dataset=keys_regex(PLAN.datasets),
     split="|".join(registry.SPLITS),
     pct=r"[0-9]+(\.[0-9]+)?",
     run=keys_regex(PLAN.trained_runs),

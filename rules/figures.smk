@@ -8,7 +8,7 @@ for _name in PLAN.figures:
         name:
             _name
         input:
-            **{t: f"results/tables/{t}.csv" for t in registry.FIGURES[_name]["inputs"]},
+            **{t: PLAN.table_path(t) for t in registry.FIGURES[_name]["inputs"]},
         output:
             png=report(
                 f"results/figures/{_name}.png",

@@ -16,7 +16,7 @@ import jsonschema
 import pandas as pd
 import yaml
 
-from workflow_scripts import registry
+from workflow_scripts import external, registry
 from workflow_scripts.schema import fill_defaults, resolve, schema_defaults, schema_node  # noqa: F401
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "config" / "schemas"
@@ -33,6 +33,10 @@ class Study:
     config: dict
     models: pd.DataFrame  # index: key
     datasets: pd.DataFrame  # index: key
+    # what the analysis will hold (analysis_measures): this run's and the results tables'
+    measures: pd.DataFrame
+    # config results_tables: source name (the file name) -> resolved path, in config order
+    results_tables: dict[str, Path] = dataclasses.field(default_factory=dict)
 
     @property
     def model_keys(self) -> list[str]:
@@ -412,17 +416,101 @@ def load_study(config: dict, basedir: str | Path) -> Study:
                     f"'{ids[0]}' ({id_row['n_train']} train images, {id_row['num_classes']} "
                     "classes) has 0 images per class"
                 )
-    check_plan(config, models, datasets)
-    return Study(config=config, models=models, datasets=datasets)
+    tables = read_results_tables(config, basedir)
+    measures = analysis_measures(config, models, datasets, tables)
+    check_figure_arms(config, measures)
+    others = set(measures["model"]) - set(models.index)
+    check_plan(config, models, datasets, external_models=len(others))
+    paths = {name: resolve_path(value, basedir) for name, value in _table_names(config).items()}
+    return Study(
+        config=config, models=models, datasets=datasets, results_tables=paths, measures=measures
+    )
 
 
-def check_plan(config: dict, models: pd.DataFrame, datasets: pd.DataFrame) -> None:
-    """What would otherwise fail late (after pre-training and extraction) or silently."""
-    minimum = config["analysis"]["min_models"]
-    if len(models) < minimum:
+def _table_names(config: dict) -> dict[str, str]:
+    """config results_tables as source name (file name) -> the configured path."""
+    names: dict[str, str] = {}
+    for value in config["results_tables"]:
+        name = external.source_name(value)
+        if name in names or name == external.COMPUTED:
+            raise ConfigError(
+                f"config key 'results_tables': '{value}' has the file name '{name}' of "
+                f"{'this run' if name == external.COMPUTED else repr(names[name])}; a table's "
+                "file name is its rows' source: rename one"
+            )
+        names[name] = value
+    return names
+
+
+def read_results_tables(config: dict, basedir: str | Path) -> dict[str, pd.DataFrame]:
+    """Each results table (config results_tables), validated: source name -> rows."""
+    tables = {}
+    for name, value in _table_names(config).items():
+        try:
+            tables[name] = external.read_results_table(resolve_path(value, basedir), name)
+        except external.ResultsTableError as error:
+            raise ConfigError(f"config key 'results_tables': {error}") from None
+    return tables
+
+
+def analysis_measures(config, models, datasets, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The measurements the analysis will hold (this run's and the results tables'), checked
+    to fit together (workflow_scripts.external.check_merged): model, method, backbone,
+    paradigm, dataset, domain, shift_group, protocol, arm, source; no accuracies."""
+    if not len(models) and not tables:
         raise ConfigError(
-            f"config key 'models': {len(models)} model(s) selected ({', '.join(models.index)}); "
-            f"the correlations across models need at least analysis.min_models = {minimum}"
+            "config key 'models': no model selected and no results_tables: nothing to run; "
+            "select models or give result tables to analyse"
+        )
+    percents = config["fewshot"]["percents"]
+    names = registry.protocol_names(config["protocols"], percents)
+    kinds = {n: registry.PROTOCOLS[registry.protocol_entry(n)[0]]["kind"] for n in names}
+    computed = external.computed_skeleton(
+        models,
+        datasets,
+        frozen=[n for n in names if kinds[n] == "frozen"],
+        trained=[n for n in names if kinds[n] == "trained"],
+        arms=config["arms"],
+    )
+    if tables:
+        try:
+            external.check_merged([computed, *tables.values()])
+        except external.ResultsTableError as error:
+            raise ConfigError(f"config key 'results_tables': {error}") from None
+    frames = [frame for frame in (computed, *tables.values()) if len(frame)]
+    if not frames:  # no accuracy protocol: check_plan says so
+        return computed
+    return pd.concat(frames, ignore_index=True).reindex(columns=computed.columns)
+
+
+def check_figure_arms(config: dict, measures: pd.DataFrame) -> None:
+    """Arms a figure's options name (figures.<key>.x_arm, y_arm, arm, y_arms) must be arms of
+    the analysis: this run's or a results table's."""
+    arms = list(dict.fromkeys(measures["arm"]))
+    for entry in registry.FIGURES.values():
+        options = config["figures"][entry["key"]]
+        for option in (*entry.get("arm_options", ()), "y_arms"):
+            value = options.get(option)
+            for arm in value if isinstance(value, list) else [value]:
+                if arm is not None and arm not in arms:
+                    raise ConfigError(
+                        f"config key 'figures.{entry['key']}.{option}': {arm!r} is not an arm "
+                        f"of the analysis ({', '.join(arms) or 'none'})"
+                    )
+
+
+def check_plan(
+    config: dict, models: pd.DataFrame, datasets: pd.DataFrame, external_models: int = 0
+) -> None:
+    """What would otherwise fail late (after pre-training and extraction) or silently.
+    ``external_models``: models of the results tables that this run does not compute."""
+    minimum = config["analysis"]["min_models"]
+    if len(models) + external_models < minimum:
+        tables = f" and {external_models} more in results_tables" if external_models else ""
+        raise ConfigError(
+            f"config key 'models': {len(models)} model(s) selected ({', '.join(models.index)})"
+            f"{tables}; the correlations across models need at least analysis.min_models = "
+            f"{minimum}"
         )
     protocols = config["protocols"]
     if all(registry.PROTOCOLS[p]["kind"] == "proxy" for p in protocols):

@@ -461,7 +461,9 @@ def correlation_table(
     proxy_pas = {d: [pa for pa in present[d] if pa[0] in proxies] for d in ood_sets}
     present.update({d: [pa for pa in present[d] if pa[0] not in proxies] for d in ood_sets})
     y_ood = order_protocol_arms(pa for d in ood_sets for pa in present[d])
-    group_names = list(dict.fromkeys(groups[d] for d in ood_sets))
+    # shift groups of the OOD data sets (a data set of a results table may have none)
+    groups = {d: g if isinstance(g, str) and g else "" for d, g in groups.items()}
+    group_names = list(dict.fromkeys(groups[d] for d in ood_sets if groups[d]))
 
     records: list[dict] = []
     for subset, models in _subset_specs(acc, subsets, min_subset, wide.index):

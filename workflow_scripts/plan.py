@@ -6,6 +6,9 @@ methods as input, params and resource functions; the tests build it from any con
 
 from __future__ import annotations
 
+import dataclasses
+
+import pandas as pd
 from snakemake.io import expand
 
 from workflow_scripts import registry
@@ -35,6 +38,19 @@ DATASET_COLUMNS = {
 DEMO_JOB_MB = 3000
 
 
+@dataclasses.dataclass(frozen=True)
+class FigureContext:
+    """What a figure's ``requires`` (registry.FIGURES) sees: what the analysis will hold,
+    known before any job runs."""
+
+    # one row per measurement of this run and of the results tables: model, method, backbone,
+    # paradigm, dataset, domain, shift_group, protocol, arm, source (no accuracies)
+    measures: pd.DataFrame
+    models: pd.DataFrame  # the selected rows of the model table (index: key)
+    config: dict
+    options: dict  # the figure's options (config figures.<key> over its defaults)
+
+
 def canonical(value):
     """``value`` with every mapping's keys sorted, recursively: Snakemake compares params by
     their repr, so a configuration whose keys are merely reordered must give the same params."""
@@ -57,14 +73,16 @@ class Plan:
         self.config = config
         self.study = study
         self.models = study.model_keys
-        self.datasets = study.dataset_keys
+        # no model (models: []): no data, model or probe job, only the analysis of the
+        # results tables
+        self.datasets = study.dataset_keys if self.models else []
         self.id_dataset = study.id_dataset
         self.arms = config["arms"]
         protocols = config["protocols"]
         fewshot = config["fewshot"]
         self.frozen_protocols = [p for p in protocols if registry.PROTOCOLS[p]["kind"] == "frozen"]
         # label-free proxies of the cached train features (results/tables/proxies.csv)
-        self.proxies = "proxies" in protocols
+        self.proxies = "proxies" in protocols and bool(self.models)
         self.percents = [f"{p:g}" for p in fewshot["percents"]]
         # trained protocols run on the in-domain set only: finetune, fewshot<pct> per size
         self.trained_protocols = [
@@ -116,12 +134,33 @@ class Plan:
         # published ImageNet linear numbers in the model table: T1 and F8 compare them
         published = study.models.get("published_linear")
         self.published = published is not None and bool(published.notna().any())
-        # the figures the study has something to show for (registry.FIGURES "requires")
-        self.figures = [
-            name
-            for name, entry in registry.FIGURES.items()
-            if entry.get("requires", lambda config, models: True)(config, study.models)
-        ]
+        # the arm a figure shows unless told: the last configured one (BN when it runs), or
+        # without it in the analysis (a results table alone) the analysis' first arm
+        held = list(dict.fromkeys(study.measures["arm"]))
+        self.default_arm = self.arms[-1] if self.arms[-1] in held or not held else held[0]
+        # external result tables (config results_tables): source name -> path
+        self.results_tables = {name: str(path) for name, path in study.results_tables.items()}
+        # the accuracy table the correlations, T3 and the figures read: this run's, or merged
+        # with the results tables (rule merge_results)
+        self.analysis_table = (
+            "results/tables/accuracy_merged.csv"
+            if self.results_tables
+            else "results/tables/accuracy.csv"
+        )
+        # the figures the analysis has something to show for (registry.FIGURES "requires"),
+        # and why each other one is not drawn
+        self.skipped_figures: dict[str, str] = {}
+        for name, entry in registry.FIGURES.items():
+            context = FigureContext(
+                measures=study.measures,
+                models=study.models,
+                config=config,
+                options=self.figure_options(name),
+            )
+            reason = entry["requires"](context) if "requires" in entry else None
+            if reason is not None:
+                self.skipped_figures[name] = reason
+        self.figures = [name for name in registry.FIGURES if name not in self.skipped_figures]
 
     # ----------------------------------------------------------------------------------------
     # data sets and splits
@@ -391,8 +430,13 @@ class Plan:
         """Options of a registered figure: config figures.<key> over the last configured arm
         for its arm options (BN when it runs)."""
         entry = registry.FIGURES[name]
-        defaults = {option: self.arms[-1] for option in entry.get("arm_options", ())}
+        defaults = {option: self.default_arm for option in entry.get("arm_options", ())}
         return canonical(defaults | self.config["figures"][entry["key"]])
+
+    def table_path(self, name) -> str:
+        """A figure input (registry.FIGURES "inputs"): results/tables/<name>.csv, where
+        "accuracy" is the analysis table."""
+        return self.analysis_table if name == "accuracy" else f"results/tables/{name}.csv"
 
     def probe_results(self) -> list[str]:
         """Every per-job result file the accuracy table collects."""
@@ -450,9 +494,18 @@ class Plan:
         ]
 
     def all_targets(self) -> list[str]:
+        figures = expand("results/figures/{figure}.{ext}", figure=self.figures, ext=["png", "pdf"])
+        if not self.models:  # the results tables alone: the analysis, T3, the figures
+            return [
+                self.analysis_table,
+                "results/tables/correlations.csv",
+                "results/tables/accuracy.html",
+                *figures,
+            ]
         return [
             *self.stage_outputs(),
             "results/tables/accuracy.json",
+            *([self.analysis_table] if self.results_tables else []),
             "results/tables/correlations.csv",
             *(["results/tables/proxies.csv"] if self.proxies else []),
             *expand("results/tables/{table}.{ext}", table=TABLES, ext=["csv", "html"]),
@@ -461,5 +514,5 @@ class Plan:
                 for pct in self.percents
                 for seed in self.fewshot_seeds
             ],
-            *expand("results/figures/{figure}.{ext}", figure=self.figures, ext=["png", "pdf"]),
+            *figures,
         ]

@@ -184,38 +184,94 @@ def protocol_label(name: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Figures: target name (rule and file name; the caption is report/<name>.rst) -> the plot
 # function in workflow_scripts.figures, the result tables it reads (results/tables/<input>.csv,
-# passed in this order), its config key (figures.<key>: options over the schema's defaults),
+# passed in this order; "accuracy" is the analysis table: accuracy_merged.csv with
+# results_tables), its config key (figures.<key>: options over the schema's defaults),
 # arm_options (options whose default is the last configured arm: BN when it runs) and requires
-# (when the study has something to show: (config, models table) -> bool; absent = always).
+# (whether the analysis has something to show: a function of a plan.FigureContext returning
+# None, or the reason the figure is not drawn; absent = always drawn).
 
 
-def _both_arms(config, models) -> bool:
-    return set(config["arms"]) == {"raw", "bn"}
+def _id_pairs(c) -> str | None:
+    pairs = c.measures.loc[c.measures["domain"] == "id", ["protocol", "arm"]].drop_duplicates()
+    if len(pairs) < 2:
+        return "fewer than two in-domain (protocol, arm) measurements to correlate"
+    return None
 
 
-def _proxies(config, models) -> bool:
-    return "proxies" in config["protocols"]
+def _ood(c) -> str | None:
+    return None if (c.measures["domain"] == "ood").any() else "no out-of-domain data set"
 
 
-def _published(config, models) -> bool:
-    return "published_linear" in models and bool(models["published_linear"].notna().any())
+def _shift_groups(c) -> str | None:
+    ood = c.measures[c.measures["domain"] == "ood"]
+    if not ood["shift_group"].fillna("").astype(str).ne("").any():
+        return "no out-of-domain data set with a shift group"
+    return None
 
 
-def _paradigm_or_backbone_pairs(config, models) -> bool:
+def _scatter_axes(c) -> str | None:
+    o, m = c.options, c.measures
+    has = set(m[["domain", "protocol", "arm"]].itertuples(index=False, name=None))
+    for axis, domain, where in (("x", "id", "in-domain"), ("y", "ood", "out-of-domain")):
+        protocol, arm = o[f"{axis}_protocol"], o[f"{axis}_arm"]
+        if (domain, protocol, arm) not in has:
+            keys = f"figures.f3.{axis}_protocol, {axis}_arm"
+            return f"no {where} {protocol} ({arm}) accuracy ({keys})"
+    return None
+
+
+def _both_arms(c) -> str | None:
+    if {"raw", "bn"} <= set(c.measures["arm"]):
+        return None
+    return "needs both feature arms, raw and bn"
+
+
+def _proxies(c) -> str | None:
+    if "proxies" in c.config["protocols"] and len(c.models):
+        return None
+    return "protocol proxies is not run"
+
+
+def _published(c) -> str | None:
+    models = c.models
+    if "published_linear" in models and bool(models["published_linear"].notna().any()):
+        return None
+    return "the model table has no published_linear number"
+
+
+def _paradigm_or_backbone_pairs(c) -> str | None:
     """Two paradigms within the ViT backbone, or one method on two backbones."""
-    vit_paradigms = set(models.loc[models["family"] == "vit", "paradigm"])
-    shared_methods = (models.groupby("method")["family"].nunique() >= 2).any()
-    return {"discriminative", "generative"} <= vit_paradigms or bool(shared_methods)
+    models = c.measures.groupby("model")[["method", "backbone", "paradigm"]].first()
+    vit_paradigms = set(models.loc[models["backbone"] == "vit", "paradigm"])
+    shared_methods = (
+        models.dropna(subset=["method"]).groupby("method")["backbone"].nunique() >= 2
+    ).any()
+    if not ({"discriminative", "generative"} <= vit_paradigms or bool(shared_methods)):
+        return "neither two paradigms on the ViT backbone nor one method on two backbones"
+    if c.options["arm"] not in set(c.measures["arm"]):
+        return f"no accuracy in arm {c.options['arm']!r} (figures.f6.arm)"
+    return None
 
 
 FIGURES: dict[str, dict] = {
-    "f1_id_protocols": {"key": "f1", "plot": "plot_f1", "inputs": ("correlations",)},
-    "f2_id_vs_ood": {"key": "f2", "plot": "plot_f2", "inputs": ("correlations",)},
+    "f1_id_protocols": {
+        "key": "f1",
+        "plot": "plot_f1",
+        "inputs": ("correlations",),
+        "requires": _id_pairs,
+    },
+    "f2_id_vs_ood": {
+        "key": "f2",
+        "plot": "plot_f2",
+        "inputs": ("correlations",),
+        "requires": _ood,
+    },
     "f3_scatter": {
         "key": "f3",
         "plot": "plot_f3",
         "inputs": ("accuracy",),
         "arm_options": ("x_arm", "y_arm"),
+        "requires": _scatter_axes,
     },
     "f4_bn_effect": {
         "key": "f4",
@@ -223,7 +279,12 @@ FIGURES: dict[str, dict] = {
         "inputs": ("accuracy", "correlations"),
         "requires": _both_arms,
     },
-    "f5_shift_groups": {"key": "f5", "plot": "plot_f5", "inputs": ("correlations",)},
+    "f5_shift_groups": {
+        "key": "f5",
+        "plot": "plot_f5",
+        "inputs": ("correlations",),
+        "requires": _shift_groups,
+    },
     "f6_paradigm_backbone": {
         "key": "f6",
         "plot": "plot_f6",

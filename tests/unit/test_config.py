@@ -275,7 +275,7 @@ def test_command_line_strings_are_coerced(config):
         (
             "figures",
             {"f3": {"x_arm": "both"}},
-            r"config key 'figures.f3.x_arm': 'both' is not one of",
+            r"config key 'figures.f3.x_arm': 'both' is not an arm of the analysis \(raw, bn\)",
         ),
         (
             "figures",

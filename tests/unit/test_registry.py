@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from workflow_scripts.plan import FigureContext
 from workflow_scripts import correlations, figures, knn, provenance, registry, results
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,28 +78,78 @@ def test_every_protocol_has_a_reducer_and_every_figure_a_plot_and_caption():
         assert set(entry["inputs"]) <= {"accuracy", "correlations", "models"}, name
 
 
+def _measures(models, arms=("raw", "bn"), ood=True, group="generic"):
+    """One row per (model, data set, protocol, arm), as config.analysis_measures gives it."""
+    rows = []
+    for m in models.itertuples():
+        for dataset, domain in [("in", "id"), *([("out", "ood")] if ood else [])]:
+            for protocol in ("knn", "linear"):
+                for arm in arms:
+                    rows.append(
+                        {
+                            "model": m.Index,
+                            "method": m.method,
+                            "backbone": m.family,
+                            "paradigm": m.paradigm,
+                            "dataset": dataset,
+                            "domain": domain,
+                            "shift_group": "in_domain" if domain == "id" else group,
+                            "protocol": protocol,
+                            "arm": arm,
+                            "source": "computed",
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
 def test_figure_requirements():
     models = pd.DataFrame(
         {
             "method": ["a", "b", "a"],
             "family": ["vit", "vit", "resnet"],
             "paradigm": ["discriminative", "generative", "discriminative"],
-        }
+        },
+        index=["m1", "m2", "m3"],
     )
     requires = {n: e["requires"] for n, e in registry.FIGURES.items() if "requires" in e}
-    both = {"arms": ["raw", "bn"], "protocols": ["knn"]}
-    assert requires["f4_bn_effect"](both, models)
-    assert not requires["f4_bn_effect"]({**both, "arms": ["bn"]}, models)
-    f6 = requires["f6_paradigm_backbone"]
-    assert f6(both, models)  # both: two paradigms on ViT and method a on two backbones
-    assert f6(both, models.iloc[:2])  # two ViT paradigms
-    assert f6(both, models.iloc[[0, 2]])  # method a on two backbones
-    assert not f6(both, models.iloc[[0]])
-    assert not requires["f7_proxies"](both, models)
-    assert requires["f7_proxies"]({**both, "protocols": ["knn", "proxies"]}, models)
-    assert not requires["f8_published"](both, models)
-    assert not requires["f8_published"](both, models.assign(published_linear=None))
-    assert requires["f8_published"](both, models.assign(published_linear=[None, 70.1, None]))
+    config = {"arms": ["raw", "bn"], "protocols": ["knn"]}
+    options = {"x_protocol": "linear", "x_arm": "bn", "y_protocol": "linear", "y_arm": "bn"}
+    options["arm"] = "bn"
+
+    def why(name, models=models, measures=None, config=config, **opts):
+        measures = _measures(models) if measures is None else measures
+        context = FigureContext(measures, models, config, options | opts)
+        return requires[name](context)
+
+    assert set(requires) == set(registry.FIGURES)  # each says when it has nothing to show
+    for name in requires:
+        if name not in ("f7_proxies", "f8_published"):
+            assert why(name) is None, name
+    one_arm = _measures(models, arms=("bn",))
+    assert why("f4_bn_effect", measures=one_arm) == "needs both feature arms, raw and bn"
+    no_ood = _measures(models, ood=False)
+    for name in ("f2_id_vs_ood", "f3_scatter", "f5_shift_groups"):
+        assert "out-of-domain" in why(name, measures=no_ood)
+    assert "shift group" in why("f5_shift_groups", measures=_measures(models, group=None))
+    assert why("f3_scatter", x_protocol="finetune") == (
+        "no in-domain finetune (bn) accuracy (figures.f3.x_protocol, x_arm)"
+    )
+    knn_only = _measures(models).query("protocol == 'knn'")
+    assert why("f1_id_protocols", measures=knn_only) is None  # knn raw and knn bn: a pair
+    single = _measures(models, arms=("raw",)).query("protocol == 'knn'")
+    assert "fewer than two" in why("f1_id_protocols", measures=single)
+    f6 = "f6_paradigm_backbone"
+    assert why(f6) is None  # two paradigms on ViT and method a on two backbones
+    assert why(f6, models=models.iloc[:2]) is None  # two ViT paradigms
+    assert why(f6, models=models.iloc[[0, 2]]) is None  # method a on two backbones
+    assert why(f6, models=models.iloc[[0]]).startswith("neither two paradigms")
+    assert why(f6, arm="published") == "no accuracy in arm 'published' (figures.f6.arm)"
+    assert why("f7_proxies") == "protocol proxies is not run"
+    assert why("f7_proxies", config={**config, "protocols": ["knn", "proxies"]}) is None
+    assert why("f7_proxies", models=models.iloc[:0], measures=_measures(models)) is not None
+    assert why("f8_published") is not None
+    assert why("f8_published", models=models.assign(published_linear=None)) is not None
+    assert why("f8_published", models=models.assign(published_linear=[None, 70.1, None])) is None
 
 
 def test_render_dispatches_to_the_registered_plot(monkeypatch, tmp_path):

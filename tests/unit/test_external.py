@@ -1,0 +1,288 @@
+"""External result tables (config results_tables): validation with file/line/column errors,
+the checks across tables, the merged analysis table, the analysis on them alone (values vs
+scipy) and the plan of a run with models: []."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from workflow_scripts import external
+from workflow_scripts.config import ConfigError, load_study
+from workflow_scripts.correlations import correlation_table
+from workflow_scripts.plan import Plan
+
+ROOT = Path(__file__).resolve().parents[2]
+PUBLISHED = ROOT / "config" / "published_imagenet.csv"
+HEADER = "model,dataset,domain,protocol,arm,top1"
+
+
+def write(tmp_path, text, name="table.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def demo_config(**changes):
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config.update(changes)
+    return config
+
+
+def test_a_valid_table_reads_with_its_lines_and_source(tmp_path):
+    path = write(
+        tmp_path,
+        "model,method,dataset,domain,shift_group,protocol,arm,top1,top5\n"
+        'a,"two\nlines",in,id,,knn,raw,50,70.5\n'  # a quoted cell spans lines 2-3
+        "\n"  # blank lines are skipped
+        "b,x,out,ood,style,linear_v2,bn_2,61.25,\n",
+    )
+    table = external.read_results_table(path)
+    assert table["line"].tolist() == [3, 5]  # the line each row ends on
+    assert table["source"].tolist() == ["table.csv", "table.csv"]
+    assert table["top1"].tolist() == [50.0, 61.25]
+    assert table.loc[0, "method"] == "two\nlines"
+    assert pd.isna(table.loc[0, "shift_group"]) and np.isnan(table.loc[1, "top5"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty file"),
+        (HEADER + "\n", "a header but no rows"),
+        (HEADER + ",top_1\na,in,id,knn,raw,5,5\n", r"line 1: unknown column\(s\) 'top_1'"),
+        ("model,dataset,domain,protocol,arm\na,in,id,knn,raw\n", r"missing column\(s\) 'top1'"),
+        (HEADER + ",top1\n", r"line 1: column\(s\) 'top1' more than once"),
+        (HEADER + "\na,in,id,knn,raw\n", "line 2: 5 cells, the header has 6"),
+        (HEADER + "\na,,id,knn,raw,5\n", "line 2, column 'dataset': empty"),
+        (HEADER + "\na,in,test,knn,raw,5\n", "line 2, column 'domain': 'test' is neither"),
+        (HEADER + "\na,in,id,k-nn,raw,5\n", "line 2, column 'protocol': 'k-nn' has characters"),
+        (HEADER + "\na,in,id,knn,b n,5\n", "line 2, column 'arm': 'b n' has characters"),
+        (HEADER + "\na,in,id,logme,raw,5\n", "line 2, column 'protocol': 'logme' is a proxy"),
+        (HEADER + "\na,mean_ood,ood,knn,raw,5\n", "line 2, column 'dataset': 'mean_ood' is res"),
+        (HEADER + "\na,in,id,knn,raw,100.5\n", "line 2, column 'top1': '100.5' is not a number"),
+        (HEADER + "\na,in,id,knn,raw,0.7x\n", "line 2, column 'top1': '0.7x' is not a number"),
+        (HEADER + "\na,in,id,knn,raw,nan\n", "line 2, column 'top1': 'nan' is not a number"),
+        (HEADER + ",top5\na,in,id,knn,raw,50,40\n", "line 2, column 'top5': 40 is below top1"),
+        (HEADER + ",k\na,in,id,knn,raw,50,-1\n", "line 2, column 'k': '-1' is not a number >= 0"),
+    ],
+)
+def test_bad_tables_name_file_line_and_column(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(external.ResultsTableError, match=message) as error:
+        external.read_results_table(path)
+    assert str(error.value).startswith(f"results table '{path}'")
+
+
+def test_every_bad_cell_is_listed_at_once(tmp_path):
+    rows = "".join(f"m{i},in,id,knn,raw,{100 + i}\n" for i in range(1, 26))
+    with pytest.raises(external.ResultsTableError) as error:
+        external.read_results_table(write(tmp_path, HEADER + "\n" + rows))
+    lines = str(error.value).splitlines()[1:]
+    assert len(lines) == external.MAX_ERRORS + 1 and lines[-1].strip() == "... and 5 more"
+    assert lines[0].strip().startswith("line 2, column 'top1': '101'")
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(external.ResultsTableError, match="no such file"):
+        external.read_results_table(tmp_path / "absent.csv")
+
+
+def test_tables_are_checked_against_each_other(tmp_path):
+    a = external.read_results_table(
+        write(
+            tmp_path,
+            "model,backbone,dataset,domain,protocol,arm,top1\n"
+            "m1,vit,in,id,knn,raw,50\nm1,vit,out,ood,knn,raw,40\n",
+            "a.csv",
+        )
+    )
+    b = external.read_results_table(
+        write(
+            tmp_path,
+            "model,backbone,dataset,domain,protocol,arm,top1\n"
+            "m2,vit,in,id,knn,raw,55\nm1,resnet,in2,id,knn,raw,1\n"
+            "m1,vit,out,id,knn,raw,40\n",
+            "b.csv",
+        )
+    )
+    with pytest.raises(external.ResultsTableError) as error:
+        external.check_merged([a, b])
+    text = str(error.value)
+    assert (
+        "dataset 'out' has more than one domain: 'ood' in 'a.csv' line 3; 'id' in 'b.csv' line 4"
+        in text
+    )
+    assert (
+        "model 'm1' has more than one backbone: 'vit' in 'a.csv' line 2; 'resnet' in 'b.csv' line 3"
+        in text
+    )
+    assert (
+        "exactly one in-domain (domain 'id') data set; the tables have 3: 'in', 'in2', 'out'"
+        in text
+    )
+    dup = external.read_results_table(write(tmp_path, HEADER + "\nm1,in,id,knn,raw,50\n", "c.csv"))
+    with pytest.raises(
+        external.ResultsTableError,
+        match=re.escape(
+            "('m1', 'in', 'knn', 'raw') is given more than once: 'a.csv' line 2, 'c.csv' line 2"
+        ),
+    ):
+        external.check_merged([a, dup])
+
+
+def test_merge_adds_the_source_column(tmp_path):
+    computed = pd.DataFrame(
+        {
+            "model": ["m1"],
+            "dataset": ["in"],
+            "domain": ["id"],
+            "shift_group": ["in_domain"],
+            "protocol": ["knn"],
+            "arm": ["raw"],
+            "top1": [50.0],
+            "code_version": ["abc"],
+        }
+    )
+    table = external.read_results_table(
+        write(tmp_path, HEADER + "\nm2,in,id,knn,raw,55\n", "pub.csv")
+    )
+    merged = external.merge(computed, {"pub.csv": table})
+    assert list(merged.columns) == [*external.COLUMNS, "source"]
+    assert merged["source"].tolist() == ["computed", "pub.csv"]
+    assert merged["top1"].tolist() == [50.0, 55.0] and "line" not in merged
+    alone = external.merge(None, {"pub.csv": table})
+    assert alone["model"].tolist() == ["m2"]
+    # a published number of a computed model takes the model's and data set's attributes
+    more = computed.assign(backbone="vit", paradigm="generative")
+    same = external.read_results_table(
+        write(tmp_path, HEADER + "\nm1,in,id,knn,published,40\n", "same.csv")
+    )
+    filled = external.merge(more, {"same.csv": same})
+    assert filled["backbone"].tolist() == ["vit", "vit"]
+    assert filled["paradigm"].tolist() == ["generative", "generative"]
+    assert filled["shift_group"].tolist() == ["in_domain", "in_domain"]
+
+
+def test_the_published_table_alone_correlates_as_scipy():
+    table = external.read_results_table(PUBLISHED)
+    merged = external.merge(None, {"published_imagenet.csv": table})
+    corr = correlation_table(merged, n_resamples=50, seed=0, subsets=["backbone"])
+    assert set(corr["y_kind"]) == {"pair"}  # no OOD data set: pairs only
+    wide = merged.pivot(index="model", columns="protocol", values="top1")
+    both = wide[["linear", "finetune"]].dropna()
+    row = corr.query(
+        "method == 'kendall' and subset == 'all' and x_protocol == 'linear' "
+        "and y_protocol == 'finetune'"
+    ).iloc[0]
+    expected = stats.kendalltau(both["linear"], both["finetune"])
+    assert row["n"] == len(both) == 6 and row["missing"] == "pairwise"
+    assert row["value"] == pytest.approx(expected.statistic, abs=1e-12)
+    assert row["p_value"] == pytest.approx(expected.pvalue, abs=1e-12)
+    vit = corr.query(
+        "method == 'spearman' and subset == 'backbone=vit' and "
+        "x_protocol == 'linear' and y_protocol == 'finetune'"
+    ).iloc[0]
+    assert vit["value"] == pytest.approx(stats.spearmanr(both["linear"], both["finetune"])[0])
+    # listwise: a model enters only with every measurement of the subset: ibot alone has all 3
+    listwise = correlation_table(merged, n_resamples=50, seed=0, subsets=[], missing="listwise")
+    assert set(listwise["n"]) == {1} and listwise["value"].isna().all()
+
+
+def test_load_study_validates_before_any_job(tmp_path):
+    config = demo_config(models=[], results_tables=[str(PUBLISHED)])
+    study = load_study(config, ROOT)
+    assert study.model_keys == [] and list(study.results_tables) == ["published_imagenet.csv"]
+    assert set(study.measures["source"]) == {"published_imagenet.csv"}
+
+    with pytest.raises(ConfigError, match="no model selected and no results_tables"):
+        load_study(demo_config(models=[]), ROOT)
+    bad = write(tmp_path, HEADER + "\na,in,id,knn,raw,101\n", "bad.csv")
+    with pytest.raises(
+        ConfigError,
+        match=r"config key 'results_tables': results table .*bad.csv"
+        r"'.*\n  line 2, column 'top1'",
+    ):
+        load_study(demo_config(results_tables=[str(bad)]), ROOT)
+    other = tmp_path / "sub"
+    other.mkdir()
+    twin = write(other, HEADER + "\na,in,id,knn,raw,1\n", "published_imagenet.csv")
+    with pytest.raises(ConfigError, match="has the file name 'published_imagenet.csv' of"):
+        load_study(demo_config(results_tables=[str(PUBLISHED), str(twin)]), ROOT)
+    few = write(tmp_path, HEADER + "\nx,shapes,id,knn,raw,1\n", "few.csv")
+    with pytest.raises(
+        ConfigError,
+        match=r"0 model\(s\) selected \(\) and 1 more in "
+        "results_tables; .* at least analysis.min_models = 4",
+    ):
+        load_study(demo_config(models=[], results_tables=[str(few)]), ROOT)
+
+
+def test_a_table_must_fit_this_runs_measurements(tmp_path):
+    # the demo computes knn (raw) of random_resnet on shapes, whose domain is id
+    clash = write(tmp_path, HEADER + ",shift_group\nrandom_resnet,shapes,id,knn,raw,1,in_domain\n")
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "('random_resnet', 'shapes', 'knn', 'raw') is given more than once: this run's "
+            "results, 'table.csv' line 2"
+        ),
+    ):
+        load_study(demo_config(results_tables=[str(clash)]), ROOT)
+    domain = write(tmp_path, HEADER + "\nother,shapes,ood,knn,raw,1\n", "d.csv")
+    with pytest.raises(
+        ConfigError,
+        match="dataset 'shapes' has more than one domain: 'id' in "
+        "this run's results; 'ood' in 'd.csv' line 2",
+    ):
+        load_study(demo_config(results_tables=[str(domain)]), ROOT)
+    fine = write(tmp_path, HEADER + "\nrandom_resnet,shapes,id,knn,published,48\n", "ok.csv")
+    study = load_study(demo_config(results_tables=[str(fine)]), ROOT)
+    assert study.measures["source"].value_counts()["ok.csv"] == 1
+
+
+def test_plan_with_results_tables(tmp_path):
+    config = demo_config(models=[], results_tables=[str(PUBLISHED)])
+    plan = Plan(config, load_study(config, ROOT))
+    assert plan.datasets == [] and not plan.proxies
+    assert plan.analysis_table == "results/tables/accuracy_merged.csv"
+    assert plan.table_path("accuracy") == plan.analysis_table
+    assert plan.table_path("correlations") == "results/tables/correlations.csv"
+    assert plan.default_arm == "published"  # the demo's arms are not in the table
+    assert plan.figures == ["f1_id_protocols", "f6_paradigm_backbone"]
+    assert plan.skipped_figures["f2_id_vs_ood"] == "no out-of-domain data set"
+    assert plan.all_targets() == [
+        "results/tables/accuracy_merged.csv",
+        "results/tables/correlations.csv",
+        "results/tables/accuracy.html",
+        *[f"results/figures/{f}.{e}" for f in plan.figures for e in ("png", "pdf")],
+    ]
+    # merged with this run's: every stage target as before, plus the merged table
+    extra = write(tmp_path, HEADER + "\nrandom_resnet,shapes,id,knn,published,48\n")
+    merged_config = demo_config(results_tables=[str(extra)])
+    merged = Plan(merged_config, load_study(merged_config, ROOT))
+    alone_config = demo_config()
+    alone = Plan(alone_config, load_study(alone_config, ROOT))
+    assert alone.analysis_table == "results/tables/accuracy.csv"
+    assert set(merged.all_targets()) - set(alone.all_targets()) == {
+        "results/tables/accuracy_merged.csv"
+    }
+    assert merged.figures == alone.figures and merged.default_arm == "bn"
+
+
+def test_ood_sets_without_a_shift_group_have_no_group_rows(tmp_path):
+    rows = [
+        f"m{i},{d},{dom},knn,raw,{v}"
+        for i in range(5)
+        for d, dom, v in (("in", "id", 50 + i), ("o1", "ood", 30 + i * i), ("o2", "ood", 9 - i))
+    ]
+    table = external.read_results_table(write(tmp_path, HEADER + "\n" + "\n".join(rows) + "\n"))
+    corr = correlation_table(external.merge(None, {"t": table}), n_resamples=20, seed=0, subsets=[])
+    assert set(corr["y_kind"]) == {"dataset", "mean"}
+    kendall = corr[corr["method"] == "kendall"].set_index("y_dataset")["value"]
+    assert kendall["o1"] == pytest.approx(1.0) and kendall["o2"] == pytest.approx(-1.0)
+    assert kendall["mean_ood"] == pytest.approx(0.0)
