@@ -273,13 +273,10 @@ def _backbone_class():
             return features.mean((2, 3))  # avgpool
 
         def layer_decay_scales(self, decay: float, final_norm_in_last_block: bool = False):
-            """lr multiplier per parameter (names as ``named_parameters``): timm's layer-wise
-            decay along the model's own block grouping (``param_groups_layer_decay``)."""
-            from timm.optim import param_groups_layer_decay
-
-            groups = param_groups_layer_decay(self.net, weight_decay=0.0, layer_decay=decay)
-            names = {id(p): f"net.{n}" for n, p in self.net.named_parameters()}
-            return {names[id(p)]: g["lr_scale"] for g in groups for p in g["params"]}
+            """lr multiplier per parameter (names as ``named_parameters``): see
+            :func:`layer_ids`; decay ** (top - layer id)."""
+            ids, top = layer_ids(self.net, final_norm_in_last_block)
+            return {f"net.{name}": decay ** (top - ids[name]) for name in ids}
 
         def state_dict(self, *args, **kwargs):  # type: ignore[override]
             return self.net.state_dict(*args, **kwargs)
@@ -288,6 +285,37 @@ def _backbone_class():
             return self.net.load_state_dict(state_dict, strict=strict, assign=assign)
 
     return TimmBackbone
+
+
+#: parameters outside timm's stem pattern that belong to the embeddings all the same
+EMBEDDING_PARAMS = ("cls_token", "reg_token", "mask_token", "pos_embed", "patch_embed")
+
+
+def layer_ids(net, final_norm_in_last_block: bool = False) -> tuple[dict[str, int], int]:
+    """(parameter name -> layer id, top id) for layer-wise lr decay along the model's own block
+    structure: timm's ``group_matcher(coarse=False)`` grouped by ``timm.models.group_parameters``
+    (stem 0, then one id per block -- ViT blocks, ConvNeXt stage blocks and downsamplers -- in
+    order; the names no pattern matches, i.e. what follows the blocks: final norm, fc_norm,
+    the head's norm, in one last group ``top``, at the full lr), as the paper's BEiT / MAE
+    convention for ViTs. timm's matcher would merge the final norm into the last block's
+    group; that is done only with ``final_norm_in_last_block`` (the authors' quirk: every
+    parameter after the blocks at the last block's rate). Tokens outside timm's stem pattern
+    (registers, mask token) count as embeddings (0)."""
+    from timm.models import group_parameters
+    from timm.models._manipulate import MATCH_PREV_GROUP
+
+    matcher = dict(net.group_matcher(coarse=False))
+    if isinstance(matcher.get("blocks"), (list, tuple)):
+        matcher["blocks"] = [m for m in matcher["blocks"] if tuple(m[1] or ()) != MATCH_PREV_GROUP]
+    grouped = group_parameters(net, matcher, reverse=True)
+    ids = {
+        name: 0 if name.split(".")[0] in EMBEDDING_PARAMS else grouped[name]
+        for name, _ in net.named_parameters()
+    }
+    top = max(ids.values())
+    if final_norm_in_last_block:
+        ids = {name: min(layer, top - 1) for name, layer in ids.items()}
+    return ids, top
 
 
 def create(arch: str, input_size: int | None = None, drop_path: float = 0.0, **kwargs):
@@ -423,8 +451,10 @@ def fetch_weights(
             )
             + f" ({type(error).__name__})"
         ) from None
-    except RuntimeError as error:  # strict loading: the file does not fit the architecture
-        raise RuntimeError(f"{where}: the weights do not fit the architecture: {error}") from None
+    except Exception as error:  # timm's key filter or strict loading: not this architecture
+        raise RuntimeError(
+            f"{where}: the weights do not fit the architecture: {type(error).__name__}: {error}"
+        ) from None
     if not url and repo:
         source = hub_file(repo, cache_dir)
     digest = sha256_file(source) if source else None
