@@ -277,6 +277,11 @@ def check_timm_rows(models: pd.DataFrame, path: str, config: dict) -> pd.DataFra
             family = timm_models.check_row(row, trained)
         except timm_models.TimmModelError as error:
             raise ConfigError(f"{where}: {error}") from None
+        if row.get("transform") == "model" and "linear_online" in config["protocols"]:
+            raise ConfigError(
+                f"{where}: transform 'model' is not supported by protocol 'linear_online' (it "
+                "normalises with config 'transform'); use transform 'paper' or drop the protocol"
+            )
         if row["url"] is not None:
             try:
                 from workflow_scripts.checkpoints import url_kind

@@ -518,3 +518,39 @@ def test_the_modern_table_names_models_timm_knows():
     methods = set(study.models["method"])
     assert {"dinov2", "dinov3", "ijepa", "mae", "dino", "eva02", "supervised"} <= methods
     assert {"clip", "siglip"} & methods
+
+
+def test_the_modern_table_mixes_with_the_papers(tmp_path):
+    """README "Evaluate any timm model": the documented concatenation of the two tables loads
+    with paper.yaml; the paper's rows keep their params, the timm rows add theirs."""
+    import pandas as pd
+
+    tables = [ROOT / "config" / "models_paper.tsv", ROOT / "config" / "models_modern.tsv"]
+    frames = [pd.read_csv(t, sep="\t", dtype=str, keep_default_na=False) for t in tables]
+    path = tmp_path / "models_all.tsv"
+    pd.concat(frames).fillna("").to_csv(path, sep="\t", index=False)
+    config = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    config["models_table"] = str(path)
+    study = load_study(config, ROOT)
+    plan = Plan(config, study)
+    assert len(plan.checkpoint_models) == 26 and len(plan.timm_models) == len(frames[1])
+    assert set(study.models["family"]) == {"resnet", "vit", "convnext"}
+    assert plan.model_fields("dino_vitb16", "backbone") == {
+        "key": "dino_vitb16",
+        "method": "dino",
+        "arch": "vit_base_patch16_224",
+        "embedding": "cls",
+    }
+    assert plan.model_fields("dino_vitb16_timm", "backbone") == {
+        "key": "dino_vitb16_timm",
+        "method": "dino",
+        "arch": "vit_base_patch16_224.dino",
+        "embedding": "cls",
+        "source": "timm",
+        "transform": "paper",
+        "input_size": 224,
+    }
+    # DINOv2 at the paper's 224 crop: 768-d, the GPU and memory of a paper-size model
+    assert plan.arch_spec("dinov2_vitb14") == {"dim": 768, "img_size": 518}
+    assert plan.model_fields("siglip_vitb16", "backbone")["input_size"] == 224
+    assert plan.transform_of(SimpleNamespace(model="siglip_vitb16"))["mean"] == [0.5, 0.5, 0.5]
