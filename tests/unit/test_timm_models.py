@@ -554,3 +554,51 @@ def test_the_modern_table_mixes_with_the_papers(tmp_path):
     assert plan.arch_spec("dinov2_vitb14") == {"dim": 768, "img_size": 518}
     assert plan.model_fields("siglip_vitb16", "backbone")["input_size"] == 224
     assert plan.transform_of(SimpleNamespace(model="siglip_vitb16"))["mean"] == [0.5, 0.5, 0.5]
+    from workflow_scripts.tables import models_table
+
+    t1 = models_table([study.model(key) for key in study.model_keys]).set_index("key")
+    assert (t1.loc["siglip_vitb16", "transform"], t1.loc["dinov2_vitb14", "backbone"]) == (
+        "model",
+        "vit",
+    )
+    assert pd.isna(t1.loc["swav", "transform"]) and t1.loc["swav", "source"] == "checkpoint"
+
+
+def test_a_timm_row_fine_tunes_with_the_recipe_extras(hub, offline, tmp_path):
+    """train_run's loading path (the row's source and input size, the recipe's drop-path) on a
+    ConvNeXt row, one epoch on a few 32-px images: the rates it applied are the recipe's, and
+    the optimiser's lrs are timm's grouping at layer_decay (13 layers below the head norm)."""
+    from workflow_scripts.sources import ArraySource
+
+    weights = tmp_path / "w.safetensors"
+    timm_models.fetch_weights(
+        weights, tmp_path / "w.json", model="cnx", arch=CONVNEXT, cache_dir=str(hub.cache)
+    )
+    backbone = load_backbone(weights, CONVNEXT, "pooled", 0.1, source="timm", input_size=None)
+    assert backbone.net.stages[3].blocks[-1].drop_path.drop_prob == pytest.approx(0.1)
+    rng = np.random.default_rng(0)
+    data = ArraySource(
+        rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
+        np.arange(8) % 2,
+        [0.5] * 3,
+        [0.25] * 3,
+    )
+    recipe = finetune.FinetuneRecipe(
+        epochs=1, batch_size=4, lr=0.01, warmup_epochs=0, drop_path=0.1, layer_decay=0.5
+    )
+    seen = []
+    original = torch.optim.SGD.__init__
+
+    def spy(self, groups, **kwargs):
+        seen.extend(g["lr"] for g in groups)
+        original(self, groups, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.SGD, "__init__", spy)
+        result, _ = finetune.finetune(
+            backbone, data, data, num_classes=2, arm="bn", recipe=recipe, seed=0
+        )
+    assert (result["drop_path"], result["layer_decay"]) == (0.1, 0.5)
+    assert result["label_smoothing"] == recipe.label_smoothing
+    assert sorted(seen) == pytest.approx([0.01 * 0.5**e for e in range(13, -1, -1)])
+    assert 0 <= result["top1"] <= 100 and np.isfinite(result["train_loss"])
