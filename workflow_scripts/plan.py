@@ -273,6 +273,8 @@ class Plan:
         if self.arch_spec(wildcards.model)["img_size"] < 224:
             return DEMO_JOB_MB
         per_process = registry.HOST_MB + section["workers"] * registry.WORKER_MB
+        # a timm row's model beyond the paper-size one HOST_MB allows for (0 for other rows)
+        per_process += self.arch_spec(wildcards.model).get("extra_mb", {}).get(rule, 0)
         processes = self.config["finetune"]["gpus"] if rule == "finetune" else 1
         return processes * per_process
 
@@ -400,7 +402,18 @@ class Plan:
 
         spec = timm_models.arch_spec(row["arch"])
         size = timm_models.input_size(row, self.config["transform"]) or spec["img_size"]
-        return {"dim": spec["dims"][row["embedding"]], "img_size": max(size, spec["img_size"])}
+        # float32 weights once (frozen use) or four times (weights, gradients, SGD momentum,
+        # the state file's copy) beyond a ViT-B's, which registry.HOST_MB includes
+        weights_mb = max(0, spec["n_params"] - timm_models.HOST_MB_PARAMS) * 4 / 2**20
+        return {
+            "dim": spec["dims"][row["embedding"]],
+            "img_size": max(size, spec["img_size"]),
+            "extra_mb": {
+                "features": int(weights_mb),
+                "linear_online": int(weights_mb),
+                "finetune": int(4 * weights_mb),
+            },
+        }
 
     def timm_fields(self, row, use) -> dict:
         """What a timm row adds to model_fields(): the source, transform and input size of its

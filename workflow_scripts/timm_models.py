@@ -60,6 +60,11 @@ TRANSFORMS = ("paper", "model")
 FINETUNE_KINDS = ("tokens", "maps")
 
 
+#: parameters of the paper-size model (ViT-B/16, 86 M) that ``registry.HOST_MB`` allows for;
+#: a bigger timm model's jobs ask for the difference on top (``plan.Plan.arch_spec``)
+HOST_MB_PARAMS = 86_000_000
+
+
 class TimmModelError(ValueError):
     """A timm row that cannot work; the message names the arch (the caller adds the row)."""
 
@@ -133,6 +138,7 @@ def arch_spec(arch: str) -> dict:
         "url": None if cfg.get("hf_hub_id") else (cfg.get("url") or None),
         "tags": tags,
         "finetune": kind in FINETUNE_KINDS and hasattr(net, "group_matcher"),
+        "n_params": int(sum(p.numel() for p in net.parameters())),
         "pretrained_cfg": cfg,
     }
 
@@ -374,12 +380,15 @@ def local_file(url: str) -> Path:
     return Path(url)
 
 
-def hub_file(repo_id: str, cache_dir: str | None) -> str | None:
-    """The cached weights file of a hub repository (None if not cached)."""
+def hub_file(repo_id: str, cache_dir: str | None, filename: str | None = None) -> str | None:
+    """The cached weights file of a hub repository (None if not cached): ``filename`` (the
+    pretrained config's ``hf_hub_filename``) or the names timm tries."""
     from huggingface_hub import try_to_load_from_cache
 
-    for filename in ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin"):
-        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
+    for name in (filename, "model.safetensors", "pytorch_model.bin"):
+        if not name:
+            continue
+        found = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
         if isinstance(found, str):
             return found
     return None
@@ -456,7 +465,7 @@ def fetch_weights(
             f"{where}: the weights do not fit the architecture: {type(error).__name__}: {error}"
         ) from None
     if not url and repo:
-        source = hub_file(repo, cache_dir)
+        source = hub_file(repo, cache_dir, spec["pretrained_cfg"].get("hf_hub_filename"))
     digest = sha256_file(source) if source else None
     if sha256 and digest != sha256.lower():
         raise ValueError(f"{where}: '{source}' has sha256 {digest}, the table pins {sha256}")

@@ -348,7 +348,10 @@ def test_timm_rows_take_their_family_from_the_model(tmp_path):
         plan.transform_of(SimpleNamespace(model="vit")) == {"name": "paper"} | config["transform"]
     )
     assert plan.transform_of(SimpleNamespace(model=plan.demo_models[0])) == config["transform"]
-    assert plan.arch_spec("cnx") == {"dim": 320, "img_size": 224}
+    assert {k: plan.arch_spec("cnx")[k] for k in ("dim", "img_size")} == {
+        "dim": 320,
+        "img_size": 224,
+    }
     assert plan.arch_spec("vit")["dim"] == 192
     assert plan.timm_weights_spec(wc) == {
         "model": "cnx",
@@ -551,7 +554,21 @@ def test_the_modern_table_mixes_with_the_papers(tmp_path):
         "input_size": 224,
     }
     # DINOv2 at the paper's 224 crop: 768-d, the GPU and memory of a paper-size model
-    assert plan.arch_spec("dinov2_vitb14") == {"dim": 768, "img_size": 518}
+    assert {k: plan.arch_spec("dinov2_vitb14")[k] for k in ("dim", "img_size")} == {
+        "dim": 768,
+        "img_size": 518,
+    }
+    # memory: a ViT-B's is in registry.HOST_MB; the ViT-H's 631 M parameters come on top
+    # (float32: once to extract, four times to fine-tune); the paper rows' requests as before
+    from workflow_scripts import registry
+
+    vith = SimpleNamespace(model="ijepa_vith14")
+    base = registry.HOST_MB + config["features"]["workers"] * registry.WORKER_MB
+    extra = (630_762_240 - 86_000_000) * 4 / 2**20
+    assert plan.job_memory_mb(vith, "features") == base + int(extra)
+    tuned = registry.HOST_MB + config["finetune"]["workers"] * registry.WORKER_MB + int(4 * extra)
+    assert plan.job_memory_mb(vith, "finetune") == tuned
+    assert plan.job_memory_mb(SimpleNamespace(model="dino_vitb16"), "features") == base
     assert plan.model_fields("siglip_vitb16", "backbone")["input_size"] == 224
     assert plan.transform_of(SimpleNamespace(model="siglip_vitb16"))["mean"] == [0.5, 0.5, 0.5]
     from workflow_scripts.tables import models_table
