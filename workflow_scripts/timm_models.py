@@ -55,9 +55,11 @@ MODULE_FAMILIES: dict[str, tuple[str, str]] = {
 }
 EMBEDDINGS = ("pooled", "cls", "mean_patch", "avgpool")
 TRANSFORMS = ("paper", "model")
-#: kinds whose fine-tuning uses timm's layer grouping (``group_matcher``) for layer-wise lr
-#: decay and its ``drop_path_rate`` (the ViT extras of the recipe)
-FINETUNE_KINDS = ("tokens", "maps")
+#: families fine-tuned with the recipe's ViT extras: layer-wise lr decay along timm's layer
+#: grouping (``group_matcher``), timm's ``drop_path_rate`` and label smoothing
+VIT_RECIPE_FAMILIES = ("vit", "convnext")
+#: families fine-tuned with the paper's ResNet recipe (no extras)
+PLAIN_RECIPE_FAMILIES = ("resnet",)
 
 
 #: parameters of the paper-size model (ViT-B/16, 86 M) that ``registry.HOST_MB`` allows for;
@@ -137,7 +139,10 @@ def arch_spec(arch: str) -> dict:
         # weights timm downloads from a URL instead (e.g. I-JEPA): torch hub's file cache
         "url": None if cfg.get("hf_hub_id") else (cfg.get("url") or None),
         "tags": tags,
-        "finetune": kind in FINETUNE_KINDS and hasattr(net, "group_matcher"),
+        # the recipe's ViT extras apply (else the plain recipe, or no fine-tuning)
+        "vit_recipe": family in VIT_RECIPE_FAMILIES and hasattr(net, "group_matcher"),
+        "finetune": family in PLAIN_RECIPE_FAMILIES
+        or (family in VIT_RECIPE_FAMILIES and hasattr(net, "group_matcher")),
         "n_params": int(sum(p.numel() for p in net.parameters())),
         "pretrained_cfg": cfg,
     }
@@ -184,8 +189,9 @@ def check_row(row: dict, trained: bool) -> str:
         raise TimmModelError(
             f"the trained protocols (finetune, fewshot) need layer-wise lr decay and drop-path "
             f"along the model's blocks, which sslbench applies to timm ViT-like and ConvNeXt "
-            f"models (timm's group_matcher); '{row['arch']}' (timm module '{spec['module']}') "
-            "has no such recipe here: deselect the row or the trained protocols"
+            f"models (timm's group_matcher; ResNets take the plain recipe); '{row['arch']}' "
+            f"(timm module '{spec['module']}') has no such recipe here: deselect the row or "
+            "the trained protocols"
         )
     return spec["family"]
 
@@ -259,14 +265,13 @@ def _backbone_class():
         """A timm model whose ``forward`` returns one embedding; its state dict is the timm
         model's own (no prefix), so the hub's weights and the workflow's file are alike."""
 
-        def __init__(self, net: nn.Module, embedding: str, dim: int, kind: str) -> None:
+        def __init__(self, net: nn.Module, embedding: str, dim: int, vit_recipe: bool) -> None:
             super().__init__()
             self.net = net
             self.embedding = embedding
             self.embed_dim = dim
-            self.kind = kind
             # the recipe's ViT extras (layer decay, drop-path, label smoothing) apply
-            self.vit_recipe = kind in FINETUNE_KINDS and hasattr(net, "group_matcher")
+            self.vit_recipe = vit_recipe
 
         def forward(self, x):
             features = self.net.forward_features(x)
@@ -346,8 +351,9 @@ def build(arch: str, embedding: str, drop_path: float = 0.0, input_size: int | N
             f"embedding '{embedding}' is not available for arch '{arch}' "
             f"(choose from {', '.join(spec['embeddings'])})"
         )
-    net = create(arch, input_size, drop_path, pretrained=False)
-    return _backbone_class()(net, embedding, spec["dims"][embedding], spec["kind"])
+    # drop-path belongs to the ViT extras of the recipe (the paper's ResNets have none)
+    net = create(arch, input_size, drop_path if spec["vit_recipe"] else 0.0, pretrained=False)
+    return _backbone_class()(net, embedding, spec["dims"][embedding], spec["vit_recipe"])
 
 
 # --------------------------------------------------------------------------------------------

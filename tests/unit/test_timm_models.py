@@ -396,7 +396,7 @@ def test_timm_rows_take_their_family_from_the_model(tmp_path):
         (
             dict(arch="swin_tiny_patch4_window7_224.ms_in1k", embedding="pooled"),
             r"key 'bad': the trained protocols \(finetune, fewshot\) need layer-wise lr decay "
-            r"and drop-path .* 'swin_transformer'",
+            r"and drop-path .*'swin_transformer'",
         ),
     ],
 )
@@ -441,6 +441,19 @@ def test_timm_vit_layer_decay_is_the_papers(final_norm_in_last_block):
     # timm's linear drop-path schedule up to the rate on the last block
     assert vit.net.blocks[-1].drop_path1.drop_prob == pytest.approx(0.2)
     assert vit.net.blocks[0].drop_path1.__class__.__name__ == "Identity"
+
+
+def test_a_timm_resnet_takes_the_plain_recipe():
+    """As the paper's ResNets: no layer decay, drop-path or label smoothing."""
+    net = timm_models.build("resnet10t.c3_in1k", "avgpool", drop_path=0.2)
+    assert timm_models.arch_spec("resnet10t.c3_in1k")["family"] == "resnet"
+    assert not finetune.is_vit(net)
+    assert not any("DropPath" in type(m).__name__ for m in net.modules())
+    groups = finetune.param_groups(
+        finetune.Classifier(net, 5, "raw"),
+        finetune.FinetuneRecipe(epochs=1, batch_size=2, lr=0.1, warmup_epochs=0),
+    )
+    assert [g["lr"] for g in groups] == [0.1]
 
 
 def test_convnext_layer_decay_follows_its_stages():
