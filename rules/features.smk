@@ -29,7 +29,7 @@ rule extract_features:
         datasets=lambda wc: [d for d, _ in PLAN.job_pairs(wc)],
         splits=lambda wc: [s for _, s in PLAN.job_pairs(wc)],
         sources=PLAN.data_sources,
-        transform=PLAN.section("transform"),
+        transform=PLAN.transform_of,  # config 'transform'; a timm row's own spec
         # what changes the features; device, workers, threads, channels_last and log_every
         # (config features section, read at run time) do not rerun anything
         options={k: config["features"][k] for k in ("batch_size", "dtype", "precision")},

@@ -122,7 +122,7 @@ if PLAN.trained_protocols:
             recipes=PLAN.job_recipes,
             num_classes=STUDY.dataset(PLAN.id_dataset)["num_classes"],
             source=PLAN.data_source(PLAN.id_dataset),
-            transform=PLAN.section("transform"),
+            transform=PLAN.transform_of,
             state_dir=lambda wc: f"results/state/finetune/{wc.model}",
             code=code("finetune"),
         script:

@@ -6,6 +6,7 @@
 
 localrules:
     download_checkpoint,
+    timm_weights,
 
 
 rule pretrain:
@@ -81,3 +82,24 @@ rule convert_checkpoint:
         code=code("convert_checkpoint"),
     script:
         script_path("convert_checkpoint")
+
+
+# A row with source 'timm' (any pretrained timm model by name): timm loads the hub weights
+# (cache: config timm.cache_dir; HF_HUB_OFFLINE=1 honoured) or the row's local file and the
+# backbone is written as safetensors. A local rule: compute nodes are often offline.
+rule timm_weights:
+    output:
+        weights="results/checkpoints/{model}.safetensors",
+        sidecar="results/checkpoints/{model}.json",
+    log:
+        "logs/timm_weights/{model}.log",
+    wildcard_constraints:
+        model=keys_regex(PLAN.timm_models),
+    retries: 1
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        spec=PLAN.timm_weights_spec,
+        code=code("timm_weights"),
+    script:
+        script_path("timm_weights")

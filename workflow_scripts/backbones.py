@@ -155,11 +155,23 @@ BUILDERS: dict[str, Callable[[str, str, float], nn.Module]] = {
 }
 
 
-def build_backbone(arch: str, embedding: str, drop_path: float = 0.0) -> nn.Module:
+def build_backbone(
+    arch: str,
+    embedding: str,
+    drop_path: float = 0.0,
+    source: str | None = None,
+    input_size: int | None = None,
+) -> nn.Module:
     """A randomly initialised backbone whose ``forward`` returns the embedding.
 
     ``drop_path``: stochastic-depth rate of the last ViT block (timm's linear schedule over
-    the blocks); it has no parameters, so weights load the same with or without it."""
+    the blocks); it has no parameters, so weights load the same with or without it. ``source``
+    ``timm``: ``arch`` is any timm model name (``timm_models.build``; ``input_size`` the square
+    side it is fed, None = any)."""
+    if source == "timm":
+        from workflow_scripts import timm_models
+
+        return timm_models.build(arch, embedding, drop_path, input_size)
     spec = registry.ARCHS.get(arch)
     if spec is None:
         raise ValueError(f"unknown arch '{arch}' (known: {', '.join(registry.ARCHS)})")
@@ -187,11 +199,20 @@ def save_weights(
     save_safetensors(path, state, metadata)
 
 
-def load_backbone(path: str | Path, arch: str, embedding: str, drop_path: float = 0.0) -> nn.Module:
-    """Build ``arch`` and load ``path`` (safetensors) with strict=True; eval mode."""
+def load_backbone(
+    path: str | Path,
+    arch: str,
+    embedding: str,
+    drop_path: float = 0.0,
+    source: str | None = None,
+    input_size: int | None = None,
+) -> nn.Module:
+    """Build ``arch`` and load ``path`` (safetensors) with strict=True; eval mode. ``source``
+    and ``input_size``: see :func:`build_backbone` (a job's ``model`` param carries them for
+    timm rows)."""
     from safetensors.torch import load_file
 
-    model = build_backbone(arch, embedding, drop_path)
+    model = build_backbone(arch, embedding, drop_path, source, input_size)
     state = load_file(str(path))
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:

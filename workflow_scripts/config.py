@@ -220,6 +220,8 @@ def check_models(models: pd.DataFrame, path: str) -> None:
     """Cross-column rules of the model table that a JSON schema cannot express."""
     for key, row in models.iterrows():
         where = f"models table '{path}', key '{key}'"
+        if row["source"] == "timm":
+            continue  # any timm model: check_timm_rows
         arch = registry.ARCHS.get(row["arch"])
         if arch is None:
             raise ConfigError(
@@ -253,6 +255,55 @@ def check_models(models: pd.DataFrame, path: str) -> None:
                 raise ConfigError(f"{where}: column 'steps' must be > 0 for a trained method")
         elif row["source"] == "checkpoint":
             check_checkpoint_row(row, where)
+
+
+def check_timm_rows(models: pd.DataFrame, path: str, config: dict) -> pd.DataFrame:
+    """Rows with source 'timm' (``workflow_scripts.timm_models``: timm is imported only when
+    the table has one): the arch is a timm name with a pretrained tag, the embedding exists for
+    it, the family agrees with the model's (an empty cell takes it), transform 'model' is
+    reproducible, and with trained protocols the model has the fine-tuning recipe. Column
+    'transform' belongs to timm rows. Returns ``models`` with the families filled in."""
+    trained = any(registry.PROTOCOLS[p]["kind"] == "trained" for p in config["protocols"])
+    timm_keys = []
+    for key in models.index:
+        row = _row_dict(models, key)  # None for empty cells (iterrows may give NaN)
+        where = f"models table '{path}', key '{key}'"
+        if row["source"] != "timm":
+            if row.get("transform") not in (None, "paper"):
+                raise ConfigError(
+                    f"{where}: column 'transform' is '{row['transform']}'; only source 'timm' "
+                    "rows take another transform than 'paper'"
+                )
+            continue
+        from workflow_scripts import timm_models
+
+        try:
+            family = timm_models.check_row(row, trained)
+        except timm_models.TimmModelError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        if row.get("transform") == "model" and "linear_online" in config["protocols"]:
+            raise ConfigError(
+                f"{where}: transform 'model' is not supported by protocol 'linear_online' (it "
+                "normalises with config 'transform'); use transform 'paper' or drop the protocol"
+            )
+        if row["url"] is not None:
+            try:
+                from workflow_scripts.checkpoints import url_kind
+
+                kind = url_kind(row["url"])
+            except ValueError as error:
+                raise ConfigError(f"{where}: column 'url': {error}") from None
+            if kind not in ("local", "file"):
+                raise ConfigError(
+                    f"{where}: column 'url' of a timm row is a local weights file (the hub "
+                    f"weights need no url), not '{row['url']}'"
+                )
+        timm_keys.append((key, family))
+    if timm_keys:
+        models = models.copy()
+        for key, family in timm_keys:
+            models.at[key, "family"] = family
+    return models
 
 
 def check_checkpoint_row(row, where: str) -> None:
@@ -363,6 +414,7 @@ def load_study(config: dict, basedir: str | Path) -> Study:
     models = _select(models, config["models"], "models", "model")
     datasets = _select(datasets, config["datasets"], "datasets", "data set")
     check_models(models, str(models_path))
+    models = check_timm_rows(models, str(models_path), config)
     check_datasets(datasets, str(datasets_path))
     unknown = [key for key in config["allow_subsets"] if key not in datasets.index]
     if unknown:

@@ -99,6 +99,10 @@ class Classifier(nn.Module):
 
 
 def is_vit(backbone: nn.Module) -> bool:
+    """The recipe's ViT extras apply: a ViT, or a timm row's ViT-like or ConvNeXt backbone
+    (``timm_models``: layer decay along timm's block grouping)."""
+    if getattr(backbone, "vit_recipe", False):
+        return True
     return hasattr(backbone, "blocks") and hasattr(backbone, "patch_embed")
 
 
@@ -134,7 +138,10 @@ def vit_layer_id(name: str, depth: int, final_norm_in_last_block: bool = False) 
 def layer_decay_scales(
     backbone: nn.Module, decay: float, final_norm_in_last_block: bool = False
 ) -> dict[str, float]:
-    """lr multiplier per backbone parameter: decay ** (depth + 1 - layer id)."""
+    """lr multiplier per backbone parameter: decay ** (depth + 1 - layer id). A timm row's
+    backbone brings its own (timm's grouping of its blocks)."""
+    if hasattr(backbone, "layer_decay_scales"):
+        return backbone.layer_decay_scales(decay, final_norm_in_last_block)
     depth = len(backbone.blocks)
     return {
         name: decay ** (depth + 1 - vit_layer_id(name, depth, final_norm_in_last_block))
@@ -615,7 +622,12 @@ def train_run(spec: RunSpec, with_weights: bool = False):
     train, test = open_split(**spec.train), open_split(**spec.test)
     images = train if spec.index is None else train.subset(spec.index)
     backbone = load_backbone(
-        spec.weights, spec.model["arch"], spec.model["embedding"], spec.recipe.drop_path
+        spec.weights,
+        spec.model["arch"],
+        spec.model["embedding"],
+        spec.recipe.drop_path,
+        source=spec.model.get("source"),  # timm rows only
+        input_size=spec.model.get("input_size"),
     )
     result, model = finetune(
         backbone,

@@ -125,7 +125,13 @@ def run_job(
         outputs,
         strict=True,
     ):
-        backbone = load_backbone(weights, model["arch"], model["embedding"])
+        backbone = load_backbone(
+            weights,
+            model["arch"],
+            model["embedding"],
+            source=model.get("source"),  # timm rows only
+            input_size=model.get("input_size"),
+        )
         results, _ = train_online(
             backbone,
             *(np.load(path) for path in paths),

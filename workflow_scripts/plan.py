@@ -124,6 +124,8 @@ class Plan:
         self.checkpoint_models = [
             m for m in self.models if study.model(m)["source"] == "checkpoint"
         ]
+        # any pretrained timm model by name (workflow_scripts.timm_models)
+        self.timm_models = [m for m in self.models if study.model(m)["source"] == "timm"]
         self.download_settings = {
             k: config["checkpoints"][k] for k in ("retries", "backoff", "timeout")
         }
@@ -190,7 +192,10 @@ class Plan:
 
     def model_fields(self, key, use) -> dict:
         row = self.study.model(key)
-        return {column: row.get(column) for column in MODEL_COLUMNS[use]}
+        fields = {column: row.get(column) for column in MODEL_COLUMNS[use]}
+        if row["source"] == "timm":  # other rows' params stay as they were
+            fields |= self.timm_fields(row, use)
+        return fields
 
     def dataset_fields(self, key, use) -> dict:
         row = self.study.dataset(key)
@@ -283,7 +288,7 @@ class Plan:
         sets (N = train + test images, D = the model's embedding) on top of ``base_mb``."""
 
         def mem_mb(wildcards):
-            dim = registry.ARCHS[self.study.model(wildcards.model)["arch"]]["dim"]
+            dim = self.arch_spec(wildcards.model)["dim"]
             return base_mb + -(-copies * self.job_images(wildcards) * dim * 4 // 2**20)
 
         return mem_mb
@@ -303,11 +308,12 @@ class Plan:
         fine-tuning): the process with torch, CUDA and the model (registry.HOST_MB) plus each
         loader worker (registry.WORKER_MB, measured, README "Cluster"); a demo model's job
         (data set arrays in memory) DEMO_JOB_MB."""
-        arch = self.study.model(wildcards.model)["arch"]
         section = self.config["finetune"] if rule == "finetune" else self.config["features"]
-        if registry.ARCHS[arch]["img_size"] < 224:
+        if self.arch_spec(wildcards.model)["img_size"] < 224:
             return DEMO_JOB_MB
         per_process = registry.HOST_MB + section["workers"] * registry.WORKER_MB
+        # a timm row's model beyond the paper-size one HOST_MB allows for (0 for other rows)
+        per_process += self.arch_spec(wildcards.model).get("extra_mb", {}).get(rule, 0)
         processes = self.config["finetune"]["gpus"] if rule == "finetune" else 1
         return processes * per_process
 
@@ -316,8 +322,7 @@ class Plan:
         (224-pixel archs); the demo's tiny backbones stay on CPU slots."""
         if device == "cpu":
             return 0
-        arch = self.study.model(model)["arch"]
-        return int(device != "auto" or registry.ARCHS[arch]["img_size"] >= 224)
+        return int(device != "auto" or self.arch_spec(model)["img_size"] >= 224)
 
     def extraction_gpus(self, wildcards) -> int:
         return self.gpus_for(self.config["features"]["device"], wildcards.model)
@@ -422,6 +427,64 @@ class Plan:
     def checkpoint_spec(self, wildcards) -> dict:
         """What the conversion of one checkpoint row needs (its rerun trigger)."""
         return conversion_spec(self.study.model(wildcards.model), self.config["checkpoints"])
+
+    # ----------------------------------------------------------------------------------------
+    # timm rows (source timm: workflow_scripts.timm_models); other rows' values are unchanged
+
+    def arch_spec(self, model) -> dict:
+        """The arch facts planning needs ("dim": the row's embedding width, "img_size"): the
+        registry's, or for a timm row timm's own (a model on the meta device; no download)."""
+        row = self.study.model(model)
+        if row["source"] != "timm":
+            return registry.ARCHS[row["arch"]]
+        from workflow_scripts import timm_models
+
+        spec = timm_models.arch_spec(row["arch"])
+        size = timm_models.input_size(row, self.config["transform"]) or spec["img_size"]
+        # float32 weights once (frozen use) or four times (weights, gradients, SGD momentum,
+        # the state file's copy) beyond a ViT-B's, which registry.HOST_MB includes
+        weights_mb = max(0, spec["n_params"] - timm_models.HOST_MB_PARAMS) * 4 / 2**20
+        return {
+            "dim": spec["dims"][row["embedding"]],
+            "img_size": max(size, spec["img_size"]),
+            "extra_mb": {
+                "features": int(weights_mb),
+                "linear_online": int(weights_mb),
+                "finetune": int(4 * weights_mb),
+            },
+        }
+
+    def timm_fields(self, row, use) -> dict:
+        """What a timm row adds to model_fields(): the source, transform and input size of its
+        backbone; its transform in the accuracy table."""
+        from workflow_scripts import timm_models
+
+        if use == "backbone":
+            return timm_models.backbone_fields(row, self.config["transform"])
+        if use == "table":
+            return {"transform": row.get("transform") or "paper"}
+        return {}
+
+    def transform_of(self, wildcards) -> dict:
+        """The eval/train transform of a model's jobs: config 'transform' (every row but the
+        timm rows, whose spec is named and may be timm's own: transform 'model')."""
+        row = self.study.model(wildcards.model)
+        if row["source"] != "timm":
+            return self.section("transform")
+        from workflow_scripts import timm_models
+
+        return canonical(timm_models.transform_spec(row, self.config["transform"]))
+
+    def timm_weights_spec(self, wildcards) -> dict:
+        """What the timm_weights job of a row needs (its rerun trigger): the weights depend on
+        the arch and the source file only."""
+        row = self.study.model(wildcards.model)
+        return {
+            "model": row["key"],
+            "arch": row["arch"],
+            "url": row.get("url"),
+            "sha256": row.get("sha256"),
+        }
 
     # ----------------------------------------------------------------------------------------
     # figures and targets

@@ -164,9 +164,13 @@ def accuracy_table(
             reduce(pd.concat(frames, ignore_index=True), report=report, report_lr=report_lr)
         )
     table = pd.concat(parts, ignore_index=True)
-    model_info = pd.DataFrame(models)[["key", "method", "family", "arch", "paradigm"]].rename(
-        columns={"key": "model", "family": "backbone"}
-    )
+    # provenance column 'transform' (paper / model) when a timm row brings one: the model
+    # fields of the other rows have none (they use the paper's transform)
+    extra = ["transform"] if any("transform" in m for m in models) else []
+    model_info = pd.DataFrame(models)[["key", "method", "family", "arch", "paradigm", *extra]]
+    model_info = model_info.rename(columns={"key": "model", "family": "backbone"})
+    if extra:
+        model_info["transform"] = model_info["transform"].fillna("paper")
     data_info = pd.DataFrame(datasets)[["key", "role", "shift_group"]].rename(
         columns={"key": "dataset", "role": "domain"}
     )
@@ -196,4 +200,4 @@ def accuracy_table(
     ).reset_index(drop=True)
     for column in ("k", "epochs", "n_seeds", "n_train", "n_test"):
         table[column] = table[column].astype("Int64")
-    return table[COLUMNS]
+    return table[COLUMNS[: COLUMNS.index("code_version")] + extra + ["code_version"]]

@@ -38,9 +38,9 @@ MODEL_COLUMNS = (
 )
 #: T2 columns taken from the data set table, in this order.
 DATASET_COLUMNS = ("key", "kind", "role", "shift_group", "num_classes", "n_train", "n_test")
-#: Optional columns appended when the input table has them: the published reference number,
-#: then free text.
-NOTE_COLUMNS = ("published_linear", "note", "notes", "description")
+#: Optional columns appended when the input table has them: a timm row's transform (empty =
+#: paper), the published reference number, then free text.
+NOTE_COLUMNS = ("transform", "published_linear", "note", "notes", "description")
 
 
 def _frame(rows: list[dict], what: str) -> pd.DataFrame:

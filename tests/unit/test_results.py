@@ -91,6 +91,21 @@ def test_accuracy_table_joins_and_averages_seeds():
     assert list(table["arm"][:2]) == ["raw", "bn"]
 
 
+def test_a_timm_row_brings_the_transform_column():
+    """A timm row's model fields carry its transform (plan.timm_fields): the table records it
+    before code_version, 'paper' for the other rows; without timm rows the columns stay."""
+    timm_row = {"key": "c", "method": "dinov2", "family": "vit", "arch": "vit_base_patch14_dinov2"}
+    models = [*MODELS, timm_row | {"paradigm": "discriminative", "transform": "model"}]
+    frames = [_knn(m["key"], d["key"]) for m in models for d in DATASETS]
+    table = accuracy_table(frames, models, DATASETS, report="last", report_lr=0.1)
+    assert list(table.columns) == [*COLUMNS[:-1], "transform", "code_version"]
+    assert dict(zip(table["model"], table["transform"])) == {
+        "a": "paper",
+        "b": "paper",
+        "c": "model",
+    }
+
+
 def test_accuracy_table_rejects_unknown_and_duplicates():
     with pytest.raises(ValueError, match="unknown model"):
         accuracy_table([_knn("zzz", "id")], MODELS, DATASETS, report="last", report_lr=0.1)

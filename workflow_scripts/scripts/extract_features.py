@@ -16,7 +16,13 @@ options = sm.config["features"] | sm.params.options  # run-time keys + result ke
 log = runtime.setup(sm, torch_threads=options["threads"])  # the job's other CPUs: loader workers
 model = sm.params.model
 features.run_job(
-    load_backbone(sm.input.weights, model["arch"], model["embedding"]),
+    load_backbone(
+        sm.input.weights,
+        model["arch"],
+        model["embedding"],
+        source=model.get("source"),  # timm rows only
+        input_size=model.get("input_size"),
+    ),
     weights=sm.input.weights,
     model=model["key"],
     datasets=sm.params.datasets,
