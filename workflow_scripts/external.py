@@ -29,6 +29,10 @@ from workflow_scripts import registry
 from workflow_scripts.results import COLUMNS
 
 REQUIRED = ("model", "dataset", "domain", "protocol", "arm", "top1")
+#: Columns a table may have: the accuracy table's, and its optional provenance column
+#: (``transform`` of timm rows).
+OPTIONAL = ("transform",)
+ALLOWED = (*COLUMNS, *OPTIONAL)
 #: Source of the rows this run computed.
 COMPUTED = "computed"
 #: Protocol and arm names: letters, digits and underscores.
@@ -97,11 +101,11 @@ def read_results_table(path: str | Path, name: str | None = None) -> pd.DataFram
                 records.append((reader.line_num, cells))
     header = [column.strip() for column in header]
     errors = []
-    unknown = [c for c in header if c not in COLUMNS]
+    unknown = [c for c in header if c not in ALLOWED]
     if unknown:
         errors.append(
             f"line 1: unknown column(s) {', '.join(map(repr, unknown))} (allowed: the accuracy "
-            f"table's columns {', '.join(COLUMNS)})"
+            f"table's columns {', '.join(ALLOWED)})"
         )
     lacking = [c for c in REQUIRED if c not in header]
     if lacking:
@@ -254,7 +258,9 @@ def merge(computed: pd.DataFrame | None, tables: Mapping[str, pd.DataFrame]) -> 
         frames.append(computed.assign(source=COMPUTED))
     frames += [frame.assign(source=name) for name, frame in tables.items()]
     check_merged(frames)
-    table = pd.concat(frames, ignore_index=True).reindex(columns=[*COLUMNS, "source"])
+    table = pd.concat(frames, ignore_index=True)
+    optional = [c for c in OPTIONAL if c in table]
+    table = table.reindex(columns=[*COLUMNS, *optional, "source"])
     # a row that leaves a model's or data set's attribute empty gets the one another row
     # gives (e.g. a published number of a model this run computes)
     for owner, attributes in (("model", MODEL_ATTRIBUTES), ("dataset", DATASET_ATTRIBUTES)):

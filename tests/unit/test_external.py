@@ -153,6 +153,10 @@ def test_merge_adds_the_source_column(tmp_path):
     )
     merged = external.merge(computed, {"pub.csv": table})
     assert list(merged.columns) == [*external.COLUMNS, "source"]
+    # an accuracy table with timm rows has a transform column: kept
+    timm = external.merge(computed.assign(transform="model"), {"pub.csv": table})
+    assert list(timm.columns) == [*external.COLUMNS, "transform", "source"]
+    assert timm["transform"].tolist()[0] == "model"
     assert merged["source"].tolist() == ["computed", "pub.csv"]
     assert merged["top1"].tolist() == [50.0, 55.0] and "line" not in merged
     alone = external.merge(None, {"pub.csv": table})
