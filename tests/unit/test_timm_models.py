@@ -8,7 +8,6 @@ its embedding computed by hand from ``forward_features``.
 """
 
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from tests.hub_cache import REVISION, hub_layout
 from workflow_scripts import features, finetune, timm_models
 from workflow_scripts.backbones import load_backbone
 from workflow_scripts.config import ConfigError, load_study
@@ -31,29 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 VIT_CLS = "vit_tiny_patch16_224.augreg_in21k"  # class token, 192-d, native 224
 VIT_REG_GAP = "vit_dwee_patch16_reg1_gap_256.sbb_in1k"  # 1 register, average pool, native 256
 CONVNEXT = "convnext_atto.d2_in1k"  # 320-d feature maps, native 224
-REVISION = "0123456789abcdef0123456789abcdef01234567"
-
-
-def hub_layout(cache: Path, repo_id: str, state: dict) -> Path:
-    """Write ``state`` as ``model.safetensors`` of ``repo_id`` the way huggingface_hub caches
-    a download: the file under blobs/<sha256>, a relative symlink to it in
-    snapshots/<commit>/, the commit in refs/main, and the repository's config.json."""
-    folder = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = folder / "snapshots" / REVISION
-    (folder / "blobs").mkdir(parents=True)
-    snapshot.mkdir(parents=True)
-    (folder / "refs").mkdir()
-    (folder / "refs" / "main").write_text(REVISION)
-    for name, write in (
-        ("model.safetensors", lambda p: save_file(state, str(p))),
-        ("config.json", lambda p: p.write_text('{"architecture": "%s"}' % repo_id)),
-    ):
-        tmp = folder / "blobs" / "incoming"
-        write(tmp)
-        blob = folder / "blobs" / hashlib.sha256(tmp.read_bytes()).hexdigest()
-        tmp.rename(blob)
-        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
-    return snapshot / "model.safetensors"
 
 
 @pytest.fixture(scope="module")
