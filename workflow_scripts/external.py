@@ -90,15 +90,17 @@ def read_results_table(path: str | Path, name: str | None = None) -> pd.DataFram
         raise ResultsTableError(f"{where}: no such file (config key 'results_tables')")
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
-        if not header:
+        try:
+            header = next(reader, None)
+            records = [(reader.line_num, cells) for cells in reader if any(map(str.strip, cells))]
+        except (UnicodeDecodeError, csv.Error) as error:
             raise ResultsTableError(
-                f"{where}: empty file; expected a header line with columns {', '.join(REQUIRED)}"
-            )
-        records = []
-        for cells in reader:
-            if any(cell.strip() for cell in cells):
-                records.append((reader.line_num, cells))
+                f"{where}: not a UTF-8 CSV file (after line {reader.line_num}: {error})"
+            ) from None
+    if not header:
+        raise ResultsTableError(
+            f"{where}: empty file; expected a header line with columns {', '.join(REQUIRED)}"
+        )
     header = [column.strip() for column in header]
     errors = []
     unknown = [c for c in header if c not in ALLOWED]

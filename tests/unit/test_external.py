@@ -87,6 +87,13 @@ def test_every_bad_cell_is_listed_at_once(tmp_path):
     assert lines[0].strip().startswith("line 2, column 'top1': '101'")
 
 
+def test_a_file_that_is_not_utf8_csv_is_named(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes((HEADER + "\nm\xe9,in,id,knn,raw,5\n").encode("latin-1"))
+    with pytest.raises(external.ResultsTableError, match="latin1.csv': not a UTF-8 CSV file"):
+        external.read_results_table(path)
+
+
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(external.ResultsTableError, match="no such file"):
         external.read_results_table(tmp_path / "absent.csv")
