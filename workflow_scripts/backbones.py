@@ -221,3 +221,16 @@ def load_backbone(
             f"unexpected keys {result.unexpected_keys}"
         )
     return model.eval()
+
+
+def load_job_backbone(path: str | Path, model: dict, drop_path: float = 0.0) -> nn.Module:
+    """:func:`load_backbone` for a job's ``model`` param (plan ``model_fields(..,
+    "backbone")``: arch and embedding, plus source and input size for timm rows)."""
+    return load_backbone(
+        path,
+        model["arch"],
+        model["embedding"],
+        drop_path,
+        source=model.get("source"),
+        input_size=model.get("input_size"),
+    )

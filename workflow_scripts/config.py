@@ -468,12 +468,12 @@ def load_study(config: dict, basedir: str | Path) -> Study:
                     f"'{ids[0]}' ({id_row['n_train']} train images, {id_row['num_classes']} "
                     "classes) has 0 images per class"
                 )
-    tables = read_results_tables(config, basedir)
+    paths = {name: resolve_path(value, basedir) for name, value in _table_names(config).items()}
+    tables = read_results_tables(paths)
     measures = analysis_measures(config, models, datasets, tables)
     check_figure_arms(config, measures)
     others = set(measures["model"]) - set(models.index)
     check_plan(config, models, datasets, external_models=len(others))
-    paths = {name: resolve_path(value, basedir) for name, value in _table_names(config).items()}
     return Study(
         config=config, models=models, datasets=datasets, results_tables=paths, measures=measures
     )
@@ -494,12 +494,13 @@ def _table_names(config: dict) -> dict[str, str]:
     return names
 
 
-def read_results_tables(config: dict, basedir: str | Path) -> dict[str, pd.DataFrame]:
-    """Each results table (config results_tables), validated: source name -> rows."""
+def read_results_tables(paths: dict[str, Path]) -> dict[str, pd.DataFrame]:
+    """Each results table (source name -> resolved path of config results_tables),
+    validated: source name -> rows."""
     tables = {}
-    for name, value in _table_names(config).items():
+    for name, path in paths.items():
         try:
-            tables[name] = external.read_results_table(resolve_path(value, basedir), name)
+            tables[name] = external.read_results_table(path, name)
         except external.ResultsTableError as error:
             raise ConfigError(f"config key 'results_tables': {error}") from None
     return tables

@@ -616,19 +616,12 @@ class RunSpec:
 def train_run(spec: RunSpec, with_weights: bool = False):
     """Run ``spec`` in this process (or as one rank of a data-parallel group); the result row
     (None on ranks other than 0), with ``with_weights`` also the trained model's state dict."""
-    from workflow_scripts.backbones import load_backbone
+    from workflow_scripts.backbones import load_job_backbone
     from workflow_scripts.sources import open_split
 
     train, test = open_split(**spec.train), open_split(**spec.test)
     images = train if spec.index is None else train.subset(spec.index)
-    backbone = load_backbone(
-        spec.weights,
-        spec.model["arch"],
-        spec.model["embedding"],
-        spec.recipe.drop_path,
-        source=spec.model.get("source"),  # timm rows only
-        input_size=spec.model.get("input_size"),
-    )
+    backbone = load_job_backbone(spec.weights, spec.model, spec.recipe.drop_path)
     result, model = finetune(
         backbone,
         images,

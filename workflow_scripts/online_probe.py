@@ -110,7 +110,7 @@ def run_job(
     written with the job's provenance columns."""
     import pandas as pd
 
-    from workflow_scripts.backbones import load_backbone
+    from workflow_scripts.backbones import load_job_backbone
     from workflow_scripts.io import save_csv
     from workflow_scripts.linear import head_grid
 
@@ -125,13 +125,7 @@ def run_job(
         outputs,
         strict=True,
     ):
-        backbone = load_backbone(
-            weights,
-            model["arch"],
-            model["embedding"],
-            source=model.get("source"),  # timm rows only
-            input_size=model.get("input_size"),
-        )
+        backbone = load_job_backbone(weights, model)
         results, _ = train_online(
             backbone,
             *(np.load(path) for path in paths),

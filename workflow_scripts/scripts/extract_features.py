@@ -9,20 +9,14 @@ into a memory-mapped temporary .npy and renamed when complete (``features.run_jo
 import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 
 from workflow_scripts import features, runtime
-from workflow_scripts.backbones import load_backbone
+from workflow_scripts.backbones import load_job_backbone
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 options = sm.config["features"] | sm.params.options  # run-time keys + result keys
 log = runtime.setup(sm, torch_threads=options["threads"])  # the job's other CPUs: loader workers
 model = sm.params.model
 features.run_job(
-    load_backbone(
-        sm.input.weights,
-        model["arch"],
-        model["embedding"],
-        source=model.get("source"),  # timm rows only
-        input_size=model.get("input_size"),
-    ),
+    load_job_backbone(sm.input.weights, model),
     weights=sm.input.weights,
     model=model["key"],
     datasets=sm.params.datasets,
