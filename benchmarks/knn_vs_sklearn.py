@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     if device != "cpu" or args.search == "torch":
         import torch  # noqa: F401  (not timed either)
 
-        from workflow_scripts.features import resolve_device
+        from workflow_scripts.devices import resolve_device
 
         device = resolve_device(device, "--device")
     name = "torch" if args.search == "torch" or str(device) != "cpu" else "faiss"

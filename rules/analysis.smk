@@ -28,7 +28,7 @@ rule accuracy_table:
         datasets=[PLAN.dataset_fields(d, "table") for d in PLAN.datasets],
         report=config["linear"]["report"],
         report_lr=config["linear"]["report_lr"],
-        code=code("accuracy_table"),
+        code=PLAN.code("accuracy_table"),
     script:
         script_path("accuracy_table")
 
@@ -49,6 +49,8 @@ rule proxies_table:
     localrule: True
     conda:
         "../envs/sslbench.yaml"
+    params:
+        code=PLAN.code("proxies_table"),
     script:
         script_path("concat_csv")
 
@@ -73,7 +75,7 @@ rule merge_results:
         "../envs/sslbench.yaml"
     params:
         tables=PLAN.results_tables,
-        code=code("merge_results"),
+        code=PLAN.code("merge_results"),
     script:
         script_path("merge_results")
 
@@ -90,7 +92,7 @@ rule correlations:
         "../envs/sslbench.yaml"
     params:
         analysis=PLAN.section("analysis"),
-        code=code("correlations"),
+        code=PLAN.code("correlations"),
     script:
         script_path("correlations")
 
@@ -120,7 +122,7 @@ rule t1_models:
         table="models",
         title="T1: models",
         rows=[STUDY.model(m) for m in PLAN.models],
-        code=code("make_table"),
+        code=PLAN.code("t1_models"),
     script:
         script_path("make_table")
 
@@ -151,7 +153,7 @@ rule t2_datasets:
         title="T2: data sets",
         dataset_keys=PLAN.datasets,
         rows=[STUDY.dataset(d) for d in PLAN.datasets],
-        code=code("make_table"),
+        code=PLAN.code("t2_datasets"),
     script:
         script_path("make_table")
 
@@ -173,6 +175,6 @@ rule t3_accuracy:
     params:
         table="accuracy",
         title="T3: top-1 / top-5 accuracy per model, data set, protocol and arm",
-        code=code("make_table"),
+        code=PLAN.code("t3_accuracy"),
     script:
         script_path("make_table")

@@ -1,7 +1,6 @@
 # Configuration validation and the plan of the study (workflow_scripts.plan: job units,
 # outputs, resources, params). No rules here.
 
-import os
 import sys
 
 # The Snakefile imports the workflow_scripts package from the repository root (the scripts
@@ -11,7 +10,6 @@ sys.path.insert(0, workflow.basedir)
 from workflow_scripts import registry
 from workflow_scripts.config import ConfigError, load_study
 from workflow_scripts.plan import Plan, keys_regex
-from workflow_scripts.provenance import code_hash
 
 try:
     STUDY = load_study(config, basedir=workflow.basedir)
@@ -38,10 +36,3 @@ wildcard_constraints:
 def script_path(name):
     """Path of a thin per-step script, relative to this file."""
     return f"../workflow_scripts/scripts/{name}.py"
-
-
-def code(name, *modules):
-    """Hash of the package modules a step's script imports, plus ``modules`` (package modules
-    it loads by name, with their imports): a change reruns the step."""
-    script = os.path.join(workflow.basedir, "workflow_scripts", "scripts", f"{name}.py")
-    return code_hash(script, modules)

@@ -16,7 +16,7 @@ rule generate_dataset:
         "../envs/sslbench.yaml"
     params:
         row=PLAN.dataset_row("generate"),
-        code=code("generate_dataset"),
+        code=PLAN.code("generate_dataset"),
     script:
         script_path("generate_dataset")
 
@@ -39,7 +39,7 @@ rule check_dataset:
     params:
         row=PLAN.dataset_row("check"),
         allow_subset=lambda wc: wc.dataset in config["allow_subsets"],
-        code=code("check_dataset"),
+        code=PLAN.code("check_dataset"),
     script:
         script_path("check_dataset")
 
@@ -56,7 +56,7 @@ rule fewshot_split:
     params:
         num_classes=lambda wc: STUDY.dataset(wc.dataset)["num_classes"],
         seed=config["fewshot"]["seed"],
-        code=code("fewshot_split"),
+        code=PLAN.code("fewshot_split"),
     script:
         script_path("fewshot_split")
 
@@ -71,4 +71,4 @@ use rule fewshot_split as fewshot_split_extra_seed with:
     params:
         num_classes=lambda wc: STUDY.dataset(wc.dataset)["num_classes"],
         seed=lambda wc: int(wc.seed),
-        code=code("fewshot_split"),
+        code=PLAN.code("fewshot_split_extra_seed"),

@@ -33,6 +33,6 @@ rule extract_features:
         # what changes the features; device, workers, threads, channels_last and log_every
         # (config features section, read at run time) do not rerun anything
         options={k: config["features"][k] for k in ("batch_size", "dtype", "precision")},
-        code=code("extract_features"),
+        code=PLAN.code("extract_features"),
     script:
         script_path("extract_features")

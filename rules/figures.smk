@@ -24,6 +24,6 @@ for _name in PLAN.figures:
         params:
             figure=_name,
             options=PLAN.figure_options(_name),
-            code=code("plot_figure"),
+            code=PLAN.code(_name),
         script:
             script_path("plot_figure")

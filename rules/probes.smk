@@ -33,7 +33,7 @@ for _protocol, _probe in PLAN.feature_probes.items():
             arms=config["arms"],
             # the config section without its run-time keys (device is read at run time)
             settings=PLAN.probe_settings(_protocol),
-            code=code("feature_probe", _probe["module"]),
+            code=PLAN.code(_probe["rule"]),
         script:
             script_path("feature_probe")
 
@@ -74,7 +74,7 @@ rule linear_online:
         online=PLAN.section("linear_online"),
         mean=config["transform"]["mean"],
         std=config["transform"]["std"],
-        code=code("linear_online"),
+        code=PLAN.code("linear_online"),
     script:
         script_path("linear_online")
 
@@ -124,7 +124,7 @@ if PLAN.trained_protocols:
             source=PLAN.data_source(PLAN.id_dataset),
             transform=PLAN.transform_of,
             state_dir=lambda wc: f"results/state/finetune/{wc.model}",
-            code=code("finetune"),
+            code=PLAN.code("finetune"),
         script:
             script_path("finetune")
 
@@ -143,5 +143,7 @@ if PLAN.trained_protocols and not PLAN.batch_runs:
         localrule: True
         conda:
             "../envs/sslbench.yaml"
+        params:
+            code=PLAN.code("collect_trained"),
         script:
             script_path("concat_csv")

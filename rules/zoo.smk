@@ -1,7 +1,9 @@
-# The model zoo. A table row with source 'demo' is pre-trained inside the workflow (one job per
-# model, fixed seed and step budget); a row with source 'checkpoint' is downloaded (a local
-# rule: cluster compute nodes are often offline) and converted once. Either way the result is
-# the backbone as safetensors, the only form later steps read.
+# The model zoo: the rules of each model source (registry.SOURCES "rules";
+# workflow_scripts.model_sources). A row with source 'demo' is pre-trained inside the workflow
+# (one job per model, fixed seed and step budget); a row with source 'checkpoint' is downloaded
+# (a local rule: cluster compute nodes are often offline) and converted once; a 'timm' row's
+# weights come through timm. Either way the result is the backbone as safetensors, the only
+# form later steps read.
 
 
 localrules:
@@ -21,7 +23,7 @@ rule pretrain:
     benchmark:
         "results/benchmarks/pretrain/{model}.tsv"
     wildcard_constraints:
-        model=keys_regex(PLAN.demo_models),
+        model=keys_regex(PLAN.models_for_rule("pretrain")),
     conda:
         "../envs/sslbench.yaml"
     threads: PLAN.threads_of("pretrain")
@@ -29,9 +31,9 @@ rule pretrain:
         mem_mb=3000,
     params:
         row=PLAN.model_row("pretrain"),
-        hp=PLAN.pretrain_hp,
+        hp=PLAN.weights_spec,
         num_classes=STUDY.dataset(PLAN.id_dataset)["num_classes"],
-        code=code("pretrain"),
+        code=PLAN.code("pretrain"),
     script:
         script_path("pretrain")
 
@@ -43,7 +45,7 @@ rule download_checkpoint:
     log:
         "logs/download_checkpoint/{model}.log",
     wildcard_constraints:
-        model=keys_regex(PLAN.checkpoint_models),
+        model=keys_regex(PLAN.models_for_rule("download_checkpoint")),
     retries: 1
     conda:
         "../envs/sslbench.yaml"
@@ -70,7 +72,7 @@ rule convert_checkpoint:
     benchmark:
         "results/benchmarks/convert_checkpoint/{model}.tsv"
     wildcard_constraints:
-        model=keys_regex(PLAN.checkpoint_models),
+        model=keys_regex(PLAN.models_for_rule("convert_checkpoint")),
     conda:
         "../envs/sslbench.yaml"
     threads: 1
@@ -78,8 +80,8 @@ rule convert_checkpoint:
         # a ViT-B checkpoint with optimiser state, unpickled, plus the converted copy
         mem_mb=8000,
     params:
-        spec=PLAN.checkpoint_spec,
-        code=code("convert_checkpoint"),
+        spec=PLAN.weights_spec,
+        code=PLAN.code("convert_checkpoint"),
     script:
         script_path("convert_checkpoint")
 
@@ -94,12 +96,12 @@ rule timm_weights:
     log:
         "logs/timm_weights/{model}.log",
     wildcard_constraints:
-        model=keys_regex(PLAN.timm_models),
+        model=keys_regex(PLAN.models_for_rule("timm_weights")),
     retries: 1
     conda:
         "../envs/sslbench.yaml"
     params:
-        spec=PLAN.timm_weights_spec,
-        code=code("timm_weights"),
+        spec=PLAN.weights_spec,
+        code=PLAN.code("timm_weights"),
     script:
         script_path("timm_weights")

@@ -155,23 +155,13 @@ BUILDERS: dict[str, Callable[[str, str, float], nn.Module]] = {
 }
 
 
-def build_backbone(
-    arch: str,
-    embedding: str,
-    drop_path: float = 0.0,
-    source: str | None = None,
-    input_size: int | None = None,
-) -> nn.Module:
-    """A randomly initialised backbone whose ``forward`` returns the embedding.
+def build_backbone(arch: str, embedding: str, drop_path: float = 0.0) -> nn.Module:
+    """A randomly initialised backbone of a registry arch (``registry.ARCHS``) whose
+    ``forward`` returns the embedding.
 
     ``drop_path``: stochastic-depth rate of the last ViT block (timm's linear schedule over
-    the blocks); it has no parameters, so weights load the same with or without it. ``source``
-    ``timm``: ``arch`` is any timm model name (``timm_models.build``; ``input_size`` the square
-    side it is fed, None = any)."""
-    if source == "timm":
-        from workflow_scripts import timm_models
-
-        return timm_models.build(arch, embedding, drop_path, input_size)
+    the blocks); it has no parameters, so weights load the same with or without it. Other
+    model sources build their own (``workflow_scripts.model_sources``)."""
     spec = registry.ARCHS.get(arch)
     if spec is None:
         raise ValueError(f"unknown arch '{arch}' (known: {', '.join(registry.ARCHS)})")
@@ -199,20 +189,11 @@ def save_weights(
     save_safetensors(path, state, metadata)
 
 
-def load_backbone(
-    path: str | Path,
-    arch: str,
-    embedding: str,
-    drop_path: float = 0.0,
-    source: str | None = None,
-    input_size: int | None = None,
-) -> nn.Module:
-    """Build ``arch`` and load ``path`` (safetensors) with strict=True; eval mode. ``source``
-    and ``input_size``: see :func:`build_backbone` (a job's ``model`` param carries them for
-    timm rows)."""
+def load_weights(model: nn.Module, path: str | Path, arch: str) -> nn.Module:
+    """Load the safetensors file ``path`` into ``model`` with every key matched (strict);
+    eval mode."""
     from safetensors.torch import load_file
 
-    model = build_backbone(arch, embedding, drop_path, source, input_size)
     state = load_file(str(path))
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
@@ -223,14 +204,35 @@ def load_backbone(
     return model.eval()
 
 
+def build_job_backbone(model: dict, drop_path: float = 0.0) -> nn.Module:
+    """:func:`build_backbone` of a job's ``model`` param (sources ``demo`` and
+    ``checkpoint``: ``registry.SOURCES[...]["backbone"]``)."""
+    return build_backbone(model["arch"], model["embedding"], drop_path)
+
+
 def load_job_backbone(path: str | Path, model: dict, drop_path: float = 0.0) -> nn.Module:
-    """:func:`load_backbone` for a job's ``model`` param (plan ``model_fields(..,
-    "backbone")``: arch and embedding, plus source and input size for timm rows)."""
-    return load_backbone(
-        path,
-        model["arch"],
-        model["embedding"],
-        drop_path,
-        source=model.get("source"),
-        input_size=model.get("input_size"),
+    """The backbone of a job's ``model`` param (plan ``model_fields(.., "backbone")``: key,
+    method, arch, embedding and what its source adds), built by the module its source names
+    (``registry.SOURCES[source]["backbone"]``: this one or ``timm_models``, imported by name)
+    and loaded from ``path``."""
+    import importlib
+
+    loader = importlib.import_module(
+        f"workflow_scripts.{registry.SOURCES[model['source']]['backbone']}"
     )
+    backbone = loader.build_job_backbone(model, drop_path)
+    return load_weights(backbone, path, model["arch"])
+
+
+def load_backbone(
+    path: str | Path,
+    arch: str,
+    embedding: str,
+    drop_path: float = 0.0,
+    source: str = "demo",
+    input_size: int | None = None,
+) -> nn.Module:
+    """:func:`load_job_backbone` from its parts: a registry arch (sources ``demo`` and
+    ``checkpoint``) or, with ``source="timm"``, a timm name fed ``input_size`` pixels."""
+    model = {"source": source, "arch": arch, "embedding": embedding, "input_size": input_size}
+    return load_job_backbone(path, model, drop_path)

@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 from workflow_scripts import external, registry
+from workflow_scripts.io import resolve_path  # noqa: F401 - part of this module's interface
 from workflow_scripts.schema import fill_defaults, resolve, schema_defaults, schema_node  # noqa: F401
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "config" / "schemas"
@@ -216,122 +217,26 @@ def _select(frame: pd.DataFrame, wanted, config_key: str, what: str) -> pd.DataF
     return frame.loc[list(wanted)]
 
 
-def check_models(models: pd.DataFrame, path: str) -> None:
-    """Cross-column rules of the model table that a JSON schema cannot express."""
-    for key, row in models.iterrows():
-        where = f"models table '{path}', key '{key}'"
-        if row["source"] == "timm":
-            continue  # any timm model: check_timm_rows
-        arch = registry.ARCHS.get(row["arch"])
-        if arch is None:
-            raise ConfigError(
-                f"{where}: unknown arch '{row['arch']}' (known: {', '.join(registry.ARCHS)})"
-            )
-        if arch["family"] != row["family"]:
-            raise ConfigError(
-                f"{where}: family '{row['family']}' does not match arch '{row['arch']}' "
-                f"(family '{arch['family']}')"
-            )
-        if row["embedding"] not in arch["embeddings"]:
-            raise ConfigError(
-                f"{where}: embedding '{row['embedding']}' is not available for arch "
-                f"'{row['arch']}' (choose from {', '.join(arch['embeddings'])})"
-            )
-        if row["source"] == "demo":
-            method = registry.METHODS.get(row["method"])
-            if method is None:
-                raise ConfigError(
-                    f"{where}: method '{row['method']}' cannot be trained by the workflow "
-                    f"(known: {', '.join(registry.METHODS)})"
-                )
-            if row["family"] not in method["families"]:
-                raise ConfigError(
-                    f"{where}: method '{row['method']}' does not run on a {row['family']} backbone"
-                )
-            for column in ("seed", "steps"):
-                if row[column] is None:
-                    raise ConfigError(f"{where}: column '{column}' is required for source 'demo'")
-            if row["method"] != "random" and row["steps"] == 0:
-                raise ConfigError(f"{where}: column 'steps' must be > 0 for a trained method")
-        elif row["source"] == "checkpoint":
-            check_checkpoint_row(row, where)
+def check_models(models: pd.DataFrame, path: str, config: dict) -> pd.DataFrame:
+    """Cross-column rules of the model table that a JSON schema cannot express: each row by
+    the module of its source (``workflow_scripts.model_sources``; timm is imported only when
+    the table has a timm row). Returns ``models`` with the cells the sources fill in (a timm
+    row's empty family)."""
+    from workflow_scripts import model_sources
 
-
-def check_timm_rows(models: pd.DataFrame, path: str, config: dict) -> pd.DataFrame:
-    """Rows with source 'timm' (``workflow_scripts.timm_models``: timm is imported only when
-    the table has one): the arch is a timm name with a pretrained tag, the embedding exists for
-    it, the family agrees with the model's (an empty cell takes it), transform 'model' is
-    reproducible, and with trained protocols the model has the fine-tuning recipe. Column
-    'transform' belongs to timm rows. Returns ``models`` with the families filled in."""
-    trained = any(registry.PROTOCOLS[p]["kind"] == "trained" for p in config["protocols"])
-    timm_keys = []
+    filled = {}
     for key in models.index:
         row = _row_dict(models, key)  # None for empty cells (iterrows may give NaN)
-        where = f"models table '{path}', key '{key}'"
-        if row["source"] != "timm":
-            if row.get("transform") not in (None, "paper"):
-                raise ConfigError(
-                    f"{where}: column 'transform' is '{row['transform']}'; only source 'timm' "
-                    "rows take another transform than 'paper'"
-                )
-            continue
-        from workflow_scripts import timm_models
-
         try:
-            family = timm_models.check_row(row, trained)
-        except timm_models.TimmModelError as error:
-            raise ConfigError(f"{where}: {error}") from None
-        if row.get("transform") == "model" and "linear_online" in config["protocols"]:
-            raise ConfigError(
-                f"{where}: transform 'model' is not supported by protocol 'linear_online' (it "
-                "normalises with config 'transform'); use transform 'paper' or drop the protocol"
-            )
-        if row["url"] is not None:
-            try:
-                from workflow_scripts.checkpoints import url_kind
-
-                kind = url_kind(row["url"])
-            except ValueError as error:
-                raise ConfigError(f"{where}: column 'url': {error}") from None
-            if kind not in ("local", "file"):
-                raise ConfigError(
-                    f"{where}: column 'url' of a timm row is a local weights file (the hub "
-                    f"weights need no url), not '{row['url']}'"
-                )
-        timm_keys.append((key, family))
-    if timm_keys:
+            filled[key] = model_sources.load(row["source"]).check_row(row, config)
+        except model_sources.SourceError as error:
+            raise ConfigError(f"models table '{path}', key '{key}': {error}") from None
+    if any(filled.values()):
         models = models.copy()
-        for key, family in timm_keys:
-            models.at[key, "family"] = family
+        for key, cells in filled.items():
+            for column, value in cells.items():
+                models.at[key, column] = value
     return models
-
-
-def check_checkpoint_row(row, where: str) -> None:
-    """Columns format and url of a row with source 'checkpoint'."""
-    from workflow_scripts.checkpoints import FORMATS, url_kind  # no torch
-
-    fmt = row["format"]
-    if fmt is None:
-        raise ConfigError(
-            f"{where}: column 'format' is required for source 'checkpoint' "
-            f"(known: {', '.join(FORMATS)})"
-        )
-    if fmt not in FORMATS:
-        raise ConfigError(
-            f"{where}: column 'format': unknown checkpoint format '{fmt}' "
-            f"(known: {', '.join(FORMATS)})"
-        )
-    if row["family"] not in FORMATS[fmt]["families"]:
-        raise ConfigError(
-            f"{where}: column 'format': format '{fmt}' holds a "
-            f"{'/'.join(FORMATS[fmt]['families'])} backbone, not a {row['family']} one"
-        )
-    if row["url"] is None:
-        raise ConfigError(f"{where}: column 'url' is required for source 'checkpoint'")
-    try:
-        url_kind(row["url"])
-    except ValueError as error:
-        raise ConfigError(f"{where}: column 'url': {error}") from None
 
 
 def check_datasets(datasets: pd.DataFrame, path: str) -> None:
@@ -387,15 +292,6 @@ def check_datasets(datasets: pd.DataFrame, path: str) -> None:
                     )
 
 
-def resolve_path(value: str, basedir: str | Path) -> Path:
-    """A table path: relative to the working directory if it exists there, else to the
-    workflow's base directory (so ``--directory`` runs find the shipped tables)."""
-    path = Path(value)
-    if path.is_absolute() or path.exists():
-        return path
-    return Path(basedir) / path
-
-
 def load_study(config: dict, basedir: str | Path) -> Study:
     """Validate ``config`` and its tables; return the selected rows as a :class:`Study`.
 
@@ -413,8 +309,7 @@ def load_study(config: dict, basedir: str | Path) -> Study:
             datasets[column] = None
     models = _select(models, config["models"], "models", "model")
     datasets = _select(datasets, config["datasets"], "datasets", "data set")
-    check_models(models, str(models_path))
-    models = check_timm_rows(models, str(models_path), config)
+    models = check_models(models, str(models_path), config)
     check_datasets(datasets, str(datasets_path))
     unknown = [key for key in config["allow_subsets"] if key not in datasets.index]
     if unknown:
@@ -439,10 +334,15 @@ def load_study(config: dict, basedir: str | Path) -> Study:
             f"linear.epochs ({lin['epochs']})"
         )
     real = [key for key in datasets.index if datasets.loc[key, "kind"] != "synthetic"]
-    demo = [key for key in models.index if models.loc[key, "source"] == "demo"]
-    if demo and ids[0] in real:
+    on_id = [
+        key
+        for key in models.index
+        if registry.SOURCES[models.loc[key, "source"]].get("trains_on_id")
+    ]
+    if on_id and ids[0] in real:
+        source = models.loc[on_id[0], "source"]
         raise ConfigError(
-            f"config key 'models': model(s) {', '.join(demo)} have source 'demo' and are "
+            f"config key 'models': model(s) {', '.join(on_id)} have source '{source}' and are "
             f"pre-trained on the in-domain set, which must then be synthetic; '{ids[0]}' is a "
             f"real data set (kind '{datasets.loc[ids[0], 'kind']}'): use checkpoint rows instead"
         )

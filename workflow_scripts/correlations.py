@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from workflow_scripts import registry
+from workflow_scripts.registry import arm_sort_key, protocol_sort_key
 
 METHODS = tuple(registry.CORRELATION_METHODS)
 #: Canonical order of the known feature arms; unknown ones follow alphabetically.
@@ -78,29 +79,6 @@ _KENDALL_CHUNK_ELEMENTS = 1 << 22
 
 # --------------------------------------------------------------------------------------------
 # ordering helpers
-
-
-def protocol_sort_key(protocol: str) -> tuple[int, float, str]:
-    """Sort key: the registry's protocols in its order (few-shot subsets largest first), then
-    the others alphabetically."""
-    if protocol in registry.PROXIES:  # where protocol "proxies" stands, in registry order
-        return (
-            list(registry.PROTOCOLS).index("proxies"),
-            list(registry.PROXIES).index(protocol),
-            "",
-        )
-    key, pct = registry.protocol_entry(protocol)
-    if key is None:
-        return (len(registry.PROTOCOLS), 0.0, str(protocol))
-    return (list(registry.PROTOCOLS).index(key), -(pct or 0.0), "")
-
-
-def arm_sort_key(arm: str) -> tuple[int, str]:
-    """Sort key: ``raw`` before ``bn``, then other arms alphabetically."""
-    try:
-        return (ARM_ORDER.index(arm), "")
-    except ValueError:
-        return (len(ARM_ORDER), str(arm))
 
 
 def order_protocol_arms(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

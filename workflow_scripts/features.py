@@ -2,7 +2,8 @@
 
 ``results/features/{model}/{dataset}/{split}.npy`` holds float32 (or float16) [N, D] with row i
 belonging to ``results/labels/{dataset}/{split}.npy``[i]; a JSON sidecar records the weights'
-sha256, the transform, N, D and dtype.
+sha256, the transform, N, D and dtype. Reading the cache back is
+:mod:`workflow_scripts.feature_cache` (the probes' entry point, which needs no data set adapter).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from workflow_scripts.devices import resolve_device
+from workflow_scripts.feature_cache import check_finite
 from workflow_scripts.io import save_json
 from workflow_scripts.schema import schema_defaults
 
-# torch is imported inside the functions that need it: the probes on cached features import
-# this module for load_features, and a kNN job should not pay torch's import (seconds).
+# torch is imported inside the functions that need it (nothing runs at import time).
 if TYPE_CHECKING:
     import torch
 
@@ -58,18 +60,6 @@ def array_batches(images: np.ndarray, spec: dict, batch_size: int) -> Iterator[t
     for start in range(0, len(images), batch_size):
         chunk = torch.from_numpy(np.array(images[start : start + batch_size]))  # a writable copy
         yield eval_crop(chunk.permute(0, 3, 1, 2), spec)
-
-
-def resolve_device(name: str, key: str = "features.device") -> torch.device:
-    """``auto`` = the first CUDA device if there is one, else the CPU; ``key`` names the config
-    key in the error."""
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"config key '{key}' is '{name}' but no CUDA device is visible")
-    return torch.device(name)
 
 
 def image_batches(
@@ -305,34 +295,6 @@ def check_split_sizes(splits: list[tuple[str, str, str, str, str]]) -> None:
             )
 
 
-def check_finite(
-    features: np.ndarray,
-    model: str,
-    dataset: str,
-    split: str,
-    offset: int = 0,
-    chunk_rows: int = 4096,
-) -> None:
-    """NaN or infinite features are an error naming model, data set, split and rows (row
-    numbers counted from ``offset``); checked in row chunks, so the check needs no N x D
-    temporary arrays."""
-    bad_rows: list[int] = []
-    bad_values = 0
-    for start in range(0, len(features), chunk_rows):
-        block = features[start : start + chunk_rows]
-        if np.isfinite(block).all():
-            continue
-        bad = ~np.isfinite(block)
-        bad_values += int(bad.sum())
-        bad_rows += (np.unique(np.nonzero(bad)[0]) + start + offset).tolist()
-    if bad_rows:
-        raise ValueError(
-            f"features of model '{model}' on data set '{dataset}' split '{split}' contain "
-            f"{bad_values} NaN/infinite values in {len(bad_rows)} rows "
-            f"(first rows: {bad_rows[:5]})"
-        )
-
-
 def write_sidecar(
     sidecar: str | Path,
     *,
@@ -366,37 +328,6 @@ def write_sidecar(
             "device": device,
         },
     )
-
-
-def load_features(path: str | Path, model: str, dataset: str, split: str) -> np.ndarray:
-    """Load cached features as float32 and check them (the probes' entry point)."""
-    from workflow_scripts.io import load_npy
-
-    where = f"model '{model}', data set '{dataset}', split '{split}'"
-    features = load_npy(path, f"the features of {where}").astype(np.float32, copy=False)
-    if features.ndim != 2:
-        raise ValueError(
-            f"features '{path}' ({where}) have shape {features.shape}, expected [N, D]"
-        )
-    check_finite(features, model, dataset, split)
-    return features
-
-
-def load_labelled(
-    features_path: str | Path, labels_path: str | Path, model: str, dataset: str, split: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels of one split, checked to describe the same N images."""
-    from workflow_scripts.io import load_npy
-
-    features = load_features(features_path, model, dataset, split)
-    labels = load_npy(labels_path, f"the labels of data set '{dataset}', split '{split}'")
-    if labels.ndim != 1 or len(labels) != len(features):
-        raise ValueError(
-            f"model '{model}', data set '{dataset}', split '{split}': the features "
-            f"'{features_path}' have {len(features)} rows but the labels '{labels_path}' have "
-            f"shape {labels.shape}"
-        )
-    return features, labels
 
 
 def run_job(
@@ -470,19 +401,3 @@ def run_job(
         log.info("%s / %s / %s: %d x %d", model, dataset, split, n, d)
         shapes.append((n, d))
     return shapes
-
-
-def labelled_splits(
-    model: str,
-    datasets: list[str],
-    train: list[str],
-    train_labels: list[str],
-    test: list[str],
-    test_labels: list[str],
-) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """(data set, train features, train labels, test features, test labels) for each data set
-    of a probe job, in order, loaded (and checked) one data set at a time."""
-    for dataset, *paths in zip(datasets, train, train_labels, test, test_labels, strict=True):
-        train_x, train_y = load_labelled(paths[0], paths[1], model, dataset, "train")
-        test_x, test_y = load_labelled(paths[2], paths[3], model, dataset, "test")
-        yield dataset, train_x, train_y, test_x, test_y

@@ -367,11 +367,68 @@ def finetune(
     and returns the result, the other ranks return None.
     """
     speed = speed or Speed(device=str(device))
-    device = torch.device(device)
+    state_path = Path(state_path) if state_path else None
+    training = _start_training(
+        backbone, num_classes, arm, recipe, seed, torch.device(device), speed
+    )
+    training.state_path, training.fingerprint = state_path, fingerprint
+    training.restore(_load_state(state_path, fingerprint))
+    training.net = _parallel_net(training.model, training.device, training.world, speed.compile)
+    training.train(train, on_step_end, on_epoch_end)
+    if training.rank != 0:
+        return None, training.model
+    top1, top5 = training.score(test, num_classes)
+    training.discard_state()
+    return training.result(arm, seed, top1, top5, len(train), len(test)), training.model
+
+
+def _start_training(
+    backbone: nn.Module,
+    num_classes: int,
+    arm: str,
+    recipe: FinetuneRecipe,
+    seed: int,
+    device: torch.device,
+    speed: Speed,
+) -> _Training:
+    """A fresh run at epoch 0, step 0 (no state file yet): the process's precision flags set,
+    the classifier, its optimiser and schedule built and the random generators seeded (in this
+    order: the head's initialisation is the first draw from the global RNG seeded with
+    ``seed``)."""
     rank, world = _shard()
     vit = is_vit(backbone)
     channels_last = device.type == "cuda" and not vit
     precisions.configure(speed.precision, device, benchmark=channels_last)
+    model = _build_classifier(backbone, num_classes, arm, seed, device, world, channels_last)
+    optimizer, scheduler = _build_optimizer(model, recipe)
+    gen = _seed_generators(seed, rank, world)
+    return _Training(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        gen=gen,
+        recipe=recipe,
+        speed=speed,
+        device=device,
+        vit=vit,
+        rank=rank,
+        world=world,
+        loss_sum=torch.zeros((), device=device),
+    )
+
+
+def _build_classifier(
+    backbone: nn.Module,
+    num_classes: int,
+    arm: str,
+    seed: int,
+    device: torch.device,
+    world: int,
+    channels_last: bool,
+) -> Classifier:
+    """``Classifier(backbone, num_classes, arm)`` on ``device``, its head drawn right after
+    ``torch.manual_seed(seed)``; BatchNorm synchronised across ranks when data parallel
+    (``world`` > 1), channels-last memory with ``channels_last``."""
     torch.manual_seed(seed)
     model = Classifier(backbone, num_classes, arm)
     if world > 1:
@@ -379,7 +436,12 @@ def finetune(
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    smoothing = recipe.label_smoothing if vit else 0.0
+    return model
+
+
+def _build_optimizer(model: Classifier, recipe: FinetuneRecipe):
+    """(optimiser, scheduler): SGD over the recipe's lr groups (:func:`param_groups`) with its
+    momentum and weight decay; warm-up then cosine, stepped per epoch."""
     groups = param_groups(model, recipe)
     optimizer = torch.optim.SGD(
         [{"params": g["params"], "lr": g["lr"]} for g in groups],
@@ -388,167 +450,265 @@ def finetune(
         weight_decay=recipe.weight_decay,
     )
     scheduler = warmup_cosine_epochs(optimizer, recipe.epochs, recipe.warmup_epochs)
+    return optimizer, scheduler
+
+
+def _seed_generators(seed: int, rank: int, world: int) -> torch.Generator:
+    """The generator of sample plans and augmentation, seeded with ``seed`` on every rank. Data
+    parallel: the global RNG is reseeded with ``seed + rank``, so the drop-path draws differ
+    between ranks (each rank sees other samples)."""
     gen = torch.Generator().manual_seed(seed)
-    if world > 1:  # drop-path draws differ per rank (each rank sees other samples)
+    if world > 1:
         torch.manual_seed(seed + rank)
-    epoch, start, plan = 0, 0, None
-    loss_sum = torch.zeros((), device=device)  # this epoch's (scaled) losses, for train_loss
-    state_path = Path(state_path) if state_path else None
-    state = _load_state(state_path, fingerprint)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        rngs = state["rng"]
-        if len(rngs) != world:
-            log.warning(
-                "%s was saved by %d processes, resuming with %d: the random streams "
-                "differ from an uninterrupted run",
-                state_path,
-                len(rngs),
-                world,
-            )
-        _set_rng_states(rngs[rank % len(rngs)], device)
-        epoch, start, plan = int(state["epoch"]), int(state["step"]), state["plan"]
-        loss_sum = state["loss_sum"].to(device)
-        log.info("resuming from %s at epoch %d, step %d", state_path, epoch + 1, start)
-    net: nn.Module = model
+    return gen
+
+
+def _parallel_net(model: nn.Module, device: torch.device, world: int, compile: bool) -> nn.Module:
+    """``model`` as the training steps call it: wrapped in DistributedDataParallel when data
+    parallel (``world`` > 1), then in ``torch.compile`` with ``compile``; the wrappers share
+    the model's parameters."""
+    net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    if speed.compile:
+    if compile:
         net = torch.compile(net)
+    return net
 
-    def save(epoch: int, step: int, plan: dict | None) -> None:
-        rngs = _rng_states(device)
-        gathered = [rngs]
-        if world > 1:
-            import torch.distributed as dist
 
-            gathered = [None] * world
-            dist.all_gather_object(gathered, rngs)
-        if rank == 0 and state_path:
-            _save_state(
-                state_path,
-                {
-                    "format": STATE_FORMAT,
-                    "fingerprint": fingerprint,
-                    "epoch": epoch,
-                    "step": step,
-                    "plan": plan,
-                    "loss_sum": loss_sum,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": gen.get_state(),
-                    "rng": gathered,
-                },
+@dataclasses.dataclass
+class _Training:
+    """One fine-tuning run in progress (:func:`finetune`): the training state that a save writes
+    and a resume restores, and the steps that advance it (an epoch, a step, a save)."""
+
+    model: Classifier
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    gen: torch.Generator  # sample plans and augmentation
+    recipe: FinetuneRecipe
+    speed: Speed
+    device: torch.device
+    vit: bool  # the recipe's ViT extras apply (is_vit)
+    rank: int = 0
+    world: int = 1
+    state_path: Path | None = None  # None: no saves (and no preemption stop)
+    fingerprint: str = ""
+    net: nn.Module | None = None  # the model as the steps call it (_parallel_net)
+    epoch: int = 0  # the epoch in progress (0-based)
+    step: int = 0  # its steps done so far
+    plan: dict | None = None  # its sample plan (None: not drawn yet)
+    loss_sum: torch.Tensor | None = None  # its (scaled) losses so far, for train_loss
+    train_loss: float = float("nan")  # mean loss of the last epoch finished in this call
+    last_save: float = 0.0  # time.monotonic() of the last save
+
+    @property
+    def smoothing(self) -> float:
+        """Label smoothing: the recipe's for ViTs, none for ResNets."""
+        return self.recipe.label_smoothing if self.vit else 0.0
+
+    @property
+    def channels_last(self) -> bool:
+        """ResNets on CUDA run channels-last."""
+        return self.device.type == "cuda" and not self.vit
+
+    def restore(self, state: dict | None) -> None:
+        """Continue from a saved ``state`` (:func:`_load_state`; None: start afresh): model,
+        optimiser, scheduler, generator, this rank's global RNG states, epoch, step, plan."""
+        if state is None:
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.gen.set_state(state["generator"])
+        rngs = state["rng"]
+        if len(rngs) != self.world:
+            log.warning(
+                "%s was saved by %d processes, resuming with %d: the random streams "
+                "differ from an uninterrupted run",
+                self.state_path,
+                len(rngs),
+                self.world,
             )
-        if world > 1:
-            torch.distributed.barrier()
-
-    def stop_reason(signals: _StopSignals, last_save: float) -> int:
-        """0: go on, 1: periodic save due, 2: signalled (the same on every rank)."""
-        due = (
-            2 if signals.received else int(time.monotonic() - last_save >= speed.save_minutes * 60)
+        _set_rng_states(rngs[self.rank % len(rngs)], self.device)
+        self.epoch, self.step, self.plan = int(state["epoch"]), int(state["step"]), state["plan"]
+        self.loss_sum = state["loss_sum"].to(self.device)
+        log.info(
+            "resuming from %s at epoch %d, step %d", self.state_path, self.epoch + 1, self.step
         )
-        if world > 1:
-            flag = torch.tensor([due], device=device)
+
+    def train(self, train, on_step_end, on_epoch_end) -> None:
+        """The remaining epochs on the image source ``train``, with SIGUSR1 / SIGTERM caught
+        (they stop the run at the next step, after a save: :meth:`save_if_due`)."""
+        with _StopSignals() as signals:
+            self.last_save = time.monotonic()
+            while self.epoch < self.recipe.epochs:
+                self.train_epoch(train, signals, on_step_end)
+                self.end_epoch(on_epoch_end)
+
+    def train_epoch(self, train, signals: _StopSignals, on_step_end) -> None:
+        """The epoch's remaining steps: its sample plan drawn from the generator (unless
+        resumed with it), then one step per batch from ``self.step`` on, each followed by a
+        save if one is due (with a ``state_path``) and ``on_step_end(epoch, step)``."""
+        if self.plan is None:
+            self.plan = train.plan_epoch(self.gen)
+        self.model.train()
+        shard = (self.rank, self.world)
+        for x, y in train.train_batches(
+            self.recipe.batch_size, self.gen, self.plan, self.step, shard
+        ):
+            self.train_step(train.prepare(x, self.device), y.to(self.device, non_blocking=True))
+            self.step += 1
+            if self.state_path:
+                self.save_if_due(signals)
+            if on_step_end is not None:
+                on_step_end(self.epoch, self.step)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimiser step on the batch ``x``, ``y`` (on the device): forward under the
+        precision's autocast, the loss, its gradients clipped to the recipe's norm, the update;
+        the loss is added to ``loss_sum``."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with precisions.autocast(self.speed.precision, self.device):
+            logits = self.net(x)
+        loss = self.loss(logits, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"fine-tuning loss became {loss.item()} in epoch {self.epoch + 1}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.recipe.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip)
+        self.optimizer.step()
+        self.loss_sum += loss.detach()
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the current step's batch (label smoothing: :attr:`smoothing`).
+        Data parallel: the shard's sum x world / the global batch size, so that DDP's mean over
+        the ranks is the mean over the global batch."""
+        if self.world == 1:
+            return F.cross_entropy(logits.float(), y, label_smoothing=self.smoothing)
+        size = self.recipe.batch_size
+        global_n = len(self.plan["order"][self.step * size :][:size])
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.smoothing, reduction="sum")
+        return loss * (self.world / global_n)
+
+    def end_epoch(self, on_epoch_end) -> None:
+        """Close the epoch: the scheduler steps, ``train_loss`` is its mean loss (over the ranks
+        too), the next epoch starts at step 0 with no plan and the state is saved (with a
+        ``state_path``); logged, then ``on_epoch_end(epoch)``."""
+        epoch = self.epoch
+        self.scheduler.step()
+        if self.world > 1:  # the mean over ranks of the scaled shard losses: the global loss
+            torch.distributed.all_reduce(self.loss_sum)
+            self.loss_sum /= self.world
+        self.train_loss = self.loss_sum.item() / max(self.step, 1)
+        self.epoch, self.step, self.plan = epoch + 1, 0, None
+        self.loss_sum = torch.zeros((), device=self.device)
+        if self.state_path:
+            self.save()
+        log.info("epoch %d/%d: mean loss %.4f", epoch + 1, self.recipe.epochs, self.train_loss)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+
+    def stop_reason(self, signals: _StopSignals) -> int:
+        """0: go on, 1: periodic save due, 2: signalled (the same on every rank)."""
+        if signals.received:
+            due = 2
+        else:
+            due = int(time.monotonic() - self.last_save >= self.speed.save_minutes * 60)
+        if self.world > 1:
+            flag = torch.tensor([due], device=self.device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             due = int(flag)
         return due
 
-    train_loss = float("nan")
-    with _StopSignals() as signals:
-        last_save = time.monotonic()
-        for epoch in range(epoch, recipe.epochs):
-            if plan is None:
-                plan = train.plan_epoch(gen)
-            model.train()
-            step = start
-            for x, y in train.train_batches(recipe.batch_size, gen, plan, start, (rank, world)):
-                x, y = train.prepare(x, device), y.to(device, non_blocking=True)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with precisions.autocast(speed.precision, device):
-                    logits = net(x)
-                if world == 1:
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
-                else:  # sum over the shard / global batch x world: DDP's mean is the global mean
-                    global_n = len(plan["order"][step * recipe.batch_size :][: recipe.batch_size])
-                    loss = F.cross_entropy(
-                        logits.float(), y, label_smoothing=smoothing, reduction="sum"
-                    ) * (world / global_n)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"fine-tuning loss became {loss.item()} in epoch {epoch + 1}"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if recipe.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-                optimizer.step()
-                loss_sum += loss.detach()
-                step += 1
-                if state_path:
-                    reason = stop_reason(signals, last_save)
-                    if reason:
-                        save(epoch, step, plan)
-                        last_save = time.monotonic()
-                    if reason == 2:
-                        raise Preempted(
-                            f"signal {signals.received} received: training state saved at epoch "
-                            f"{epoch + 1}, step {step} to {state_path}; a rerun resumes from there"
-                        )
-                if on_step_end is not None:
-                    on_step_end(epoch, step)
-            scheduler.step()
-            if world > 1:  # the mean over ranks of the scaled shard losses: the global loss
-                torch.distributed.all_reduce(loss_sum)
-                loss_sum /= world
-            train_loss = loss_sum.item() / max(step, 1)
-            start, plan = 0, None
-            loss_sum = torch.zeros((), device=device)
-            if state_path:
-                save(epoch + 1, 0, None)
-                last_save = time.monotonic()
-            log.info("epoch %d/%d: mean loss %.4f", epoch + 1, recipe.epochs, train_loss)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch)
-    if rank != 0:
-        return None, model
-    top1, top5 = evaluate(
-        model,
-        test,
-        num_classes,
-        device=device,
-        precision=speed.precision,
-        channels_last=channels_last,
-    )
-    if state_path and state_path.exists():
-        state_path.unlink()
-    result = {
-        "arm": arm,
-        "top1": top1,
-        "top5": top5,
-        "epochs": recipe.epochs,
-        "n_train": len(train),
-        "n_test": len(test),
-        "seed": seed,
-        "label_smoothing": smoothing,
-        "drop_path": recipe.drop_path if vit else 0.0,
-        "layer_decay": recipe.layer_decay if vit else 1.0,
-        "precision": precisions.effective(speed.precision, device),
-        "device": device.type,
-        "processes": world,
-        "compile": speed.compile,
-        "train_loss": train_loss,
-    }
-    return result, model
+    def save_if_due(self, signals: _StopSignals) -> None:
+        """After a step: save if ``save_minutes`` have passed since the last save or a stop
+        signal came; after a signal raise :class:`Preempted`."""
+        reason = self.stop_reason(signals)
+        if reason:
+            self.save()
+        if reason == 2:
+            raise Preempted(
+                f"signal {signals.received} received: training state saved at epoch "
+                f"{self.epoch + 1}, step {self.step} to {self.state_path}; a rerun resumes "
+                "from there"
+            )
+
+    def save(self) -> None:
+        """Write the training state atomically to ``state_path`` (rank 0, with every rank's RNG
+        states); data parallel: all ranks wait for it. Restarts the save clock."""
+        rngs = _rng_states(self.device)
+        gathered = [rngs]
+        if self.world > 1:
+            import torch.distributed as dist
+
+            gathered = [None] * self.world
+            dist.all_gather_object(gathered, rngs)
+        if self.rank == 0 and self.state_path:
+            _save_state(self.state_path, self.state_dict(gathered))
+        if self.world > 1:
+            torch.distributed.barrier()
+        self.last_save = time.monotonic()
+
+    def state_dict(self, rngs: list[dict]) -> dict:
+        """What a save writes (layout ``STATE_FORMAT``); ``rngs``: every rank's RNG states."""
+        return {
+            "format": STATE_FORMAT,
+            "fingerprint": self.fingerprint,
+            "epoch": self.epoch,
+            "step": self.step,
+            "plan": self.plan,
+            "loss_sum": self.loss_sum,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.gen.get_state(),
+            "rng": rngs,
+        }
+
+    def score(self, test, num_classes: int) -> tuple[float, float]:
+        """Top-1 and top-5 accuracy of the trained model on ``test`` (:func:`evaluate`)."""
+        return evaluate(
+            self.model,
+            test,
+            num_classes,
+            device=self.device,
+            precision=self.speed.precision,
+            channels_last=self.channels_last,
+        )
+
+    def discard_state(self) -> None:
+        """Delete the state file: the run is complete."""
+        if self.state_path and self.state_path.exists():
+            self.state_path.unlink()
+
+    def result(
+        self, arm: str, seed: int, top1: float, top5: float, n_train: int, n_test: int
+    ) -> dict:
+        """The run's result row (before the job's provenance columns)."""
+        return {
+            "arm": arm,
+            "top1": top1,
+            "top5": top5,
+            "epochs": self.recipe.epochs,
+            "n_train": n_train,
+            "n_test": n_test,
+            "seed": seed,
+            "label_smoothing": self.smoothing,
+            "drop_path": self.recipe.drop_path if self.vit else 0.0,
+            "layer_decay": self.recipe.layer_decay if self.vit else 1.0,
+            "precision": precisions.effective(self.speed.precision, self.device),
+            "device": self.device.type,
+            "processes": self.world,
+            "compile": self.speed.compile,
+            "train_loss": self.train_loss,
+        }
 
 
 def _save_state(path: Path, state: dict) -> None:
@@ -733,7 +893,7 @@ def job_specs(
     ``sources.open_split``; ``run_time``: the config's ``finetune`` section (device,
     save_minutes: read at run time, not params). Each unit keeps its resume state at
     ``{state_dir}/{run}_{arm}.pt``; data-parallel workers log to the first of ``log_files``."""
-    from workflow_scripts.features import resolve_device
+    from workflow_scripts.devices import resolve_device
     from workflow_scripts.io import load_npy, sha256_file
 
     device = resolve_device(run_time["device"], "finetune.device")

@@ -163,3 +163,12 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
+
+
+def resolve_path(value: str, basedir: str | Path) -> Path:
+    """A table path: relative to the working directory if it exists there, else to the
+    workflow's base directory (so ``--directory`` runs find the shipped tables)."""
+    path = Path(value)
+    if path.is_absolute() or path.exists():
+        return path
+    return Path(basedir) / path

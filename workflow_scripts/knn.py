@@ -82,6 +82,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from workflow_scripts import registry
+from workflow_scripts.probing import (
+    as_features,
+    as_labels,
+    check_dims,
+    job_datasets,
+    topk_accuracy,
+    write_rows,
+    zscore,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -91,7 +100,6 @@ ARMS = tuple(registry.ARMS)
 # faiss returns k + max(_MIN_MARGIN, k) candidates per query on the first pass.
 _MIN_MARGIN = 8
 # Rows per chunk when z-scoring, elements per chunk when recomputing exact distances.
-_ZSCORE_CHUNK_ELEMS = 1 << 23
 _CACHE_CHUNK_ELEMS = 1 << 16  # float64 working set of ~512 KiB (L2-sized)
 _SCORE_CHUNK_ELEMS = 1 << 22
 _U32 = 2.0**-24  # unit roundoff of float32
@@ -102,44 +110,6 @@ SEARCHES = ("auto", "faiss", "torch")
 
 # ----------------------------------------------------------------------------------------------
 # validation helpers
-
-
-def _as_features(x, name: str, *, sqnorms: bool = False):
-    """Return ``x`` as a C-contiguous float32 2-D array (no copy if it already is one).
-
-    With ``sqnorms=True`` also return the float32 squared row norms (used for the finiteness
-    check: they are finite only if every entry is, so the full check runs only if they are not).
-    """
-    arr = np.asarray(x)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array [n, dim], got shape {arr.shape}")
-    if arr.dtype not in (np.float16, np.float32, np.float64):
-        raise ValueError(f"{name} must be float16, float32 or float64, got dtype {arr.dtype}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} must be non-empty, got shape {arr.shape}")
-    with np.errstate(over="ignore"):
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        sq = np.einsum("ij,ij->i", arr, arr)
-    if not np.isfinite(sq).all() and not np.isfinite(arr).all():
-        raise ValueError(f"{name} contain NaN or inf (after conversion to float32)")
-    return (arr, sq) if sqnorms else arr
-
-
-def _as_labels(y, n: int, num_classes: int, name: str) -> np.ndarray:
-    arr = np.asarray(y)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
-    if arr.shape[0] != n:
-        raise ValueError(f"{name} has {arr.shape[0]} entries but the features have {n} rows")
-    if arr.dtype.kind not in "iu":
-        raise ValueError(f"{name} must have an integer dtype, got {arr.dtype}")
-    if n and (arr.min() < 0 or arr.max() >= num_classes):
-        raise ValueError(
-            f"{name} must lie in [0, num_classes={num_classes}), "
-            f"got values in [{arr.min()}, {arr.max()}]"
-        )
-    return arr.astype(np.int64, copy=False)
 
 
 def _check_num_classes(num_classes) -> int:
@@ -174,66 +144,13 @@ def _check_search(search: str, device: str | torch.device) -> str:
     if kind not in ("cpu", "cuda"):
         raise ValueError(
             f"device must be 'cpu' or a CUDA device, got {device!r} ('auto' is "
-            "resolved by the caller: workflow_scripts.features.resolve_device)"
+            "resolved by the caller: workflow_scripts.devices.resolve_device)"
         )
     if search == "auto":
         return "faiss" if kind == "cpu" else "torch"
     if search == "faiss" and kind != "cpu":
         raise ValueError(f"search='faiss' runs on the CPU only, got device={device!r}")
     return search
-
-
-def _check_dims(train: np.ndarray, test: np.ndarray) -> None:
-    if train.shape[1] != test.shape[1]:
-        raise ValueError(
-            f"train features have dimension {train.shape[1]} but test features have "
-            f"dimension {test.shape[1]}"
-        )
-
-
-# ----------------------------------------------------------------------------------------------
-# z-scoring
-
-
-def zscore(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Standardise train and test with the train mean and population std (ddof=0) per dimension.
-
-    Statistics are computed in float64 (in row chunks, two passes); a dimension whose std is 0
-    (constant over the training set) gets std 1, and its mean is the constant itself, so it
-    maps to exactly 0 in train. Returns float32 arrays, like ``StandardScaler`` fitted on train.
-    """
-    train = _as_features(train, "train features")
-    test = _as_features(test, "test features")
-    _check_dims(train, test)
-    n, dim = train.shape
-    rows = max(1, _ZSCORE_CHUNK_ELEMS // dim)
-
-    total = np.zeros(dim, dtype=np.float64)
-    for s in range(0, n, rows):
-        total += train[s : s + rows].sum(axis=0, dtype=np.float64)
-    mean = total / n
-    sq = np.zeros(dim, dtype=np.float64)
-    for s in range(0, n, rows):
-        dev = train[s : s + rows].astype(np.float64) - mean
-        sq += np.einsum("ij,ij->j", dev, dev)
-    std = np.sqrt(sq / n)
-
-    # Exactly constant columns: the float64 mean of n copies of c need not be c, so std can come
-    # out as a tiny positive number instead of 0; detect them directly.
-    lo = train.min(axis=0)
-    hi = train.max(axis=0)
-    constant = lo == hi
-    mean[constant] = lo[constant]
-    std[constant | (std == 0)] = 1.0
-
-    def apply(x: np.ndarray) -> np.ndarray:
-        out = np.empty(x.shape, dtype=np.float32)
-        step = max(1, _ZSCORE_CHUNK_ELEMS // dim)
-        for s in range(0, x.shape[0], step):
-            out[s : s + step] = (x[s : s + step].astype(np.float64) - mean) / std
-        return out
-
-    return apply(train), apply(test)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -487,10 +404,10 @@ def knn_scores(
         or block_size < 1
     ):
         raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
-    train, train_sq = _as_features(train_x, "train features", sqnorms=True)
-    test, test_sq = _as_features(test_x, "test features", sqnorms=True)
-    _check_dims(train, test)
-    labels = _as_labels(train_y, train.shape[0], num_classes, "train labels")
+    train, train_sq = as_features(train_x, "train features", sqnorms=True)
+    test, test_sq = as_features(test_x, "test features", sqnorms=True)
+    check_dims(train, test)
+    labels = as_labels(train_y, train.shape[0], num_classes, "train labels")
     k = _check_k(k, train.shape[0])
 
     dim = train.shape[1]
@@ -626,34 +543,6 @@ def knn_predict(
 # metrics and the two-arm evaluation
 
 
-def topk_accuracy(
-    scores: np.ndarray, labels: np.ndarray, ks: Iterable[int] = (1, 5)
-) -> dict[int, float]:
-    """Top-k accuracy in percent (0-100) for each k in ``ks``.
-
-    A query counts as a hit if its true label is among the k classes with the highest score,
-    ties broken toward the lower class index (stable argsort of ``-scores``). For
-    ``k >= num_classes`` the metric is meaningless and ``float('nan')`` is returned.
-    """
-    scores = np.asarray(scores)
-    if scores.ndim != 2 or scores.shape[0] == 0:
-        raise ValueError(f"scores must be a non-empty 2-D array, got shape {scores.shape}")
-    n, num_classes = scores.shape
-    labels = _as_labels(labels, n, num_classes, "labels")
-    ks = [int(kk) for kk in ks]
-    for kk in ks:
-        if kk < 1:
-            raise ValueError(f"top-k needs k >= 1, got {kk}")
-    valid = [kk for kk in ks if kk < num_classes]
-    out: dict[int, float] = {kk: float("nan") for kk in ks}
-    if valid:
-        order = np.argsort(-scores, axis=1, kind="stable")[:, : max(valid)]
-        hit = order == labels[:, None]
-        for kk in valid:
-            out[kk] = 100.0 * float(hit[:, :kk].any(axis=1).mean())
-    return out
-
-
 def evaluate_knn(
     train_x,
     train_y,
@@ -681,11 +570,11 @@ def evaluate_knn(
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
         raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {arms!r}")
-    train = _as_features(train_x, "train features")
-    test = _as_features(test_x, "test features")
-    _check_dims(train, test)
-    _as_labels(train_y, train.shape[0], num_classes, "train labels")
-    test_labels = _as_labels(test_y, test.shape[0], num_classes, "test labels")
+    train = as_features(train_x, "train features")
+    test = as_features(test_x, "test features")
+    check_dims(train, test)
+    as_labels(train_y, train.shape[0], num_classes, "train labels")
+    test_labels = as_labels(test_y, test.shape[0], num_classes, "test labels")
     k = _check_k(k, train.shape[0])
 
     results = []
@@ -731,17 +620,13 @@ def run_job(
     log,
 ) -> None:
     """One knn_probe job: for each (data set, train x, train y, test x, test y) of ``data``
-    (``features.labelled_splits``) the arms' accuracies, written to the matching ``outputs``
+    (``feature_cache.labelled_splits``) the arms' accuracies, written to the matching ``outputs``
     file with the job's provenance columns. ``settings``: config section ``knn`` (``k``;
     ``device``, a run-time key: "cpu" runs faiss without importing torch, "auto" is CUDA
     when visible)."""
-    import pandas as pd
-
-    from workflow_scripts.io import save_csv
-
     k, device = settings["k"], settings["device"]
     if device != "cpu":
-        from workflow_scripts.features import resolve_device
+        from workflow_scripts.devices import resolve_device
 
         device = str(resolve_device(device, "knn.device"))
     device_type = device.split(":")[0]
@@ -751,7 +636,7 @@ def run_job(
             "on the CPU",
             device,
         )
-    for (dataset, xtr, ytr, xte, yte), classes, out in zip(data, num_classes, outputs, strict=True):
+    for (dataset, xtr, ytr, xte, yte), classes, out in job_datasets(data, num_classes, outputs):
         rows = evaluate_knn(
             xtr,
             ytr,
@@ -763,8 +648,13 @@ def run_job(
             threads=threads,
             device=device,
         )
-        frame = pd.DataFrame(rows).assign(
-            model=model, dataset=dataset, protocol="knn", code_version=code, device=device_type
+        frame = write_rows(
+            out,
+            rows,
+            model=model,
+            dataset=dataset,
+            protocol="knn",
+            code_version=code,
+            device=device_type,
         )
-        save_csv(out, frame)
         log.info("%s / %s: %s", model, dataset, frame[["arm", "top1", "top5"]].to_dict("records"))

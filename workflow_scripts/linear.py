@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from workflow_scripts import registry
+from workflow_scripts.probing import job_datasets, topk_hits, write_rows
 from workflow_scripts.schedules import warmup_cosine_epochs
 from workflow_scripts.schema import FROM_SCHEMA, fill_from_schema
 
@@ -91,12 +92,6 @@ def epoch_batches(
     if len(batches[-1]) < 2:
         batches.pop()
     return batches
-
-
-def topk_hits(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """Per-head count of samples whose label is among the top-k logits. logits [H, N, C]."""
-    top = logits.topk(k, dim=-1).indices
-    return (top == labels.view(1, -1, 1)).any(-1).sum(-1)
 
 
 def _index(positions: list[int]) -> slice | torch.Tensor:
@@ -452,26 +447,28 @@ def run_job(
     log: logging.Logger,
 ) -> None:
     """One linear_probe job: for each (data set, train x, train y, test x, test y) of ``data``
-    (``features.labelled_splits``) all heads of ``head_grid(arms, settings)`` trained on
+    (``feature_cache.labelled_splits``) all heads of ``head_grid(arms, settings)`` trained on
     ``settings["device"]`` (config section ``linear``; ``auto`` = CUDA when visible) with
     ``threads`` torch threads, their rows written to the matching ``outputs`` file with the
     job's provenance columns."""
-    import pandas as pd
-
-    from workflow_scripts.features import resolve_device
-    from workflow_scripts.io import save_csv
+    from workflow_scripts.devices import resolve_device
 
     torch.set_num_threads(max(1, int(threads)))
     cfg = settings
     device = resolve_device(settings["device"], "linear.device")
     log.info("linear heads train on %s", device)
     heads, recipe = head_grid(arms, cfg), Recipe.from_config(cfg)
-    for (dataset, xtr, ytr, xte, yte), classes, out in zip(data, num_classes, outputs, strict=True):
+    for (dataset, xtr, ytr, xte, yte), classes, out in job_datasets(data, num_classes, outputs):
         results, _ = train_heads(xtr, ytr, xte, yte, classes, heads, recipe, device=device)
-        frame = pd.DataFrame(results).assign(
-            model=model, dataset=dataset, protocol="linear", code_version=code, device=device.type
+        frame = write_rows(
+            out,
+            results,
+            model=model,
+            dataset=dataset,
+            protocol="linear",
+            code_version=code,
+            device=device.type,
         )
-        save_csv(out, frame)
         log.info(
             "%s / %s: %s",
             model,

@@ -12,7 +12,6 @@ import pandas as pd
 from snakemake.io import expand
 
 from workflow_scripts import registry
-from workflow_scripts.checkpoints import conversion_spec
 from workflow_scripts.config import Study
 
 SPLITS = list(registry.SPLITS)
@@ -36,6 +35,36 @@ DATASET_COLUMNS = {
 }
 # Host memory (MB) of a demo-size (< 224 px) model's job: torch plus the data set's arrays.
 DEMO_JOB_MB = 3000
+# Code identity (workflow_scripts.provenance): rule -> its thin script
+# (workflow_scripts/scripts/<name>.py) and what its job loads by name at run time, beyond the
+# script's imports:
+# "source" the module that builds its model's backbone (registry.SOURCES "backbone"),
+# "adapters" the adapter of each real data set whose images it reads (datasets.<kind>),
+# "method" its model's pre-training method (pretrain.<method>). Generated rules: a feature
+# probe (registry.PROTOCOLS "probe") runs feature_probe with its module, a figure
+# (registry.FIGURES) plot_figure with figures.<name>. download_checkpoint has no code identity:
+# its output is the file whose sha256 the model row pins, whatever code fetched it.
+JOB_CODE = {
+    "download_checkpoint": None,
+    "pretrain": ("pretrain", ("method",)),
+    "convert_checkpoint": ("convert_checkpoint", ()),
+    "timm_weights": ("timm_weights", ()),
+    "generate_dataset": ("generate_dataset", ()),
+    "check_dataset": ("check_dataset", ("adapters",)),
+    "fewshot_split": ("fewshot_split", ()),
+    "fewshot_split_extra_seed": ("fewshot_split", ()),
+    "extract_features": ("extract_features", ("source", "adapters")),
+    "linear_online": ("linear_online", ("source",)),
+    "finetune": ("finetune", ("source", "adapters")),
+    "collect_trained": ("concat_csv", ()),
+    "proxies_table": ("concat_csv", ()),
+    "accuracy_table": ("accuracy_table", ()),
+    "merge_results": ("merge_results", ()),
+    "correlations": ("correlations", ()),
+    "t1_models": ("make_table", ()),
+    "t2_datasets": ("make_table", ()),
+    "t3_accuracy": ("make_table", ()),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,19 +148,19 @@ class Plan:
         # a dry run plans the whole study before any data is on disk
         self.synthetic = [d for d in self.datasets if study.dataset(d)["kind"] == "synthetic"]
         self.real = [d for d in self.datasets if d not in self.synthetic]
-        # the zoo: rows pre-trained by the workflow vs downloaded checkpoints
-        self.demo_models = [m for m in self.models if study.model(m)["source"] == "demo"]
-        self.checkpoint_models = [
-            m for m in self.models if study.model(m)["source"] == "checkpoint"
-        ]
-        # any pretrained timm model by name (workflow_scripts.timm_models)
-        self.timm_models = [m for m in self.models if study.model(m)["source"] == "timm"]
+        # the zoo by model source (registry.SOURCES; workflow_scripts.model_sources)
+        self.models_by_source = {
+            source: [m for m in self.models if study.model(m)["source"] == source]
+            for source in registry.SOURCES
+        }
         self.download_settings = {
             k: config["checkpoints"][k] for k in ("retries", "backoff", "timeout")
         }
         # probes on cached features: one generated rule each (rules/probes.smk)
         self.feature_probes = {
-            name: entry["probe"] for name, entry in registry.PROTOCOLS.items() if "probe" in entry
+            name: {"rule": entry["rules"][0], "module": entry["module"], **entry["probe"]}
+            for name, entry in registry.PROTOCOLS.items()
+            if "probe" in entry
         }
         # published ImageNet linear numbers in the model table: T1 and F8 compare them
         published = study.models.get("published_linear")
@@ -191,10 +220,14 @@ class Plan:
         return {d: self.data_source(d) for d in self.job_datasets(wildcards)}
 
     def model_fields(self, key, use) -> dict:
+        """The columns of a model row a step's params carry (MODEL_COLUMNS[use]), plus what its
+        source adds: the backbone fields of a job that loads it, the table columns."""
         row = self.study.model(key)
         fields = {column: row.get(column) for column in MODEL_COLUMNS[use]}
-        if row["source"] == "timm":  # other rows' params stay as they were
-            fields |= self.timm_fields(row, use)
+        if use == "backbone":
+            fields |= self.source_of(key).backbone_fields(row, self.config)
+        elif use == "table":
+            fields |= self.source_of(key).table_fields(row)
         return fields
 
     def dataset_fields(self, key, use) -> dict:
@@ -413,78 +446,94 @@ class Plan:
         ]
 
     # ----------------------------------------------------------------------------------------
-    # pre-training and checkpoints
+    # the zoo: each model by its source (registry.SOURCES, workflow_scripts.model_sources)
 
-    def pretrain_hp(self, wildcards) -> dict:
-        """Pre-training hyper-parameters of one model: the shared ones plus its method's."""
-        cfg = self.config["pretrain"]
-        method = self.study.model(wildcards.model)["method"]
-        hp = {k: v for k, v in cfg.items() if k != "methods"}
-        hp.update(cfg["methods"][method])
-        hp.update(mean=self.config["transform"]["mean"], std=self.config["transform"]["std"])
-        return canonical(hp)
+    def source_of(self, model):
+        """The module of a model's source (``workflow_scripts.model_sources.<source>``)."""
+        from workflow_scripts import model_sources
 
-    def checkpoint_spec(self, wildcards) -> dict:
-        """What the conversion of one checkpoint row needs (its rerun trigger)."""
-        return conversion_spec(self.study.model(wildcards.model), self.config["checkpoints"])
+        return model_sources.load(self.study.model(model)["source"])
 
-    # ----------------------------------------------------------------------------------------
-    # timm rows (source timm: workflow_scripts.timm_models); other rows' values are unchanged
+    def models_for_rule(self, rule) -> list[str]:
+        """The models whose source writes their weights with ``rule`` (rules/zoo.smk)."""
+        return [
+            m
+            for source, entry in registry.SOURCES.items()
+            if rule in entry["rules"]
+            for m in self.models_by_source[source]
+        ]
+
+    def weights_spec(self, wildcards) -> dict:
+        """What the weights rule of a model needs from its row and the config (its rerun
+        trigger): pre-training hyper-parameters, the conversion spec, the timm file."""
+        row = self.study.model(wildcards.model)
+        return canonical(self.source_of(wildcards.model).weights_spec(row, self.config))
 
     def arch_spec(self, model) -> dict:
-        """The arch facts planning needs ("dim": the row's embedding width, "img_size"): the
-        registry's, or for a timm row timm's own (a model on the meta device; no download)."""
-        row = self.study.model(model)
-        if row["source"] != "timm":
-            return registry.ARCHS[row["arch"]]
-        from workflow_scripts import timm_models
-
-        spec = timm_models.arch_spec(row["arch"])
-        size = timm_models.input_size(row, self.config["transform"]) or spec["img_size"]
-        # float32 weights once (frozen use) or four times (weights, gradients, SGD momentum,
-        # the state file's copy) beyond a ViT-B's, which registry.HOST_MB includes
-        weights_mb = max(0, spec["n_params"] - timm_models.HOST_MB_PARAMS) * 4 / 2**20
-        return {
-            "dim": spec["dims"][row["embedding"]],
-            "img_size": max(size, spec["img_size"]),
-            "extra_mb": {
-                "features": int(weights_mb),
-                "linear_online": int(weights_mb),
-                "finetune": int(4 * weights_mb),
-            },
-        }
-
-    def timm_fields(self, row, use) -> dict:
-        """What a timm row adds to model_fields(): the source, transform and input size of its
-        backbone; its transform in the accuracy table."""
-        from workflow_scripts import timm_models
-
-        if use == "backbone":
-            return timm_models.backbone_fields(row, self.config["transform"])
-        if use == "table":
-            return {"transform": row.get("transform") or "paper"}
-        return {}
+        """The arch facts planning needs ("dim": the row's embedding width, "img_size",
+        "extra_mb"): the registry's, or for a timm row timm's own (no download)."""
+        return self.source_of(model).arch_spec(self.study.model(model), self.config)
 
     def transform_of(self, wildcards) -> dict:
-        """The eval/train transform of a model's jobs: config 'transform' (every row but the
-        timm rows, whose spec is named and may be timm's own: transform 'model')."""
+        """The eval/train transform of a model's jobs (config 'transform', or a timm row's
+        named spec, maybe timm's own: transform 'model')."""
         row = self.study.model(wildcards.model)
-        if row["source"] != "timm":
-            return self.section("transform")
-        from workflow_scripts import timm_models
+        return canonical(self.source_of(wildcards.model).transform_spec(row, self.config))
 
-        return canonical(timm_models.transform_spec(row, self.config["transform"]))
+    # ----------------------------------------------------------------------------------------
+    # code identity (workflow_scripts.provenance)
 
-    def timm_weights_spec(self, wildcards) -> dict:
-        """What the timm_weights job of a row needs (its rerun trigger): the weights depend on
-        the arch and the source file only."""
-        row = self.study.model(wildcards.model)
-        return {
-            "model": row["key"],
-            "arch": row["arch"],
-            "url": row.get("url"),
-            "sha256": row.get("sha256"),
-        }
+    def job_code(self, rule, wildcards) -> tuple[str, tuple[str, ...]] | None:
+        """(thin script, package modules loaded by name) of one job of ``rule``: what it
+        runs (JOB_CODE); None for a rule without a code identity."""
+        probes = {probe["rule"]: probe["module"] for probe in self.feature_probes.values()}
+        if rule in probes:
+            return "feature_probe", (probes[rule],)
+        if rule in registry.FIGURES:
+            return "plot_figure", (f"figures.{rule}",)
+        if JOB_CODE[rule] is None:
+            return None
+        script, loads = JOB_CODE[rule]
+        modules: list[str] = []
+        if "method" in loads:
+            from workflow_scripts.pretrain import method_module
+
+            modules.append(method_module(self.study.model(wildcards.model)["method"]))
+        if "source" in loads:  # the module that builds its backbone
+            modules.append(
+                registry.SOURCES[self.study.model(wildcards.model)["source"]]["backbone"]
+            )
+        if "adapters" in loads:
+            from workflow_scripts.datasets import adapter_module
+
+            kinds = {self.study.dataset(d)["kind"] for d in self.image_datasets(rule, wildcards)}
+            modules += [adapter_module(kind) for kind in sorted(kinds - {"synthetic"})]
+        return script, tuple(m for m in modules if m is not None)
+
+    def image_datasets(self, rule, wildcards) -> list[str]:
+        """The data sets whose images a job of ``rule`` reads."""
+        if rule == "finetune":
+            return [self.id_dataset]
+        return self.job_datasets(wildcards)
+
+    def job_code_files(self, rule, wildcards) -> tuple[str, ...]:
+        """The files a job runs (provenance.module_closure), relative to the repository."""
+        from workflow_scripts import provenance
+
+        code = self.job_code(rule, wildcards)
+        if code is None:
+            return ()
+        return provenance.module_closure(str(provenance.script_file(code[0])), code[1])
+
+    def code(self, rule):
+        """The ``code`` param of ``rule``: per job, the hash of the code it runs."""
+        from workflow_scripts import provenance
+
+        def code(wildcards) -> str:
+            script, modules = self.job_code(rule, wildcards)
+            return provenance.code_hash(str(provenance.script_file(script)), modules)
+
+        return code
 
     # ----------------------------------------------------------------------------------------
     # figures and targets

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from workflow_scripts import registry
+from workflow_scripts.probing import job_datasets, standardize, write_rows
 
 PROXIES = tuple(registry.PROXIES)
 ARMS = tuple(registry.ARMS)
@@ -86,24 +87,6 @@ def subsample(n: int, max_samples: int, seed: int) -> np.ndarray:
 def indices_sha256(indices: np.ndarray) -> str:
     """SHA-256 of the indices as little-endian int64 bytes (records which rows a proxy used)."""
     return hashlib.sha256(np.ascontiguousarray(indices, dtype="<i8").tobytes()).hexdigest()
-
-
-def standardize(train) -> np.ndarray:
-    """The "bn" arm: z-score every column with the mean and population std (ddof=0) of ``train``.
-
-    Same semantics as ``workflow_scripts.knn.zscore`` (the kNN BN arm), without its float32 output:
-    statistics in float64, no epsilon; a column whose std is 0 is divided by 1, and an exactly
-    constant column (min == max) is centred on that constant, so it maps to exactly 0.
-    Returns float64.
-    """
-    x = _as_matrix(train)
-    mean = x.mean(axis=0)
-    std = np.sqrt(((x - mean) ** 2).mean(axis=0))
-    lo, hi = x.min(axis=0), x.max(axis=0)
-    constant = lo == hi
-    mean[constant] = lo[constant]
-    std[constant | (std == 0)] = 1.0
-    return (x - mean) / std
 
 
 # ----------------------------------------------------------------------------------------------
@@ -491,10 +474,6 @@ def run_job(
     features on the subsample of ``settings`` (config section ``proxies``: max_samples, seed),
     one tidy row per (proxy, arm) -- model, dataset, split, proxy, arm, value, n_samples, seed,
     then r2, indices_sha256, code_version -- written to the matching ``outputs`` file."""
-    import pandas as pd
-
-    from workflow_scripts.io import save_csv
-
     columns = [
         "model",
         "dataset",
@@ -508,13 +487,12 @@ def run_job(
         "indices_sha256",
         "code_version",
     ]
-    for (dataset, xtr, ytr, _, _), classes, out in zip(data, num_classes, outputs, strict=True):
+    for (dataset, xtr, ytr, _, _), classes, out in job_datasets(data, num_classes, outputs):
         _as_labels(ytr, len(ytr), classes)  # labels within the data set's classes
         rows, _ = compute(
             xtr, ytr, max_samples=settings["max_samples"], seed=settings["seed"], arms=arms
         )
-        frame = pd.DataFrame(rows).assign(
-            model=model, dataset=dataset, split="train", code_version=code
-        )[columns]
-        save_csv(out, frame)
+        frame = write_rows(
+            out, rows, columns, model=model, dataset=dataset, split="train", code_version=code
+        )
         log.info("%s / %s: %s", model, dataset, frame[["proxy", "arm", "value"]].to_dict("records"))

@@ -72,45 +72,92 @@ METHODS: dict[str, dict] = {
     "simmim": {"paradigm": "generative", "families": ("vit",)},
 }
 
+# Model sources (model-table column ``source``): where a row's backbone comes from, one entry
+# each: how it is planned (its module workflow_scripts/model_sources/<name>.py checks the row and
+# gives the arch facts, job fields and transform at parse time), fetched ("rules": the rules in
+# rules/zoo.smk that write results/checkpoints/{model}.safetensors for its rows, in DAG order)
+# and loaded ("backbone": the package module whose build_job_backbone(model, drop_path) builds
+# the backbone a job loads those weights into). trains_on_id: its models are pre-trained on the
+# in-domain set, which must then be a generated one.
+SOURCES: dict[str, dict] = {
+    "demo": {
+        "label": "pre-trained by the workflow",
+        "rules": ("pretrain",),
+        "backbone": "backbones",
+        "trains_on_id": True,
+    },
+    "checkpoint": {
+        "label": "a released checkpoint, downloaded and converted",
+        "rules": ("download_checkpoint", "convert_checkpoint"),
+        "backbone": "backbones",
+    },
+    "timm": {
+        "label": "a pretrained timm model by name",
+        "rules": ("timm_weights",),
+        "backbone": "timm_models",
+    },
+}
+
 SPLITS = ("train", "test")
 
 # --------------------------------------------------------------------------------------------
 # Evaluation protocols, in the order of every table and figure. kind: "frozen" protocols run
 # on every data set (cached features or the frozen backbone), "trained" ones fine-tune on the
-# in-domain set, "proxy" measures the features without an accuracy. rows: how the accuracy table reduces a protocol's per-job rows
-# (workflow_scripts.results.REDUCERS). per_percent: one protocol per few-shot subset size,
-# named <name><pct> (fewshot10, fewshot1), ordered by decreasing size; label takes {pct}.
-# probe: a probe on cached features, whose rule rules/probes.smk generates: rule name, the
-# package module whose run_job() computes it (settings = config section <protocol>), the job's
-# memory as (feature-array copies, MB on top). The other protocols have their own rules.
+# in-domain set, "proxy" measures the features without an accuracy. rows: how the accuracy
+# table reduces a protocol's per-job rows (workflow_scripts.results.REDUCERS). per_percent: one
+# protocol per few-shot subset size, named <name><pct> (fewshot10, fewshot1), ordered by
+# decreasing size; label takes {pct}. module: the package module that computes it; rules: the
+# rules that do (the per-job one first). probe: a probe on cached features, whose rule
+# rules/probes.smk generates (its module's run_job() computes it, settings = config section
+# <protocol>), with the job's memory as (feature-array copies, MB on top).
 PROTOCOLS: dict[str, dict] = {
     "knn": {
         "kind": "frozen",
         "label": "kNN",
         "rows": "single",
-        "probe": {"rule": "knn_probe", "module": "knn", "mem_mb": (3, 1000)},
+        "module": "knn",
+        "rules": ("knn_probe",),
+        "probe": {"mem_mb": (3, 1000)},
     },
     "linear": {
         "kind": "frozen",
         "label": "linear",
         "rows": "linear_heads",
-        "probe": {"rule": "linear_probe", "module": "linear", "mem_mb": (3, 1500)},
+        "module": "linear",
+        "rules": ("linear_probe",),
+        "probe": {"mem_mb": (3, 1500)},
     },
-    "linear_online": {"kind": "frozen", "label": "linear (online)", "rows": "linear_heads"},
-    "finetune": {"kind": "trained", "label": "fine-tune", "rows": "subset_seeds"},
+    "linear_online": {
+        "kind": "frozen",
+        "label": "linear (online)",
+        "rows": "linear_heads",
+        "module": "online_probe",
+        "rules": ("linear_online",),
+    },
+    "finetune": {
+        "kind": "trained",
+        "label": "fine-tune",
+        "rows": "subset_seeds",
+        "module": "finetune",
+        "rules": ("finetune", "collect_trained"),
+    },
     "fewshot": {
         "kind": "trained",
         "label": "few-shot {pct}%",
         "rows": "subset_seeds",
         "per_percent": True,
+        "module": "finetune",
+        "rules": ("finetune", "collect_trained", "fewshot_split"),
     },
     # not an accuracy: the measures of registry.PROXIES (results/tables/proxies.csv)
     "proxies": {
         "kind": "proxy",
         "label": "proxies",
+        "module": "proxies",
+        "rules": ("proxies", "proxies_table"),
         # the job's train and test features once, plus float64 copies of the <= 25,600-row
         # subsample (~1.7 GB at D = 2048)
-        "probe": {"rule": "proxies", "module": "proxies", "mem_mb": (1, 2500)},
+        "probe": {"mem_mb": (1, 2500)},
     },
 }
 
@@ -173,6 +220,23 @@ def protocol_names(protocols, percents) -> list[str]:
     return names
 
 
+def protocol_sort_key(protocol: str) -> tuple[int, float, str]:
+    """Sort key of every table and figure: the protocols in registry order (few-shot subsets
+    largest first, each proxy where protocol "proxies" stands), then the others alphabetically."""
+    if protocol in PROXIES:
+        return (list(PROTOCOLS).index("proxies"), list(PROXIES).index(protocol), "")
+    key, pct = protocol_entry(protocol)
+    if key is None:
+        return (len(PROTOCOLS), 0.0, str(protocol))
+    return (list(PROTOCOLS).index(key), -(pct or 0.0), "")
+
+
+def arm_sort_key(arm: str) -> tuple[int, str]:
+    """Sort key: the arms in registry order (``raw`` before ``bn``), then others alphabetically."""
+    order = list(ARMS)
+    return (order.index(arm), "") if arm in order else (len(order), str(arm))
+
+
 def protocol_label(name: str) -> str:
     """Readable name of a protocol (the name itself when unknown)."""
     key, pct = protocol_entry(name)
@@ -182,16 +246,18 @@ def protocol_label(name: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Figures: target name (rule and file name; the caption is report/<name>.rst) -> the plot
-# function in workflow_scripts.figures, the result tables it reads (results/tables/<input>.csv,
-# passed in this order; "accuracy" is the analysis table: accuracy_merged.csv with
-# results_tables), its config key (figures.<key>: options over the schema's defaults),
-# arm_options (options whose default is the last configured arm: BN when it runs) and requires
-# (whether the analysis has something to show: a function of a plan.FigureContext returning
-# None, or the reason the figure is not drawn; absent = always drawn).
+# Figures: target name (rule and file name; the caption is report/<name>.rst; the figure is
+# drawn by plot() of workflow_scripts/figures/<name>.py) -> the result tables it reads
+# (results/tables/<input>.csv, passed to plot() in this order; "accuracy" is the analysis table:
+# accuracy_merged.csv with results_tables), its config key (figures.<key>: options over the
+# schema's defaults), arm_options (options whose default is the last configured arm: BN when it
+# runs) and requires (whether the analysis has something to show: a function of a
+# plan.FigureContext returning None, or the reason the figure is not drawn; absent = always
+# drawn).
 
 
 def _id_pairs(c) -> str | None:
+    """Drawn with two or more in-domain (protocol, arm) measurements."""
     pairs = c.measures.loc[c.measures["domain"] == "id", ["protocol", "arm"]].drop_duplicates()
     if len(pairs) < 2:
         return "fewer than two in-domain (protocol, arm) measurements to correlate"
@@ -199,10 +265,12 @@ def _id_pairs(c) -> str | None:
 
 
 def _ood(c) -> str | None:
+    """Drawn with an out-of-domain data set."""
     return None if (c.measures["domain"] == "ood").any() else "no out-of-domain data set"
 
 
 def _shift_groups(c) -> str | None:
+    """Drawn with an out-of-domain data set that has a shift group."""
     ood = c.measures[c.measures["domain"] == "ood"]
     if not ood["shift_group"].fillna("").astype(str).ne("").any():
         return "no out-of-domain data set with a shift group"
@@ -210,6 +278,7 @@ def _shift_groups(c) -> str | None:
 
 
 def _scatter_axes(c) -> str | None:
+    """Drawn with the in-domain (x) and out-of-domain (y) accuracies its options name."""
     o, m = c.options, c.measures
     has = set(m[["domain", "protocol", "arm"]].itertuples(index=False, name=None))
     for axis, domain, where in (("x", "id", "in-domain"), ("y", "ood", "out-of-domain")):
@@ -221,18 +290,21 @@ def _scatter_axes(c) -> str | None:
 
 
 def _both_arms(c) -> str | None:
+    """Drawn with both feature arms, raw and bn."""
     if {"raw", "bn"} <= set(c.measures["arm"]):
         return None
     return "needs both feature arms, raw and bn"
 
 
 def _proxies(c) -> str | None:
+    """Drawn with protocol proxies."""
     if "proxies" in c.config["protocols"] and len(c.models):
         return None
     return "protocol proxies is not run"
 
 
 def _published(c) -> str | None:
+    """Drawn when model rows have published_linear numbers (the paper study)."""
     models = c.models
     if "published_linear" in models and bool(models["published_linear"].notna().any()):
         return None
@@ -240,7 +312,7 @@ def _published(c) -> str | None:
 
 
 def _paradigm_or_backbone_pairs(c) -> str | None:
-    """Two paradigms within the ViT backbone, or one method on two backbones."""
+    """Drawn with two paradigms within the ViT backbone, or one method on two backbones."""
     models = c.measures.groupby("model")[["method", "backbone", "paradigm"]].first()
     vit_paradigms = set(models.loc[models["backbone"] == "vit", "paradigm"])
     shared_methods = (
@@ -256,51 +328,43 @@ def _paradigm_or_backbone_pairs(c) -> str | None:
 FIGURES: dict[str, dict] = {
     "f1_id_protocols": {
         "key": "f1",
-        "plot": "plot_f1",
         "inputs": ("correlations",),
         "requires": _id_pairs,
     },
     "f2_id_vs_ood": {
         "key": "f2",
-        "plot": "plot_f2",
         "inputs": ("correlations",),
         "requires": _ood,
     },
     "f3_scatter": {
         "key": "f3",
-        "plot": "plot_f3",
         "inputs": ("accuracy",),
         "arm_options": ("x_arm", "y_arm"),
         "requires": _scatter_axes,
     },
     "f4_bn_effect": {
         "key": "f4",
-        "plot": "plot_f4",
         "inputs": ("accuracy", "correlations"),
         "requires": _both_arms,
     },
     "f5_shift_groups": {
         "key": "f5",
-        "plot": "plot_f5",
         "inputs": ("correlations",),
         "requires": _shift_groups,
     },
     "f6_paradigm_backbone": {
         "key": "f6",
-        "plot": "plot_f6",
         "inputs": ("accuracy",),
         "arm_options": ("arm",),
         "requires": _paradigm_or_backbone_pairs,
     },
     "f7_proxies": {
         "key": "f7",
-        "plot": "plot_f7",
         "inputs": ("correlations",),
         "requires": _proxies,
     },
     "f8_published": {
         "key": "f8",
-        "plot": "plot_f8",
         "inputs": ("models",),
         "requires": _published,
     },

@@ -187,13 +187,12 @@ def accuracy_table(
         raise ValueError(
             f"duplicate accuracy rows: {table[duplicated][['model', 'dataset', 'protocol', 'arm']].values.tolist()}"
         )
-    from workflow_scripts.correlations import arm_sort_key, protocol_sort_key
 
     ranks = {
         "model": {m["key"]: i for i, m in enumerate(models)}.get,
         "dataset": {d["key"]: i for i, d in enumerate(datasets)}.get,
-        "protocol": protocol_sort_key,
-        "arm": arm_sort_key,
+        "protocol": registry.protocol_sort_key,
+        "arm": registry.arm_sort_key,
     }
     table = table.sort_values(
         ["model", "dataset", "protocol", "arm"], key=lambda s: s.map(ranks[s.name])

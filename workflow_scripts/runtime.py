@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+
+#: Environment variable naming a folder: each job then records there, when it exits, the
+#: package modules it loaded (``<rule>/<wildcards>.json``), so that a test can compare what a
+#: job ran with its code identity (``workflow_scripts.provenance``).
+TRACE_ENV = "SSLBENCH_TRACE_MODULES"
 
 
 def setup(snakemake, torch_threads: bool | int = False) -> logging.Logger:
@@ -42,7 +48,39 @@ def setup(snakemake, torch_threads: bool | int = False) -> logging.Logger:
         logger.error("%s: %s", kind.__name__, value, exc_info=(kind, value, traceback))
 
     sys.excepthook = log_uncaught
+    if os.environ.get(TRACE_ENV):
+        import atexit
+
+        atexit.register(trace_modules, os.environ[TRACE_ENV], snakemake)
     return logger
+
+
+def loaded_package_files() -> list[str]:
+    """The files of the modules under ``workflow_scripts/`` this process has imported (the
+    package's and the scripts' ``_bootstrap``), relative to the repository root, sorted."""
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent
+    files = set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and Path(path).resolve().is_relative_to(package):
+            files.add(str(Path(path).resolve().relative_to(package.parent)))
+    return sorted(files)
+
+
+def trace_modules(folder: str, snakemake) -> None:
+    """Write what :data:`TRACE_ENV` asks for: this job's rule, wildcards and loaded package
+    modules, to ``<folder>/<rule>/<wildcards>.json``."""
+    import json
+    from pathlib import Path
+
+    wildcards = dict(snakemake.wildcards)
+    name = ",".join(f"{k}={v}" for k, v in sorted(wildcards.items())) or "job"
+    path = Path(folder) / snakemake.rule / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"rule": snakemake.rule, "wildcards": wildcards, "modules": loaded_package_files()}
+    path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def named_files(files, name: str) -> list[str]:

@@ -356,6 +356,11 @@ def build(arch: str, embedding: str, drop_path: float = 0.0, input_size: int | N
     return _backbone_class()(net, embedding, spec["dims"][embedding], spec["vit_recipe"])
 
 
+def build_job_backbone(model: dict, drop_path: float = 0.0):
+    """:func:`build` of a job's ``model`` param (``registry.SOURCES["timm"]["backbone"]``)."""
+    return build(model["arch"], model["embedding"], drop_path, model["input_size"])
+
+
 # --------------------------------------------------------------------------------------------
 # the weights: hub or local file -> results/checkpoints/{model}.safetensors
 

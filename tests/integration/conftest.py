@@ -8,14 +8,17 @@ import time
 
 import pytest
 
-from snakerun import snakemake
+from snakerun import snakemake, trace_dir
+
+from workflow_scripts.runtime import TRACE_ENV
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """The smoke configuration run locally once (2 cores); its wall time in wall_seconds.txt."""
+    """The smoke configuration run locally once (2 cores); its wall time in wall_seconds.txt,
+    the modules each job loaded in snakerun.trace_dir(workdir) (runtime.TRACE_ENV)."""
     workdir = tmp_path_factory.mktemp("smoke")
     start = time.monotonic()
-    snakemake(workdir, "--cores", "2")
+    snakemake(workdir, "--cores", "2", env={TRACE_ENV: str(trace_dir(workdir))})
     (workdir / "wall_seconds.txt").write_text(f"{time.monotonic() - start:.1f}\n")
     return workdir

@@ -1,13 +1,12 @@
 """Partial reruns after a real smoke run: a change reruns exactly what it makes stale.
 
-Each test compares the dry-run plan after a change with an independent oracle: the plan of
-`--forcerun <rules>` (Snakemake's own "these jobs and everything downstream of them"), where
-<rules> are the rules the change must touch, listed by hand below. Tests that change files work
-on copies of the run (and of the repository); the real repository is never edited.
+Each test compares the dry-run plan after a change of configuration or data with an
+independent oracle: the plan of `--forcerun <rules>` (Snakemake's own "these jobs and everything
+downstream of them"). Code changes: tests/integration/test_code_identity.py. Tests that change
+files work on copies of the run; the real repository is never edited.
 """
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -70,63 +69,6 @@ def test_knn_k_reruns_knn_and_what_depends_on_it(smoke_run):
     ):
         assert rule not in plan
     assert {"accuracy_table", "correlations", "f1_id_protocols", "f3_scatter"} <= set(plan)
-
-
-def copy_repo(dst: Path) -> Path:
-    """The workflow's sources (no results, no virtualenv, no git) in ``dst``."""
-    ignore = shutil.ignore_patterns(
-        ".git",
-        ".venv",
-        ".snakemake",
-        "results",
-        "logs",
-        "benchmarks",
-        "__pycache__",
-        ".pytest_cache",
-    )
-    shutil.copytree(ROOT, dst, ignore=ignore)
-    return dst
-
-
-@pytest.fixture(scope="module")
-def copies(smoke_run, tmp_path_factory):
-    """A copy of the repository and of the finished run, checked to plan nothing as copied."""
-    base = tmp_path_factory.mktemp("rerun")
-    repo, work = copy_repo(base / "repo"), copy_workdir(smoke_run, base / "work")
-    assert planned_jobs(snakemake(work, "-n", snakefile=repo / "Snakefile")) == {}
-    return repo, work
-
-
-# The helper modules and, by hand from their import statements, the rules whose scripts import
-# them (directly or through another package module).
-HELPERS = {
-    # loaded by name by scripts/feature_probe.py for knn_probe only
-    "workflow_scripts/knn.py": ("knn_probe",),
-    # imported by linear.py (linear_probe, and online_probe.py -> linear_online) and by
-    # finetune.py (finetune)
-    "workflow_scripts/schedules.py": ("linear_probe", "linear_online", "finetune"),
-}
-
-
-@pytest.mark.parametrize("helper", sorted(HELPERS))
-def test_editing_a_helper_module_reruns_the_rules_that_import_it(copies, helper):
-    """Code hashes cover behaviour only: a comment reruns nothing, a code edit reruns the
-    rules whose scripts import the module (directly or through another package module)."""
-    repo, work = copies
-    path = repo / helper
-    original = path.read_text()
-    try:
-        # a comment or docstring edit changes no behaviour: nothing reruns
-        path.write_text(original + "\n# a comment\n")
-        assert planned_jobs(snakemake(work, "-n", snakefile=repo / "Snakefile")) == {}
-        # a code edit reruns the rules that import the module, and what depends on them
-        path.write_text(original + "\n_EDITED = True\n")
-        proc = snakemake(work, "-n", snakefile=repo / "Snakefile")
-        assert triggered(proc, "Params have changed") == set(HELPERS[helper])
-        assert planned_jobs(proc) == forced(work, *HELPERS[helper], snakefile=repo / "Snakefile")
-    finally:
-        path.write_text(original)
-    assert planned_jobs(snakemake(work, "-n", snakefile=repo / "Snakefile")) == {}
 
 
 def rewrite(path: Path, data: bytes):

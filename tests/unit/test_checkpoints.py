@@ -33,7 +33,7 @@ from workflow_scripts.checkpoints import FORMATS  # noqa: E402
 from workflow_scripts.checkpoints.convert import CheckpointError, convert  # noqa: E402
 from workflow_scripts.checkpoints.formats import extract, mmcls_vit_to_timm, register  # noqa: E402
 from workflow_scripts.checkpoints.inspect import classify_global, pickle_globals  # noqa: E402
-from workflow_scripts.checkpoints.safe_pickle import (  # noqa: E402
+from workflow_scripts.safe_pickle import (  # noqa: E402
     Placeholder,
     RefusedGlobal,
     restricted_load,

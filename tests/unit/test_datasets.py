@@ -101,7 +101,7 @@ def test_cifar_restricted_load_equals_plain_pickle(data):
     """The restricted data unpickler against the stdlib's (the oracle, on a file we made)."""
     import pickle
 
-    from workflow_scripts.checkpoints.safe_pickle import load_data_pickle
+    from workflow_scripts.safe_pickle import load_data_pickle
 
     base, _, _ = data
     for name in ("train", "test", "meta"):

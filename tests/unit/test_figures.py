@@ -1,7 +1,9 @@
-"""Tests for workflow_scripts.figures: files written atomically, readable, figures closed."""
+"""Tests for the figure modules (workflow_scripts/figures/<name>.py): files written atomically,
+readable, figures closed."""
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import subprocess
 import sys
@@ -10,7 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts import figures as F
+from workflow_scripts import registry
+from workflow_scripts.figures import common as C
+from workflow_scripts.figures import (
+    f1_id_protocols,
+    f2_id_vs_ood,
+    f3_scatter,
+    f5_shift_groups,
+    f6_paradigm_backbone,
+    f7_proxies,
+)
 from workflow_scripts.correlations import correlation_table
 
 OOD = [
@@ -68,15 +79,10 @@ def corr(acc):
 
 
 def _call(name, acc, corr, opts, png, pdf):
-    fn = getattr(F, name)
-    if name in ("plot_f1", "plot_f2"):
-        fn(corr, opts, png, pdf)
-    elif name in ("plot_f3", "plot_f6"):
-        fn(acc, opts, png, pdf)
-    elif name == "plot_f5":
-        fn(corr, opts, png, pdf)
-    else:
-        fn(acc, corr, opts, png, pdf)
+    """plot() of figure ``name`` with the tables its registry entry reads, in that order."""
+    figure = importlib.import_module(f"workflow_scripts.figures.{name}")
+    tables = {"accuracy": acc, "correlations": corr}
+    figure.plot(*(tables[t] for t in registry.FIGURES[name]["inputs"]), opts, png, pdf)
 
 
 def _check_outputs(directory, png, pdf):
@@ -93,7 +99,14 @@ def _check_outputs(directory, png, pdf):
     return image
 
 
-PLOTS = ["plot_f1", "plot_f2", "plot_f3", "plot_f4", "plot_f5", "plot_f6"]
+PLOTS = [
+    "f1_id_protocols",
+    "f2_id_vs_ood",
+    "f3_scatter",
+    "f4_bn_effect",
+    "f5_shift_groups",
+    "f6_paradigm_backbone",
+]
 
 
 @pytest.mark.parametrize("name", PLOTS)
@@ -133,13 +146,13 @@ def test_options(tmp_path, acc, corr):
         "knn_bn": {"y_protocols": ["knn"], "y_arms": ["bn"]},
     }.items():
         png = tmp_path / f"f2_{label}.png"
-        F.plot_f2(corr, {**opts, "dpi": 50}, png, tmp_path / f"f2_{label}.pdf")
+        f2_id_vs_ood.plot(corr, {**opts, "dpi": 50}, png, tmp_path / f"f2_{label}.pdf")
         heights[label] = mpimg.imread(png).shape[0]
     # 4 panels > 2 panels > 1 panel
     assert heights["all"] > heights["bn"] > heights["knn_bn"]
     for name, opts in [
         (
-            "plot_f1",
+            "f1_id_protocols",
             {
                 "method": "spearman",
                 "subset": "backbone=vit",
@@ -149,7 +162,7 @@ def test_options(tmp_path, acc, corr):
             },
         ),
         (
-            "plot_f3",
+            "f3_scatter",
             {
                 "x_protocol": "knn",
                 "x_arm": "raw",
@@ -160,7 +173,7 @@ def test_options(tmp_path, acc, corr):
             },
         ),
         (
-            "plot_f4",
+            "f4_bn_effect",
             {
                 "include_ood_mean": False,
                 "method": "pearson",
@@ -177,13 +190,13 @@ def test_options(tmp_path, acc, corr):
 def test_errors_leave_no_files(tmp_path, acc, corr):
     png, pdf = tmp_path / "x.png", tmp_path / "x.pdf"
     with pytest.raises(ValueError, match="nope"):
-        F.plot_f3(acc, {"x_protocol": "nope"}, png, pdf)
+        f3_scatter.plot(acc, {"x_protocol": "nope"}, png, pdf)
     with pytest.raises(ValueError):
-        F.plot_f1(corr, {"method": "tau"}, png, pdf)
+        f1_id_protocols.plot(corr, {"method": "tau"}, png, pdf)
     with pytest.raises(ValueError):
-        F.plot_f2(corr, {"y_protocols": ["finetune"]}, png, pdf)
+        f2_id_vs_ood.plot(corr, {"y_protocols": ["finetune"]}, png, pdf)
     with pytest.raises(ValueError, match="subset"):
-        F.plot_f1(corr, {"subset": "backbone=cnn"}, png, pdf)
+        f1_id_protocols.plot(corr, {"subset": "backbone=cnn"}, png, pdf)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -202,7 +215,7 @@ def test_failed_save_keeps_old_file_and_no_temp(tmp_path, acc, corr, monkeypatch
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", failing)
     with pytest.raises(OSError):
-        F.plot_f1(corr, {}, png, pdf)
+        f1_id_protocols.plot(corr, {}, png, pdf)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f1.png"]  # the PNG was finished
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -211,20 +224,20 @@ def test_f1_matrix_uses_pair_rows(tmp_path, corr):
     """Rows of other kinds (OOD) must not leak into the in-domain matrix: a table with only the
     OOD rows has no pairs."""
     with pytest.raises(ValueError, match="pairs"):
-        F.plot_f1(
+        f1_id_protocols.plot(
             corr[corr.x_dataset != corr.y_dataset], {}, tmp_path / "a.png", tmp_path / "a.pdf"
         )
 
 
 def test_labels():
-    assert F.protocol_arm_label("knn", "raw") == "kNN"
-    assert F.protocol_arm_label("linear", "bn") == "linear (BN)"
-    assert F.protocol_arm_label("fewshot10", "raw") == "few-shot 10%"
-    assert F.protocol_arm_label("fewshot1", "bn") == "few-shot 1% (BN)"
-    assert F.protocol_arm_label("mystery", "other") == "mystery (other)"
-    assert F.dataset_label("mean_ood") == "mean OOD"
-    assert F.dataset_label("group:new_label") == "mean: new label"
-    assert [F.stars(p) for p in (0.2, 0.04, 0.009, 0.0009, float("nan"))] == [
+    assert C.protocol_arm_label("knn", "raw") == "kNN"
+    assert C.protocol_arm_label("linear", "bn") == "linear (BN)"
+    assert C.protocol_arm_label("fewshot10", "raw") == "few-shot 10%"
+    assert C.protocol_arm_label("fewshot1", "bn") == "few-shot 1% (BN)"
+    assert C.protocol_arm_label("mystery", "other") == "mystery (other)"
+    assert C.dataset_label("mean_ood") == "mean OOD"
+    assert C.dataset_label("group:new_label") == "mean: new label"
+    assert [C.stars(p) for p in (0.2, 0.04, 0.009, 0.0009, float("nan"))] == [
         "",
         "*",
         "**",
@@ -234,8 +247,10 @@ def test_labels():
 
 
 def test_import_has_no_side_effects():
+    modules = ["workflow_scripts.figures", "workflow_scripts.figures.common"]
+    modules += [f"workflow_scripts.figures.{name}" for name in registry.FIGURES]
     code = (
-        "import sys, workflow_scripts.figures, workflow_scripts.correlations; "
+        f"import sys, workflow_scripts.correlations, {', '.join(modules)}; "
         "print('matplotlib.pyplot' in sys.modules, 'seaborn' in sys.modules, "
         "'torch' in sys.modules)"
     )
@@ -253,10 +268,11 @@ def test_import_has_no_side_effects():
 # F5 and F6: the drawn values equal hand-built inputs
 
 
-def _capture_texts(monkeypatch):
-    """Record, per axes with a title, the annotations {(row, col): text} when a figure is saved."""
+def _capture_texts(monkeypatch, figure):
+    """Record, per axes with a title, the annotations {(row, col): text} when ``figure`` (a
+    figure module) saves."""
     captured = []
-    original = F._save
+    original = figure.save
 
     def recording(fig, png, pdf, dpi):
         for ax in fig.axes:
@@ -268,20 +284,20 @@ def _capture_texts(monkeypatch):
                 captured.append((ax.get_title(), cells))
         original(fig, png, pdf, dpi)
 
-    monkeypatch.setattr(F, "_save", recording)
+    monkeypatch.setattr(figure, "save", recording)
     return captured
 
 
-def _capture_notes(monkeypatch):
-    """Record every text drawn on the axes of a figure when it is saved."""
+def _capture_notes(monkeypatch, figure):
+    """Record every text drawn on the axes of a figure when ``figure`` (a figure module) saves."""
     captured = []
-    original = F._save
+    original = figure.save
 
     def recording(fig, png, pdf, dpi):
         captured.extend(t.get_text() for ax in fig.axes for t in ax.texts)
         original(fig, png, pdf, dpi)
 
-    monkeypatch.setattr(F, "_save", recording)
+    monkeypatch.setattr(figure, "save", recording)
     return captured
 
 
@@ -347,8 +363,8 @@ def hand_correlations():
 
 def test_f5_cells_equal_hand_built_rows(tmp_path, monkeypatch):
     frame, truth = hand_correlations()
-    captured = _capture_texts(monkeypatch)
-    cells = F.plot_f5(frame, {"dpi": 80}, tmp_path / "f5.png", tmp_path / "f5.pdf")
+    captured = _capture_texts(monkeypatch, f5_shift_groups)
+    cells = f5_shift_groups.plot(frame, {"dpi": 80}, tmp_path / "f5.png", tmp_path / "f5.pdf")
     _check_outputs(tmp_path, tmp_path / "f5.png", tmp_path / "f5.pdf")
     key = ["x_protocol", "x_arm", "y_protocol", "y_arm", "y_dataset"]
     merged = cells.merge(truth, on=key, suffixes=("", "_true"), validate="one_to_one")
@@ -376,28 +392,28 @@ def test_f5_cells_equal_hand_built_rows(tmp_path, monkeypatch):
 
 def test_f5_options_and_errors(tmp_path):
     frame, truth = hand_correlations()
-    cells = F.f5_cells(frame, {"y_arms": ["bn"], "include_mean": False})
+    cells = f5_shift_groups.f5_cells(frame, {"y_arms": ["bn"], "include_mean": False})
     assert set(cells["y_protocol"]) == {"linear"} and set(cells["y_dataset"]) == {
         "group:style",
         "group:new_label",
     }
-    spear = F.f5_cells(frame, {"method": "spearman"})
+    spear = f5_shift_groups.f5_cells(frame, {"method": "spearman"})
     assert (spear["value"] == 0.99).all()
     with pytest.raises(ValueError, match="shift-group"):
-        F.plot_f5(
+        f5_shift_groups.plot(
             frame[~frame.y_dataset.str.startswith("group:")],
             {},
             tmp_path / "a.png",
             tmp_path / "a.pdf",
         )
     with pytest.raises(ValueError, match="y_protocols"):
-        F.f5_cells(frame, {"y_protocols": ["finetune"]})
+        f5_shift_groups.f5_cells(frame, {"y_protocols": ["finetune"]})
     assert list(tmp_path.iterdir()) == []
 
 
 def test_f5_on_correlation_table(corr):
     """On a real correlation table, every cell is the group row of the table."""
-    cells = F.f5_cells(corr, {})
+    cells = f5_shift_groups.f5_cells(corr, {})
     rows = corr[
         (corr.method == "kendall") & (corr.subset == "all") & corr.y_kind.isin(["group", "mean"])
     ]
@@ -453,7 +469,7 @@ def hand_accuracy(include_vit=True, shared=True):
 
 def test_f6_pairs_methods_across_backbones(tmp_path):
     acc = hand_accuracy()
-    data = F.plot_f6(acc, {"dpi": 80}, tmp_path / "f6.png", tmp_path / "f6.pdf")
+    data = f6_paradigm_backbone.plot(acc, {"dpi": 80}, tmp_path / "f6.png", tmp_path / "f6.pdf")
     _check_outputs(tmp_path, tmp_path / "f6.png", tmp_path / "f6.pdf")
     assert data["arm"] == "bn" and data["notes"] == {}
     pairs = data["pairs"]
@@ -507,13 +523,13 @@ def test_f6_pairs_methods_across_backbones(tmp_path):
     }
     for r in vit.itertuples():
         assert r.top1 == pytest.approx(expected([r.model], r.measure, r.protocol))
-    raw = F.f6_data(acc, {"arm": "raw"})
+    raw = f6_paradigm_backbone.f6_data(acc, {"arm": "raw"})
     assert raw["arm"] == "raw"
     np.testing.assert_allclose(raw["pairs"]["top1"].to_numpy() + 0.5, pairs["top1"].to_numpy())
 
 
 def test_f6_incomplete_ood_coverage_has_no_mean():
-    m = F.f6_measures(hand_accuracy(), "bn")
+    m = f6_paradigm_backbone.f6_measures(hand_accuracy(), "bn")
     d = m[m.model == "d_resnet"]
     assert set(d.loc[d.measure == "mean OOD", "protocol"]) == {"knn"}
 
@@ -523,8 +539,8 @@ def test_f6_incomplete_ood_coverage_has_no_mean():
 )
 def test_f6_empty_parts_give_a_note(tmp_path, monkeypatch, include_vit, shared, missing):
     acc = hand_accuracy(include_vit=include_vit, shared=shared)
-    captured = _capture_notes(monkeypatch)
-    data = F.plot_f6(acc, {"dpi": 80}, tmp_path / "f6.png", tmp_path / "f6.pdf")
+    captured = _capture_notes(monkeypatch, f6_paradigm_backbone)
+    data = f6_paradigm_backbone.plot(acc, {"dpi": 80}, tmp_path / "f6.png", tmp_path / "f6.pdf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f6.pdf", "f6.png"]
     assert set(data["notes"]) == missing
     # each missing part is explained on the figure
@@ -538,7 +554,7 @@ def test_f6_empty_parts_give_a_note(tmp_path, monkeypatch, include_vit, shared, 
 def test_f6_single_paradigm_within_vit_is_a_note():
     acc = hand_accuracy()
     acc = acc[~acc.model.isin(["c_vit", "g_vit", "r_vit"])]
-    data = F.f6_data(acc, {})
+    data = f6_paradigm_backbone.f6_data(acc, {})
     assert "vit" in data["notes"] and data["vit"].empty and not data["pairs"].empty
 
 
@@ -578,7 +594,7 @@ def corr_proxies(acc):
 
 
 def test_f7_cells_are_the_proxy_rows_of_the_table(corr_proxies, tmp_path):
-    cells = F.f7_cells(corr_proxies, {"method": "spearman"})
+    cells = f7_proxies.f7_cells(corr_proxies, {"method": "spearman"})
     assert list(dict.fromkeys(cells["subset"])) == ["all", "backbone=resnet", "backbone=vit"]
     # every cell is the matching row of the table, x a proxy, y an in-domain accuracy or its
     # mean over the OOD sets
@@ -594,7 +610,7 @@ def test_f7_cells_are_the_proxy_rows_of_the_table(corr_proxies, tmp_path):
         values = [
             r.value
             for r in rows.itertuples()
-            if F.protocol_arm_label(r.y_protocol, r.y_arm) == cell.column.split(", mean")[0]
+            if C.protocol_arm_label(r.y_protocol, r.y_arm) == cell.column.split(", mean")[0]
         ]
         assert values == [cell.value]
     # rows in registry order (RankMe before NC1, raw before BN), no accuracy as a row
@@ -605,20 +621,21 @@ def test_f7_cells_are_the_proxy_rows_of_the_table(corr_proxies, tmp_path):
         ("nc1", "raw"),
         ("nc1", "bn"),
     ]
-    only_id = F.f7_cells(corr_proxies, {"include_ood_mean": False, "subsets": ["all"]})
+    only_id = f7_proxies.f7_cells(corr_proxies, {"include_ood_mean": False, "subsets": ["all"]})
     assert not only_id["column"].str.contains("mean OOD").any() and set(only_id.subset) == {"all"}
     assert (
-        F.proxy_label("nc1", "bn") == "NC1 ↓ (BN)" and F.proxy_label("rankme", "raw") == "RankMe ↑"
+        f7_proxies.proxy_label("nc1", "bn") == "NC1 ↓ (BN)"
+        and f7_proxies.proxy_label("rankme", "raw") == "RankMe ↑"
     )
     png, pdf = tmp_path / "f7.png", tmp_path / "f7.pdf"
-    F.render("f7_proxies", {"correlations": corr_proxies}, {}, png, pdf)
+    f7_proxies.plot(corr_proxies, {}, png, pdf)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:4] == b"%PDF"
 
 
 def test_f1_to_f5_ignore_the_proxies(corr, corr_proxies, tmp_path):
     """The accuracy figures draw the same cells with and without proxies in the table."""
-    a = F.f5_cells(corr, {})
-    b = F.f5_cells(corr_proxies, {})
+    a = f5_shift_groups.f5_cells(corr, {})
+    b = f5_shift_groups.f5_cells(corr_proxies, {})
     pd.testing.assert_frame_equal(
         a[["y_protocol", "x_protocol", "y_dataset", "value"]],
         b[["y_protocol", "x_protocol", "y_dataset", "value"]],

@@ -308,7 +308,13 @@ def _spec(tmp_path, images, labels, **changes):
     spec = ft.RunSpec(
         weights=str(weights),
         weights_sha256="x",
-        model={"key": "m", "method": "simclr", "arch": "resnet10_tiny", "embedding": "avgpool"},
+        model={
+            "key": "m",
+            "method": "simclr",
+            "source": "demo",
+            "arch": "resnet10_tiny",
+            "embedding": "avgpool",
+        },
         protocol="finetune",
         subset_seed=None,
         arm="bn",
@@ -393,3 +399,80 @@ def spec_initial(spec):
     return ft.Classifier(
         load_backbone(spec.weights, "resnet10_tiny", "avgpool"), spec.num_classes, spec.arm
     ).state_dict()
+
+
+def _training(tmp_path, **changes):
+    """A fresh ``_Training`` of a tiny ResNet (one process), saving to tmp_path/t.pt."""
+    recipe = ft.FinetuneRecipe(epochs=3, batch_size=8, warmup_epochs=1)
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet10_tiny", "avgpool")
+    training = ft._start_training(
+        backbone, 10, "bn", recipe, 4, torch.device("cpu"), ft.Speed(save_minutes=60)
+    )
+    training.state_path, training.fingerprint = tmp_path / "t.pt", "f"
+    training.net = training.model
+    for name, value in changes.items():
+        setattr(training, name, value)
+    return training
+
+
+def test_data_parallel_loss_scaling_averages_to_the_global_batch_mean(tmp_path):
+    """``_Training.loss`` with 2 ranks: the mean of the two shards' losses (what DDP's gradient
+    averaging sees) is the plain cross-entropy mean over the global batch -- also for the
+    epoch's short last batch."""
+    torch.manual_seed(0)
+    logits, y = torch.randn(19, 10), torch.randint(0, 10, (19,))
+    plan = {"order": torch.arange(19)}
+    for step, size in ((0, 8), (2, 3)):  # a full batch, the short last one (shards of 2 and 1)
+        part = slice(step * 8, step * 8 + size)
+        shards = torch.tensor_split(torch.arange(size), 2)
+        losses = [
+            _training(tmp_path, world=2, rank=rank, plan=plan, step=step).loss(
+                logits[part][idx], y[part][idx]
+            )
+            for rank, idx in enumerate(shards)
+        ]
+        expected = torch.nn.functional.cross_entropy(logits[part], y[part])
+        torch.testing.assert_close((losses[0] + losses[1]) / 2, expected)
+
+
+class _Signals:
+    def __init__(self, received=None):
+        self.received = received
+
+
+def test_save_if_due_saves_on_time_or_signal_and_stops_on_a_signal(tmp_path):
+    training = _training(tmp_path, epoch=1, step=3, plan={"order": torch.arange(5)})
+    training.last_save = ft.time.monotonic()
+    training.save_if_due(_Signals())  # save_minutes (60) not yet passed, no signal
+    assert not training.state_path.exists()
+    training.speed = ft.Speed(save_minutes=0)
+    training.save_if_due(_Signals())
+    state = torch.load(training.state_path, weights_only=True)
+    assert (state["epoch"], state["step"], state["fingerprint"]) == (1, 3, "f")
+    training.state_path.unlink()
+    training.speed = ft.Speed(save_minutes=60)
+    with pytest.raises(ft.Preempted, match="saved at epoch 2, step 3"):
+        training.save_if_due(_Signals(signal.SIGTERM))
+    assert training.state_path.exists()
+
+
+def test_a_saved_state_restores_the_training_state_and_the_global_rng(tmp_path):
+    """``save`` then ``restore`` into a freshly started run: weights, optimiser, schedule,
+    generator, position in the epoch and the global RNG continue where the save left them."""
+    training = _training(tmp_path, epoch=2, step=1, plan={"order": torch.arange(6)})
+    with torch.no_grad():
+        training.model.head.bias.add_(1.0)
+    training.scheduler.step()
+    training.gen.manual_seed(77)
+    torch.manual_seed(31)
+    training.save()
+    expected_draw = torch.rand(3)
+    torch.manual_seed(999)
+    fresh = _training(tmp_path)
+    fresh.restore(ft._load_state(fresh.state_path, "f"))
+    assert (fresh.epoch, fresh.step) == (2, 1) and torch.equal(fresh.plan["order"], torch.arange(6))
+    _assert_same_weights(training.model, fresh.model)
+    assert fresh.scheduler.state_dict() == training.scheduler.state_dict()
+    assert torch.equal(fresh.gen.get_state(), training.gen.get_state())
+    assert torch.equal(torch.rand(3), expected_draw)

@@ -96,7 +96,7 @@ def test_safetensors_bytes_are_the_same_in_every_process(tmp_path):
 def test_truncated_npy_names_file_and_split(tmp_path):
     import numpy as np
 
-    from workflow_scripts.features import load_labelled
+    from workflow_scripts.feature_cache import load_labelled
     from workflow_scripts.io import DataFileError, save_npy
 
     save_npy(tmp_path / "f.npy", np.ones((10, 4), dtype=np.float32))
@@ -116,7 +116,8 @@ def test_truncated_npy_names_file_and_split(tmp_path):
 def test_labels_that_do_not_match_the_features_or_images_are_named(tmp_path):
     import numpy as np
 
-    from workflow_scripts.features import check_split_sizes, load_labelled
+    from workflow_scripts.feature_cache import load_labelled
+    from workflow_scripts.features import check_split_sizes
     from workflow_scripts.io import save_npy
     from workflow_scripts.sources import open_split
 

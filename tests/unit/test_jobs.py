@@ -14,7 +14,16 @@ import pandas as pd
 import pytest
 import torch
 
-from workflow_scripts import features, finetune, knn, linear, online_probe, runtime, synthetic
+from workflow_scripts import (
+    feature_cache,
+    features,
+    finetune,
+    knn,
+    linear,
+    online_probe,
+    runtime,
+    synthetic,
+)
 from workflow_scripts import tables as T
 from workflow_scripts.backbones import build_backbone, save_weights
 from workflow_scripts.checkpoints import download as dl
@@ -67,7 +76,7 @@ def _probe_data(tmp_path, datasets=("a", "b"), classes=(4, 6)):
 def test_labelled_splits_load_each_data_set_in_order_and_check_the_labels(tmp_path):
     paths, arrays = _probe_data(tmp_path)
     loaded = list(
-        features.labelled_splits(
+        feature_cache.labelled_splits(
             "m",
             ["a", "b"],
             paths["train"],
@@ -82,7 +91,7 @@ def test_labelled_splits_load_each_data_set_in_order_and_check_the_labels(tmp_pa
             np.testing.assert_array_equal(array, expected)
     with pytest.raises(ValueError, match="model 'm', data set 'a', split 'test': the features"):
         list(
-            features.labelled_splits(
+            feature_cache.labelled_splits(
                 "m",
                 ["a"],
                 paths["train"][:1],
@@ -177,7 +186,7 @@ def test_extraction_job_checks_every_split_before_the_first(tmp_path):
 
 def test_knn_job_writes_each_data_set_with_its_provenance(tmp_path):
     paths, arrays = _probe_data(tmp_path)
-    data = features.labelled_splits(
+    data = feature_cache.labelled_splits(
         "m", ["a", "b"], paths["train"], paths["train_labels"], paths["test"], paths["test_labels"]
     )
     outs = [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
@@ -236,7 +245,7 @@ def test_linear_job_trains_the_head_grid_per_data_set(tmp_path):
         ("bn", 0.05, 2),
     ]
     paths, arrays = _probe_data(tmp_path)
-    data = features.labelled_splits(
+    data = feature_cache.labelled_splits(
         "m", ["a", "b"], paths["train"], paths["train_labels"], paths["test"], paths["test_labels"]
     )
     outs = [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
@@ -282,7 +291,13 @@ def test_online_probe_job_loads_a_fresh_backbone_per_data_set(tmp_path):
             inputs.setdefault(f"{split}_labels", []).append(
                 str(tmp_path / f"{dataset}_{split}_labels.npy")
             )
-    model = {"key": "m", "method": "simclr", "arch": "resnet10_tiny", "embedding": "avgpool"}
+    model = {
+        "key": "m",
+        "method": "simclr",
+        "arch": "resnet10_tiny",
+        "embedding": "avgpool",
+        "source": "demo",
+    }
     outs = [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
     online_probe.run_job(
         str(weights),
@@ -365,7 +380,13 @@ def _finetune_specs(tmp_path, log_files=("logs/finetune/mae_vit.log",)):
             "split": str(tmp_path / "fewshot_10_seed1.npy"),
         },
     ]
-    model = {"key": "mae_vit", "method": "mae", "arch": "vit_tiny_p8", "embedding": "cls"}
+    model = {
+        "key": "mae_vit",
+        "method": "mae",
+        "arch": "vit_tiny_p8",
+        "embedding": "cls",
+        "source": "demo",
+    }
     return finetune.job_specs(
         weights=str(weights),
         model=model,

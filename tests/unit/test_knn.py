@@ -19,7 +19,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.extmath import weighted_mode
 
 import workflow_scripts.knn as knn_module
-from workflow_scripts.knn import evaluate_knn, knn_predict, knn_scores, topk_accuracy, zscore
+from workflow_scripts.knn import evaluate_knn, knn_predict, knn_scores
+from workflow_scripts.probing import topk_accuracy, zscore
 
 
 def sk_fit(x, y, k):

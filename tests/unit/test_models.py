@@ -7,13 +7,8 @@ from safetensors.torch import load_file, save_file
 
 from workflow_scripts import registry
 from workflow_scripts.backbones import build_backbone, load_backbone, save_weights
-from workflow_scripts.features import (
-    array_batches,
-    check_finite,
-    eval_transform,
-    extract,
-    load_features,
-)
+from workflow_scripts.feature_cache import check_finite, load_features
+from workflow_scripts.features import array_batches, eval_transform, extract
 from workflow_scripts.pretrain.loop import pretrain, warmup_cosine
 
 DEMO_ARCHS = [("resnet10_tiny", "avgpool"), ("vit_tiny_p8", "cls"), ("vit_tiny_p8", "mean_patch")]

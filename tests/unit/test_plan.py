@@ -143,8 +143,10 @@ def test_targets_are_unique_and_cover_every_stage():
 
 def test_pretrain_hp_merges_the_method_section():
     plan = _plan("config")
-    mae = next(m for m in plan.demo_models if plan.study.model(m)["method"] == "mae")
-    hp = plan.pretrain_hp(SimpleNamespace(model=mae))
+    mae = next(
+        m for m in plan.models_for_rule("pretrain") if plan.study.model(m)["method"] == "mae"
+    )
+    hp = plan.weights_spec(SimpleNamespace(model=mae))
     assert "methods" not in hp
     assert hp["mask_ratio"] == plan.config["pretrain"]["methods"]["mae"]["mask_ratio"]
     assert hp["mean"] == plan.config["transform"]["mean"]
@@ -161,10 +163,12 @@ def test_reordered_config_keys_give_the_same_params():
         m: dict(reversed(list(hp.items()))) for m, hp in plan.config["pretrain"]["methods"].items()
     }
     other = Plan(config, plan.study)
-    mae = next(m for m in plan.demo_models if plan.study.model(m)["method"] == "mae")
+    mae = next(
+        m for m in plan.models_for_rule("pretrain") if plan.study.model(m)["method"] == "mae"
+    )
     wc = SimpleNamespace(model=mae, run="finetune", arm="raw")
     assert list(config["pretrain"]) != list(plan.config["pretrain"])
-    for method in ("pretrain_hp", "job_recipes"):
+    for method in ("weights_spec", "job_recipes", "transform_of"):
         assert repr(getattr(other, method)(wc)) == repr(getattr(plan, method)(wc)), method
     for section in ("transform", "analysis", "linear_online"):
         assert repr(other.section(section)) == repr(plan.section(section))

@@ -322,7 +322,7 @@ def test_standardize_hand_case_and_knn_zscore():
     z = P.standardize(x)
     assert z.dtype == np.float64
     np.testing.assert_allclose(z, expected, rtol=1e-14, atol=1e-15)
-    from workflow_scripts.knn import zscore  # the kNN BN arm: same semantics, float32 output
+    from workflow_scripts.probing import zscore  # the kNN BN arm: same semantics, float32 output
 
     rng = np.random.default_rng(8)
     g = (rng.standard_normal((40, 6)) * [1, 2, 3, 4, 5, 6] + 9).astype(np.float32)

@@ -1,6 +1,10 @@
 """The registry of protocols, arms, correlation methods and figures: everything that names them
 derives from it or is tested to agree with it."""
 
+import importlib
+import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -8,7 +12,8 @@ import pytest
 import yaml
 
 from workflow_scripts.plan import FigureContext
-from workflow_scripts import correlations, figures, knn, provenance, registry, results
+from workflow_scripts import correlations, docs, knn, provenance, registry, results
+from workflow_scripts.figures import common as figures_common
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((ROOT / "config" / "schemas" / "config.schema.yaml").read_text())
@@ -57,25 +62,116 @@ def test_protocol_names_and_order():
         "few-shot 0.5%",
         "x",
     ]
-    assert figures.protocol_arm_label("linear", "bn") == "linear (BN)"
-    assert figures.protocol_arm_label("knn", "raw") == "kNN"
+    assert figures_common.protocol_arm_label("linear", "bn") == "linear (BN)"
+    assert figures_common.protocol_arm_label("knn", "raw") == "kNN"
 
 
-def test_arms_and_methods_derive_from_the_registry():
-    assert knn.ARMS == tuple(registry.ARMS) == correlations.ARM_ORDER
-    assert correlations.METHODS == tuple(registry.CORRELATION_METHODS)
-    assert set(figures.METHOD_LABELS) == set(registry.CORRELATION_METHODS)
+@pytest.fixture(scope="module")
+def workflow_rules():
+    """The rules the workflow defines for the paper configuration (every protocol's, every
+    figure's, every model source's), as ``snakemake --list-rules`` names them."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--list-rules", "--configfile", "config/paper.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return set(proc.stdout.split())
 
 
-def test_every_protocol_has_a_reducer_and_every_figure_a_plot_and_caption():
+def _readme_rows(name):
+    """The rows of README.md's generated table ``name``."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index(docs.begin_marker(name))
+    return text[start : text.index(docs.end_marker(name), start)].splitlines()
+
+
+def test_readme_tables_are_the_ones_generated_from_the_registry():
+    text = (ROOT / "README.md").read_text()
+    assert text == docs.with_tables(text), (
+        "README.md's generated tables are out of date: run `python -m workflow_scripts.docs`"
+    )
+
+
+def _has_row(table, key):
+    return any(row.startswith(f"| `{key}` |") for row in _readme_rows(table))
+
+
+def test_every_protocol_has_its_module_rules_schema_and_readme_row(workflow_rules):
+    threads = SCHEMA["properties"]["threads"]["properties"]
+    probe_keywords = ["model", "num_classes", "arms", "settings", "threads", "code", "log"]
     for name, entry in registry.PROTOCOLS.items():
         assert entry["kind"] in ("frozen", "trained", "proxy"), name
         if entry["kind"] != "proxy":  # proxies are no accuracies: they have their own table
             assert entry["rows"] in results.REDUCERS, name
+        module = importlib.import_module(f"workflow_scripts.{entry['module']}")
+        assert set(entry["rules"]) <= workflow_rules, name
+        assert name in _enum("properties", "protocols", "items"), name
+        assert name in SCHEMA["properties"], name  # its config section
+        assert _has_row("protocols", name), name
+        if "probe" in entry:  # a probe on cached features: one generated rule, one interface
+            run_job = inspect.signature(module.run_job).parameters.values()
+            assert [p.name for p in run_job if p.kind is p.KEYWORD_ONLY] == probe_keywords
+            assert entry["rules"][0] in threads, name
+            copies, base_mb = entry["probe"]["mem_mb"]
+            assert copies >= 1 and base_mb > 0, name
+
+
+def test_every_arm_and_correlation_method_has_its_schema_entry_and_readme_row():
+    assert _enum("properties", "arms", "items") == list(registry.ARMS)
+    assert knn.ARMS == tuple(registry.ARMS) == correlations.ARM_ORDER
+    for name, entry in registry.ARMS.items():
+        assert isinstance(entry["label"], str) and _has_row("arms", name), name
+    common = SCHEMA["definitions"]["figure_common"]["method"]
+    assert common["enum"] == list(registry.CORRELATION_METHODS)
+    for name in registry.CORRELATION_METHODS:
+        assert _has_row("correlation methods", name), name
+
+
+def test_every_proxy_is_computed_has_a_direction_and_a_readme_row():
+    import numpy as np
+
+    from workflow_scripts import proxies
+
+    rng = np.random.default_rng(0)
+    rows, _ = proxies.compute(
+        rng.normal(size=(60, 5)), np.arange(60) % 3, max_samples=60, seed=0, arms=("raw",)
+    )
+    assert [row["proxy"] for row in rows] == list(registry.PROXIES)
+    for name, entry in registry.PROXIES.items():
+        assert entry["direction"] in (-1, 1) and entry["label"], name
+        assert _has_row("proxies", name), name
+
+
+def test_every_figure_has_its_module_rule_caption_schema_and_readme_row(workflow_rules):
+    figure_keys = list(SCHEMA["properties"]["figures"]["properties"])
+    assert figure_keys == [entry["key"] for entry in registry.FIGURES.values()]
     for name, entry in registry.FIGURES.items():
-        assert callable(getattr(figures, entry["plot"])), name
-        assert (ROOT / "report" / f"{name}.rst").is_file(), name
+        figure = importlib.import_module(f"workflow_scripts.figures.{name}")
+        assert callable(figure.plot), name
+        assert name in workflow_rules, name
+        assert docs.caption_title(name), name  # report/<name>.rst opens with a bold title
         assert set(entry["inputs"]) <= {"accuracy", "correlations", "models"}, name
+        assert inspect.getdoc(entry["requires"]).startswith("Drawn "), name
+        assert any(f"(`{name}`)" in row for row in _readme_rows("figures")), name
+
+
+def test_every_model_source_has_its_modules_rules_schema_and_readme_row(workflow_rules):
+    from workflow_scripts import model_sources
+
+    schema = yaml.safe_load((ROOT / "config" / "schemas" / "models.schema.yaml").read_text())
+    assert schema["properties"]["source"]["enum"] == list(registry.SOURCES)
+    interface = ("check_row", "arch_spec", "backbone_fields", "table_fields", "transform_spec")
+    for name, entry in registry.SOURCES.items():
+        module = model_sources.load(name)
+        for function in (*interface, "weights_spec"):
+            assert callable(getattr(module, function)), (name, function)
+        loader = importlib.import_module(f"workflow_scripts.{entry['backbone']}")
+        assert callable(loader.build_job_backbone), name
+        assert set(entry["rules"]) <= workflow_rules, name
+        assert _has_row("model sources", name), name
 
 
 def _measures(models, arms=("raw", "bn"), ood=True, group="generic"):
@@ -152,14 +248,19 @@ def test_figure_requirements():
     assert why("f8_published", models=models.assign(published_linear=[None, 70.1, None])) is None
 
 
-def test_render_dispatches_to_the_registered_plot(monkeypatch, tmp_path):
-    calls = []
-    monkeypatch.setattr(figures, "plot_f4", lambda *args: calls.append(args))
-    tables = {"accuracy": "A", "correlations": "C"}
-    figures.render("f4_bn_effect", tables, {"dpi": 1}, "x.png", "x.pdf")
-    assert calls == [("A", "C", {"dpi": 1}, "x.png", "x.pdf")]
-    with pytest.raises(ValueError, match="unknown figure 'f9'"):
-        figures.render("f9", tables, {}, "x.png", "x.pdf")
+def test_every_figure_module_plots_its_registered_inputs():
+    """workflow_scripts/figures/<name>.py draws figure <name>: plot() takes the entry's input
+    tables in the registry's order (the rule passes them so), then opts, png and pdf."""
+    argument = {"accuracy": "acc", "correlations": "corr", "models": "models"}
+    for name, entry in registry.FIGURES.items():
+        figure = importlib.import_module(f"workflow_scripts.figures.{name}")
+        positional = [
+            p.name
+            for p in inspect.signature(figure.plot).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        want = [argument[table] for table in entry["inputs"]] + ["opts", "png", "pdf"]
+        assert positional == want, name
 
 
 def test_registry_entries_are_hashed_per_use(tmp_path, monkeypatch):
@@ -210,33 +311,3 @@ def test_registry_entries_are_hashed_per_use(tmp_path, monkeypatch):
     assert hashes() == before
     provenance.code_hash.cache_clear()
     provenance.module_closure.cache_clear()
-
-
-def test_feature_probes_share_one_interface():
-    """A registered feature probe is a module with run_job(data, outputs, *, model,
-    num_classes, arms, settings, threads, code, log), a config section and a threads key."""
-    import importlib
-    import inspect
-
-    probes = {n: e["probe"] for n, e in registry.PROTOCOLS.items() if "probe" in e}
-    assert set(probes) == {"knn", "linear", "proxies"}
-    for name, probe in probes.items():
-        run_job = importlib.import_module(f"workflow_scripts.{probe['module']}").run_job
-        keywords = [
-            p.name
-            for p in inspect.signature(run_job).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY
-        ]
-        assert keywords == ["model", "num_classes", "arms", "settings", "threads", "code", "log"]
-        assert name in SCHEMA["properties"], name
-        assert probe["rule"] in SCHEMA["properties"]["threads"]["properties"], name
-        copies, base_mb = probe["mem_mb"]
-        assert copies >= 1 and base_mb > 0
-
-
-def test_proxies_are_registered_with_a_direction():
-    from workflow_scripts import proxies
-
-    assert set(registry.PROXIES) == {"rankme", "rankme_d", "alpha_req", "logme", "nc1"}
-    assert all(entry["direction"] in (-1, 1) for entry in registry.PROXIES.values())
-    assert callable(proxies.run_job)

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from workflow_scripts import manifest as manifest_module
 from workflow_scripts import provenance
 from workflow_scripts.results import COLUMNS, accuracy_table
 
@@ -127,8 +128,17 @@ def test_code_hash_follows_package_imports(tmp_path, monkeypatch):
     assert "workflow_scripts/knn.py" in knn and "workflow_scripts/linear.py" not in knn
     with pytest.raises(ValueError, match="no package module 'workflow_scripts.svm'"):
         provenance.module_closure(str(scripts / "feature_probe.py"), ("svm",))
-    pre = provenance.module_closure(str(scripts / "pretrain.py"))
+    # a pre-training job runs its own method's module only (loaded by name)
+    pre = provenance.module_closure(str(scripts / "pretrain.py"), ("pretrain.mae",))
     assert {"workflow_scripts/pretrain/mae.py", "workflow_scripts/augment.py"} <= set(pre)
+    assert "workflow_scripts/pretrain/simclr.py" not in pre
+    # the script itself, its _bootstrap and the __init__ of every package on the way count
+    assert {
+        "workflow_scripts/scripts/pretrain.py",
+        "workflow_scripts/scripts/_bootstrap.py",
+        "workflow_scripts/__init__.py",
+        "workflow_scripts/pretrain/__init__.py",
+    } <= set(pre)
 
 
 def test_code_hash_changes_with_a_helper(tmp_path, monkeypatch):
@@ -229,7 +239,9 @@ def test_run_manifest_records_code_packages_config_tables_and_devices(tmp_path):
     datasets.write_text("key\tb\n")
     config = {"knn": {"k": 20}, "arms": ["raw", "bn"]}
     devices = provenance_devices()
-    manifest = provenance.run_manifest(config, {"models": models, "datasets": datasets}, devices)
+    manifest = manifest_module.run_manifest(
+        config, {"models": models, "datasets": datasets}, devices
+    )
     assert manifest["tables"]["models"]["sha256"] == hashlib.sha256(b"key\ta\n").hexdigest()
     assert manifest["tables"]["datasets"]["sha256"] == hashlib.sha256(b"key\tb\n").hexdigest()
     canonical = json.dumps({"arms": ["raw", "bn"], "knn": {"k": 20}}, separators=(",", ":"))
@@ -241,11 +253,13 @@ def test_run_manifest_records_code_packages_config_tables_and_devices(tmp_path):
     assert manifest["snakemake"] == importlib.metadata.version("snakemake")
     assert manifest["devices"] == {"finetune": ["cuda"], "knn": ["cpu", "unrecorded"]}
     head = subprocess.run(
-        ["git", "-C", str(provenance.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+        ["git", "-C", str(manifest_module.ROOT), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
     )
     if head.returncode == 0:  # a git checkout (CI clones one)
         assert manifest["git"]["commit"] == head.stdout.strip()
-    assert provenance._git_commit(tmp_path) is None  # outside a checkout: None, no error
+    assert manifest_module._git_commit(tmp_path) is None  # outside a checkout: None, no error
     json.dumps(manifest)  # serialisable as is
 
 

@@ -228,7 +228,7 @@ def test_t1_sets_the_measured_linear_accuracy_beside_the_published_one():
 def test_f8_ranks_this_run_against_the_published_numbers(tmp_path):
     from scipy import stats
 
-    from workflow_scripts import figures as F
+    from workflow_scripts.figures import f8_published
 
     t1 = T.models_table(_published_rows(), _accuracy())
     t1 = pd.concat(
@@ -242,7 +242,7 @@ def test_f8_ranks_this_run_against_the_published_numbers(tmp_path):
         ],
         ignore_index=True,
     )
-    data = F.f8_data(t1)
+    data = f8_published.f8_data(t1)
     assert data["n"] == 5 and "b" not in set(data["points"]["key"])  # b has no published number
     keep = t1[t1["published_linear"].notna()]
     tau = stats.kendalltau(
@@ -250,10 +250,10 @@ def test_f8_ranks_this_run_against_the_published_numbers(tmp_path):
     )
     assert data["kendall"] == pytest.approx((tau.statistic, tau.pvalue))
     png, pdf = tmp_path / "f8.png", tmp_path / "f8.pdf"
-    F.render("f8_published", {"models": t1}, {}, png, pdf)
+    f8_published.plot(t1, {}, png, pdf)
     assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"
     with pytest.raises(ValueError, match="measured_linear"):
-        F.f8_data(t1.drop(columns="measured_linear"))
+        f8_published.f8_data(t1.drop(columns="measured_linear"))
 
 
 def test_make_t1_reads_one_accuracy_path_given_as_a_string(tmp_path):

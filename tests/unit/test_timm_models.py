@@ -301,7 +301,7 @@ def test_timm_rows_take_their_family_from_the_model(tmp_path):
     assert study.model("vit")["family"] == "vit"
     assert study.model("cnx")["family"] == "convnext"
     plan = Plan(config, study)
-    assert plan.timm_models == ["vit", "cnx"]
+    assert plan.models_by_source["timm"] == ["vit", "cnx"]
     # the paper transform of the demo config (no crop): any input size
     assert plan.model_fields("vit", "backbone") == {
         "key": "vit",
@@ -314,23 +314,25 @@ def test_timm_rows_take_their_family_from_the_model(tmp_path):
     }
     assert plan.model_fields("cnx", "backbone")["input_size"] == 224
     assert plan.model_fields("cnx", "table")["transform"] == "model"
-    # other rows' params carry exactly the columns they did
-    for key in plan.demo_models:
+    # other rows' params carry their columns, a job's also the source it loads through
+    for key in plan.models_by_source["demo"]:
         for use, columns in MODEL_COLUMNS.items():
-            assert list(plan.model_fields(key, use)) == list(columns)
+            extra = ["source"] if use == "backbone" else []
+            assert list(plan.model_fields(key, use)) == [*columns, *extra]
     wc = SimpleNamespace(model="cnx")
     assert plan.transform_of(wc) == timm_models.model_transform(CONVNEXT)
     assert plan.transform_of(wc)["mean"] == [0.485, 0.456, 0.406]
     assert (
         plan.transform_of(SimpleNamespace(model="vit")) == {"name": "paper"} | config["transform"]
     )
-    assert plan.transform_of(SimpleNamespace(model=plan.demo_models[0])) == config["transform"]
+    demo = SimpleNamespace(model=plan.models_by_source["demo"][0])
+    assert plan.transform_of(demo) == config["transform"]
     assert {k: plan.arch_spec("cnx")[k] for k in ("dim", "img_size")} == {
         "dim": 320,
         "img_size": 224,
     }
     assert plan.arch_spec("vit")["dim"] == 192
-    assert plan.timm_weights_spec(wc) == {
+    assert plan.weights_spec(wc) == {
         "model": "cnx",
         "arch": CONVNEXT,
         "url": None,
@@ -526,13 +528,15 @@ def test_the_modern_table_mixes_with_the_papers(tmp_path):
     config["models_table"] = str(path)
     study = load_study(config, ROOT)
     plan = Plan(config, study)
-    assert len(plan.checkpoint_models) == 26 and len(plan.timm_models) == len(frames[1])
+    by_source = plan.models_by_source
+    assert len(by_source["checkpoint"]) == 26 and len(by_source["timm"]) == len(frames[1])
     assert set(study.models["family"]) == {"resnet", "vit", "convnext"}
     assert plan.model_fields("dino_vitb16", "backbone") == {
         "key": "dino_vitb16",
         "method": "dino",
         "arch": "vit_base_patch16_224",
         "embedding": "cls",
+        "source": "checkpoint",
     }
     assert plan.model_fields("dino_vitb16_timm", "backbone") == {
         "key": "dino_vitb16_timm",

@@ -3,7 +3,8 @@
 A model-table row with ``source = checkpoint`` names a ``url`` and a source ``format``. The
 download step fetches the file (``results/downloads/{model}.ckpt``, checked against the row's
 ``sha256``); the conversion step -- the only place a pickle is ever opened, with torch's
-weights-only loader or the restricted one of ``safe_pickle`` -- extracts the backbone and writes ``results/checkpoints/{model}.safetensors``, which every later step loads
+weights-only loader or the restricted one of ``workflow_scripts.safe_pickle`` -- extracts the
+backbone and writes ``results/checkpoints/{model}.safetensors``, which every later step loads
 strictly. This module holds only names and URL parsing (no torch), so the configuration is
 validated against it at Snakefile parse time.
 """

@@ -55,7 +55,7 @@ def load_checkpoint(
 
     import torch
 
-    from workflow_scripts.checkpoints.safe_pickle import (
+    from workflow_scripts.safe_pickle import (
         RefusedGlobal,
         plain,
         restricted_load,

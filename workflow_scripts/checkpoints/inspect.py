@@ -118,7 +118,7 @@ def classify_global(dotted: str) -> str:
     else the restricted unpickler (``safe_pickle.decide``), does with the global."""
     from torch import _weights_only_unpickler
 
-    from workflow_scripts.checkpoints.safe_pickle import decide
+    from workflow_scripts.safe_pickle import decide
 
     module, _, name = dotted.rpartition(".")
     dotted, verdict, _ = decide(module, name)
@@ -157,7 +157,7 @@ def _numel(value) -> int:
 
 
 def _leaf(value) -> str:
-    from workflow_scripts.checkpoints.safe_pickle import Placeholder
+    from workflow_scripts.safe_pickle import Placeholder
 
     if isinstance(value, Placeholder):
         return f"<placeholder {value.dotted}>"
@@ -182,7 +182,7 @@ def _placeholder_summary(value) -> str:
 def structure(obj, where: str = "ckpt", depth: int = 0) -> list[dict]:
     """One entry per container down to the state dicts: where, kind and a summary (the plain
     values of a mapping in one line; placeholders with their attribute names)."""
-    from workflow_scripts.checkpoints.safe_pickle import Placeholder
+    from workflow_scripts.safe_pickle import Placeholder
 
     if _is_state_dict(obj):
         arrays = {k: v for k, v in obj.items() if _is_array(v)}
@@ -316,7 +316,7 @@ def inspect_file(path: str | Path) -> dict:
     else:
         import torch
 
-        from workflow_scripts.checkpoints.safe_pickle import RefusedGlobal, restricted_load
+        from workflow_scripts.safe_pickle import RefusedGlobal, restricted_load
 
         report["globals"] = [{"name": g, "as": classify_global(g)} for g in pickle_globals(path)]
         try:

@@ -3,27 +3,23 @@
 One module per layout, each with ``LAYOUT`` (the expected files, quoted in errors),
 ``FILES`` (items are files under the root), ``list_split(root, split, row)`` -> :class:`Listing`
 in the data set's own order, and ``load(root, item)`` -> RGB PIL image. The table's ``kind``
-column picks the module; ``synthetic`` (the demo) is rendered by ``workflow_scripts.synthetic``
-instead. Numpy and PIL only; torch lives in :mod:`~workflow_scripts.datasets.loader` and
+column names the module (``workflow_scripts.datasets.<kind>``), imported on demand by
+:func:`adapter`, never here: a job's code identity (``workflow_scripts.provenance``) holds the
+adapters of its own data sets only, so editing one adapter reruns only that data set's jobs.
+``synthetic`` (the demo) is rendered by ``workflow_scripts.synthetic`` instead. Numpy and PIL only; torch lives in :mod:`~workflow_scripts.datasets.loader` and
 :mod:`~workflow_scripts.datasets.transforms`.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from types import ModuleType
 
-from workflow_scripts.datasets import cifar100, cub, domainnet, imagenet, inaturalist, pascal
 from workflow_scripts.datasets.common import DataError, Listing, load_rgb, resolve_root
 
-ADAPTERS: dict[str, ModuleType] = {
-    "imagenet": imagenet,
-    "inaturalist": inaturalist,
-    "cub": cub,
-    "pascal": pascal,
-    "cifar100": cifar100,
-    "domainnet": domainnet,
-}
+#: The data set kinds with an adapter module of the same name in this package.
+ADAPTERS = ("imagenet", "inaturalist", "cub", "pascal", "cifar100", "domainnet")
 KINDS = ("synthetic", *ADAPTERS)
 PREPROCESSING = ("none", "pad_square", "crop_square")
 
@@ -34,6 +30,7 @@ __all__ = [
     "DataError",
     "Listing",
     "adapter",
+    "adapter_module",
     "data_root_of",
     "list_split",
     "load_rgb",
@@ -41,10 +38,16 @@ __all__ = [
 ]
 
 
-def adapter(kind: str) -> ModuleType:
+def adapter_module(kind: str) -> str:
+    """The package module (relative to ``workflow_scripts``) of a kind's adapter."""
     if kind not in ADAPTERS:
         raise DataError(f"unknown data set kind '{kind}' (known: {', '.join(ADAPTERS)})")
-    return ADAPTERS[kind]
+    return f"datasets.{kind}"
+
+
+def adapter(kind: str) -> ModuleType:
+    """The adapter module of a real data set kind, imported now."""
+    return importlib.import_module(f"workflow_scripts.{adapter_module(kind)}")
 
 
 def data_root_of(row: dict, data_root: str | Path) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from workflow_scripts.checkpoints.safe_pickle import load_data_pickle
+from workflow_scripts.safe_pickle import load_data_pickle
 from workflow_scripts.datasets.common import DataError, Listing, require
 
 LAYOUT = """<root>/train   (pickled dict: b'data' uint8 [50000, 3072], b'fine_labels', ...)

@@ -14,12 +14,19 @@ import importlib
 from workflow_scripts import registry
 
 
-def get_method(name: str):
-    """The ``Method`` class of the named pre-training method."""
+def method_module(name: str) -> str | None:
+    """The package module (relative to ``workflow_scripts``) of a pre-training method; None
+    for ``random`` (the seeded initialisation, no training)."""
     if name not in registry.METHODS:
         raise ValueError(
             f"unknown pre-training method '{name}' (known: {', '.join(registry.METHODS)})"
         )
-    if name == "random":
+    return None if name == "random" else f"pretrain.{name}"
+
+
+def get_method(name: str):
+    """The ``Method`` class of the named pre-training method (None for ``random``)."""
+    module = method_module(name)
+    if module is None:
         return None
-    return importlib.import_module(f"workflow_scripts.pretrain.{name}").Method
+    return importlib.import_module(f"workflow_scripts.{module}").Method

@@ -6,9 +6,8 @@ import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 import pandas as pd
 
 from workflow_scripts import runtime
-from workflow_scripts.config import resolve_path
-from workflow_scripts.io import save_csv, save_json
-from workflow_scripts.provenance import ROOT, run_manifest
+from workflow_scripts.io import resolve_path, save_csv, save_json
+from workflow_scripts.manifest import ROOT, run_manifest
 from workflow_scripts.results import accuracy_table, devices_by_protocol
 
 sm = snakemake  # noqa: F821 - injected by Snakemake

@@ -4,7 +4,7 @@ import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 
 from workflow_scripts import runtime
 from workflow_scripts.checkpoints.download import run_job
-from workflow_scripts.config import resolve_path
+from workflow_scripts.io import resolve_path
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log = runtime.setup(sm)

@@ -6,7 +6,7 @@ import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 import importlib
 
 from workflow_scripts import runtime
-from workflow_scripts.features import labelled_splits
+from workflow_scripts.feature_cache import labelled_splits
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log = runtime.setup(sm)

@@ -1,14 +1,18 @@
-"""Rules f1_* .. f6_* (registry.FIGURES): render one figure (PNG and PDF) from the result
-tables."""
+"""Rules f1_* .. f8_* (registry.FIGURES): render one figure (PNG and PDF) from the result
+tables, with plot() of the figure's own module workflow_scripts/figures/<name>.py (loaded by
+name: the rule's code hash covers that module and what it imports, not the other figures)."""
 
 import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 
+import importlib
+
 import pandas as pd
 
-from workflow_scripts import figures, runtime
+from workflow_scripts import runtime
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log = runtime.setup(sm)
-tables = {name: pd.read_csv(path) for name, path in sm.input.items()}
-figures.render(sm.params.figure, tables, dict(sm.params.options), sm.output.png, sm.output.pdf)
+figure = importlib.import_module(f"workflow_scripts.figures.{sm.params.figure}")
+frames = [pd.read_csv(path) for path in sm.input]  # the registry's input order
+figure.plot(*frames, dict(sm.params.options), sm.output.png, sm.output.pdf)
 log.info("wrote %s and %s", sm.output.png, sm.output.pdf)

@@ -1,4 +1,6 @@
-"""Restricted unpickling of checkpoint files: tensors and plain data load, no foreign code runs.
+"""Restricted unpickling of checkpoint and data files: tensors and plain data load, no foreign
+code runs. A module of its own, imported by the checkpoint conversion and the CIFAR-100
+adapter alike, so neither brings the other into its code identity.
 
 ``torch.load(weights_only=True)`` refuses any global outside torch's allow-list, so released
 training checkpoints that also carry loggers (mmengine's ``HistoryBuffer`` in ``message_hub``),

@@ -1,0 +1,134 @@
+"""README.md's tables of what the workflow knows, generated from the registry: the figures, the
+protocols, the feature arms, the proxies, the correlation methods and the model sources.
+
+``python -m workflow_scripts.docs`` rewrites each table between its markers in README.md
+(``<!-- generated: NAME ... -->`` ... ``<!-- end of generated: NAME -->``);
+``tests/unit/test_registry.py`` fails while one is out of date. Registering a protocol, a
+proxy, a figure or a model source therefore adds its README row; nothing lists them by hand.
+Planning only: no job imports this module.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+from workflow_scripts import registry
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+
+
+def caption_title(figure: str) -> str:
+    """The bold title a figure's caption (report/<figure>.rst) opens with, without its
+    trailing full stop."""
+    text = (ROOT / "report" / f"{figure}.rst").read_text()
+    match = re.match(r"\s*\*\*(.+?)\*\*", text, re.S)
+    if match is None:
+        raise ValueError(f"report/{figure}.rst does not open with a **bold title**")
+    return " ".join(match.group(1).split()).rstrip(".")
+
+
+def _when(entry: dict) -> str:
+    requires = entry.get("requires")
+    if requires is None:
+        return "always"
+    doc = inspect.getdoc(requires) or ""
+    return doc.removeprefix("Drawn ").rstrip(".") or "see its requires function"
+
+
+def figures_table() -> list[str]:
+    """One row per registered figure: rule and files, caption title, options, when drawn."""
+    rows = ["| figure (rule) | what it shows | options | drawn |", "|---|---|---|---|"]
+    for name, entry in registry.FIGURES.items():
+        rows.append(
+            f"| `results/figures/{name}.{{png,pdf}}` (`{name}`) | {caption_title(name)} "
+            f"| `figures.{entry['key']}` | {_when(entry)} |"
+        )
+    return rows
+
+
+def protocols_table() -> list[str]:
+    rows = [
+        "| protocol | kind | label | module | rules | config section |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in registry.PROTOCOLS.items():
+        label = entry["label"].format(pct="<pct>")
+        rules = ", ".join(f"`{r}`" for r in entry["rules"])
+        rows.append(
+            f"| `{name}` | {entry['kind']} | {label} | `workflow_scripts/"
+            f"{entry['module'].replace('.', '/')}.py` | {rules} | `{name}` |"
+        )
+    return rows
+
+
+def arms_table() -> list[str]:
+    rows = ["| arm | label in figures |", "|---|---|"]
+    rows += [f"| `{name}` | {e['label'] or '(none)'} |" for name, e in registry.ARMS.items()]
+    return rows
+
+
+def proxies_table() -> list[str]:
+    rows = ["| proxy | label | direction |", "|---|---|---|"]
+    for name, entry in registry.PROXIES.items():
+        arrow = "↑ higher is better" if entry["direction"] > 0 else "↓ lower is better"
+        rows.append(f"| `{name}` | {entry['label']} | {arrow} |")
+    return rows
+
+
+def methods_table() -> list[str]:
+    rows = ["| method | label |", "|---|---|"]
+    rows += [f"| `{n}` | {e['label']} |" for n, e in registry.CORRELATION_METHODS.items()]
+    return rows
+
+
+def sources_table() -> list[str]:
+    rows = [
+        "| source | what | rules | planned by | backbone built by |",
+        "|---|---|---|---|---|",
+    ]
+    for name, entry in registry.SOURCES.items():
+        rules = ", ".join(f"`{r}`" for r in entry["rules"])
+        rows.append(
+            f"| `{name}` | {entry['label']} | {rules} | "
+            f"`workflow_scripts/model_sources/{name}.py` | "
+            f"`workflow_scripts/{entry['backbone']}.py` |"
+        )
+    return rows
+
+
+#: The generated tables: marker name -> rows.
+TABLES = {
+    "figures": figures_table,
+    "protocols": protocols_table,
+    "arms": arms_table,
+    "proxies": proxies_table,
+    "correlation methods": methods_table,
+    "model sources": sources_table,
+}
+
+
+def begin_marker(name: str) -> str:
+    return f"<!-- generated: {name} (python -m workflow_scripts.docs; edit the registry) -->"
+
+
+def end_marker(name: str) -> str:
+    return f"<!-- end of generated: {name} -->"
+
+
+def with_tables(text: str) -> str:
+    """``text`` (README.md) with every generated table rewritten; an error names a table
+    whose markers are missing."""
+    for name, rows in TABLES.items():
+        begin, end = begin_marker(name), end_marker(name)
+        if begin not in text or end not in text:
+            raise ValueError(f"README.md lacks the markers of the generated table '{name}'")
+        start, stop = text.index(begin), text.index(end) + len(end)
+        text = text[:start] + "\n".join([begin, "", *rows(), "", end]) + text[stop:]
+    return text
+
+
+if __name__ == "__main__":  # rewrite README.md's generated tables from the registry
+    README.write_text(with_tables(README.read_text()))

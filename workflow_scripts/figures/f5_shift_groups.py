@@ -1,0 +1,192 @@
+"""F5: in-domain (protocol, arm) vs OOD accuracy averaged per domain-shift group (rule
+f5_shift_groups)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from workflow_scripts.correlations import GROUP_PREFIX, MEAN_OOD, order_protocol_arms
+from workflow_scripts.figures.common import (
+    METHOD_LABELS,
+    dataset_label,
+    heatmap,
+    n_text,
+    options,
+    protocol_arm_label,
+    pyplot,
+    save,
+    select,
+    style,
+)
+
+
+def f5_cells(corr: pd.DataFrame, opts: dict | None = None) -> pd.DataFrame:
+    """The cells of F5: one row per (OOD panel y, in-domain row x, shift-group column).
+
+    Rows of ``corr`` with the chosen ``method`` and ``subset`` whose ``y_dataset`` is a shift
+    group mean (``group:<name>``) and, with option ``include_mean`` (True), the mean over all OOD
+    data sets.  Columns: ``y_protocol``, ``y_arm``, ``x_protocol``, ``x_arm``, ``y_dataset``,
+    ``value``, ``ci_low``, ``ci_high``, ``n``, ``n_datasets``, ``text`` (the annotation), and
+    ``row``/``col``/``panel`` (positions in the figure).  Options ``y_protocols`` / ``y_arms``
+    restrict the panels.
+    """
+    o = options(opts, "f5")
+    sel = select(corr, o)
+    is_group = sel["y_dataset"].astype(str).str.startswith(GROUP_PREFIX)
+    keep = is_group | ((sel["y_dataset"] == MEAN_OOD) & bool(o["include_mean"]))
+    sel = sel[keep & (sel["x_dataset"] != sel["y_dataset"])]
+    if not is_group.any():
+        raise ValueError(
+            "no shift-group rows (y_dataset 'group:<name>') in the correlation "
+            f"table for method={o['method']!r}, subset={o['subset']!r}"
+        )
+    ys = order_protocol_arms(zip(sel["y_protocol"], sel["y_arm"]))
+    if o.get("y_protocols"):
+        ys = [pa for pa in ys if pa[0] in set(o["y_protocols"])]
+    if o.get("y_arms"):
+        ys = [pa for pa in ys if pa[1] in set(o["y_arms"])]
+    if not ys:
+        raise ValueError("no shift-group correlation rows to plot (check y_protocols/y_arms)")
+    sel = sel[pd.Series(list(zip(sel["y_protocol"], sel["y_arm"])), index=sel.index).isin(ys)]
+    xs = order_protocol_arms(zip(sel["x_protocol"], sel["x_arm"]))
+    groups = list(dict.fromkeys(d for d in sel["y_dataset"] if str(d).startswith(GROUP_PREFIX)))
+    columns = groups + ([MEAN_OOD] if (sel["y_dataset"] == MEAN_OOD).any() else [])
+    cells = []
+    for panel, (yp, ya) in enumerate(ys):
+        rows = sel[(sel["y_protocol"] == yp) & (sel["y_arm"] == ya)]
+        for row in rows.itertuples(index=False):
+            value = float(row.value)
+            cells.append(
+                {
+                    "y_protocol": yp,
+                    "y_arm": ya,
+                    "x_protocol": row.x_protocol,
+                    "x_arm": row.x_arm,
+                    "y_dataset": row.y_dataset,
+                    "value": value,
+                    "ci_low": row.ci_low,
+                    "ci_high": row.ci_high,
+                    "n": row.n,
+                    "n_datasets": getattr(row, "n_datasets", np.nan),
+                    "text": f"{value:.2f}" if np.isfinite(value) else "",
+                    "panel": panel,
+                    "row": xs.index((row.x_protocol, row.x_arm)),
+                    "col": columns.index(row.y_dataset),
+                }
+            )
+    return pd.DataFrame(cells).sort_values(["panel", "row", "col"], ignore_index=True)
+
+
+def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
+    """Heatmaps of in-domain (protocol, arm) (rows) vs domain-shift groups (columns).
+
+    Each cell is the mean, over the OOD data sets of one shift group, of the correlation between
+    the row's in-domain accuracy and the data set's accuracy under the panel's OOD (protocol,
+    arm); the last column (after a thick line) is the mean over all OOD data sets.  One panel
+    per OOD (protocol, arm) (options ``y_protocols`` / ``y_arms``), ``col_wrap`` (3) panels per
+    row.  The best in-domain predictor of each column is framed.  Returns the drawn cells
+    (:func:`f5_cells`).  Options ``vmin``/``vmax`` (-1, 1), ``include_mean`` (True).
+    """
+    o = options(opts, "f5")
+    cells = f5_cells(corr, o)
+    sel = select(corr, o)
+    xs = list(
+        cells.drop_duplicates("row")
+        .sort_values("row")[["x_protocol", "x_arm"]]
+        .itertuples(index=False, name=None)
+    )
+    columns = cells.drop_duplicates("col").sort_values("col")["y_dataset"].tolist()
+    n_sets = {}
+    for c in columns:
+        kind_rows = sel[sel["y_dataset"] == c]
+        n_sets[c] = int(kind_rows["n_datasets"].max()) if "n_datasets" in sel else None
+    clabels = [
+        (dataset_label(c).removeprefix("mean: ") if c != MEAN_OOD else "mean OOD")
+        + (f"\n({n_sets[c]} set{'s' if n_sets[c] != 1 else ''})" if n_sets[c] else "")
+        for c in columns
+    ]
+    xlabels = [protocol_arm_label(*pa) for pa in xs]
+    panels = cells.drop_duplicates("panel").sort_values("panel")[["y_protocol", "y_arm"]]
+    panels = list(panels.itertuples(index=False, name=None))
+
+    plt, sns = pyplot()
+    with style(sns, o):
+        ncol = max(1, min(int(o["col_wrap"]), len(panels)))
+        nrow = math.ceil(len(panels) / ncol)
+        fig, axes = plt.subplots(
+            nrow,
+            ncol,
+            squeeze=False,
+            sharey=True,
+            layout="constrained",
+            figsize=(ncol * (0.8 * len(columns) + 0.6) + 2.6, nrow * (0.36 * len(xs) + 1.4) + 0.8),
+        )
+        try:
+            for ax, (panel, (yp, ya)) in zip(axes.ravel(), enumerate(panels)):
+                part = cells[cells["panel"] == panel]
+                values = np.full((len(xs), len(columns)), np.nan)
+                annot = np.full(values.shape, "", dtype=object)
+                values[part["row"], part["col"]] = part["value"]
+                annot[part["row"], part["col"]] = part["text"]
+                heatmap(
+                    ax,
+                    sns,
+                    pd.DataFrame(values, index=xlabels, columns=clabels),
+                    cmap=o["cmap"],
+                    vmin=o["vmin"],
+                    vmax=o["vmax"],
+                    annot=annot if o["annotate"] else None,
+                    fontsize=8 * o["font_scale"],
+                )
+                if MEAN_OOD in columns and len(columns) > 1:
+                    ax.axvline(columns.index(MEAN_OOD), color="black", lw=2.5)
+                for j in range(len(columns)):  # frame the best predictor of each column
+                    col = values[:, j]
+                    if np.isfinite(col).any():
+                        i = int(np.nanargmax(col))
+                        ax.add_patch(
+                            plt.Rectangle(
+                                (j + 0.04, i + 0.04),
+                                0.92,
+                                0.92,
+                                fill=False,
+                                lw=1.6,
+                                edgecolor="black",
+                            )
+                        )
+                plt.setp(ax.get_xticklabels(), rotation=0, fontsize=8 * o["font_scale"])
+                ax.tick_params(axis="x", labeltop=False)
+                ax.set_title(
+                    f"OOD accuracy under {protocol_arm_label(yp, ya)}\n({n_text(part['n'])})",
+                    fontsize=9.5 * o["font_scale"],
+                )
+            for ax in axes.ravel()[len(panels) :]:
+                ax.set_visible(False)
+            import matplotlib as mpl
+
+            cmap = o["cmap"]
+            sm = mpl.cm.ScalarMappable(
+                norm=mpl.colors.Normalize(o["vmin"], o["vmax"]),
+                cmap=sns.color_palette(cmap, as_cmap=True) if isinstance(cmap, str) else cmap,
+            )
+            fig.colorbar(
+                sm,
+                ax=axes.ravel().tolist(),
+                shrink=min(0.9, 0.5 + 0.2 * nrow),
+                label=f"mean {METHOD_LABELS[o['method']]}",
+            ).outline.set_linewidth(0)
+            fig.supylabel("in-domain protocol (x)", fontsize=10 * o["font_scale"])
+            fig.suptitle(
+                o["title"]
+                or f"{METHOD_LABELS[o['method']]} of in-domain accuracy with OOD "
+                f"accuracy, averaged per domain-shift group ({o['subset']} models; "
+                "frame = best predictor)",
+                fontsize=11 * o["font_scale"],
+            )
+            save(fig, png, pdf, o["dpi"])
+        finally:
+            plt.close(fig)
+    return cells

@@ -1,0 +1,52 @@
+"""Source ``demo``: a backbone the workflow pre-trains itself (rule ``pretrain``) on the
+in-domain set, with the method (``registry.METHODS``, ``workflow_scripts.pretrain``), seed and
+step budget of the row and the config's ``pretrain`` section."""
+
+from __future__ import annotations
+
+from workflow_scripts import registry
+from workflow_scripts.model_sources import SourceError, common
+
+
+def check_row(row: dict, config: dict) -> dict:
+    common.check_arch(row)
+    method = registry.METHODS.get(row["method"])
+    if method is None:
+        raise SourceError(
+            f"method '{row['method']}' cannot be trained by the workflow "
+            f"(known: {', '.join(registry.METHODS)})"
+        )
+    if row["family"] not in method["families"]:
+        raise SourceError(f"method '{row['method']}' does not run on a {row['family']} backbone")
+    for column in ("seed", "steps"):
+        if row[column] is None:
+            raise SourceError(f"column '{column}' is required for source 'demo'")
+    if row["method"] != "random" and row["steps"] == 0:
+        raise SourceError("column 'steps' must be > 0 for a trained method")
+    return {}
+
+
+def arch_spec(row: dict, config: dict) -> dict:
+    return common.arch_spec(row)
+
+
+def backbone_fields(row: dict, config: dict) -> dict:
+    return {"source": "demo"}
+
+
+def table_fields(row: dict) -> dict:
+    return {}
+
+
+def transform_spec(row: dict, config: dict) -> dict:
+    return dict(config["transform"])
+
+
+def weights_spec(row: dict, config: dict) -> dict:
+    """Pre-training hyper-parameters of the row: the shared ones plus its method's, and the
+    normalisation of the transform."""
+    cfg = config["pretrain"]
+    hp = {k: v for k, v in cfg.items() if k != "methods"}
+    hp.update(cfg["methods"][row["method"]])
+    hp.update(mean=config["transform"]["mean"], std=config["transform"]["std"])
+    return hp
