@@ -722,7 +722,7 @@ def measure_cpu_probes(config: dict) -> tuple[Figure, Figure]:
     import torch
 
     from workflow_scripts.knn import knn_scores
-    from workflow_scripts.linear import HeadSpec, Recipe, train_heads
+    from workflow_scripts.linear_heads import HeadSpec, Recipe, train_heads
 
     threads = config.get("threads", {})
     t_knn, t_lin = int(threads.get("knn_probe", 8)), int(threads.get("linear_probe", 4))

@@ -27,7 +27,7 @@ accuracy), and writes ``<out>/gpu_throughput.json`` after every section plus a s
   TF32: the raw distance matmul + top-(k + margin) on the device, and the project's
   ``knn.knn_scores(search="torch", device=...)`` end to end where it has that option.
 * ``linear``: one linear-probe epoch at ImageNet scale (raw + BN heads, 1000 classes, batch
-  1024) with ``linear.train_heads(device=...)`` (on the CPU in a checkout without ``device``).
+  1024) with ``linear_heads.train_heads(device=...)`` (on the CPU in a checkout without ``device``).
 * ``compile`` (only with ``--compile``): bf16 training step and forward under torch.compile,
   compile time and speed-up over eager.
 
@@ -772,13 +772,13 @@ def raw_knn_search(run: Run, xb: torch.Tensor, xq: torch.Tensor, chunk: int = 10
 
 
 def _heads():
-    from workflow_scripts.linear import HeadSpec
+    from workflow_scripts.linear_heads import HeadSpec
 
     return [HeadSpec("raw", 0.1, 42), HeadSpec("bn", 0.1, 42)]
 
 
 def linear_section(run: Run) -> dict:
-    from workflow_scripts.linear import Recipe, train_heads
+    from workflow_scripts.linear_heads import Recipe, train_heads
 
     s = run.size
     P.configure("fp32", run.dev)
@@ -815,7 +815,7 @@ def linear_section(run: Run) -> dict:
     run.sync()
     sec = time.perf_counter() - start
     shown = f", device={str(run.dev)!r}" if has_device else " (CPU: no device= keyword)"
-    out["method"] = f"workflow_scripts.linear.train_heads(epochs=1{shown})"
+    out["method"] = f"workflow_scripts.linear_heads.train_heads(epochs=1{shown})"
     out["ran_on"] = str(run.dev) if has_device else "cpu"
     out["includes"] = "input checks, host->device copies, train steps, one test evaluation"
     out |= {

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from workflow_scripts.devices import resolve_device  # noqa: E402
-from workflow_scripts.linear import HeadSpec, Recipe, train_heads  # noqa: E402
+from workflow_scripts.linear_heads import HeadSpec, Recipe, train_heads  # noqa: E402
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from workflow_scripts.augment import normalize, random_resized_crop, to_float_images
-from workflow_scripts.linear import HeadSpec, Recipe, fit_heads
+from workflow_scripts.linear_heads import HeadSpec, Recipe, fit_heads
 
 
 def train_online(
@@ -105,14 +105,14 @@ def run_job(
     log,
 ) -> None:
     """One linear_online job: for each data set (in order, with its image and label arrays and
-    output file at the same position) the heads of ``linear.head_grid(arms, cfg)`` trained on
+    output file at the same position) the heads of ``linear_heads.head_grid(arms, cfg)`` trained on
     online features of a freshly loaded backbone (``model``: the row's backbone columns),
     written with the job's provenance columns."""
     import pandas as pd
 
     from workflow_scripts.backbones import load_job_backbone
     from workflow_scripts.io import save_csv
-    from workflow_scripts.linear import head_grid
+    from workflow_scripts.linear_heads import head_grid
 
     heads, recipe = head_grid(arms, cfg), Recipe.from_config(cfg)
     for dataset, *paths, classes, out in zip(

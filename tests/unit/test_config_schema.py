@@ -112,12 +112,12 @@ def test_dataclass_fields_left_out_take_the_schema_default(monkeypatch):
     changed schema default reaches them."""
     import dataclasses
 
-    from workflow_scripts import finetune, linear
+    from workflow_scripts import finetune, linear_heads
     from workflow_scripts import schema as schema_module
 
     for cls, section in (
         (finetune.FinetuneRecipe, "finetune"),
-        (linear.Recipe, "linear"),
+        (linear_heads.Recipe, "linear"),
         (finetune.Speed, "finetune"),
     ):
         required = {"epochs": 50, "batch_size": 8} if cls is not finetune.Speed else {}
@@ -142,5 +142,5 @@ def test_dataclass_fields_left_out_take_the_schema_default(monkeypatch):
         },
     }
     monkeypatch.setattr(schema_module, "_schema", lambda: changed)
-    assert linear.Recipe(epochs=50, batch_size=8).momentum == 0.5
-    assert linear.Recipe(epochs=50, batch_size=8, momentum=0.7).momentum == 0.7
+    assert linear_heads.Recipe(epochs=50, batch_size=8).momentum == 0.5
+    assert linear_heads.Recipe(epochs=50, batch_size=8, momentum=0.7).momentum == 0.7

@@ -20,6 +20,7 @@ from workflow_scripts import (
     finetune,
     knn,
     linear,
+    linear_heads,
     online_probe,
     runtime,
     synthetic,
@@ -233,7 +234,7 @@ def test_linear_job_trains_the_head_grid_per_data_set(tmp_path):
         "grad_clip": 0.5,
         "init_std": 0.01,
     }
-    heads = linear.head_grid(["raw", "bn"], cfg)
+    heads = linear_heads.head_grid(["raw", "bn"], cfg)
     assert [(h.arm, h.base_lr, h.seed) for h in heads] == [
         ("raw", 0.1, 1),
         ("raw", 0.1, 2),
@@ -261,8 +262,8 @@ def test_linear_job_trains_the_head_grid_per_data_set(tmp_path):
         log=LOG,
     )
     for dataset, classes, out in zip(["a", "b"], [4, 6], outs, strict=True):
-        results, _ = linear.train_heads(
-            *arrays[dataset], classes, heads, linear.Recipe.from_config(cfg)
+        results, _ = linear_heads.train_heads(
+            *arrays[dataset], classes, heads, linear_heads.Recipe.from_config(cfg)
         )
         expected = pd.DataFrame(results).assign(
             model="m", dataset=dataset, protocol="linear", code_version="c0de", device="cpu"
@@ -325,8 +326,8 @@ def test_online_probe_job_loads_a_fresh_backbone_per_data_set(tmp_path):
             load_backbone(weights, "resnet10_tiny", "avgpool"),
             *arrays,
             num_classes=3,
-            heads=linear.head_grid(["raw", "bn"], cfg),
-            recipe=linear.Recipe.from_config(cfg),
+            heads=linear_heads.head_grid(["raw", "bn"], cfg),
+            recipe=linear_heads.Recipe.from_config(cfg),
             mean=SPEC["mean"],
             std=SPEC["std"],
             seed=5,

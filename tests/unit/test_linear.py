@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import workflow_scripts.linear as linear_module
-from workflow_scripts.linear import HeadSpec, Recipe, epoch_batches, train_heads
+import workflow_scripts.linear_heads as linear_module
+from workflow_scripts.linear_heads import HeadSpec, Recipe, epoch_batches, train_heads
 from workflow_scripts.schedules import lr_factor, warmup_cosine_epochs
 
 

@@ -6,7 +6,7 @@ import torch
 
 from workflow_scripts.backbones import build_backbone
 from workflow_scripts.features import array_batches, extract
-from workflow_scripts.linear import HeadSpec, Recipe, train_heads
+from workflow_scripts.linear_heads import HeadSpec, Recipe, train_heads
 from workflow_scripts.online_probe import train_online
 
 MEAN, STD = [0.5] * 3, [0.25] * 3
