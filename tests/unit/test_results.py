@@ -93,8 +93,9 @@ def test_accuracy_table_joins_and_averages_seeds():
 
 
 def test_a_timm_row_brings_the_transform_column():
-    """A timm row's model fields carry its transform (plan.timm_fields): the table records it
-    before code_version, 'paper' for the other rows; without timm rows the columns stay."""
+    """A timm row's model fields carry its transform (plan.model_fields through
+    model_sources.timm.table_fields): the table records it before code_version, 'paper' for the
+    other rows; without timm rows the columns stay."""
     timm_row = {"key": "c", "method": "dinov2", "family": "vit", "arch": "vit_base_patch14_dinov2"}
     models = [*MODELS, timm_row | {"paradigm": "discriminative", "transform": "model"}]
     frames = [_knn(m["key"], d["key"]) for m in models for d in DATASETS]
