@@ -18,6 +18,7 @@ Nothing runs at import time.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
@@ -54,7 +55,7 @@ COLUMNS = (
     "ci_high",
 )
 #: Extra columns appended after :data:`COLUMNS`.
-EXTRA_COLUMNS = ("y_kind", "y_shift_group", "n_datasets", "regret_at_1", "missing")
+EXTRA_COLUMNS = ("y_kind", "y_shift_group", "n_datasets", "regret_at_1", "missing", "p_method")
 #: Missing-value policies of the correlations (config analysis.missing).
 MISSING = ("pairwise", "listwise")
 
@@ -62,6 +63,9 @@ REQUIRED_COLUMNS = ("model", "dataset", "domain", "shift_group", "protocol", "ar
 
 #: Fewest models for which a coefficient is reported (fewer -> NaN).
 MIN_N = 3
+#: Up to this many models the p-values of Kendall, Spearman and Pearson are exact: the
+#: permutation distribution over all n! pairings (10! = 3,628,800); above, scipy's.
+EXACT_P_MAX_N = 10
 
 _SCIPY = {
     "kendall": stats.kendalltau,
@@ -94,14 +98,18 @@ def correlate(x, y, *, min_n: int = MIN_N) -> dict[str, tuple[float, float]]:
     """Kendall's tau-b, Spearman's rho, Pearson's r and the weighted tau of ``x`` and ``y``.
 
     Returns ``{"kendall": (value, p), "spearman": (value, p), "pearson": (value, p),
-    "weightedtau": (value, nan)}``, computed by :func:`scipy.stats.kendalltau` (tau-b, default
-    method), :func:`scipy.stats.spearmanr`, :func:`scipy.stats.pearsonr` (two-sided p-values) and
-    :func:`scipy.stats.weightedtau` (defaults: hyperbolic weigher 1 / (1 + rank), ``rank=True``,
-    i.e. the mean of the coefficients weighted by the decreasing lexicographic ranking by (x, y)
-    and by (y, x); it has no p-value, so p is NaN), so the numbers are exactly scipy's.  Pairs
-    where either value is not finite are dropped first.  Constant input (after dropping) or
-    fewer than ``min_n`` pairs gives ``(nan, nan)`` for every method, without calling scipy (so
-    without its warnings).
+    "weightedtau": (value, nan)}``. The coefficients are exactly scipy's:
+    :func:`scipy.stats.kendalltau` (tau-b), :func:`scipy.stats.spearmanr`,
+    :func:`scipy.stats.pearsonr` and :func:`scipy.stats.weightedtau` (defaults: hyperbolic
+    weigher 1 / (1 + rank), ``rank=True``; it has no p-value, so p is NaN). The two-sided
+    p-values (:func:`p_method` says which): with at most :data:`EXACT_P_MAX_N` pairs, exact --
+    the share of the ``n!`` pairings of x with a permutation of y whose ``|coefficient|`` is at
+    least the observed one (:func:`permutation_p`; n = 3, rho = 1: 2/6 = 1/3, where the
+    t-approximation gives ~0); above, scipy's (Kendall: its exact distribution without ties for
+    n <= 33, else the normal approximation; Spearman: the t-distribution; Pearson: the exact
+    distribution under bivariate normality). Pairs where either value is not finite are dropped
+    first. Constant input (after dropping) or fewer than ``min_n`` pairs gives ``(nan, nan)``
+    for every method, without calling scipy (so without its warnings).
     """
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
@@ -115,8 +123,86 @@ def correlate(x, y, *, min_n: int = MIN_N) -> dict[str, tuple[float, float]]:
     out = {}
     for method in METHODS:
         res = _SCIPY[method](x, y)
-        out[method] = (float(res.statistic), float(res.pvalue))
+        value, p = float(res.statistic), float(res.pvalue)
+        if p_method(method, x.size) == "permutation":
+            p = permutation_p(method, x, y)
+        out[method] = (value, p)
     return out
+
+
+def p_method(method: str, n: int) -> str:
+    """How :func:`correlate` obtains the p-value of ``method`` for ``n`` pairs: "permutation"
+    (exact, n <= :data:`EXACT_P_MAX_N`), "scipy", or "none" (the weighted tau)."""
+    if method == "weightedtau":
+        return "none"
+    return "permutation" if n <= EXACT_P_MAX_N else "scipy"
+
+
+@functools.lru_cache(maxsize=None)
+def _permutations(n: int) -> np.ndarray:
+    """All ``n!`` permutations of ``range(n)`` as an int8 array [n!, n] (36 MB at n = 10)."""
+    perms = np.zeros((1, 0), dtype=np.int8)
+    for k in range(n):
+        perms = np.concatenate([np.insert(perms, pos, k, axis=1) for pos in range(k + 1)])
+    return perms
+
+
+_PERMUTATION_CHUNK = 1 << 18
+
+
+def _null_statistics(method: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The statistic (``method``'s coefficient, or an increasing function of it at fixed
+    margins) of x against every permutation of y."""
+    perms = _permutations(x.size)
+    out = np.empty(len(perms))
+    if method == "kendall":  # tau-b's numerator: its denominator is permutation-invariant
+        sx = np.sign(x[:, None] - x[None, :])
+        upper = np.triu_indices(x.size, 1)
+        for start in range(0, len(perms), _PERMUTATION_CHUNK):
+            yp = y[perms[start : start + _PERMUTATION_CHUNK]]
+            sy = np.sign(yp[:, :, None] - yp[:, None, :])[:, upper[0], upper[1]]
+            out[start : start + len(yp)] = sy @ sx[upper]
+        return out
+    # spearman on ranks, pearson on values: the numerator of r (the norms are invariant)
+    xc, yc = x - x.mean(), y - y.mean()
+    for start in range(0, len(perms), _PERMUTATION_CHUNK):
+        out[start : start + _PERMUTATION_CHUNK] = yc[perms[start : start + _PERMUTATION_CHUNK]] @ xc
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _rank_null(method: str, rx: tuple, ry: tuple) -> np.ndarray:
+    """The sorted |statistic| of every pairing of the rank multisets ``rx`` and ``ry`` (their
+    tie patterns decide the null distribution of a rank coefficient: one computation serves
+    every row with the same n and ties)."""
+    return np.sort(np.abs(_null_statistics(method, np.array(rx), np.array(ry))))
+
+
+def permutation_p(method: str, x, y) -> float:
+    """Exact two-sided permutation p-value of Kendall's tau-b, Spearman's rho or Pearson's r:
+    ``P(|T| >= |t_observed|)`` over all ``n!`` pairings of ``x`` with a permutation of ``y``
+    (observed included), ties compared with a relative tolerance of 1e-9."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if method not in ("kendall", "spearman", "pearson"):
+        raise ValueError(f"no permutation p-value for {method!r}")
+    if method == "pearson":
+        null = np.abs(_null_statistics(method, x, y))
+        observed = abs(float((y - y.mean()) @ (x - x.mean())))
+        return float(np.mean(null >= observed * (1 - 1e-9) - 1e-300))
+    rx, ry = stats.rankdata(x), stats.rankdata(y)
+    null = _rank_null(method, tuple(np.sort(rx)), tuple(np.sort(ry)))
+    if method == "kendall":
+        observed = abs(
+            float(
+                np.sign(rx[:, None] - rx[None, :])[np.triu_indices(x.size, 1)]
+                @ np.sign(ry[:, None] - ry[None, :])[np.triu_indices(x.size, 1)]
+            )
+        )
+    else:
+        observed = abs(float((ry - ry.mean()) @ (rx - rx.mean())))
+    first = np.searchsorted(null, observed * (1 - 1e-9) - 1e-300, side="left")
+    return float((null.size - first) / null.size)
 
 
 def regret_at_1(x, y, *, x_direction: int = 1, y_direction: int = 1) -> float:
@@ -621,7 +707,13 @@ class _Engine:
                 interval = percentile_interval(samples, self.ci)
             else:
                 samples, interval = None, (nan, nan)
-            res["methods"][method] = {"value": value, "p": p, "samples": samples, "ci": interval}
+            res["methods"][method] = {
+                "value": value,
+                "p": p,
+                "p_method": p_method(method, n) if np.isfinite(value) else "none",
+                "samples": samples,
+                "ci": interval,
+            }
         return res
 
 
@@ -679,6 +771,7 @@ def _records(xp, xa, xd, yp, ya, yd, subset, res, kind, group, n_datasets) -> li
                 "y_shift_group": group,
                 "n_datasets": n_datasets,
                 "regret_at_1": res["regret_at_1"],
+                "p_method": m.get("p_method", "none"),
             }
         )
     return out

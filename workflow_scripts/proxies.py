@@ -34,9 +34,15 @@ ARMS = tuple(registry.ARMS)
 DIRECTIONS = {name: entry["direction"] for name, entry in registry.PROXIES.items()}
 
 RANKME_EPS = 1e-7
-ALPHA_REQ_RTOL = 1e-10  # eigenvalues <= max * ALPHA_REQ_RTOL are numerically zero
-LOGME_MAX_ITER = 11
-LOGME_TOL = 1e-3
+ALPHA_REQ_RTOL = 1e-10  # covariance eigenvalues <= max * ALPHA_REQ_RTOL are numerically zero
+# alpha-ReQ's fit window as its authors' code has it (reptrix get_alpha: fit_range
+# np.arange(5, 100)): eigenvalue indices 5..99, i.e. ranks 6..100, weights 1 / rank
+ALPHA_REQ_FIRST, ALPHA_REQ_LAST = 5, 99
+ALPHA_REQ_MIN_POINTS = 10  # fewer numerically non-zero eigenvalues in the window: NaN
+LOGME_TOL = 1e-10  # relative change of beta at which its fixed point has converged
+# log10(alpha / (beta0 * sigma_max)) searched for the evidence maximum: from, to, step
+LOGME_GRID = (-16.0, 4.0, 0.25)
+NC1_RTOL_FACTOR = 1.0  # x max(C, D) * eps: singular values of the class means counted as zero
 
 
 # ----------------------------------------------------------------------------------------------
@@ -93,19 +99,22 @@ def indices_sha256(indices: np.ndarray) -> str:
 # singular values / vectors
 
 
-def _decompose(x: np.ndarray, vectors: bool = True):
-    """``(s, v, u)``: the ``k = min(N, D)`` singular values of ``x`` (descending), its right
-    singular vectors ``v`` (D x k) and left ones ``u`` (N x k, only for N <= D; else None).
+def _r_factor(x: np.ndarray) -> np.ndarray:
+    """The triangular factor R of ``x = QR`` (D x D for N > D): ``R^T R = x^T x`` without forming
+    ``x^T x``, so the singular values of R are those of ``x`` to ``eps * s_max`` (backward
+    stable), not to ``sqrt(eps) * s_max`` as through the Gram matrix."""
+    return np.linalg.qr(x, mode="r")
 
-    N <= D: LAPACK's thin SVD. N > D (the usual 25,600 x 2048 case): the eigendecomposition of
-    the float64 Gram matrix ``x^T x`` (``s = sqrt(eigenvalues)``), ~10x faster than the thin SVD
-    there (6 s against 65 s on 2 cores). Its eigenvalues carry an absolute error of order
-    ``N * eps * max_eig`` (Gram rounding, then ``eigh``'s backward error), so eigenvalues below
-    ``max(N, D) * eps * max_eig`` are set to 0 (singular values below ~``sqrt(max(N, D) * eps)``
-    ~ 2.4e-6 of the largest at N = 25,600; exact zeros stay exact): everything that uses them is
-    insensitive to that level (RankMe's p_k are smoothed by 1e-7; alpha-ReQ fits eigenvalues
-    above 1e-10 of the largest; LogME's updates use ``sigma_i`` and ``v_i^T x^T f`` without
-    dividing by ``sigma_i``).
+
+def _decompose(x: np.ndarray, vectors: bool = True, r: np.ndarray | None = None):
+    """``(s, v, u)``: the ``k = min(N, D)`` singular values of ``x`` (descending, to full double
+    precision), its right singular vectors ``v`` (D x k) and left ones ``u`` (N x k, only for
+    N <= D; else None).
+
+    N <= D: LAPACK's SVD of ``x``. N > D (the usual 25,600 x 2048 case): the SVD of the D x D
+    triangular factor ``r`` of ``x = QR`` (:func:`_r_factor`, or given), which has the singular
+    values and right singular vectors of ``x`` -- LAPACK's own route for tall matrices, without
+    ever forming the N x D left vectors.
     """
     n, d = x.shape
     if n <= d:
@@ -113,31 +122,28 @@ def _decompose(x: np.ndarray, vectors: bool = True):
             return np.linalg.svd(x, compute_uv=False), None, None
         u, s, vt = np.linalg.svd(x, full_matrices=False)
         return s, vt.T, u
-    return (*_gram_eig(x.T @ x, n, vectors), None)
-
-
-def _gram_eig(gram: np.ndarray, n: int, vectors: bool):
-    """``(s, v)`` from a D x D Gram matrix of N rows: eigenvalues below the noise floor -> 0."""
-    if vectors:
-        lam, v = np.linalg.eigh(gram)
-        lam, v = lam[::-1].copy(), v[:, ::-1]
-    else:
-        lam, v = np.linalg.eigvalsh(gram)[::-1].copy(), None
-    lam[lam <= max(n, gram.shape[0]) * np.finfo(np.float64).eps * max(lam[0], 0.0)] = 0.0
-    return np.sqrt(lam), v
+    r = _r_factor(x) if r is None else r
+    if not vectors:
+        return np.linalg.svd(r, compute_uv=False), None, None
+    _, s, vt = np.linalg.svd(r)
+    return s, vt.T, None
 
 
 def _centred_spectrum(x: np.ndarray):
-    """``(eig, mu, gc)``: covariance eigenvalues of the centred ``x`` (descending), its column
-    mean and, for N > D, the centred Gram matrix (else None), which :func:`compute` reuses:
-    ``x^T x = gc + N mu mu^T`` (a sum of positive semi-definite terms, no cancellation)."""
+    """``(eig, r)``: covariance eigenvalues of the centred ``x`` (descending: its squared singular
+    values / N) and, for N > D, the R factor of the *uncentred* ``x`` (else None), which
+    :func:`compute` reuses: the centred matrix is factorised once, ``x = x_c + 1 mu^T``, so
+    ``x^T x = R_c^T R_c + N mu mu^T``, the R^T R of the stacked ``[R_c; sqrt(N) mu^T]`` (a QR of
+    D + 1 rows, no cancellation)."""
     n, d = x.shape
     mu = x.mean(axis=0)
     xc = x - mu
     if n <= d:
-        return np.linalg.svd(xc, compute_uv=False) ** 2 / n, mu, None
-    gc = xc.T @ xc
-    return _gram_eig(gc, n, vectors=False)[0] ** 2 / n, mu, gc
+        return np.linalg.svd(xc, compute_uv=False) ** 2 / n, None
+    rc = _r_factor(xc)
+    del xc
+    eig = np.linalg.svd(rc, compute_uv=False) ** 2 / n
+    return eig, _r_factor(np.vstack([rc, math.sqrt(n) * mu[None, :]]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,8 +161,9 @@ def _rankme_from_singular_values(s: np.ndarray) -> float:
 def rankme(x) -> float:
     """RankMe (Garrido et al., ICML 2023): ``exp(-sum_k p_k log p_k)``, ``p_k = s_k/sum(s) + 1e-7``.
 
-    ``s`` are the ``min(N, D)`` singular values of the *uncentred* float64 matrix ``x`` (see
-    :func:`_decompose` for how they are obtained). The value lies in ``[~1, min(N, D)]``: ``r``
+    ``s`` are the ``min(N, D)`` singular values of the *uncentred* float64 matrix ``x``, to full
+    double precision (:func:`_decompose`: no singular value is set to zero; collapsed features
+    keep their tiny ones). The value lies in ``[~1, min(N, D)]``: ``r``
     equal non-zero singular values give ~``r`` (the ``1e-7`` smoothing adds
     ``O(min(N, D) * 1e-7 * |log 1e-7|)``). NaN for an all-zero matrix.
     """
@@ -168,41 +175,55 @@ def rankme(x) -> float:
 
 
 def _power_law_fit(eig: np.ndarray, n: int) -> tuple[float, float]:
+    """``(alpha, r2)`` of the descending covariance eigenvalues ``eig`` of ``n`` rows, fitted as
+    alpha-ReQ's authors do (see :func:`alpha_req`)."""
     eig = np.sort(eig)[::-1]
     if eig.size == 0 or not eig[0] > 0:
         return math.nan, math.nan
-    k = int(np.count_nonzero(eig > eig[0] * ALPHA_REQ_RTOL))
-    k = min(k, n - 1, eig.size)
-    if k < 2:
+    # numerically non-zero eigenvalues; the centred matrix has rank <= n - 1
+    k = min(int(np.count_nonzero(eig > eig[0] * ALPHA_REQ_RTOL)), n - 1, eig.size)
+    window = np.arange(ALPHA_REQ_FIRST, min(ALPHA_REQ_LAST, k - 1) + 1)
+    if window.size < ALPHA_REQ_MIN_POINTS:
         return math.nan, math.nan
-    lx = np.log(np.arange(1, k + 1, dtype=np.float64))
-    ly = np.log(eig[:k])
-    lxc, lyc = lx - lx.mean(), ly - ly.mean()
-    slope = float(lxc @ lyc / (lxc @ lxc))
-    resid = lyc - slope * lxc
-    ss_tot = float(lyc @ lyc)
+    logs = np.log(eig[:k])
+    rank = window + 1.0
+    design = np.stack([-np.log(rank), np.ones(window.size)], axis=1)
+    weights = 1.0 / rank
+    slope, intercept = np.linalg.solve(
+        design.T @ (design * weights[:, None]), (design * weights[:, None]).T @ logs[window]
+    )
+    # R^2 (unweighted) of the fitted line over eigenvalue indices 6 .. last - 1, last = 500 for
+    # >= 512 eigenvalues, else their number - 10: the authors' fit_R2
+    last = 500 if k >= 512 else k - 10
+    span = np.arange(ALPHA_REQ_FIRST + 1, last)
+    if span.size < 2:
+        return float(slope), math.nan
+    pred = intercept - slope * np.log(span + 1.0)
+    resid, centred = logs[span] - pred, logs[span] - logs[span].mean()
+    ss_tot = float(centred @ centred)
     r2 = 1.0 - float(resid @ resid) / ss_tot if ss_tot > 0 else math.nan
-    return -slope, r2
+    return float(slope), r2
 
 
 def alpha_req(x) -> tuple[float, float]:
-    """alpha-ReQ (Agrawal et al., NeurIPS 2022): ``(alpha, r2)`` of ``lambda_i ~ i^-alpha``.
+    """alpha-ReQ (Agrawal et al., NeurIPS 2022): ``(alpha, r2)`` of ``lambda_i ~ i^-alpha``, as the
+    authors compute it (their ``reptrix`` package: ``get_alpha`` / ``get_powerlaw``).
 
     ``lambda_1 >= lambda_2 >= ...`` are the eigenvalues of the covariance of the centred float64
-    features, ``(x - mean)^T (x - mean) / N`` (squared singular values / N, :func:`_decompose`).
-    ``alpha`` is minus the slope of the ordinary least-squares line of ``log lambda_i`` on
-    ``log i``, and ``r2`` its coefficient of determination.
+    features, ``(x - mean)^T (x - mean) / N`` (their PCA's spectrum; its normalisation to a sum of
+    1 changes no slope). ``alpha`` is the slope of the *weighted* least-squares line of
+    ``log lambda_i`` on ``-log i`` over the eigenvalue indices 5..99 (ranks 6..100; the first
+    five, the head of the spectrum, left out) with weights ``1 / i``; ``r2`` is the authors'
+    goodness of fit, the (unweighted) R^2 of that line against ``log lambda`` over the indices
+    6..499 (6 .. K - 11 with fewer than 512 eigenvalues).
 
-    Rank range: ``i = 1 .. K``, ``K`` = the number of eigenvalues above ``max_eig * 1e-10``, capped
-    at ``min(N - 1, D)`` (the centred matrix has rank <= N - 1). Why: the fit must use the whole
-    spectrum that carries signal for a 64-d as for a 2048-d backbone, so no fixed rank window (the
-    authors' code fits a hand-chosen window with 1/i weights); what must go are the eigenvalues that
-    are zero in exact arithmetic (N <= D, rank-deficient or constant features), whose computed
-    values (round-off, 1e-30 .. 1e-12 relative) would dominate a log-log fit. 1e-10 relative on
-    eigenvalues is 1e-5 on singular values: above float64 round-off (also the Gram path's floor
-    at N <= 4e5) and the float32 storage noise of cached features (~6e-8 relative), and a genuine
-    i^-alpha spectrum only reaches it when alpha * log10(D) > 10 (alpha > 3 at D = 2048).
-    (NaN, NaN) when K < 2; r2 is NaN for a perfectly flat spectrum (nothing to explain).
+    Rule where the window does not fit (the demo's 64-d ViTs, collapsed features): only the
+    numerically non-zero eigenvalues count -- above ``max_eig * 1e-10``, at most
+    ``min(N - 1, D)`` of them (the centred matrix has rank <= N - 1) -- and the window ends at the
+    last of them (64 eigenvalues: indices 5..63); with fewer than 10 indices left, or no
+    variance, ``(NaN, NaN)``; r2 is NaN when its range has fewer than 2 points. (The newest
+    reptrix defaults to indices 10..99; the window of the version the paper's method used,
+    5..99, is kept.)
     """
     x = _as_matrix(x)
     return _power_law_fit(_centred_spectrum(x)[0], x.shape[0])
@@ -249,6 +270,41 @@ def _logme_evidence(alpha, beta, t, n, d) -> float:
     )
 
 
+def _profile_betas(t, n, alphas: np.ndarray) -> np.ndarray:
+    """For each alpha of ``alphas``, the beta that maximises the evidence at that alpha:
+    MacKay's update ``beta <- (N - gamma) / |f - x m|^2`` repeated until its relative change is
+    at most 1e-10 (at most 500 times), from the noise model's ``N / |f|^2``; all alphas at
+    once. NaN where beta runs to infinity."""
+    sigma, w2, z2 = t["sigma"], t["w2"], t.get("z2")
+    a = np.asarray(alphas, dtype=np.float64)[:, None]
+    beta = np.full(a.shape, n / t["f2"])
+    eps = np.finfo(np.float64).eps
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for _ in range(500):
+            den = a + beta * sigma
+            gamma = np.sum(beta * sigma / den, axis=1, keepdims=True)
+            if z2 is None:
+                fitted = beta * np.sum(w2 * (2 * a + beta * sigma) / den**2, axis=1, keepdims=True)
+                res2 = np.maximum(t["f2"] - fitted, eps * t["f2"])
+            else:
+                res2 = t["perp2"] + np.sum((a / den) ** 2 * z2, axis=1, keepdims=True)
+            new = (n - gamma) / res2
+            new[~(np.isfinite(new) & (new > 0))] = np.nan
+            done = np.all(np.isnan(new) | (np.abs(new - beta) <= LOGME_TOL * beta))
+            beta = new
+            if done:
+                break
+    return beta[:, 0]
+
+
+def _profile(t, n, d, alpha: float) -> tuple[float, float]:
+    """(L / N, beta) at ``alpha`` with beta at its optimum (:func:`_profile_betas`)."""
+    beta = float(_profile_betas(t, n, np.array([alpha]))[0])
+    if not np.isfinite(beta):
+        return math.nan, beta
+    return _logme_evidence(alpha, beta, t, n, d) / n, beta
+
+
 def _logme_targets(s, v, u, xtf, f2, utf=None):
     """Per-target inputs of :func:`_logme_terms` (columns of ``xtf = x^T F``, ``utf = u^T F``)."""
     sigma = s * s
@@ -264,24 +320,54 @@ def _logme_targets(s, v, u, xtf, f2, utf=None):
     return out
 
 
+def _logme_limit(t, n) -> float:
+    """The evidence's supremum along ``alpha -> infinity`` (weights fixed at zero, ``f ~ N(0,
+    1/beta)``), maximised over beta (``beta = N / |f|^2``), per sample:
+    ``-(log(2 pi |f|^2 / N) + 1) / 2``."""
+    return -0.5 * (math.log(2 * math.pi * t["f2"] / n) + 1.0)
+
+
 def _logme_fixed_point(t, n, d) -> tuple[float, float, float]:
-    alpha, beta = 1.0, 1.0
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for _ in range(LOGME_MAX_ITER):
-            gamma, m2, res2, _ = _logme_terms(alpha, beta, t)
-            new_alpha, new_beta = gamma / m2, (n - gamma) / res2
-            if not (
-                np.isfinite(new_alpha) and np.isfinite(new_beta) and new_alpha > 0 and new_beta > 0
-            ):
-                return math.nan, math.nan, math.nan
-            done = (
-                abs(new_alpha - alpha) / alpha < LOGME_TOL
-                and abs(new_beta - beta) / beta < LOGME_TOL
-            )
-            alpha, beta = new_alpha, new_beta
-            if done:
-                break
-        return _logme_evidence(alpha, beta, t, n, d) / n, alpha, beta
+    """``(L / N, alpha, beta)`` at the evidence maximum of one target (:func:`logme_fit`)."""
+    from scipy.optimize import minimize_scalar
+
+    limit, beta0 = _logme_limit(t, n), n / t["f2"]
+    top = float(t["sigma"].max()) if t["sigma"].size else 0.0
+    if top == 0.0 or not np.any(t["w2"] > 0):  # f is orthogonal to every feature direction
+        return limit, math.inf, beta0
+    # log10(alpha / (beta0 * sigma_max)) on a grid: the evidence over beta at each alpha
+    grid = np.arange(LOGME_GRID[0], LOGME_GRID[1] + 1e-9, LOGME_GRID[2])
+    alphas = beta0 * top * 10.0**grid
+    betas = _profile_betas(t, n, alphas)
+    if not np.all(np.isfinite(betas)):
+        return math.nan, math.nan, math.nan  # beta -> infinity: x interpolates f
+    values = np.array([_logme_evidence(a, b, t, n, d) / n for a, b in zip(alphas, betas)])
+    best = int(np.argmax(values))
+    if best == grid.size - 1 or values[best] <= limit:
+        return limit, math.inf, beta0  # the evidence rises towards its alpha -> inf limit
+    # Brent's method on log10 alpha around every local maximum of the grid within 1e-2 of the
+    # best (two maxima can be that close, and the grid's best need not be the higher one)
+    peaks = [
+        i
+        for i in range(1, grid.size - 1)
+        if values[i] >= values[i - 1]
+        and values[i] >= values[i + 1]
+        and values[i] >= values[best] - 1e-2
+    ] or [best]
+    found = []
+    for i in peaks:
+        result = minimize_scalar(
+            lambda g: -_profile(t, n, d, beta0 * top * 10.0**g)[0],
+            bounds=(grid[i - 1], grid[i + 1]),
+            method="bounded",
+            options={"xatol": 1e-12, "maxiter": 500},
+        )
+        alpha = beta0 * top * 10.0 ** float(result.x)
+        found.append((*_profile(t, n, d, alpha), alpha))
+    value, beta, alpha = max(found, key=lambda v: v[0] if np.isfinite(v[0]) else -math.inf)
+    if not value >= values[best]:  # never below the grid
+        alpha, beta, value = float(alphas[best]), float(betas[best]), float(values[best])
+    return value, alpha, beta
 
 
 def _single_target(x, f):
@@ -306,15 +392,37 @@ def logme_evidence(x, f, alpha: float, beta: float) -> float:
 
 
 def logme_fit(x, f) -> tuple[float, float, float]:
-    """``(L / N, alpha, beta)`` at LogME's evidence-maximisation fixed point for one target ``f``.
+    """``(L / N, alpha, beta)`` at the maximum of LogME's evidence for one target ``f``.
 
-    MacKay's fixed point (You et al., ICML 2021, Algorithm 1): from ``alpha = beta = 1`` repeat
-    ``gamma = sum_i beta sigma_i / (alpha + beta sigma_i)``, ``alpha <- gamma / m^T m``,
-    ``beta <- (N - gamma) / |f - x m|^2`` (``m`` from the current alpha, beta) at most 11 times,
-    stopping once both relative changes are below 1e-3; ``L`` is then :func:`logme_evidence` at
-    the final (alpha, beta). Unlike the authors' code, no 1e-5 is added to denominators and the
-    ``D - min(N, D)`` eigenvalues ``alpha`` of ``A`` enter ``log|A|`` when N < D.
-    NaN if the iteration leaves (0, inf) (``f`` orthogonal to every column of ``x``).
+    LogME (You et al., ICML 2021) is the *maximum* evidence over (alpha, beta). The authors reach
+    it by MacKay's fixed point from ``alpha = beta = 1`` (``gamma = sum_i beta sigma_i / (alpha
+    + beta sigma_i)``, ``alpha <- gamma / m^T m``, ``beta <- (N - gamma) / |f - x m|^2``) stopped
+    after 11 steps. That stopping rule leaves up to ~1e-2 below the maximum on real features, and
+    the fixed point finds *a* stationary point: on the demo's features the evidence has two
+    maxima in alpha for some classes. Here:
+
+    1. on a grid of ``alpha = beta0 sigma_max 10^g``, ``g = -16, -15.75, ..., 4`` (``beta0 = N /
+       |f|^2``, the noise-only precision; ``sigma_max`` the largest eigenvalue of ``x^T x``),
+       beta is maximised by MacKay's beta update run to a relative change of 1e-10;
+    2. around every local maximum of the grid within 1e-2 of its best (two maxima can lie that
+       close, 3e-6 apart on a demo model, the lower one on the grid), Brent's method on
+       ``log10 alpha`` (scipy ``minimize_scalar``, bounded, ``xatol`` 1e-12), beta again at its
+       optimum; the highest is taken, so MacKay's two fixed-point equations hold at the result
+       (tested to 1e-6).
+
+    ``L`` is :func:`logme_evidence` there. Unlike the authors' code, no 1e-5 is added to
+    denominators and the ``D - min(N, D)`` eigenvalues ``alpha`` of ``A`` enter ``log|A|`` when
+    N < D.
+
+    Targets without a finite maximum, as the method implies:
+
+    * the evidence rises towards ``alpha -> infinity`` (``f`` is explained better by noise than
+      by any linear function of ``x``: the best grid point is the last one, or no interior value
+      exceeds the limit): LogME is the supremum, that limit -- the model ``f ~ N(0, 1/beta)`` with
+      ``beta = N / |f|^2``, ``L / N = -(log(2 pi |f|^2 / N) + 1) / 2`` -- with ``alpha = inf``;
+      also when ``f`` is orthogonal to every column of ``x``;
+    * ``beta`` runs to infinity (``x`` interpolates ``f``, possible for N <= D): the evidence is
+      unbounded and LogME undefined: ``(NaN, NaN, NaN)``.
     """
     t, (n, d) = _single_target(x, f)
     return _logme_fixed_point(t, n, d)
@@ -362,15 +470,20 @@ def nc1(x, y) -> float:
     ``Sigma_W = sum_i (x_i - mu_{y_i})(x_i - mu_{y_i})^T / N`` (the within-class covariance pooled
     over samples), ``Sigma_B = sum_c (mu_c - mu)(mu_c - mu)^T / C`` with ``mu`` the mean of the
     class means (as Papyan et al.; not the sample mean, which weighs large classes more), ``C``
-    the number of classes present in ``y`` (absent classes are ignored). NaN when C < 2.
+    the number of classes present in ``y`` (absent classes are ignored). NaN when C < 2 or
+    all class means coincide.
 
     Computed without D x D matrices: with ``M`` the C x D matrix of centred class means,
     ``Sigma_B = M^T M / C`` and ``pinv(Sigma_B) = C pinv(M) pinv(M)^T``, so
     ``NC1 = |W pinv(M)|_F^2 / N`` with ``W`` the N x D within-class deviations.
-    ``pinv(M)`` is ``numpy.linalg.pinv(M, rcond=max(C, D) * eps)``: singular values of M below
-    that fraction of the largest (numpy's ``matrix_rank`` tolerance; the direction removed by
-    centring on ``mu`` is one of them) are zero, i.e. eigenvalues of Sigma_B below
-    ``(max(C, D) * eps)^2`` of the largest.
+
+    The pseudo-inverse is restricted to Sigma_B's numerical rank: centring on ``mu`` removes one
+    direction, so at most ``C - 1`` singular values of ``M`` count, and of those only the ones
+    above ``max(C, D) * eps`` times the largest (numpy's ``matrix_rank`` tolerance; eigenvalues
+    of Sigma_B above its square). The singular value centring removed is rounding residue
+    (~1e-14 relative, above that tolerance on 64-d features): inverting it -- as a plain
+    ``pinv(M)`` does -- multiplies the within-class spread along a meaningless direction by
+    ~1e28 (NC1 2e24 instead of 48 on a demo model).
     """
     x = _as_matrix(x)
     return _nc1_from_groups(x, _class_sums(x, _as_labels(y, x.shape[0])))
@@ -384,8 +497,13 @@ def _nc1_from_groups(x, groups) -> float:
     means = sums / counts[:, None]
     within = x - means[inv]
     centred = means - means.mean(axis=0)
-    rcond = max(c, x.shape[1]) * np.finfo(np.float64).eps
-    proj = within @ np.linalg.pinv(centred, rcond=rcond)
+    u, s, vt = np.linalg.svd(centred, full_matrices=False)
+    tol = NC1_RTOL_FACTOR * max(c, x.shape[1]) * np.finfo(np.float64).eps * s[0]
+    rank = min(c - 1, int(np.count_nonzero(s > tol)))
+    if rank == 0:  # all class means equal: no between-class spread to compare with
+        return math.nan
+    # pinv(M) restricted to the rank: V_r S_r^-1 U_r^T; |W pinv(M)|_F = |W V_r S_r^-1|_F
+    proj = (within @ vt[:rank].T) / s[:rank]
     return float(np.sum(proj * proj) / x.shape[0])
 
 
@@ -405,7 +523,7 @@ def compute(
     Returns ``(rows, idx)``: one dict per (proxy, arm) with keys ``proxy``, ``arm``, ``value``,
     ``r2`` (alpha_req's fit R^2, NaN for the others), ``n_samples`` (= len(idx)), ``seed`` and
     ``indices_sha256`` (:func:`indices_sha256` of ``idx``); ``idx`` the sorted int64 row indices.
-    ``rankme_d`` is ``rankme / D``. Per arm, one centred Gram matrix (N > D) or SVD (N <= D)
+    ``rankme_d`` is ``rankme / D``. Per arm, one QR of the centred rows (N > D; SVDs for N <= D)
     serves alpha-ReQ, RankMe and LogME, and one pass of class sums LogME and NC1.
     """
     arms = tuple(arms)
@@ -424,14 +542,10 @@ def compute(
     rows = []
     for arm in arms:
         a = standardize(xs) if arm == "bn" else xs
-        eig, mu, gc = _centred_spectrum(a)
+        eig, r = _centred_spectrum(a)
         alpha, r2 = _power_law_fit(eig, a.shape[0])
-        if gc is None:
-            dec = _decompose(a)
-        else:  # x^T x from the centred Gram matrix: one N x D x D product per arm
-            gc += a.shape[0] * np.outer(mu, mu)
-            dec = (*_gram_eig(gc, a.shape[0], vectors=True), None)
-        del gc
+        dec = _decompose(a, r=r)  # N > D: the R factor of the centred QR, updated, serves
+        del r
         rm = _rankme_from_singular_values(dec[0])
         groups = _class_sums(a, ys)
         values = {

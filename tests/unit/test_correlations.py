@@ -45,6 +45,28 @@ def _same(a, b):
     return a == b or (np.isnan(a) and np.isnan(b))
 
 
+def _reference_p(method, x, y):
+    """The p-value correlate() must give: for n <= 10 the exact permutation p from scipy's
+    exhaustive permutation_test (statistic |coefficient|, 'greater': P(|T| >= |t|)), else
+    scipy's own; NaN for the weighted tau."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if method == "weightedtau":
+        return np.nan
+    if x.size > C.EXACT_P_MAX_N:
+        return SCIPY[method](x, y).pvalue
+    return stats.permutation_test(
+        (y,),
+        lambda b: abs(SCIPY[method](x, b).statistic),
+        permutation_type="pairings",
+        n_resamples=np.inf,
+        alternative="greater",
+    ).pvalue
+
+
+def _same_p(a, b):
+    return (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, abs=1e-12)
+
+
 def _scipy_or_nan(method, x, y):
     """scipy's statistic, NaN for constant input (scipy warns and returns NaN there)."""
     if np.ptp(x) == 0 or np.ptp(y) == 0:
@@ -95,7 +117,8 @@ def test_correlate_drops_nonfinite_pairs_and_small_n():
     # complete pairs: (1, 2), (2, 1), (5, 7): n = 3, enough
     for method, fn in SCIPY.items():
         ref = fn([1.0, 2.0, 5.0], [2.0, 1.0, 7.0])
-        assert out[method][0] == ref.statistic and _same(out[method][1], ref.pvalue)
+        assert out[method][0] == ref.statistic
+        assert _same_p(out[method][1], _reference_p(method, [1.0, 2.0, 5.0], [2.0, 1.0, 7.0]))
     assert np.isnan(C.correlate([1.0, 2.0], [2.0, 1.0])["kendall"][0])
 
 
@@ -344,8 +367,10 @@ def test_columns(corr):
     assert list(corr.columns[: len(C.COLUMNS)]) == list(C.COLUMNS)
     assert list(corr.columns) == [*C.COLUMNS, *C.EXTRA_COLUMNS]
     # the columns of before, in their order, then regret_at_1 and the missing-value policy
-    assert list(corr.columns) == [*OLD_COLUMNS, "regret_at_1", "missing"]
+    assert list(corr.columns) == [*OLD_COLUMNS, "regret_at_1", "missing", "p_method"]
     assert set(corr["missing"]) == {"pairwise"}
+    assert set(corr["p_method"]) <= {"permutation", "scipy", "none"}
+    assert set(corr.loc[corr["method"] == "weightedtau", "p_method"]) == {"none"}
     assert corr["n"].dtype.kind == "i"
     assert corr["regret_at_1"].dtype.kind == "f"
     assert list(C.METHODS) == [*OLD_METHODS, "weightedtau"]
@@ -465,7 +490,9 @@ def test_point_estimates_equal_scipy(acc, corr, method):
     )
     ref = SCIPY[method](x.to_numpy(), y.to_numpy())
     assert row["n"] == 6
-    assert row["value"] == ref.statistic and _same(row["p_value"], ref.pvalue)
+    assert row["value"] == ref.statistic
+    assert _same_p(row["p_value"], _reference_p(method, x.to_numpy(), y.to_numpy()))
+    assert row["p_method"] == ("none" if method == "weightedtau" else "permutation")
 
     # an OOD row, in a subset
     resnet = [m for m, v in MODELS.items() if v[0] == "resnet"]
@@ -484,7 +511,8 @@ def test_point_estimates_equal_scipy(acc, corr, method):
     )
     ref = SCIPY[method](x.to_numpy(), y.to_numpy())
     assert row["n"] == 4
-    assert row["value"] == ref.statistic and _same(row["p_value"], ref.pvalue)
+    assert row["value"] == ref.statistic
+    assert _same_p(row["p_value"], _reference_p(method, x.to_numpy(), y.to_numpy()))
     assert row["y_shift_group"] == "same_label_shift"
 
 
@@ -757,7 +785,11 @@ def test_missing_values_drop_models_and_small_n_is_nan():
     ref = stats.pearsonr(
         vec(acc, "inet", "knn", "raw", keep), vec(acc, "ood_a", "linear", "bn", keep)
     )
-    assert row["n"] == 4 and row["value"] == ref.statistic and row["p_value"] == ref.pvalue
+    assert row["n"] == 4 and row["value"] == ref.statistic
+    x = vec(acc, "inet", "knn", "raw", keep)
+    assert _same_p(
+        row["p_value"], _reference_p("pearson", x, vec(acc, "ood_a", "linear", "bn", keep))
+    )
     # in the resnet subset (m1..m4) only m3 and m4 remain: n = 2 -> NaN
     row = _one(
         corr,
@@ -953,3 +985,61 @@ def test_listwise_drops_a_model_missing_any_measurement_pairwise_keeps_it():
     assert _one(pair, **kw)["n"] == _one(listw, **kw)["n"] == n_all - 1
     with pytest.raises(ValueError, match="missing must be one of"):
         C.correlation_table(acc, n_resamples=30, seed=SEED, missing="casewise")
+
+
+# ----------------------------------------------------------------------------------------------
+# exact p-values at small n
+
+
+@pytest.mark.parametrize("method", ["kendall", "spearman", "pearson"])
+def test_three_models_in_perfect_agreement_have_p_one_third(method):
+    """n = 3, perfect agreement: of the 3! = 6 pairings two (the identity and the reversal)
+    reach |coefficient| = 1, so the exact two-sided p is 2/6; the t-approximation gives 0."""
+    x, y = [1.0, 2.0, 3.0], [10.0, 20.0, 30.0]
+    value, p = C.correlate(x, y)[method]
+    assert value == pytest.approx(1.0) and p == pytest.approx(1 / 3, abs=1e-15)
+    assert C.p_method(method, 3) == "permutation"
+    assert stats.spearmanr(x, y).pvalue < 1e-6  # what the approximation said
+
+
+@pytest.mark.parametrize("n", [5, 7, 10])
+@pytest.mark.parametrize("method", ["kendall", "spearman", "pearson"])
+def test_permutation_p_equals_scipys_exhaustive_permutation_test(method, n):
+    """Against scipy.stats.permutation_test over every pairing (n_resamples=inf), statistic
+    |coefficient|, 'greater': P(|T| >= |t|); ties in both variables."""
+    rng = np.random.default_rng(n)
+    x = rng.integers(0, 4, n).astype(float) + rng.choice([0.0, 0.5], n)
+    y = 0.4 * x + rng.integers(0, 3, n)
+    coefficient = {
+        "kendall": lambda a, b: stats.kendalltau(a, b).statistic,
+        "spearman": lambda a, b: stats.spearmanr(a, b).statistic,
+        "pearson": lambda a, b: stats.pearsonr(a, b).statistic,
+    }[method]
+    if n == 10:  # scipy's Python loop over 3.6 M pairings takes many minutes: every 97th
+        perms = C._permutations(n)[::97]
+        sample = np.array([abs(coefficient(x, y[p])) for p in perms])
+        assert np.mean(sample >= abs(coefficient(x, y)) - 1e-12) == pytest.approx(
+            C.correlate(x, y)[method][1], abs=0.02
+        )
+        return
+    oracle = stats.permutation_test(
+        (y,),
+        lambda b: abs(coefficient(x, b)),
+        permutation_type="pairings",
+        n_resamples=np.inf,
+        alternative="greater",
+    )
+    assert C.correlate(x, y)[method][1] == pytest.approx(oracle.pvalue, abs=1e-12)
+
+
+def test_above_ten_models_the_p_values_are_scipys_and_the_table_says_which():
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=11)
+    y = x + rng.normal(size=11)
+    out = C.correlate(x, y)
+    assert out["spearman"][1] == stats.spearmanr(x, y).pvalue
+    assert out["pearson"][1] == stats.pearsonr(x, y).pvalue
+    assert out["kendall"][1] == stats.kendalltau(x, y).pvalue
+    assert [C.p_method(m, 11) for m in C.METHODS] == ["scipy", "scipy", "scipy", "none"]
+    assert C._permutations(4).shape == (24, 4)
+    assert len({tuple(p) for p in C._permutations(6)}) == 720
