@@ -92,6 +92,8 @@ rule correlations:
         "../envs/sslbench.yaml"
     params:
         analysis=PLAN.section("analysis"),
+        # analysis.static_rankers' values: ranker -> model -> value
+        rankers=canonical(STUDY.ranker_values),
         code=PLAN.code("correlations"),
     script:
         script_path("correlations")

@@ -9,7 +9,7 @@ sys.path.insert(0, workflow.basedir)
 
 from workflow_scripts import registry
 from workflow_scripts.config import ConfigError, load_study
-from workflow_scripts.plan import Plan, keys_regex
+from workflow_scripts.plan import Plan, canonical, keys_regex
 
 try:
     STUDY = load_study(config, basedir=workflow.basedir)
@@ -17,6 +17,8 @@ except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
 PLAN = Plan(config, STUDY)
+if STUDY.ranker_notes:
+    logger.info("static rankers left out: " + "; ".join(STUDY.ranker_notes))
 if PLAN.skipped_figures:
     logger.info(
         "figures not drawn: "

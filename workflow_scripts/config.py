@@ -38,6 +38,10 @@ class Study:
     measures: pd.DataFrame
     # config results_tables: source name (the file name) -> resolved path, in config order
     results_tables: dict[str, Path] = dataclasses.field(default_factory=dict)
+    # analysis.static_rankers: ranker -> model -> value (the random ranker has none)
+    ranker_values: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    # the static rankers left out of every comparison: no value for any analysed model
+    ranker_notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def model_keys(self) -> list[str]:
@@ -374,9 +378,51 @@ def load_study(config: dict, basedir: str | Path) -> Study:
     check_figure_arms(config, measures)
     others = set(measures["model"]) - set(models.index)
     check_plan(config, models, datasets, external_models=len(others))
+    rankers, notes = ranker_values(config, models, datasets, tables, set(measures["model"]))
     return Study(
-        config=config, models=models, datasets=datasets, results_tables=paths, measures=measures
+        config=config,
+        models=models,
+        datasets=datasets,
+        results_tables=paths,
+        measures=measures,
+        ranker_values=rankers,
+        ranker_notes=notes,
     )
+
+
+def ranker_values(
+    config, models, datasets, tables, analysed
+) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """The values of the static rankers of ``analysis.static_rankers`` (ranker -> model ->
+    value, :func:`workflow_scripts.static_rankers.values`). A ``table:<protocol>:<arm>`` ranker
+    with no value for any analysed model names a measurement no results table has: a config
+    error. A registry ranker without values (``published_linear`` with a model table that has
+    no published numbers) is left out of every comparison and reported
+    (:attr:`Study.ranker_notes`), so one configuration serves model tables with and without
+    them."""
+    from workflow_scripts import static_rankers
+
+    names = config["analysis"]["static_rankers"]
+    id_dataset = str(datasets.index[datasets["role"] == "id"][0])
+    n_train = datasets.loc[id_dataset, "n_train"]
+    found = static_rankers.values(
+        names,
+        models,
+        config,
+        int(n_train) if n_train is not None and n_train == n_train else None,
+        tables,
+    )
+    missing = static_rankers.unavailable(names, found, analysed)
+    for i, (name, where) in missing.items():
+        if static_rankers.table_ranker(name):
+            raise ConfigError(
+                f"config key 'analysis.static_rankers.{i}': '{name}' has no value for any "
+                f"analysed model ({where})"
+            )
+    notes = [
+        f"{name} has no value for any analysed model ({where})" for name, where in missing.values()
+    ]
+    return found, notes
 
 
 def _table_names(config: dict) -> dict[str, str]:

@@ -55,7 +55,28 @@ COLUMNS = (
     "ci_high",
 )
 #: Extra columns appended after :data:`COLUMNS`.
-EXTRA_COLUMNS = ("y_kind", "y_shift_group", "n_datasets", "regret_at_1", "missing", "p_method")
+EXTRA_COLUMNS = (
+    "y_kind",
+    "y_shift_group",
+    "n_datasets",
+    "regret_at_1",
+    "missing",
+    "p_method",
+    "baseline",
+    "baseline_value",
+    "baseline_diff",
+    "baseline_ci_low",
+    "baseline_ci_high",
+    "beats_baseline",
+    "margin",
+    "margin_ci_low",
+    "margin_ci_high",
+    "single_best",
+)
+#: The static ranker whose value is its expectation, 0: a uniformly random order of the models.
+RANDOM_RANKER = "random"
+#: Row kinds (``y_kind``) whose x's compete for "best predictor" (columns margin, single_best).
+MARGIN_KINDS = ("dataset", "mean", "group")
 #: Missing-value policies of the correlations (config analysis.missing).
 MISSING = ("pairwise", "listwise")
 
@@ -440,6 +461,8 @@ def correlation_table(
     directions: Mapping[str, int] | None = None,
     proxies: Collection[str] = (),
     missing: str = "pairwise",
+    static_rankers: Sequence[str] = (),
+    ranker_values: Mapping[str, Mapping[str, float]] | None = None,
 ) -> pd.DataFrame:
     """Correlations of top-1 accuracy across models between measurements (protocol, arm, data set).
 
@@ -469,6 +492,34 @@ def correlation_table(
     ``missing`` (column ``missing`` of every row): ``pairwise``, each row uses every model of
     the subset having both values; ``listwise``, a model enters a subset's rows only if it has
     every measurement (data set, protocol, arm) that some model of the subset has.
+
+    **Null baselines** (columns ``baseline`` .. ``beats_baseline``): ``static_rankers`` names
+    rankings of the models that need no evaluation (:data:`RANDOM_RANKER`, or a key of
+    ``ranker_values``: ranker -> model -> value, higher ranks first), compared on the rows whose
+    y is an accuracy (not a proxy). For a row and method, a
+    ranker is eligible when it has a finite value for each of the row's ``n`` models and is not
+    constant on them; the random ranker always is, with value 0 (the expectation of every
+    coefficient over uniformly random orders: the numerator has mean 0 and, for an order without
+    ties, the denominator is fixed; for the weighted tau this holds when y has no ties). Each
+    eligible ranker is correlated with y on the row's models and resamples; ``baseline`` is the
+    one with the highest coefficient (the first named on a tie), ``baseline_value`` its
+    coefficient, ``baseline_diff`` = ``direction(x) * value - baseline_value`` (x oriented as
+    its direction says, so a proxy with direction -1 that predicts well is positive), and
+    ``baseline_ci_low/high`` the percentile interval of that difference over the paired
+    resamples (the same resample indices for x and the ranker). ``beats_baseline`` is True when
+    the interval's lower end is above 0, False otherwise, empty when the row has no value.
+    ``mean`` and ``group`` rows average the per-data-set ranker coefficients and resamples of
+    the averaged data sets (a ranker eligible on all of them; the best by the mean). Without
+    ``static_rankers`` these columns are empty.
+
+    **Best predictor** (columns ``margin`` .. ``single_best``), on ``dataset``, ``mean`` and
+    ``group`` rows whose x is an accuracy (not a proxy): among the in-domain (protocol, arm)
+    predicting the same y (data set or mean, protocol, arm), for the method and subset, the row
+    with the highest value gets ``margin`` = its coefficient minus the runner-up's, on the
+    models both have, with the percentile interval of that difference over paired resamples
+    (per data set, averaged for means); ``single_best`` is True when the interval's lower end
+    is above 0 (a single best predictor) and False otherwise (no single best). Other rows leave
+    them empty.
 
     ``proxies``: protocols that are measures of the features, not accuracies (see
     :func:`with_proxies`). They are x like any in-domain protocol (pairs, OOD data sets, means)
@@ -504,6 +555,10 @@ def correlation_table(
     bad = {p: d for p, d in directions.items() if d not in (1, -1)}
     if bad:
         raise ValueError(f"directions must be +1 or -1, got {bad}")
+    ranker_values = dict(ranker_values or {})
+    unknown = [r for r in static_rankers if r != RANDOM_RANKER and r not in ranker_values]
+    if unknown:
+        raise ValueError(f"static rankers without values: {unknown}")
     id_ds, ood_sets, groups = identify_datasets(acc)
 
     dup = acc.duplicated(["model", "dataset", "protocol", "arm"], keep=False)
@@ -535,7 +590,18 @@ def correlation_table(
             part = wide.loc[models]
             part = part.loc[:, part.notna().any()]
             models = list(part.index[part.notna().all(axis=1)])
-        engine = _Engine(wide.loc[models], n_resamples, seed, ci, directions)
+        engine = _Engine(
+            wide.loc[models],
+            n_resamples,
+            seed,
+            ci,
+            directions,
+            static_rankers,
+            ranker_values,
+            proxies,
+        )
+        first = len(records)
+        members_of: dict[str, list[str]] = {d: [d] for d in ood_sets}
         # 1. in-domain pairs
         for (xp, xa), (yp, ya) in itertools.combinations(x_pas, 2):
             if yp in proxies and xp not in proxies:  # the proxy predicts: x (regret by it)
@@ -566,12 +632,13 @@ def correlation_table(
                 for g in group_names
             ],
         ]:
+            members_of[label] = members
             for xp, xa in x_pas:
                 for yp, ya in y_ood:
                     parts = [per_ds[(xp, xa, d, yp, ya)] for d in members if (yp, ya) in present[d]]
                     if not parts:
                         continue
-                    res = _mean_result(parts, ci)
+                    res = _mean_result(parts, ci, directions.get(xp, 1))
                     records += _records(
                         xp,
                         xa,
@@ -585,14 +652,66 @@ def correlation_table(
                         group,
                         res["n_datasets"],
                     )
+        _best_margins(records[first:], engine, id_ds, members_of, present, proxies)
 
     out = pd.DataFrame.from_records(records, columns=[*COLUMNS, *EXTRA_COLUMNS])
     out["missing"] = missing
     out["n"] = out["n"].astype(int)
     out["n_datasets"] = out["n_datasets"].astype(int)
-    for col in ("value", "p_value", "ci_low", "ci_high", "regret_at_1"):
+    for col in (
+        "value",
+        "p_value",
+        "ci_low",
+        "ci_high",
+        "regret_at_1",
+        "baseline_value",
+        "baseline_diff",
+        "baseline_ci_low",
+        "baseline_ci_high",
+        "margin",
+        "margin_ci_low",
+        "margin_ci_high",
+    ):
         out[col] = out[col].astype(float)
+    for col in ("beats_baseline", "single_best"):
+        out[col] = out[col].astype("boolean")
+    out["baseline"] = out["baseline"].fillna("")
     return out
+
+
+def _best_margins(records, engine, id_ds, members_of, present, proxies) -> None:
+    """Fill ``margin`` .. ``single_best`` of the best accuracy x per OOD target (in place)."""
+    targets: dict[tuple, list[dict]] = {}
+    for rec in records:
+        if rec["y_kind"] in MARGIN_KINDS and rec["x_protocol"] not in proxies:
+            key = (rec["y_dataset"], rec["y_protocol"], rec["y_arm"], rec["method"])
+            targets.setdefault(key, []).append(rec)
+    for (label, yp, ya, method), recs in targets.items():
+        ranked = sorted((r for r in recs if np.isfinite(r["value"])), key=lambda r: -r["value"])
+        if len(ranked) < 2:
+            continue
+        best, runner = ranked[0], ranked[1]
+        datasets = [d for d in members_of[label] if (yp, ya) in present[d]]
+        diffs = [
+            engine.paired_difference(
+                method,
+                (id_ds, best["x_protocol"], best["x_arm"]),
+                (id_ds, runner["x_protocol"], runner["x_arm"]),
+                (d, yp, ya),
+            )
+            for d in datasets
+        ]
+        diffs = [(v, s) for v, s in diffs if np.isfinite(v)]
+        if not diffs:
+            continue
+        value = float(np.mean([v for v, _ in diffs]))
+        low, high = percentile_interval(np.mean([s for _, s in diffs], axis=0), engine.ci)
+        best.update(
+            margin=value,
+            margin_ci_low=low,
+            margin_ci_high=high,
+            single_best=bool(low > 0) if np.isfinite(low) else None,
+        )
 
 
 def with_proxies(acc: pd.DataFrame, proxies: pd.DataFrame) -> pd.DataFrame:
@@ -647,10 +766,22 @@ class _Engine:
         seed: int,
         ci: float,
         directions: Mapping[str, int] | None = None,
+        static_rankers: Sequence[str] = (),
+        ranker_values: Mapping[str, Mapping[str, float]] | None = None,
+        proxies: Collection[str] = (),
     ):
         self.wide = wide
+        self.proxies = set(proxies)
         self.directions = dict(directions or {})
         self._columns = {key: wide[key].to_numpy(dtype=float) for key in wide.columns}
+        self.rankers = tuple(static_rankers)
+        values = dict(ranker_values or {})
+        self._ranker_columns = {
+            name: np.array([values[name].get(m, np.nan) for m in wide.index], dtype=float)
+            for name in self.rankers
+            if name != RANDOM_RANKER
+        }
+        self._ranker_results: dict[tuple, tuple[float, np.ndarray]] = {}
         self.n_resamples = n_resamples
         self.seed = seed
         self.ci = ci
@@ -678,6 +809,47 @@ class _Engine:
         px = self._prep(method, xkey, keep, xs)
         py = self._prep(method, ykey, keep, ys)
         return _combine(method, px, py)
+
+    def ranker_results(self, method: str, ykey: tuple, keep: np.ndarray) -> dict:
+        """Per eligible static ranker: (coefficient with y, resampled coefficients) on the
+        models ``keep`` and their resamples (the random ranker: 0 and zeros)."""
+        out = {}
+        n = int(keep.sum())
+        for name in self.rankers:
+            if name == RANDOM_RANKER:
+                out[name] = (0.0, np.zeros(self.n_resamples))
+                continue
+            r = self._ranker_columns[name][keep]
+            if not np.isfinite(r).all() or np.ptp(r) == 0:
+                continue
+            cache_key = (method, name, ykey, keep.tobytes())
+            if cache_key not in self._ranker_results:
+                y = self._columns[ykey][keep]
+                idx = self.indices(n)
+                value = float(_SCIPY[method](r, y).statistic)
+                samples = self._samples(method, ("ranker", name), ykey, keep, r[idx], y[idx])
+                self._ranker_results[cache_key] = (value, samples)
+            out[name] = self._ranker_results[cache_key]
+        return out
+
+    def paired_difference(
+        self, method: str, akey: tuple, bkey: tuple, ykey: tuple
+    ) -> tuple[float, np.ndarray | None]:
+        """``method``'s coefficient of a with y minus that of b with y, on the models having
+        all three, and the same difference on each of their resamples (paired)."""
+        a, b, y = self._columns[akey], self._columns[bkey], self._columns[ykey]
+        keep = np.isfinite(a) & np.isfinite(b) & np.isfinite(y)
+        n = int(keep.sum())
+        if n < MIN_N:
+            return float("nan"), None
+        a, b, y = a[keep], b[keep], y[keep]
+        if np.ptp(y) == 0 or np.ptp(a) == 0 or np.ptp(b) == 0:
+            return float("nan"), None
+        idx = self.indices(n)
+        value = float(_SCIPY[method](a, y).statistic - _SCIPY[method](b, y).statistic)
+        sa = self._samples(method, akey, ykey, keep, a[idx], y[idx])
+        sb = self._samples(method, bkey, ykey, keep, b[idx], y[idx])
+        return value, sa - sb
 
     def row(self, xkey: tuple, ykey: tuple) -> dict:
         x = self._columns[xkey]
@@ -707,17 +879,41 @@ class _Engine:
                 interval = percentile_interval(samples, self.ci)
             else:
                 samples, interval = None, (nan, nan)
-            res["methods"][method] = {
+            entry = {
                 "value": value,
                 "p": p,
                 "p_method": p_method(method, n) if np.isfinite(value) else "none",
                 "samples": samples,
                 "ci": interval,
             }
+            if samples is not None and self.rankers and ykey[1] not in self.proxies:
+                entry["rankers"] = self.ranker_results(method, ykey, keep)
+                entry["baseline"] = _baseline(
+                    self.directions.get(xkey[1], 1), value, samples, entry["rankers"], self.ci
+                )
+            res["methods"][method] = entry
         return res
 
 
-def _mean_result(parts: list[dict], ci: float) -> dict:
+def _baseline(direction: int, value: float, samples, rankers: dict, ci: float) -> dict | None:
+    """The best of ``rankers`` (name -> (value, samples)) against x's oriented ``value`` and
+    ``samples``: the columns baseline .. beats_baseline."""
+    if not rankers:
+        return None
+    name = max(rankers, key=lambda r: rankers[r][0])  # first of the best on a tie
+    ranker_value, ranker_samples = rankers[name]
+    low, high = percentile_interval(direction * np.asarray(samples) - ranker_samples, ci)
+    return {
+        "baseline": name,
+        "baseline_value": ranker_value,
+        "baseline_diff": direction * value - ranker_value,
+        "baseline_ci_low": low,
+        "baseline_ci_high": high,
+        "beats_baseline": bool(low > 0) if np.isfinite(low) else None,
+    }
+
+
+def _mean_result(parts: list[dict], ci: float, direction: int = 1) -> dict:
     """Average per-data-set results (those with a finite coefficient) and their resamples.
 
     Per resample the coefficients of the averaged data sets are averaged; a resample degenerate
@@ -745,6 +941,17 @@ def _mean_result(parts: list[dict], ci: float) -> dict:
             "p": nan,
             "ci": percentile_interval(samples, ci),
         }
+        if "rankers" in ok[0]["methods"][method]:
+            per_part = [p["methods"][method]["rankers"] for p in ok]
+            common = [r for r in per_part[0] if all(r in pr for pr in per_part)]
+            rankers = {
+                r: (
+                    float(np.mean([pr[r][0] for pr in per_part])),
+                    np.mean([pr[r][1] for pr in per_part], axis=0),
+                )
+                for r in common
+            }
+            res["methods"][method]["baseline"] = _baseline(direction, value, samples, rankers, ci)
     return res
 
 
@@ -772,15 +979,42 @@ def _records(xp, xa, xd, yp, ya, yd, subset, res, kind, group, n_datasets) -> li
                 "n_datasets": n_datasets,
                 "regret_at_1": res["regret_at_1"],
                 "p_method": m.get("p_method", "none"),
+                **(m.get("baseline") or _NO_BASELINE),
+                **_NO_MARGIN,
             }
         )
     return out
 
 
-def run_job(accuracy: str, proxies: Sequence[str], output: str, analysis: dict, log) -> None:
+_NO_BASELINE = {
+    "baseline": "",
+    "baseline_value": float("nan"),
+    "baseline_diff": float("nan"),
+    "baseline_ci_low": float("nan"),
+    "baseline_ci_high": float("nan"),
+    "beats_baseline": None,
+}
+_NO_MARGIN = {
+    "margin": float("nan"),
+    "margin_ci_low": float("nan"),
+    "margin_ci_high": float("nan"),
+    "single_best": None,
+}
+
+
+def run_job(
+    accuracy: str,
+    proxies: Sequence[str],
+    output: str,
+    analysis: dict,
+    log,
+    ranker_values: Mapping[str, Mapping[str, float]] | None = None,
+) -> None:
     """Rule correlations: the correlation table of the accuracy table (and of the proxies
     table, ``proxies``: [] or its path) with the analysis settings (config section
-    ``analysis``), each proxy with its registry direction, written to ``output``."""
+    ``analysis``), each proxy with its registry direction, each row against the static rankers
+    ``analysis["static_rankers"]`` (values ``ranker_values``: ranker -> model -> value),
+    written to ``output``."""
     from workflow_scripts.io import save_csv
 
     acc = pd.read_csv(accuracy)
@@ -795,6 +1029,8 @@ def run_job(accuracy: str, proxies: Sequence[str], output: str, analysis: dict, 
         directions={name: entry["direction"] for name, entry in registry.PROXIES.items()},
         proxies=tuple(registry.PROXIES),
         missing=analysis["missing"],
+        static_rankers=analysis.get("static_rankers", ()),
+        ranker_values=ranker_values,
     )
     save_csv(output, table)
     log.info("%d correlation rows", len(table))

@@ -1,5 +1,6 @@
 """README.md's tables of what the workflow knows, generated from the registry: the figures, the
-protocols, the feature arms, the proxies, the correlation methods and the model sources.
+protocols, the feature arms, the proxies, the correlation methods, the model sources and the
+static rankers.
 
 ``python -m workflow_scripts.docs`` rewrites each table between its markers in README.md
 (``<!-- generated: NAME ... -->`` ... ``<!-- end of generated: NAME -->``);
@@ -99,6 +100,18 @@ def sources_table() -> list[str]:
     return rows
 
 
+def rankers_table() -> list[str]:
+    rows = ["| static ranker | label | value per model |", "|---|---|---|"]
+    rows += [
+        f"| `{n}` | {e['label']} | {e['description']} |" for n, e in registry.STATIC_RANKERS.items()
+    ]
+    rows.append(
+        f"| `{registry.TABLE_RANKER_PREFIX}<protocol>:<arm>` | `protocol (arm)` | that "
+        "in-domain top-1 of the results tables (`results_tables`) |"
+    )
+    return rows
+
+
 #: The generated tables: marker name -> rows.
 TABLES = {
     "figures": figures_table,
@@ -107,6 +120,7 @@ TABLES = {
     "proxies": proxies_table,
     "correlation methods": methods_table,
     "model sources": sources_table,
+    "static rankers": rankers_table,
 }
 
 

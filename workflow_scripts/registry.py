@@ -50,6 +50,16 @@ ARCHS: dict[str, dict] = {
     },
 }
 
+# Parameters of each arch's backbone (no classifier head), as backbones.py builds it (a test
+# counts them): the static ranker "params" (STATIC_RANKERS).
+ARCH_PARAMS: dict[str, int] = {
+    "resnet10_tiny": 307_536,
+    "vit_tiny_p8": 147_520,
+    "resnet50": 23_508_032,
+    "vit_base_patch16_224": 85_798_656,
+    "beitv2_base_patch16_224": 85_761_984,
+}
+
 # Host memory (MB) of one GPU job process, for the SLURM request (--mem). HOST_MB: torch, the
 # CUDA libraries and context, a paper-size model with its optimiser state; measured on a CPU
 # at 1.1 GB for ResNet-50 + SGD state after imports (0.5 GB), the CUDA share is an assumption
@@ -185,6 +195,34 @@ PROBE_RUN_TIME_KEYS = ("device", "report", "report_lr")
 # (per-dimension standardisation with train-split statistics). label: suffix in figure labels.
 ARMS: dict[str, dict] = {"raw": {"label": ""}, "bn": {"label": "BN"}}
 
+# Static rankers (config analysis.static_rankers): orders of the models that need no
+# evaluation, the null baselines every protocol and proxy is compared with (correlations.csv
+# columns baseline .. beats_baseline; workflow_scripts.static_rankers). Higher ranks first.
+# Besides these names, "table:<protocol>:<arm>" is the in-domain top-1 of that (protocol, arm)
+# in the results tables (config results_tables).
+STATIC_RANKERS: dict[str, dict] = {
+    "published_linear": {
+        "label": "published linear",
+        "description": "the published ImageNet linear top-1: the model table's column "
+        "`published_linear`, else a results table's in-domain `linear` (`published`) row",
+    },
+    "params": {
+        "label": "parameters",
+        "description": "the backbone's parameter count (registry arch, or timm's model)",
+    },
+    "pretrain_epochs": {
+        "label": "pre-training epochs",
+        "description": "the model table's `epochs`; a demo row: steps × its batch size / the "
+        "in-domain train images",
+    },
+    "random": {
+        "label": "random",
+        "description": "a uniformly random order: its expected coefficient, 0",
+    },
+}
+#: The form of a static ranker read from the results tables.
+TABLE_RANKER_PREFIX = "table:"
+
 # Correlation methods (scipy.stats), in order, with their symbols in figures.
 CORRELATION_METHODS: dict[str, dict] = {
     "kendall": {"label": "Kendall τ"},
@@ -235,6 +273,23 @@ def arm_sort_key(arm: str) -> tuple[int, str]:
     """Sort key: the arms in registry order (``raw`` before ``bn``), then others alphabetically."""
     order = list(ARMS)
     return (order.index(arm), "") if arm in order else (len(order), str(arm))
+
+
+def table_ranker(name: str) -> tuple[str, str] | None:
+    """(protocol, arm) of a static ranker ``table:<protocol>:<arm>``; None for another name."""
+    if not name.startswith(TABLE_RANKER_PREFIX):
+        return None
+    protocol, _, arm = name[len(TABLE_RANKER_PREFIX) :].partition(":")
+    return protocol, arm
+
+
+def static_ranker_label(name: str) -> str:
+    """Readable name of a static ranker: its label, or ``"<protocol> (<arm>)"`` of a table
+    ranker."""
+    spec = table_ranker(name)
+    if spec is not None:
+        return f"{spec[0]} ({spec[1]})"
+    return STATIC_RANKERS[name]["label"]
 
 
 def protocol_label(name: str) -> str:
@@ -325,6 +380,13 @@ def _paradigm_or_backbone_pairs(c) -> str | None:
     return None
 
 
+def _static_rankers(c) -> str | None:
+    """Drawn with static rankers to compare with (analysis.static_rankers)."""
+    if c.config["analysis"]["static_rankers"]:
+        return None
+    return "no static rankers (analysis.static_rankers is empty)"
+
+
 FIGURES: dict[str, dict] = {
     "f1_id_protocols": {
         "key": "f1",
@@ -367,5 +429,10 @@ FIGURES: dict[str, dict] = {
         "key": "f8",
         "inputs": ("models",),
         "requires": _published,
+    },
+    "f9_baselines": {
+        "key": "f9",
+        "inputs": ("correlations",),
+        "requires": _static_rankers,
     },
 }

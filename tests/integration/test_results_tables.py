@@ -18,6 +18,8 @@ def test_a_published_table_alone(tmp_path):
     proc = snakemake(tmp_path, *args)
     out = proc.stdout + proc.stderr
     assert "figures not drawn: f2_id_vs_ood (no out-of-domain data set);" in out
+    # the demo's static rankers are facts of model rows: none here, so only the random order
+    assert "static rankers left out: params has no value for any analysed model" in out
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["figures", "tables"]
     assert sorted(p.name for p in (tmp_path / "results/tables").iterdir()) == [
         "accuracy.html",
@@ -26,7 +28,9 @@ def test_a_published_table_alone(tmp_path):
     ]
     figures = sorted(p.name for p in (tmp_path / "results/figures").iterdir())
     assert figures == [
-        f"{f}.{e}" for f in ("f1_id_protocols", "f6_paradigm_backbone") for e in ("pdf", "png")
+        f"{f}.{e}"
+        for f in ("f1_id_protocols", "f6_paradigm_backbone", "f9_baselines")
+        for e in ("pdf", "png")
     ]
     published = pd.read_csv(PUBLISHED)
     merged = pd.read_csv(tmp_path / "results/tables/accuracy_merged.csv")
@@ -41,6 +45,8 @@ def test_a_published_table_alone(tmp_path):
     both = wide[["linear", "finetune"]].dropna()
     assert row["n"] == len(both)
     assert row["value"] == pytest.approx(stats.kendalltau(both["linear"], both["finetune"])[0])
+    assert row["baseline"] == "random" and row["baseline_value"] == 0
+    assert row["baseline_diff"] == pytest.approx(row["value"], abs=1e-12)
     assert planned_jobs(snakemake(tmp_path, "-n", *args[2:])) == {}
 
 

@@ -87,8 +87,8 @@ def test_schema_defaults_of_one_section():
     assert schema_defaults("features")["device"] == "auto"
     schema_defaults("checkpoints")["retries"] = 99  # a fresh dict each call
     assert schema_defaults("checkpoints")["retries"] == 3
-    with pytest.raises(KeyError, match="'figures.f9' is no configuration key"):
-        schema_defaults("figures.f9")
+    with pytest.raises(KeyError, match="'figures.f10' is no configuration key"):
+        schema_defaults("figures.f10")
     with pytest.raises(KeyError, match="a single key"):
         schema_defaults("knn.k")
 

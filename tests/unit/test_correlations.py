@@ -367,7 +367,13 @@ def test_columns(corr):
     assert list(corr.columns[: len(C.COLUMNS)]) == list(C.COLUMNS)
     assert list(corr.columns) == [*C.COLUMNS, *C.EXTRA_COLUMNS]
     # the columns of before, in their order, then regret_at_1 and the missing-value policy
-    assert list(corr.columns) == [*OLD_COLUMNS, "regret_at_1", "missing", "p_method"]
+    assert list(corr.columns) == [
+        *OLD_COLUMNS,
+        "regret_at_1",
+        "missing",
+        "p_method",
+        *C.EXTRA_COLUMNS[C.EXTRA_COLUMNS.index("baseline") :],
+    ]
     assert set(corr["missing"]) == {"pairwise"}
     assert set(corr["p_method"]) <= {"permutation", "scipy", "none"}
     assert set(corr.loc[corr["method"] == "weightedtau", "p_method"]) == {"none"}

@@ -264,7 +264,7 @@ def test_plan_with_results_tables(tmp_path):
     assert plan.table_path("accuracy") == plan.analysis_table
     assert plan.table_path("correlations") == "results/tables/correlations.csv"
     assert plan.default_arm == "published"  # the demo's arms are not in the table
-    assert plan.figures == ["f1_id_protocols", "f6_paradigm_backbone"]
+    assert plan.figures == ["f1_id_protocols", "f6_paradigm_backbone", "f9_baselines"]
     assert plan.skipped_figures["f2_id_vs_ood"] == "no out-of-domain data set"
     assert plan.all_targets() == [
         "results/tables/accuracy_merged.csv",

@@ -314,6 +314,7 @@ def hand_correlations():
             ("mean_ood", "mean", "", 5),
         ]:
             value += 0.037
+            best = (xp, xa) == ("linear", "bn")  # the higher value of each column
             rows.append(
                 dict(
                     x_protocol=xp,
@@ -327,11 +328,17 @@ def hand_correlations():
                     n=9,
                     value=round(value - 0.4, 4),
                     p_value=np.nan,
-                    ci_low=-1.0,
-                    ci_high=1.0,
+                    # the interval excludes 0 where |value| > 0.1
+                    ci_low=round(value - 0.4, 4) - 0.1,
+                    ci_high=round(value - 0.4, 4) + 0.1,
                     y_kind=kind,
                     y_shift_group=group,
                     n_datasets=k,
+                    # a single best predictor in the style group only
+                    margin=0.1 if best else np.nan,
+                    margin_ci_low=(0.05 if yd == "group:style" else -0.05) if best else np.nan,
+                    margin_ci_high=0.2 if best else np.nan,
+                    single_best=(yd == "group:style") if best else None,
                 )
             )
     distractors = []
@@ -370,7 +377,17 @@ def test_f5_cells_equal_hand_built_rows(tmp_path, monkeypatch):
     merged = cells.merge(truth, on=key, suffixes=("", "_true"), validate="one_to_one")
     assert len(merged) == len(truth) == 2 * 2 * 3
     np.testing.assert_array_equal(merged["value"], merged["value_true"])
-    assert (merged["text"] == merged["value_true"].map(lambda v: f"{v:.2f}")).all()
+
+    def text(v):  # by hand: in parentheses when the interval [v - 0.1, v + 0.1] includes 0
+        return f"{v:.2f}" if abs(v) > 0.1 else f"({v:.2f})"
+
+    assert (merged["text"] == merged["value_true"].map(text)).all()
+    assert merged["text"].str.startswith("(").any() and not merged["text"].str.startswith("(").all()
+    # framed: the best row of a column where the margin's interval excludes 0 (style only)
+    framed = merged[merged["framed"]]
+    assert set(framed["y_dataset"]) == {"group:style"} and len(framed) == 2
+    assert (framed["x_protocol"] == "linear").all()
+    assert (merged["best"] == (merged["x_protocol"] == "linear")).all()
     # positions: rows in canonical protocol order, columns = groups in table order, then mean
     rows = {("knn", "raw"): 0, ("linear", "bn"): 1}
     cols = {"group:style": 0, "group:new_label": 1, "mean_ood": 2}
@@ -385,7 +402,7 @@ def test_f5_cells_equal_hand_built_rows(tmp_path, monkeypatch):
     for (_, texts), (yp, ya) in zip(panels, [("knn", "raw"), ("linear", "bn")]):
         want = truth[(truth.y_protocol == yp) & (truth.y_arm == ya)]
         assert texts == {
-            (rows[(r.x_protocol, r.x_arm)], cols[r.y_dataset]): f"{r.value:.2f}"
+            (rows[(r.x_protocol, r.x_arm)], cols[r.y_dataset]): text(r.value)
             for r in want.itertuples()
         }
 
@@ -640,3 +657,145 @@ def test_f1_to_f5_ignore_the_proxies(corr, corr_proxies, tmp_path):
         a[["y_protocol", "x_protocol", "y_dataset", "value"]],
         b[["y_protocol", "x_protocol", "y_dataset", "value"]],
     )
+
+
+# --------------------------------------------------------------------------------------------
+# intervals in the figures (F1, F2, F5, F7) and the baselines (F9)
+
+
+def _interval_text(value, low, high, n=None, suffix=""):
+    """The expected annotation, by hand: parentheses when [low, high] includes 0."""
+    text = f"{value:.2f}{suffix}"
+    if not (low > 0 or high < 0):
+        text = f"({text})"
+    return text if n is None else f"{text}\nn={n}"
+
+
+def test_f5_frames_only_a_single_best_and_labels_the_rest(tmp_path):
+    frame, _ = hand_correlations()
+    patches, labels = [], []
+    original = f5_shift_groups.save
+
+    def recording(fig, png, pdf, dpi):
+        for ax in fig.axes:
+            if ax.get_title().startswith("OOD accuracy"):
+                patches.append([(p.get_x(), p.get_y(), p.get_linestyle()) for p in ax.patches])
+                labels.append([t.get_text() for t in ax.get_xticklabels()])
+        original(fig, png, pdf, dpi)
+
+    f5_shift_groups.save = recording
+    try:
+        f5_shift_groups.plot(frame, {"dpi": 60}, tmp_path / "f5.png", tmp_path / "f5.pdf")
+    finally:
+        f5_shift_groups.save = original
+    assert len(patches) == 2
+    for drawn, names in zip(patches, labels):
+        # row 1 (linear (BN)) is the best of every column: solid in column 0 (style), dashed
+        # in columns 1 (new label) and 2 (mean OOD)
+        solid = {(round(x - 0.04), round(y - 0.04)) for x, y, ls in drawn if ls in ("-", "solid")}
+        dashed = {
+            (round(x - 0.06), round(y - 0.06)) for x, y, ls in drawn if ls in ("--", "dashed")
+        }
+        assert solid == {(0, 1)} and dashed == {(1, 1), (2, 1)}
+        assert ["no single\nbest" in name for name in names] == [False, True, True]
+
+
+@pytest.fixture(scope="module")
+def corr_gap():
+    """The synthetic table with model_03 lacking one OOD set: n varies in F2's panels."""
+    acc = synthetic_accuracy()
+    acc = acc[~((acc.model == "model_03") & (acc.dataset == "sketch"))]
+    return correlation_table(acc, n_resamples=50, seed=0, min_subset=4)
+
+
+def test_f2_marks_intervals_and_varying_n(corr_gap, monkeypatch, tmp_path):
+    captured = []
+    original = f2_id_vs_ood.save
+
+    def recording(fig, png, pdf, dpi):  # F2's panel titles are left-aligned
+        for ax in fig.axes:
+            if ax.get_title(loc="left"):
+                captured.append(
+                    (ax.get_title(loc="left"), {i: t.get_text() for i, t in enumerate(ax.texts)})
+                )
+        original(fig, png, pdf, dpi)
+
+    monkeypatch.setattr(f2_id_vs_ood, "save", recording)
+    f2_id_vs_ood.plot(
+        corr_gap, {"dpi": 60, "y_arms": ["bn"]}, tmp_path / "a.png", tmp_path / "b.png"
+    )
+    sel = corr_gap[
+        (corr_gap.method == "kendall")
+        & (corr_gap.subset == "all")
+        & (corr_gap.x_dataset != corr_gap.y_dataset)
+        & (corr_gap.y_arm == "bn")
+    ]
+    assert set(sel["n"]) == {11, 12}
+    for title, texts in captured:
+        yp = "knn" if title.startswith("OOD accuracy under kNN") else "linear"
+        rows = sel[sel.y_protocol == yp]
+        expected = {_interval_text(r.value, r.ci_low, r.ci_high, r.n) for r in rows.itertuples()}
+        assert set(texts.values()) == expected
+    assert len(captured) == 2
+    assert (
+        any(t.startswith("(") for _, texts in captured for t in texts.values())
+        or ((sel.ci_low > 0) | (sel.ci_high < 0)).all()
+    )
+
+
+def test_f1_and_f7_mark_intervals(corr, corr_proxies, monkeypatch, tmp_path):
+    captured = _capture_texts(monkeypatch, f1_id_protocols)
+    f1_id_protocols.plot(corr, {"dpi": 60}, tmp_path / "a.png", tmp_path / "b.pdf")
+    pairs = corr[(corr.method == "kendall") & (corr.subset == "all") & (corr.y_kind == "pair")]
+    assert pairs["n"].nunique() == 1  # no n= in the cells
+    ((_, texts),) = captured
+    expected = {
+        _interval_text(r.value, r.ci_low, r.ci_high, suffix=C.stars(r.p_value))
+        for r in pairs.itertuples()
+    }
+    assert set(texts.values()) - {"1"} == expected
+    cells = f7_proxies.f7_cells(corr_proxies, {})
+    want = cells.apply(lambda r: _interval_text(r.value, r.ci_low, r.ci_high), axis=1)
+    assert (cells["text"] == want).all()
+
+
+def test_f9_cells_are_the_baseline_columns(tmp_path, monkeypatch):
+    from workflow_scripts.figures import f9_baselines
+
+    acc = synthetic_accuracy()
+    models = sorted(acc.model.unique())
+    rankers = {"params": {m: float(i % 3) for i, m in enumerate(models)}}
+    corr = correlation_table(
+        acc,
+        n_resamples=50,
+        seed=0,
+        min_subset=4,
+        static_rankers=("params", "random"),
+        ranker_values=rankers,
+    )
+    cells = f9_baselines.f9_cells(corr, {})
+    rows = corr[
+        (corr.method == "kendall") & (corr.subset == "all") & corr.y_kind.isin(["pair", "mean"])
+    ]
+    assert len(cells) == len(rows)
+    key = ["x_protocol", "x_arm", "value"]
+    merged = cells.merge(rows, on=key, suffixes=("", "_t"))
+    assert (merged["baseline_diff"] == merged["baseline_diff_t"]).all()
+    codes = f9_baselines.ranker_codes(cells["baseline"])
+    assert codes == {
+        n: "AB"[i]
+        for i, n in enumerate(sorted(set(cells.baseline), key=["params", "random"].index))
+    }
+    for c in cells.itertuples():
+        suffix = c.code
+        assert c.text == (
+            f"{c.baseline_diff:+.2f}{suffix}"
+            if c.baseline_ci_low > 0 or c.baseline_ci_high < 0
+            else f"({c.baseline_diff:+.2f}{suffix})"
+        )
+        assert c.beats_baseline == (c.baseline_ci_low > 0)
+    png, pdf = tmp_path / "f9.png", tmp_path / "f9.pdf"
+    f9_baselines.plot(corr, {"dpi": 60}, png, pdf)
+    _check_outputs(tmp_path, png, pdf)
+    with pytest.raises(ValueError, match="analysis.static_rankers"):
+        f9_baselines.f9_cells(correlation_table(acc, n_resamples=20, seed=0), {})

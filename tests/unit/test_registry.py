@@ -208,7 +208,11 @@ def test_figure_requirements():
         index=["m1", "m2", "m3"],
     )
     requires = {n: e["requires"] for n, e in registry.FIGURES.items() if "requires" in e}
-    config = {"arms": ["raw", "bn"], "protocols": ["knn"]}
+    config = {
+        "arms": ["raw", "bn"],
+        "protocols": ["knn"],
+        "analysis": {"static_rankers": ["random"]},
+    }
     options = {"x_protocol": "linear", "x_arm": "bn", "y_protocol": "linear", "y_arm": "bn"}
     options["arm"] = "bn"
 
@@ -239,6 +243,10 @@ def test_figure_requirements():
     assert why(f6, models=models.iloc[:2]) is None  # two ViT paradigms
     assert why(f6, models=models.iloc[[0, 2]]) is None  # method a on two backbones
     assert why(f6, models=models.iloc[[0]]).startswith("neither two paradigms")
+    no_rankers = {**config, "analysis": {"static_rankers": []}}
+    assert why("f9_baselines", config=no_rankers) == (
+        "no static rankers (analysis.static_rankers is empty)"
+    )
     assert why(f6, arm="published") == "no accuracy in arm 'published' (figures.f6.arm)"
     assert why("f7_proxies") == "protocol proxies is not run"
     assert why("f7_proxies", config={**config, "protocols": ["knn", "proxies"]}) is None

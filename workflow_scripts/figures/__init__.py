@@ -1,7 +1,7 @@
 """Figures of the correlation study (seaborn/matplotlib, Agg backend): one module per figure.
 
 Each figure of the registry (``registry.FIGURES``) is drawn by the module named like its key,
-``workflow_scripts/figures/<name>.py`` (``f1_id_protocols.py`` ... ``f8_published.py``), through
+``workflow_scripts/figures/<name>.py`` (``f1_id_protocols.py`` ... ``f9_baselines.py``), through
 its function ``plot(*tables, opts, png, pdf)``: the result tables the registry entry lists as
 ``inputs`` (DataFrames, in that order: the tidy accuracy table, the table of
 :func:`workflow_scripts.correlations.correlation_table`, the model table T1), a dict of options

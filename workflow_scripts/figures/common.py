@@ -105,6 +105,47 @@ def select(corr: pd.DataFrame, o: dict, proxies: bool = False) -> pd.DataFrame:
     return sel
 
 
+#: The legend of :func:`cell_text`'s marks, for a figure's foot.
+INTERVAL_LEGEND = "(value): its 95% bootstrap interval includes 0"
+N_LEGEND = "n: models behind a cell, shown where it varies"
+
+
+def excludes_zero(low: float, high: float) -> bool:
+    """Whether the interval [low, high] lies on one side of 0 (False when either is NaN)."""
+    return bool(np.isfinite(low) and np.isfinite(high) and (low > 0 or high < 0))
+
+
+def cell_text(
+    value: float, low: float, high: float, n=None, *, fmt: str = ".2f", suffix: str = ""
+) -> str:
+    """A cell's annotation: the value (and ``suffix``, e.g. stars), in parentheses when its
+    interval [low, high] includes 0 (or is unknown), and a second line ``n=<n>`` when ``n`` is
+    given (pass it only where n varies between a panel's cells); "" for a NaN value."""
+    if value is None or not np.isfinite(value):
+        return ""
+    text = format(value, fmt) + suffix
+    if not excludes_zero(low, high):
+        text = f"({text})"
+    return text if n is None else f"{text}\nn={int(n)}"
+
+
+def cell_texts(rows: pd.DataFrame, value: str = "value", **kwargs) -> list[str]:
+    """:func:`cell_text` of each row of ``rows`` (columns ``value``, ``ci_low``, ``ci_high``,
+    ``n``), with ``n`` shown only when it varies between the rows."""
+    show_n = rows["n"].nunique() > 1
+    return [
+        cell_text(r[value], r["ci_low"], r["ci_high"], r["n"] if show_n else None, **kwargs)
+        for _, r in rows.iterrows()
+    ]
+
+
+def foot(fig, lines: Iterable[str], fontsize: float = 8.0) -> None:
+    """Grey legend lines under the figure."""
+    text = "   ".join(line for line in lines if line)
+    if text:
+        fig.text(0.01, 0.0, text, fontsize=fontsize, color="0.35", ha="left", va="top")
+
+
 def n_text(ns: Iterable) -> str:
     """``"n = 12"`` (or ``"n = 9–12"``): the number(s) of models behind the shown values."""
     ns = sorted({int(n) for n in ns})

@@ -7,7 +7,11 @@ import pandas as pd
 
 from workflow_scripts.correlations import order_protocol_arms
 from workflow_scripts.figures.common import (
+    INTERVAL_LEGEND,
     METHOD_LABELS,
+    N_LEGEND,
+    cell_text,
+    foot,
     heatmap,
     n_text,
     options,
@@ -23,8 +27,10 @@ from workflow_scripts.figures.common import (
 def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
     """Symmetric heatmap of the in-domain correlations between (protocol, arm) pairs.
 
-    Cells: coefficient and significance stars (* p < .05, ** p < .01, *** p < .001); diagonal 1.
-    Options besides the common ones: ``vmin``/``vmax`` (-1, 1).
+    Cells: coefficient and significance stars (* p < .05, ** p < .01, *** p < .001), in
+    parentheses when the 95% bootstrap interval includes 0, with the number of models
+    (``n=``) when it varies between cells; diagonal 1. Options besides the common ones:
+    ``vmin``/``vmax`` (-1, 1).
     """
     o = options(opts, "f1")
     sel = select(corr, o)
@@ -41,9 +47,20 @@ def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
     np.fill_diagonal(values, 1.0)
     for i in range(k):
         annot[i, i] = "1"
+    show_n = sel["n"].nunique() > 1
     for row in sel.itertuples(index=False):
         i, j = pos[(row.x_protocol, row.x_arm)], pos[(row.y_protocol, row.y_arm)]
-        text = "–" if not np.isfinite(row.value) else f"{row.value:.2f}{stars(row.p_value)}"
+        text = (
+            "–"
+            if not np.isfinite(row.value)
+            else cell_text(
+                row.value,
+                row.ci_low,
+                row.ci_high,
+                row.n if show_n else None,
+                suffix=stars(row.p_value),
+            )
+        )
         values[i, j] = values[j, i] = row.value
         annot[i, j] = annot[j, i] = text
     labels = [protocol_arm_label(*pa) for pa in pas]
@@ -75,15 +92,15 @@ def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
                 f"{id_ds}, {o['subset']} models, {n_text(sel['n'])}",
                 fontsize=11 * o["font_scale"],
             )
-            if o["annotate"] and np.isfinite(sel["p_value"].astype(float)).any():
-                fig.text(
-                    0.01,
-                    0.0,
-                    "* p < .05   ** p < .01   *** p < .001",
-                    fontsize=8,
-                    color="0.35",
-                    ha="left",
-                    va="top",
+            if o["annotate"]:
+                has_p = np.isfinite(sel["p_value"].astype(float)).any()
+                foot(
+                    fig,
+                    [
+                        "* p < .05   ** p < .01   *** p < .001" if has_p else "",
+                        INTERVAL_LEGEND,
+                        N_LEGEND if show_n else "",
+                    ],
                 )
             save(fig, png, pdf, o["dpi"])
         finally:

@@ -8,8 +8,12 @@ import pandas as pd
 
 from workflow_scripts.correlations import GROUP_PREFIX, MEAN_OOD, order_protocol_arms
 from workflow_scripts.figures.common import (
+    INTERVAL_LEGEND,
     METHOD_LABELS,
+    N_LEGEND,
+    cell_texts,
     dataset_label,
+    foot,
     heatmap,
     n_text,
     options,
@@ -61,8 +65,9 @@ def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
 
     Columns: the OOD data sets (grouped by shift group), then the mean per shift group and the
     mean over all OOD data sets, after a separating line.  One panel per OOD (protocol, arm)
-    (``y``); options ``y_protocols`` / ``y_arms`` restrict the panels.  Options ``vmin``/``vmax``
-    (-1, 1).
+    (``y``); options ``y_protocols`` / ``y_arms`` restrict the panels.  A value is in
+    parentheses when its 95% bootstrap interval includes 0; ``n=`` gives the models behind a
+    cell where that number varies within a panel.  Options ``vmin``/``vmax`` (-1, 1).
     """
     o = options(opts, "f2")
     sel = select(corr, o)
@@ -92,9 +97,18 @@ def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
             layout="constrained",
             figsize=(0.72 * len(columns) + 3.6, panel_h * len(ys) + 1.4),
         )
+        varies = False
         try:
             for ax, (yp, ya) in zip(axes[:, 0], ys):
                 rows = sel[(sel["y_protocol"] == yp) & (sel["y_arm"] == ya)]
+                rows = rows.drop_duplicates(["x_protocol", "x_arm", "y_dataset"])
+                varies |= rows["n"].nunique() > 1
+                texts = pd.Series(
+                    cell_texts(rows),
+                    index=pd.MultiIndex.from_arrays(
+                        [rows["x_protocol"], rows["x_arm"], rows["y_dataset"]]
+                    ),
+                )
                 mat = rows.pivot_table(
                     index=["x_protocol", "x_arm"],
                     columns="y_dataset",
@@ -102,6 +116,9 @@ def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
                     aggfunc="first",
                     dropna=False,
                 ).reindex(index=pd.MultiIndex.from_tuples(xs), columns=columns)
+                annot = np.array(
+                    [[texts.get((xp, xa, c), "") for c in columns] for xp, xa in xs], dtype=object
+                )
                 mat.index, mat.columns = xlabels, clabels
                 heatmap(
                     ax,
@@ -110,8 +127,7 @@ def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
                     cmap=o["cmap"],
                     vmin=o["vmin"],
                     vmax=o["vmax"],
-                    annot=bool(o["annotate"]),
-                    fmt=".2f",
+                    annot=annot if o["annotate"] else None,
                     fontsize=8 * o["font_scale"],
                 )
                 for b in breaks:  # between shift groups
@@ -152,6 +168,8 @@ def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> None:
                 f"OOD accuracy (columns), {o['subset']} models",
                 fontsize=11 * o["font_scale"],
             )
+            if o["annotate"]:
+                foot(fig, [INTERVAL_LEGEND, N_LEGEND if varies else ""])
             save(fig, png, pdf, o["dpi"])
         finally:
             plt.close(fig)

@@ -10,8 +10,12 @@ import pandas as pd
 
 from workflow_scripts.correlations import GROUP_PREFIX, MEAN_OOD, order_protocol_arms
 from workflow_scripts.figures.common import (
+    INTERVAL_LEGEND,
     METHOD_LABELS,
+    N_LEGEND,
+    cell_text,
     dataset_label,
+    foot,
     heatmap,
     n_text,
     options,
@@ -29,9 +33,13 @@ def f5_cells(corr: pd.DataFrame, opts: dict | None = None) -> pd.DataFrame:
     Rows of ``corr`` with the chosen ``method`` and ``subset`` whose ``y_dataset`` is a shift
     group mean (``group:<name>``) and, with option ``include_mean`` (True), the mean over all OOD
     data sets.  Columns: ``y_protocol``, ``y_arm``, ``x_protocol``, ``x_arm``, ``y_dataset``,
-    ``value``, ``ci_low``, ``ci_high``, ``n``, ``n_datasets``, ``text`` (the annotation), and
-    ``row``/``col``/``panel`` (positions in the figure).  Options ``y_protocols`` / ``y_arms``
-    restrict the panels.
+    ``value``, ``ci_low``, ``ci_high``, ``n``, ``n_datasets``, ``margin``, ``margin_ci_low``,
+    ``margin_ci_high``, ``single_best`` (the correlation table's: set on the best row of a
+    column), ``best`` (the column's highest value), ``framed`` (``best`` and ``single_best``:
+    the paired bootstrap of its margin over the runner-up excludes 0), ``text`` (the
+    annotation: in parentheses when the interval includes 0, ``n=`` where n varies within the
+    panel), and ``row``/``col``/``panel`` (positions in the figure).  Options ``y_protocols`` /
+    ``y_arms`` restrict the panels.
     """
     o = options(opts, "f5")
     sel = select(corr, o)
@@ -57,6 +65,7 @@ def f5_cells(corr: pd.DataFrame, opts: dict | None = None) -> pd.DataFrame:
     cells = []
     for panel, (yp, ya) in enumerate(ys):
         rows = sel[(sel["y_protocol"] == yp) & (sel["y_arm"] == ya)]
+        show_n = rows["n"].nunique() > 1
         for row in rows.itertuples(index=False):
             value = float(row.value)
             cells.append(
@@ -71,13 +80,30 @@ def f5_cells(corr: pd.DataFrame, opts: dict | None = None) -> pd.DataFrame:
                     "ci_high": row.ci_high,
                     "n": row.n,
                     "n_datasets": getattr(row, "n_datasets", np.nan),
-                    "text": f"{value:.2f}" if np.isfinite(value) else "",
+                    "margin": float(getattr(row, "margin", np.nan)),
+                    "margin_ci_low": float(getattr(row, "margin_ci_low", np.nan)),
+                    "margin_ci_high": float(getattr(row, "margin_ci_high", np.nan)),
+                    "single_best": _flag(getattr(row, "single_best", None)),
+                    "text": cell_text(value, row.ci_low, row.ci_high, row.n if show_n else None),
                     "panel": panel,
                     "row": xs.index((row.x_protocol, row.x_arm)),
                     "col": columns.index(row.y_dataset),
                 }
             )
-    return pd.DataFrame(cells).sort_values(["panel", "row", "col"], ignore_index=True)
+    out = pd.DataFrame(cells).sort_values(["panel", "row", "col"], ignore_index=True)
+    top = out.groupby(["panel", "col"])["value"].transform("max")
+    out["best"] = out["value"].notna() & (out["value"] == top)
+    out["framed"] = out["best"] & out["single_best"].eq(True)
+    return out
+
+
+def _flag(value) -> bool | None:
+    """A boolean cell of correlations.csv (True, False, or empty: None)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower())
+    return bool(value)
 
 
 def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
@@ -87,8 +113,12 @@ def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
     the row's in-domain accuracy and the data set's accuracy under the panel's OOD (protocol,
     arm); the last column (after a thick line) is the mean over all OOD data sets.  One panel
     per OOD (protocol, arm) (options ``y_protocols`` / ``y_arms``), ``col_wrap`` (3) panels per
-    row.  The best in-domain predictor of each column is framed.  Returns the drawn cells
-    (:func:`f5_cells`).  Options ``vmin``/``vmax`` (-1, 1), ``include_mean`` (True).
+    row.  A value is in parentheses when its 95% bootstrap interval includes 0, with ``n=``
+    where the number of models varies within a panel.  The best in-domain predictor of a
+    column is framed only where the paired bootstrap interval of its margin over the runner-up
+    (correlations.csv ``margin``, same resamples) excludes 0; otherwise its highest value gets a
+    dashed frame and the column's label says "no single best".  Returns the drawn cells (:func:`f5_cells`).  Options ``vmin``/``vmax``
+    (-1, 1), ``include_mean`` (True).
     """
     o = options(opts, "f5")
     cells = f5_cells(corr, o)
@@ -143,20 +173,39 @@ def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
                 )
                 if MEAN_OOD in columns and len(columns) > 1:
                     ax.axvline(columns.index(MEAN_OOD), color="black", lw=2.5)
-                for j in range(len(columns)):  # frame the best predictor of each column
-                    col = values[:, j]
-                    if np.isfinite(col).any():
-                        i = int(np.nanargmax(col))
-                        ax.add_patch(
-                            plt.Rectangle(
-                                (j + 0.04, i + 0.04),
-                                0.92,
-                                0.92,
-                                fill=False,
-                                lw=1.6,
-                                edgecolor="black",
-                            )
+                # frame the best predictor of a column where it is a single best
+                for cell in part[part["framed"]].itertuples(index=False):
+                    ax.add_patch(
+                        plt.Rectangle(
+                            (cell.col + 0.04, cell.row + 0.04),
+                            0.92,
+                            0.92,
+                            fill=False,
+                            lw=1.6,
+                            edgecolor="black",
                         )
+                    )
+                # a dashed frame: the highest value, but no single best
+                for cell in part[part["best"] & ~part["framed"]].itertuples(index=False):
+                    ax.add_patch(
+                        plt.Rectangle(
+                            (cell.col + 0.06, cell.row + 0.06),
+                            0.88,
+                            0.88,
+                            fill=False,
+                            lw=1.0,
+                            ls="--",
+                            edgecolor="0.2",
+                        )
+                    )
+                undecided = set(part.loc[part["best"] & ~part["framed"], "col"])
+                ax.set_xticks(
+                    np.arange(len(columns)) + 0.5,
+                    labels=[
+                        label + ("\nno single\nbest" if j in undecided else "")
+                        for j, label in enumerate(clabels)
+                    ],
+                )
                 plt.setp(ax.get_xticklabels(), rotation=0, fontsize=8 * o["font_scale"])
                 ax.tick_params(axis="x", labeltop=False)
                 ax.set_title(
@@ -183,9 +232,22 @@ def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
                 o["title"]
                 or f"{METHOD_LABELS[o['method']]} of in-domain accuracy with OOD "
                 f"accuracy, averaged per domain-shift group ({o['subset']} models; "
-                "frame = best predictor)",
+                "frame = single best predictor)",
                 fontsize=11 * o["font_scale"],
             )
+            if o["annotate"]:
+                varies = any(
+                    cells.loc[cells["panel"] == p, "n"].nunique() > 1 for p in range(len(panels))
+                )
+                foot(
+                    fig,
+                    [
+                        INTERVAL_LEGEND,
+                        "frame: the single best predictor (its paired-bootstrap margin over the "
+                        "runner-up excludes 0); dashed: the highest value, no single best",
+                        N_LEGEND if varies else "",
+                    ],
+                )
             save(fig, png, pdf, o["dpi"])
         finally:
             plt.close(fig)

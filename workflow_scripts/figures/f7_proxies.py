@@ -7,7 +7,11 @@ import pandas as pd
 from workflow_scripts.correlations import order_protocol_arms
 from workflow_scripts import registry
 from workflow_scripts.figures.common import (
+    INTERVAL_LEGEND,
     METHOD_LABELS,
+    N_LEGEND,
+    cell_texts,
+    foot,
     heatmap,
     n_text,
     options,
@@ -35,7 +39,8 @@ def f7_cells(corr: pd.DataFrame, opts: dict | None = None) -> pd.DataFrame:
     rows (columns ``"<protocol (arm)>, mean OOD"``: the in-domain proxy vs the mean over the
     OOD data sets). Panels: option ``subsets`` (default: ``all`` and every ``backbone=...``
     subset in the table). Columns ``subset``, ``x_protocol``, ``x_arm``, ``column``, ``value``,
-    ``n``, ``row``, ``col``, ``panel``.
+    ``ci_low``, ``ci_high``, ``n``, ``text`` (the annotation: in parentheses when the 95%
+    interval includes 0, ``n=`` where n varies within the panel), ``row``, ``col``, ``panel``.
     """
     o = options(opts, "f7")
     subsets = o["subsets"] or [
@@ -67,20 +72,28 @@ def f7_cells(corr: pd.DataFrame, opts: dict | None = None) -> pd.DataFrame:
                     "x_arm": r.x_arm,
                     "column": name if r.y_kind == "pair" else f"{name}, mean OOD",
                     "value": float(r.value),
+                    "ci_low": float(r.ci_low),
+                    "ci_high": float(r.ci_high),
                     "n": r.n,
                     "panel": panel,
                     "row": rows.index((r.x_protocol, r.x_arm)),
                     "col": columns.index(col),
                 }
             )
-    return pd.DataFrame(cells).sort_values(["panel", "row", "col"], ignore_index=True)
+    out = pd.DataFrame(cells).sort_values(["panel", "row", "col"], ignore_index=True)
+    out["text"] = ""
+    for _, part in out.groupby("panel"):
+        out.loc[part.index, "text"] = cell_texts(part)
+    return out
 
 
 def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
     """Heatmaps of the correlation between each proxy (rows, with its direction) on the
     in-domain set and each accuracy (columns: in-domain protocols, then their mean OOD), one
     panel per model subset (all models, then per backbone). A proxy ranks the models as its
-    direction says when the value is positive (↑) or negative (↓). Returns :func:`f7_cells`."""
+    direction says when the value is positive (↑) or negative (↓). A value is in parentheses
+    when its 95% bootstrap interval includes 0, with ``n=`` where the number of models varies
+    within a panel. Returns :func:`f7_cells`."""
     o = options(opts, "f7")
     cells = f7_cells(corr, o)
     panels = list(dict.fromkeys(cells["subset"]))
@@ -99,6 +112,8 @@ def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
                 part = cells[cells["subset"] == subset]
                 frame = part.pivot(index="row", columns="col", values="value").sort_index()
                 frame = frame.reindex(columns=sorted(part["col"].unique()))
+                texts = part.pivot(index="row", columns="col", values="text")
+                texts = texts.reindex(index=frame.index, columns=frame.columns).fillna("")
                 row_names = part.drop_duplicates("row").sort_values("row")
                 frame.index = [
                     proxy_label(p, a) for p, a in zip(row_names["x_protocol"], row_names["x_arm"])
@@ -111,7 +126,7 @@ def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
                     cmap=o["cmap"],
                     vmin=o["vmin"],
                     vmax=o["vmax"],
-                    annot=bool(o["annotate"]),
+                    annot=texts.to_numpy(dtype=object) if o["annotate"] else None,
                     fontsize=8 * o["font_scale"],
                 )
                 plt.setp(ax.get_xticklabels(), rotation=40, ha="right")
@@ -126,6 +141,9 @@ def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
                 or f"{METHOD_LABELS[o['method']]} of each proxy with accuracy across models",
                 fontsize=11 * o["font_scale"],
             )
+            if o["annotate"]:
+                varies = any(part["n"].nunique() > 1 for _, part in cells.groupby("panel"))
+                foot(fig, [INTERVAL_LEGEND, N_LEGEND if varies else ""])
             save(fig, png, pdf, o["dpi"])
         finally:
             plt.close(fig)

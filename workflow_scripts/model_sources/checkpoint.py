@@ -42,6 +42,11 @@ def backbone_fields(row: dict, config: dict) -> dict:
     return {"source": "checkpoint"}
 
 
+def ranker_facts(row: dict, config: dict, pretrain_images: int | None) -> dict:
+    """Parameter count and pre-training epochs (column ``epochs``): static rankers."""
+    return common.ranker_facts(row)
+
+
 def table_fields(row: dict) -> dict:
     return {}
 

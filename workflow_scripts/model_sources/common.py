@@ -33,3 +33,9 @@ def check_arch(row: dict) -> None:
 def arch_spec(row: dict) -> dict:
     """The registry's facts of the row's arch (dim, img_size, ...)."""
     return registry.ARCHS[row["arch"]]
+
+
+def ranker_facts(row: dict) -> dict:
+    """The static rankers' facts of a row of a registry arch: its parameter count
+    (``registry.ARCH_PARAMS``) and the pre-training epochs of column ``epochs`` (None if empty)."""
+    return {"params": registry.ARCH_PARAMS[row["arch"]], "pretrain_epochs": row.get("epochs")}

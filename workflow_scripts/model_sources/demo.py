@@ -34,6 +34,16 @@ def backbone_fields(row: dict, config: dict) -> dict:
     return {"source": "demo"}
 
 
+def ranker_facts(row: dict, config: dict, pretrain_images: int | None) -> dict:
+    """Parameter count, and the pre-training epochs the row's step budget amounts to: steps x
+    batch size (``pretrain.batch_size`` or its method's own) / ``pretrain_images`` (the
+    in-domain train split it trains on)."""
+    epochs = None
+    if pretrain_images:
+        epochs = row["steps"] * weights_spec(row, config)["batch_size"] / pretrain_images
+    return {"params": registry.ARCH_PARAMS[row["arch"]], "pretrain_epochs": epochs}
+
+
 def table_fields(row: dict) -> dict:
     return {}
 

@@ -60,6 +60,17 @@ def arch_spec(row: dict, config: dict) -> dict:
     }
 
 
+def ranker_facts(row: dict, config: dict, pretrain_images: int | None) -> dict:
+    """timm's parameter count of the model without its head (a meta-device build) and the
+    pre-training epochs of column ``epochs``: static rankers."""
+    from workflow_scripts import timm_models
+
+    return {
+        "params": timm_models.arch_spec(row["arch"])["n_params"],
+        "pretrain_epochs": row.get("epochs"),
+    }
+
+
 def backbone_fields(row: dict, config: dict) -> dict:
     """The source, the transform and the input size the backbone is built for."""
     from workflow_scripts import timm_models

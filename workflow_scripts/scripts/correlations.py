@@ -1,5 +1,5 @@
 """Rule correlations: every correlation method across models (scipy), p-values, bootstrap
-intervals and regret, of the accuracy table and the proxies."""
+intervals and regret, of the accuracy table and the proxies, each row against the static rankers."""
 
 import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 
@@ -13,4 +13,5 @@ correlations.run_job(
     sm.output[0],
     sm.params.analysis,
     log,
+    ranker_values=sm.params.rankers,
 )

@@ -1,4 +1,4 @@
-"""Rules f1_* .. f8_* (registry.FIGURES): render one figure (PNG and PDF) from the result
+"""Rules f1_* .. f9_* (registry.FIGURES): render one figure (PNG and PDF) from the result
 tables, with plot() of the figure's own module workflow_scripts/figures/<name>.py (loaded by
 name: the rule's code hash covers that module and what it imports, not the other figures)."""
 
