@@ -95,6 +95,7 @@ rule correlations:
         # analysis.static_rankers' values: ranker -> model -> value
         rankers=canonical(STUDY.ranker_values),
         code=PLAN.code("correlations"),
+        numerics=PLAN.numerics,
     script:
         script_path("correlations")
 

@@ -1,13 +1,14 @@
 # Configuration validation and the plan of the study (workflow_scripts.plan: job units,
 # outputs, resources, params). No rules here.
 
+import os
 import sys
 
 # The Snakefile imports the workflow_scripts package from the repository root (the scripts
 # find it through workflow_scripts/scripts/_bootstrap.py).
 sys.path.insert(0, workflow.basedir)
 
-from workflow_scripts import registry
+from workflow_scripts import numerics, registry
 from workflow_scripts.config import ConfigError, load_study
 from workflow_scripts.plan import Plan, canonical, keys_regex
 
@@ -17,6 +18,9 @@ except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
 PLAN = Plan(config, STUDY)
+# numerics.pin: every job this run starts loads its CPU libraries capped at numerics.cpu_isa
+# (environment variables they read when they load; workflow_scripts/numerics.py)
+os.environ.update(numerics.environment(config["numerics"]))
 if STUDY.ranker_notes:
     logger.info("static rankers left out: " + "; ".join(STUDY.ranker_notes))
 if PLAN.skipped_figures:

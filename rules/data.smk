@@ -17,6 +17,7 @@ rule generate_dataset:
     params:
         row=PLAN.dataset_row("generate"),
         code=PLAN.code("generate_dataset"),
+        numerics=PLAN.numerics,
     script:
         script_path("generate_dataset")
 

@@ -34,5 +34,6 @@ rule extract_features:
         # (config features section, read at run time) do not rerun anything
         options={k: config["features"][k] for k in ("batch_size", "dtype", "precision")},
         code=PLAN.code("extract_features"),
+        numerics=PLAN.numerics,
     script:
         script_path("extract_features")

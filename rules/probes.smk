@@ -34,6 +34,7 @@ for _protocol, _probe in PLAN.feature_probes.items():
             # the config section without its run-time keys (device is read at run time)
             settings=PLAN.probe_settings(_protocol),
             code=PLAN.code(_probe["rule"]),
+            numerics=PLAN.numerics,
         script:
             script_path("feature_probe")
 
@@ -75,6 +76,7 @@ rule linear_online:
         mean=config["transform"]["mean"],
         std=config["transform"]["std"],
         code=PLAN.code("linear_online"),
+        numerics=PLAN.numerics,
     script:
         script_path("linear_online")
 
@@ -125,6 +127,7 @@ if PLAN.trained_protocols:
             transform=PLAN.transform_of,
             state_dir=lambda wc: f"results/state/finetune/{wc.model}",
             code=PLAN.code("finetune"),
+            numerics=PLAN.numerics,
         script:
             script_path("finetune")
 

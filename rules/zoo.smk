@@ -34,6 +34,7 @@ rule pretrain:
         hp=PLAN.weights_spec,
         num_classes=STUDY.dataset(PLAN.id_dataset)["num_classes"],
         code=PLAN.code("pretrain"),
+        numerics=PLAN.numerics,
     script:
         script_path("pretrain")
 

@@ -112,6 +112,53 @@ def rankers_table() -> list[str]:
     return rows
 
 
+#: The demo's committed accuracy table (tests/integration/test_demo_reference.py).
+DEMO_REFERENCE = ROOT / "tests" / "reference" / "demo_accuracy.csv"
+#: The demo table's columns: (protocol, arm) in-domain, or ("ood", protocol, arm) the OOD mean.
+DEMO_COLUMNS = (
+    ("knn", "raw"),
+    ("knn", "bn"),
+    ("linear", "raw"),
+    ("linear", "bn"),
+    ("finetune", "raw"),
+    ("finetune", "bn"),
+    ("fewshot10", "raw"),
+    ("ood", "linear", "raw"),
+    ("ood", "linear", "bn"),
+)
+
+
+def demo_table() -> list[str]:
+    """The demo's in-domain top-1 and the mean over its OOD sets (linear), per model, from the
+    committed reference table, by decreasing kNN top-1."""
+    import pandas as pd
+
+    acc = pd.read_csv(DEMO_REFERENCE)
+    ind = acc[acc["domain"] == "id"].pivot_table(
+        index="model", columns=["protocol", "arm"], values="top1"
+    )
+    ood = acc[acc["domain"] == "ood"].groupby(["model", "protocol", "arm"])["top1"].mean()
+    labels = []
+    for column in DEMO_COLUMNS:
+        if column[0] == "ood":
+            labels.append(
+                f"OOD mean, {registry.protocol_label(column[1])}"
+                + (" (BN)" if column[2] == "bn" else "")
+            )
+        else:
+            labels.append(
+                registry.protocol_label(column[0]) + (" (BN)" if column[1] == "bn" else "")
+            )
+    rows = ["| model | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    for model in ind.sort_values(("knn", "raw"), ascending=False).index:
+        cells = [
+            ood.loc[(model, c[1], c[2])] if c[0] == "ood" else ind.loc[model, c]
+            for c in DEMO_COLUMNS
+        ]
+        rows.append(f"| {model} | " + " | ".join(f"{v:.1f}" for v in cells) + " |")
+    return rows
+
+
 #: The generated tables: marker name -> rows.
 TABLES = {
     "figures": figures_table,
@@ -121,6 +168,7 @@ TABLES = {
     "correlation methods": methods_table,
     "model sources": sources_table,
     "static rankers": rankers_table,
+    "demo accuracies": demo_table,
 }
 
 

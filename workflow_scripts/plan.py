@@ -277,6 +277,12 @@ class Plan:
             {k: v for k, v in section.items() if k not in registry.PROBE_RUN_TIME_KEYS}
         )
 
+    @property
+    def numerics(self) -> dict:
+        """Config section ``numerics`` (the pinned CPU kernels), the param of every job whose
+        numbers depend on them: a change of pins reruns those."""
+        return self.section("numerics")
+
     def section(self, name, leave_out=()) -> dict:
         """A config section as a param: keys sorted (:func:`canonical`), ``leave_out`` keys
         (those that change no result) left out."""

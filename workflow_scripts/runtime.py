@@ -15,7 +15,9 @@ TRACE_ENV = "SSLBENCH_TRACE_MODULES"
 def setup(snakemake, torch_threads: bool | int = False) -> logging.Logger:
     """Log INFO to ``snakemake.log[0]`` and warnings to stderr; an uncaught exception goes to
     both with its traceback; set torch threads: the job's threads (``True``) or that many (an
-    int: a job whose threads also count its data-loader workers' CPUs)."""
+    int: a job whose threads also count its data-loader workers' CPUs). A job with the param
+    ``numerics`` (config section) checks that its process carries the pinned environment and,
+    with torch, turns on its deterministic algorithms (:mod:`workflow_scripts.numerics`)."""
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING)
     handlers: list[logging.Handler] = [console]
@@ -34,6 +36,13 @@ def setup(snakemake, torch_threads: bool | int = False) -> logging.Logger:
 
         count = snakemake.threads if torch_threads is True else torch_threads
         torch.set_num_threads(max(1, int(count)))
+    pins = getattr(snakemake.params, "numerics", None)
+    if pins:
+        from workflow_scripts import numerics
+
+        numerics.check_environment(pins)
+        if torch_threads is not False:
+            numerics.apply_in_process(pins)
     logger = logging.getLogger(f"sslbench.{snakemake.rule}")
     logger.info(
         "rule %s, wildcards %s, threads %s",
