@@ -36,7 +36,7 @@ def setup(snakemake, torch_threads: bool | int = False) -> logging.Logger:
 
         count = snakemake.threads if torch_threads is True else torch_threads
         torch.set_num_threads(max(1, int(count)))
-    pins = getattr(snakemake.params, "numerics", None)
+    pins = getattr(getattr(snakemake, "params", None), "numerics", None)
     if pins:
         from workflow_scripts import numerics
 
