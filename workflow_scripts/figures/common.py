@@ -33,6 +33,14 @@ def protocol_arm_label(protocol: str, arm: str) -> str:
     return f"{name} ({suffix})" if suffix else name
 
 
+def proxy_label(proxy: str, arm: str) -> str:
+    """``"NC1 ↓ (BN)"``: the proxy, its direction (↑ higher predicts better), the arm."""
+    entry = registry.PROXIES.get(proxy, {"label": str(proxy), "direction": 1})
+    arrow = "↑" if entry["direction"] > 0 else "↓"
+    suffix = registry.ARMS[arm]["label"] if arm in registry.ARMS else str(arm)
+    return f"{entry['label']} {arrow}" + (f" ({suffix})" if suffix else "")
+
+
 def dataset_label(dataset: str) -> str:
     """Readable column name: data sets as they are, means as ``"mean OOD"``, ``"mean: ..."``."""
     if dataset == MEAN_OOD:

@@ -173,29 +173,21 @@ def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
                 )
                 if MEAN_OOD in columns and len(columns) > 1:
                     ax.axvline(columns.index(MEAN_OOD), color="black", lw=2.5)
-                # frame the best predictor of a column where it is a single best
-                for cell in part[part["framed"]].itertuples(index=False):
-                    ax.add_patch(
-                        plt.Rectangle(
-                            (cell.col + 0.04, cell.row + 0.04),
-                            0.92,
-                            0.92,
-                            fill=False,
-                            lw=1.6,
-                            edgecolor="black",
-                        )
+                # a column's highest value: a solid frame where it is the single best
+                # predictor, a dashed one where it is not
+                for cell in part[part["best"]].itertuples(index=False):
+                    pad, lw, ls, colour = (
+                        (0.04, 1.6, "-", "black") if cell.framed else (0.06, 1.0, "--", "0.2")
                     )
-                # a dashed frame: the highest value, but no single best
-                for cell in part[part["best"] & ~part["framed"]].itertuples(index=False):
                     ax.add_patch(
                         plt.Rectangle(
-                            (cell.col + 0.06, cell.row + 0.06),
-                            0.88,
-                            0.88,
+                            (cell.col + pad, cell.row + pad),
+                            1 - 2 * pad,
+                            1 - 2 * pad,
                             fill=False,
-                            lw=1.0,
-                            ls="--",
-                            edgecolor="0.2",
+                            lw=lw,
+                            ls=ls,
+                            edgecolor=colour,
                         )
                     )
                 undecided = set(part.loc[part["best"] & ~part["framed"], "col"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 
 from workflow_scripts.correlations import order_protocol_arms
-from workflow_scripts import registry
 from workflow_scripts.figures.common import (
     INTERVAL_LEGEND,
     METHOD_LABELS,
@@ -16,19 +15,12 @@ from workflow_scripts.figures.common import (
     n_text,
     options,
     protocol_arm_label,
+    proxy_label,
     pyplot,
     save,
     select,
     style,
 )
-
-
-def proxy_label(proxy: str, arm: str) -> str:
-    """``"NC1 ↓ (BN)"``: the proxy, its direction (↑ higher predicts better), the arm."""
-    entry = registry.PROXIES.get(proxy, {"label": str(proxy), "direction": 1})
-    arrow = "↑" if entry["direction"] > 0 else "↓"
-    suffix = registry.ARMS[arm]["label"] if arm in registry.ARMS else str(arm)
-    return f"{entry['label']} {arrow}" + (f" ({suffix})" if suffix else "")
 
 
 def f7_cells(corr: pd.DataFrame, opts: dict | None = None) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from workflow_scripts.figures.common import (
     n_text,
     options,
     protocol_arm_label,
+    proxy_label,
     pyplot,
     save,
     style,
@@ -25,10 +26,7 @@ from workflow_scripts.figures.common import (
 def row_label(protocol: str, arm: str) -> str:
     """A protocol's label, or a proxy's with its direction (↑ higher predicts better, ↓)."""
     if protocol in registry.PROXIES:
-        entry = registry.PROXIES[protocol]
-        suffix = registry.ARMS[arm]["label"] if arm in registry.ARMS else str(arm)
-        arrow = "↑" if entry["direction"] > 0 else "↓"
-        return f"{entry['label']} {arrow}" + (f" ({suffix})" if suffix else "")
+        return proxy_label(protocol, arm)
     return protocol_arm_label(protocol, arm)
 
 
