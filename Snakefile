@@ -22,6 +22,25 @@ include: "rules/analysis.smk"
 include: "rules/figures.smk"
 
 
+# demo.seeds: N > 1 runs this workflow again as N - 1 modules, run s with every training seed
+# shifted by s (workflow_scripts.seed_spread), its files under results/seeds/<s>/; rule
+# seed_spread compares their correlation tables.
+for _run in seed_spread.offsets(config):
+    _seed_module = f"seed{_run}"
+    _seed_rules = f"seed{_run}_"
+
+    module:
+        name: _seed_module
+        snakefile:
+            "Snakefile"
+        config:
+            seed_spread.shifted_config(config, _run)
+        prefix:
+            seed_spread.run_prefix(_run)
+
+    use rule * from _seed_module exclude all as _seed_rules*
+
+
 # Run on the submitting machine even under a cluster executor (profiles/slurm): downloads
 # (compute nodes are often offline; download_checkpoint is declared in rules/zoo.smk), the
 # few-shot index files, the tables and the figures (rules/figures.smk) -- seconds each, not

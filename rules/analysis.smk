@@ -181,3 +181,34 @@ rule t3_accuracy:
         code=PLAN.code("t3_accuracy"),
     script:
         script_path("make_table")
+
+
+# demo.seeds: the correlation tables of every run (results/ and results/seeds/<s>/, the
+# Snakefile's modules) side by side, each correlation's spread across the seeds.
+rule seed_spread:
+    input:
+        runs=PLAN.seed_run_correlations(),
+    output:
+        csv=report(
+            "results/tables/seed_spread.csv",
+            caption="../report/seed_spread.rst",
+            category="Tables",
+            labels={"table": "Seed spread", "file": "CSV (download)"},
+        ),
+        html=report(
+            "results/tables/seed_spread.html",
+            caption="../report/seed_spread.rst",
+            category="Tables",
+            labels={"table": "Seed spread", "file": "HTML (view)"},
+        ),
+    log:
+        "logs/seed_spread.log",
+    localrule: True
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        runs=PLAN.seed_runs,
+        id_dataset=PLAN.id_dataset,
+        code=PLAN.code("seed_spread"),
+    script:
+        script_path("seed_spread")

@@ -8,7 +8,7 @@ import sys
 # find it through workflow_scripts/scripts/_bootstrap.py).
 sys.path.insert(0, workflow.basedir)
 
-from workflow_scripts import numerics, registry
+from workflow_scripts import numerics, registry, seed_spread
 from workflow_scripts.config import ConfigError, load_study
 from workflow_scripts.plan import Plan, canonical, keys_regex
 

@@ -125,7 +125,7 @@ if PLAN.trained_protocols:
             num_classes=STUDY.dataset(PLAN.id_dataset)["num_classes"],
             source=PLAN.data_source(PLAN.id_dataset),
             transform=PLAN.transform_of,
-            state_dir=lambda wc: f"results/state/finetune/{wc.model}",
+            state_dir=PLAN.state_dir,
             code=PLAN.code("finetune"),
             numerics=PLAN.numerics,
         script:

@@ -314,6 +314,7 @@ def load_study(config: dict, basedir: str | Path) -> Study:
     models = _select(models, config["models"], "models", "model")
     datasets = _select(datasets, config["datasets"], "datasets", "data set")
     models = check_models(models, str(models_path), config)
+    models = _shift_seeds(models, config)
     check_datasets(datasets, str(datasets_path))
     unknown = [key for key in config["allow_subsets"] if key not in datasets.index]
     if unknown:
@@ -372,6 +373,19 @@ def load_study(config: dict, basedir: str | Path) -> Study:
                     f"'{ids[0]}' ({id_row['n_train']} train images, {id_row['num_classes']} "
                     "classes) has 0 images per class"
                 )
+    seeds = config["demo"]["seeds"]
+    fixed = [
+        key
+        for key in models.index
+        if not registry.SOURCES[models.loc[key, "source"]].get("trains_on_id")
+    ]
+    if seeds > 1 and fixed:
+        raise ConfigError(
+            f"config key 'demo.seeds': {seeds} runs re-train every model under other seeds, but "
+            f"model(s) {', '.join(fixed)} come with their weights (source "
+            f"'{models.loc[fixed[0], 'source']}'), which no seed changes: select only models "
+            "pre-trained by the workflow (source 'demo') or set demo.seeds: 1"
+        )
     paths = {name: resolve_path(value, basedir) for name, value in _table_names(config).items()}
     tables = read_results_tables(paths)
     measures = analysis_measures(config, models, datasets, tables)
@@ -388,6 +402,19 @@ def load_study(config: dict, basedir: str | Path) -> Study:
         ranker_values=rankers,
         ranker_notes=notes,
     )
+
+
+def _shift_seeds(models: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """The model rows with ``pretrain.seed_offset`` added to the seed of every model the
+    workflow pre-trains (the runs of ``demo.seeds``, workflow_scripts.seed_spread)."""
+    offset = config["pretrain"]["seed_offset"]
+    if not offset:
+        return models
+    models = models.copy()
+    for key in models.index:
+        if registry.SOURCES[models.loc[key, "source"]].get("trains_on_id"):
+            models.loc[key, "seed"] = int(models.loc[key, "seed"]) + offset
+    return models
 
 
 def ranker_values(

@@ -11,7 +11,7 @@ import dataclasses
 import pandas as pd
 from snakemake.io import expand
 
-from workflow_scripts import registry
+from workflow_scripts import registry, seed_spread
 from workflow_scripts.config import Study
 
 SPLITS = list(registry.SPLITS)
@@ -64,6 +64,7 @@ JOB_CODE = {
     "t1_models": ("make_table", ()),
     "t2_datasets": ("make_table", ()),
     "t3_accuracy": ("make_table", ()),
+    "seed_spread": ("seed_spread", ()),
 }
 
 
@@ -393,20 +394,22 @@ class Plan:
             return expand(pattern, run=list(self.trained_runs), arm=self.arms, allow_missing=True)
         return pattern
 
+    def _job_units(self, wildcards) -> list[tuple[str, str]]:
+        """The (run, arm) units of a fine-tuning job, in output order."""
+        if self.batch_runs:
+            return [(r, a) for r in self.trained_runs for a in self.arms]
+        return [(wildcards.run, wildcards.arm)]
+
     def job_runs(self, wildcards) -> list[dict]:
         """The (run, arm) units of a fine-tuning job, in output order, as plain dicts."""
-        units = (
-            [(r, a) for r in self.trained_runs for a in self.arms]
-            if self.batch_runs
-            else [(wildcards.run, wildcards.arm)]
-        )
+        units = self._job_units(wildcards)
         return [
             {
                 "run": run,
                 "arm": arm,
                 "protocol": protocol,
                 "subset_seed": seed,
-                "split": None if pct is None else self.fewshot_split_path(pct, seed),
+                "split": None if pct is None else self.in_run(self.fewshot_split_path(pct, seed)),
             }
             for run, arm in units
             for protocol, pct, seed in [self.trained_runs[run]]
@@ -414,7 +417,12 @@ class Plan:
 
     def job_splits(self, wildcards) -> list[str]:
         """Few-shot subset files a fine-tuning job reads (in job_runs order, no repeats)."""
-        splits = [unit["split"] for unit in self.job_runs(wildcards) if unit["split"]]
+        splits = [
+            self.fewshot_split_path(pct, seed)
+            for run, _ in self._job_units(wildcards)
+            for _, pct, seed in [self.trained_runs[run]]
+            if pct is not None
+        ]
         return list(dict.fromkeys(splits))
 
     def job_recipes(self, wildcards) -> dict:
@@ -439,8 +447,19 @@ class Plan:
 
     def gathered_inputs(self, model) -> list[list[str]]:
         """The per-(run, arm) files of each trained protocol of a model, in trained_protocols
-        order (what collect_trained, or a batched fine-tuning job, concatenates)."""
-        return [self.trained_outputs(p, model) for p in self.trained_protocols]
+        order (what a batched fine-tuning job concatenates: a param, so in_run)."""
+        return [
+            [self.in_run(f) for f in self.trained_outputs(p, model)] for p in self.trained_protocols
+        ]
+
+    def state_dir(self, wildcards) -> str:
+        """Resume state of a model's fine-tuning jobs (not an output: a param, so in_run)."""
+        return self.in_run(f"results/state/finetune/{wildcards.model}")
+
+    def in_run(self, path: str) -> str:
+        """A path a job's params name: under results/seeds/<run>/ in a run of demo.seeds
+        (Snakemake prefixes the module's inputs, outputs and logs, not its params)."""
+        return seed_spread.run_path(self.config["demo"]["run"], path)
 
     def gathered_outputs(self) -> list[str]:
         """With batch_runs, the fine-tuning job's protocol files (the accuracy table's
@@ -611,6 +630,17 @@ class Plan:
             *self.probe_results(),
         ]
 
+    @property
+    def seed_runs(self) -> list[int]:
+        """The runs of demo.seeds: 0 (this configuration) and each further one."""
+        return [0, *seed_spread.offsets(self.config)]
+
+    def seed_run_correlations(self) -> list[str]:
+        """The correlation table of every run of demo.seeds, in run order."""
+        return [
+            seed_spread.run_path(run, "results/tables/correlations.csv") for run in self.seed_runs
+        ]
+
     def all_targets(self) -> list[str]:
         figures = expand("results/figures/{figure}.{ext}", figure=self.figures, ext=["png", "pdf"])
         if not self.models:  # the results tables alone: the analysis, T3, the figures
@@ -633,4 +663,9 @@ class Plan:
                 for seed in self.fewshot_seeds
             ],
             *figures,
+            *(
+                expand("results/tables/seed_spread.{ext}", ext=["csv", "html"])
+                if len(self.seed_runs) > 1
+                else []
+            ),
         ]

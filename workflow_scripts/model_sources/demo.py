@@ -56,7 +56,8 @@ def weights_spec(row: dict, config: dict) -> dict:
     """Pre-training hyper-parameters of the row: the shared ones plus its method's, and the
     normalisation of the transform."""
     cfg = config["pretrain"]
-    hp = {k: v for k, v in cfg.items() if k != "methods"}
+    # seed_offset reaches a job through the row's seed (config.load_study)
+    hp = {k: v for k, v in cfg.items() if k not in ("methods", "seed_offset")}
     hp.update(cfg["methods"][row["method"]])
     hp.update(mean=config["transform"]["mean"], std=config["transform"]["std"])
     return hp
