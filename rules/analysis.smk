@@ -6,14 +6,14 @@ rule accuracy_table:
     input:
         PLAN.probe_results(),
     output:
-        table=report(
+        table=in_report(
             "results/tables/accuracy.csv",
             caption="../report/t3_accuracy.rst",
             category="Tables",
             labels={"table": "T3 accuracy", "file": "CSV (download)"},
         ),
         # what made the table: code, packages, configuration, tables, devices, date
-        manifest=report(
+        manifest=in_report(
             "results/tables/accuracy.json",
             caption="../report/run_manifest.rst",
             category="Tables",
@@ -38,7 +38,7 @@ rule proxies_table:
     input:
         PLAN.proxy_results(),
     output:
-        report(
+        in_report(
             "results/tables/proxies.csv",
             caption="../report/proxies.rst",
             category="Tables",
@@ -62,7 +62,7 @@ rule merge_results:
         computed=["results/tables/accuracy.csv"] if PLAN.models else [],
         tables=list(PLAN.results_tables.values()),
     output:
-        report(
+        in_report(
             "results/tables/accuracy_merged.csv",
             caption="../report/accuracy_merged.rst",
             category="Tables",
@@ -105,13 +105,13 @@ rule t1_models:
         # with published linear numbers, T1 sets this run's beside them
         accuracy=["results/tables/accuracy.csv"] if PLAN.published else [],
     output:
-        csv=report(
+        csv=in_report(
             "results/tables/models.csv",
             caption="../report/t1_models.rst",
             category="Tables",
             labels={"table": "T1 models", "file": "CSV (download)"},
         ),
-        html=report(
+        html=in_report(
             "results/tables/models.html",
             caption="../report/t1_models.rst",
             category="Tables",
@@ -135,13 +135,13 @@ rule t2_datasets:
         train=expand("results/labels/{dataset}/train.npy", dataset=PLAN.datasets),
         test=expand("results/labels/{dataset}/test.npy", dataset=PLAN.datasets),
     output:
-        csv=report(
+        csv=in_report(
             "results/tables/datasets.csv",
             caption="../report/t2_datasets.rst",
             category="Tables",
             labels={"table": "T2 data sets", "file": "CSV (download)"},
         ),
-        html=report(
+        html=in_report(
             "results/tables/datasets.html",
             caption="../report/t2_datasets.rst",
             category="Tables",
@@ -165,7 +165,7 @@ rule t3_accuracy:
     input:
         csv=PLAN.analysis_table,
     output:
-        html=report(
+        html=in_report(
             "results/tables/accuracy.html",
             caption="../report/t3_accuracy.rst",
             category="Tables",
@@ -189,13 +189,13 @@ rule seed_spread:
     input:
         runs=PLAN.seed_run_correlations(),
     output:
-        csv=report(
+        csv=in_report(
             "results/tables/seed_spread.csv",
             caption="../report/seed_spread.rst",
             category="Tables",
             labels={"table": "Seed spread", "file": "CSV (download)"},
         ),
-        html=report(
+        html=in_report(
             "results/tables/seed_spread.html",
             caption="../report/seed_spread.rst",
             category="Tables",

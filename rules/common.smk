@@ -42,3 +42,10 @@ wildcard_constraints:
 def script_path(name):
     """Path of a thin per-step script, relative to this file."""
     return f"../workflow_scripts/scripts/{name}.py"
+
+
+def in_report(path, **kwargs):
+    """report(path, ...) in this study; in a further run of demo.seeds (a module, its own
+    tables under results/seeds/<run>/) the plain path: the report holds one study, and the
+    seed_spread table compares the runs."""
+    return path if config["demo"]["run"] else report(path, **kwargs)

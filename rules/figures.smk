@@ -10,7 +10,7 @@ for _name in PLAN.figures:
         input:
             **{t: PLAN.table_path(t) for t in registry.FIGURES[_name]["inputs"]},
         output:
-            png=report(
+            png=in_report(
                 f"results/figures/{_name}.png",
                 caption=f"../report/{_name}.rst",
                 category="Figures",

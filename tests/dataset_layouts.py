@@ -95,6 +95,40 @@ def imagenet(base: Path) -> dict:
     return {"root": root, "splits": truth, "special": special, "num_classes": 3}
 
 
+def imagenet_kaggle(base: Path) -> dict:
+    """The images of :func:`imagenet` in Kaggle's layout (the ImageNet Object Localization
+    Challenge download): ILSVRC/Data/CLS-LOC/train/<wnid>/, the flat val folder, and the csv
+    files beside ILSVRC/ as Kaggle ships them (LOC_val_solution.csv: ImageId,PredictionString
+    with one or more boxes per image; LOC_synset_mapping.txt; LOC_train_solution.csv)."""
+    sorted_layout = imagenet(base / "sorted")
+    src = sorted_layout["root"]
+    root = base / "imagenet"
+    data = root / "ILSVRC/Data/CLS-LOC"
+    truth = {"train": ([], []), "test": ([], [])}
+    for item, label in zip(*sorted_layout["splits"]["train"]):
+        target = data / item
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((src / item).read_bytes())
+        truth["train"][0].append(f"ILSVRC/Data/CLS-LOC/{item}")
+        truth["train"][1].append(label)
+    rows = ["ImageId,PredictionString"]
+    (data / "val").mkdir(parents=True)
+    for k, (item, label) in enumerate(zip(*sorted_layout["splits"]["test"])):
+        name = Path(item).name
+        (data / "val" / name).write_bytes((src / item).read_bytes())
+        wnid = item.split("/")[1]
+        boxes = " ".join(f"{wnid} {10 + j} {12 + j} {30 + j} {33 + j}" for j in range(k + 1))
+        rows.append(f"{Path(name).stem},{boxes} ")
+        truth["test"][0].append(f"ILSVRC/Data/CLS-LOC/val/{name}")
+        truth["test"][1].append(label)
+    (root / "LOC_val_solution.csv").write_text("\n".join([rows[0], *reversed(rows[1:])]) + "\n")
+    wnids = sorted(p.name for p in (data / "train").iterdir())
+    (root / "LOC_synset_mapping.txt").write_text("".join(f"{w} class {w}\n" for w in wnids))
+    (root / "LOC_train_solution.csv").write_text("ImageId,PredictionString\n")
+    (root / "ILSVRC/Data/CLS-LOC/test").mkdir()
+    return {"root": root, "splits": truth, "num_classes": 3, "sorted": sorted_layout}
+
+
 INAT_SPECIES = [
     "00000_Animalia_Chordata_Aves_Passeriformes_Turdidae_Turdus_migratorius",
     "00001_Animalia_Chordata_Aves_Passeriformes_Corvidae_Corvus_corax",
@@ -104,11 +138,12 @@ INAT_SPECIES = [
 INAT_FAMILY_LABEL = {"Corvidae": 0, "Rosaceae": 1, "Turdidae": 2}
 
 
-def inaturalist(base: Path) -> dict:
-    """2021_train_mini / 2021_valid species folders; label = family index (sorted families)."""
+def inaturalist(base: Path, folders=("2021_train_mini", "2021_valid")) -> dict:
+    """Species folders under torchvision's names (``folders``; the official tarballs unpack to
+    train_mini / val); label = family index (sorted families)."""
     root = base / "inaturalist"
     truth = {"train": ([], []), "test": ([], [])}
-    for split, folder, n in (("train", "2021_train_mini", 2), ("test", "2021_valid", 1)):
+    for split, folder, n in (("train", folders[0], 2), ("test", folders[1], 1)):
         for k, species in enumerate(INAT_SPECIES):
             family = species.split("_")[5]
             for j in range(n):

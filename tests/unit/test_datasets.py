@@ -67,6 +67,65 @@ def test_folder_labels_follow_sorted_wnids_and_inat_families(data):
     assert listing.labels.tolist() == [2, 0, 1, 0]
 
 
+def test_imagenet_kaggle_layout_gives_the_sorted_layouts_labels_and_pixels(tmp_path):
+    kaggle = layouts.imagenet_kaggle(tmp_path)
+    row = {"key": "imagenet", "kind": "imagenet", "root": "imagenet"}
+    sorted_row = {**row, "root": "sorted/imagenet"}
+    for split in ("train", "test"):
+        root, listing = list_split(row, split, tmp_path)
+        sroot, slisting = list_split(sorted_row, split, tmp_path)
+        assert listing.items == kaggle["splits"][split][0]
+        assert listing.labels.tolist() == slisting.labels.tolist() == kaggle["splits"][split][1]
+        assert listing.classes == slisting.classes == ["n01440764", "n01530575", "n02085620"]
+        module = adapter("imagenet")
+        for a, b in zip(listing.items, slisting.items):
+            assert Path(a).name == Path(b).name
+            assert np.array_equal(
+                np.asarray(module.load(root, a)), np.asarray(module.load(sroot, b))
+            )
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda text: text.replace("ImageId,PredictionString", "id,pred"), "is not ImageId"),
+        (lambda text: text.replace(" 10 12 30 33", " 10 12 30"), "is not groups of"),
+        (lambda text: text.replace("n01530575 11", "n02085620 11"), "naming one synset"),
+        (lambda text: text.replace("n01440764 10", "n09999999 10"), "no train folder: n09999999"),
+        (
+            lambda text: "\n".join(r for r in text.splitlines() if "val_n01440764," not in r),
+            "no row",
+        ),
+    ],
+)
+def test_imagenet_kaggle_val_labels_are_checked(tmp_path, edit, message):
+    kaggle = layouts.imagenet_kaggle(tmp_path)
+    csv_path = kaggle["root"] / "LOC_val_solution.csv"
+    csv_path.write_text(edit(csv_path.read_text()))
+    with pytest.raises(DataError, match=message):
+        list_split({"key": "imagenet", "kind": "imagenet", "root": "imagenet"}, "test", tmp_path)
+
+
+def test_inaturalist_reads_the_official_folder_names_as_torchvisions(tmp_path):
+    row = {"key": "inat", "kind": "inaturalist", "root": "inaturalist"}
+    official = layouts.inaturalist(tmp_path / "official", folders=("train_mini", "val"))
+    renamed = layouts.inaturalist(tmp_path / "renamed")
+    for split in ("train", "test"):
+        _, a = list_split(row, split, tmp_path / "official")
+        _, b = list_split(row, split, tmp_path / "renamed")
+        assert a.items == official["splits"][split][0]
+        assert b.items == renamed["splits"][split][0]
+        assert a.labels.tolist() == b.labels.tolist() == official["splits"][split][1]
+        assert a.classes == b.classes == ["Corvidae", "Rosaceae", "Turdidae"]
+        assert [i.split("/", 1)[1] for i in a.items] == [i.split("/", 1)[1] for i in b.items]
+    (tmp_path / "official/inaturalist/2021_valid").mkdir()
+    with pytest.raises(DataError, match=r"both '.*val' and '.*2021_valid' exist"):
+        list_split(row, "test", tmp_path / "official")
+    (tmp_path / "none/inaturalist").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"'.*train_mini' or '.*2021_train_mini' does not exist"):
+        list_split(row, "train", tmp_path / "none")
+
+
 def test_pascal_label_is_the_majority_class_not_the_first(tmp_path):
     mask = layouts.pascal_mask(first=15, majority=12)
     values = mask.ravel()
