@@ -755,18 +755,20 @@ class _Handler:
 
 
 class LoopbackServer:
-    """``with LoopbackServer(dir) as srv:`` serves ``dir`` on http://127.0.0.1:<free port>/."""
+    """``with LoopbackServer(dir) as srv:`` serves ``dir`` on http://127.0.0.1:<free port>/
+    (or, with ``handler``, whatever that request handler class serves)."""
 
-    def __init__(self, directory):
+    def __init__(self, directory=None, handler=None):
         self.directory = directory
         self.hits: list[str] = []
+        self.handler = handler
 
     def __enter__(self):
         import threading
         from http.server import ThreadingHTTPServer
 
         self.server = ThreadingHTTPServer(
-            ("127.0.0.1", 0), _Handler.make(self.directory, self.hits)
+            ("127.0.0.1", 0), self.handler or _Handler.make(self.directory, self.hits)
         )
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

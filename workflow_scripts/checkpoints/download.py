@@ -53,7 +53,8 @@ class _LogStream(io.TextIOBase):
         pass
 
 
-def _progress(total: int | None, desc: str, log: logging.Logger):
+def progress_bar(total: int | None, desc: str, log: logging.Logger):
+    """A tqdm byte counter whose status lines go to ``log`` (at most every 10 s)."""
     from tqdm import tqdm
 
     return tqdm(
@@ -102,7 +103,7 @@ def _fetch_http(url: str, tmp: Path, model: str, timeout: float, log) -> str:
             expected = int(expected) if expected and expected.isdigit() else None
             if response.headers.get("Content-Encoding", "identity") not in ("", "identity"):
                 expected = None  # the length counts encoded bytes
-            with open(tmp, "wb") as fh, _progress(expected, model, log) as bar:
+            with open(tmp, "wb") as fh, progress_bar(expected, model, log) as bar:
                 size = _copy_stream(response.iter_content(CHUNK), fh, digest, bar)
     except requests.exceptions.SSLError as error:
         raise _Permanent(f"TLS verification failed for {url}: {error}") from error
@@ -117,7 +118,7 @@ def _fetch_gdrive(url: str, tmp: Path, model: str, timeout: float, log) -> str:
     import gdown
 
     file_id = gdrive_id(url)
-    bar = _progress(None, model, log)
+    bar = progress_bar(None, model, log)
 
     def progress(done: int, total: int | None) -> None:
         if total and bar.total != total:
@@ -156,7 +157,7 @@ def _fetch_local(url: str, kind: str, tmp: Path, model: str, log) -> str:
         raise _Permanent(f"local checkpoint '{source}' does not exist")
     digest = hashlib.sha256()
     with open(source, "rb") as src, open(tmp, "wb") as fh:
-        with _progress(source.stat().st_size, model, log) as bar:
+        with progress_bar(source.stat().st_size, model, log) as bar:
             _copy_stream(iter(lambda: src.read(CHUNK), b""), fh, digest, bar)
     return digest.hexdigest()
 
