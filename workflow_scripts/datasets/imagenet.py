@@ -33,7 +33,10 @@ LAYOUT = """<root>/train/n01440764/n01440764_10026.JPEG   (1000 wnid folders, 1,
 or Kaggle's layout, as it unpacks:
 <root>/ILSVRC/Data/CLS-LOC/train/n01440764/n01440764_10026.JPEG
 <root>/ILSVRC/Data/CLS-LOC/val/ILSVRC2012_val_00000001.JPEG   (flat, 50,000 images)
-<root>/LOC_val_solution.csv   (ImageId,PredictionString: the val images' wnids)"""
+<root>/LOC_val_solution.csv   (ImageId,PredictionString: the val images' wnids)
+or the three official archives in <root> (ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar,
+ILSVRC2012_devkit_t12.tar.gz), unpacked into the first layout by
+  python -m workflow_scripts.datasets.imagenet_archives <root>"""
 FOLDERS = {"train": "train", "test": "val"}
 KAGGLE = "ILSVRC/Data/CLS-LOC"
 KAGGLE_VAL_LABELS = "LOC_val_solution.csv"
