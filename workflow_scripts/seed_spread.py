@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from workflow_scripts.correlations import COLUMNS
+
 #: Every training seed of a configuration, (section, key): a run's offset is added to each
 #: (to every item of a list). pretrain.seed_offset shifts the model table's seeds
 #: (config.load_study). The data sets' generator seeds stay: every run sees the same data.
@@ -33,17 +35,8 @@ SEED_KEYS = (
     ("fewshot", "extra_seeds"),
     ("proxies", "seed"),
 )
-#: The columns that identify a correlation row (workflow_scripts.correlations.COLUMNS' first).
-KEY_COLUMNS = (
-    "x_protocol",
-    "x_arm",
-    "x_dataset",
-    "y_protocol",
-    "y_arm",
-    "y_dataset",
-    "subset",
-    "method",
-)
+#: The columns that identify a correlation row: those before its count ``n``.
+KEY_COLUMNS = COLUMNS[: COLUMNS.index("n")]
 #: The demo's headline correlations (README "Headline correlations"): label, x and y as
 #: (protocol, arm, data set), where "id" is the in-domain set and "mean_ood" the mean over
 #: the OOD sets; all models, Kendall's tau. Rows of protocols a run lacks are left out.
