@@ -10,6 +10,7 @@ sys.path.insert(0, workflow.basedir)
 
 from workflow_scripts import numerics, registry, seed_spread
 from workflow_scripts.config import ConfigError, load_study
+from workflow_scripts.datasets import downloads
 from workflow_scripts.plan import Plan, canonical, keys_regex
 
 try:
@@ -49,3 +50,12 @@ def in_report(path, **kwargs):
     tables under results/seeds/<run>/) the plain path: the report holds one study, and the
     seed_spread table compares the runs."""
     return path if config["demo"]["run"] else report(path, **kwargs)
+
+
+def download_records(wildcards):
+    """What a data set's integrity jobs wait for (rules/data.smk): the records of its download
+    jobs, or of ImageNet's unpacked archives (workflow_scripts.datasets.downloads)."""
+    row = STUDY.dataset(wildcards.dataset)
+    if row["kind"] == "imagenet":
+        return downloads.imagenet_record(row, config["data_root"])
+    return downloads.needed_records(row, config["data_root"], config["data_download"])

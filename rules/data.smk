@@ -22,11 +22,57 @@ rule generate_dataset:
         script_path("generate_dataset")
 
 
+# Data sets that fetch themselves (config data_download; workflow_scripts/datasets/downloads.py):
+# one local job per file of a row's download columns (compute nodes are often offline); and
+# ImageNet's three official archives, when they are in its root and train/ and val/ are not,
+# unpacked by one job. The integrity jobs wait for these records (ancient: a record rewritten
+# with the same data reruns no check). Each download job first checks the free disk space under
+# data_root against all the study's files still to fetch, and stops naming what is missing.
+
+
+rule download_archive:
+    output:
+        "results/data_downloads/{dataset}/{archive}.json",
+    log:
+        "logs/download_archive/{dataset}/{archive}.log",
+    wildcard_constraints:
+        dataset=keys_regex(PLAN.downloadable),
+        archive=r"[^/]+",
+    localrule: True
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        file=PLAN.download_file,
+    script:
+        script_path("download_archive")
+
+
+rule unpack_imagenet:
+    output:
+        "results/data_downloads/{dataset}/ILSVRC2012.json",
+    log:
+        "logs/unpack_imagenet/{dataset}.log",
+    wildcard_constraints:
+        dataset=keys_regex(PLAN.imagenet_rows),
+    conda:
+        "../envs/sslbench.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        row=PLAN.dataset_row("check"),
+        checksums=lambda wc: STUDY.dataset(wc.dataset)["download_checksums"],
+        code=PLAN.code("unpack_imagenet"),
+    script:
+        script_path("unpack_imagenet")
+
+
 # Integrity of one split of a real data set (before any extraction): image count, class count
 # and label range against the table; writes the labels, the file list the later steps read,
 # and a manifest (count per class, sha256 of the file list). The root (config data_root +
 # table root) is read from the config at run time, so moving the data reruns nothing.
 rule check_dataset:
+    input:
+        lambda wc: [ancient(path) for path in download_records(wc)],
     output:
         labels="results/labels/{dataset}/{split}.npy",
         files="results/data/{dataset}/{split}_files.txt",

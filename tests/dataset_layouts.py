@@ -8,11 +8,14 @@ the pixels a loader must return (for the special files: grayscale, CMYK, PNG-as-
 
 from __future__ import annotations
 
+import io
 import pickle
+import tarfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy.io import savemat
 
 SIZES = [(40, 24), (24, 40), (33, 20), (20, 20)]  # (width, height): non-square on purpose
 
@@ -362,3 +365,68 @@ def table_rows(truth: dict[str, dict]) -> list[dict]:
             }
         )
     return rows
+
+
+# ImageNet's official archives (tests/unit/test_imagenet_archives.py, the download tests)
+# ILSVRC2012_ID -> wnid of the leaves (ids not in sorted-wnid order), plus one inner synset
+IMAGENET_LEAVES = {1: "n02085620", 2: "n01440764", 3: "n01530575"}
+IMAGENET_FIELDS = (
+    "ILSVRC2012_ID",
+    "WNID",
+    "words",
+    "gloss",
+    "num_children",
+    "children",
+    "wordnet_height",
+    "num_train_images",
+)
+IMAGENET_VAL_IDS = [3, 1, 1, 2, 3]  # the ground truth of val images 1..5
+
+
+def imagenet_meta_mat() -> bytes:
+    synsets = np.zeros((4, 1), dtype=[(f, "O") for f in IMAGENET_FIELDS])
+    for row, (ident, wnid) in enumerate(IMAGENET_LEAVES.items()):
+        synsets[row, 0] = (ident, wnid, f"words {wnid}", "a gloss", 0, np.zeros((0, 0)), 0, 2)
+    synsets[3, 0] = (4, "n00001740", "entity", "the root", 3, np.array([1, 2, 3]), 3, 0)
+    buffer = io.BytesIO()
+    savemat(buffer, {"synsets": synsets})
+    return buffer.getvalue()
+
+
+def _tar_add(handle: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    handle.addfile(info, io.BytesIO(data))
+
+
+def _jpeg_bytes(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 6), (seed * 40 % 256, 90, 160)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def imagenet_archives(root, meta=None, truth=IMAGENET_VAL_IDS):
+    """The three official ImageNet archives as image-net.org ships them (devkit tar.gz with
+    data/meta.mat and the val ground truth, train tar of per-wnid tars, flat val tar), with
+    IMAGENET_LEAVES' synsets; ``meta`` False leaves meta.mat out."""
+    root.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as handle:
+        if meta is not False:
+            _tar_add(handle, "ILSVRC2012_devkit_t12/data/meta.mat", meta or imagenet_meta_mat())
+        text = "".join(f"{i}\n" for i in truth)
+        _tar_add(
+            handle,
+            "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt",
+            text.encode(),
+        )
+        _tar_add(handle, "ILSVRC2012_devkit_t12/COPYING", b"licence")
+    with tarfile.open(root / "ILSVRC2012_img_train.tar", "w") as outer:
+        for k, wnid in enumerate(sorted(IMAGENET_LEAVES.values())):
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w") as handle:
+                for j in range(k + 1):
+                    _tar_add(handle, f"{wnid}_{j + 10}.JPEG", _jpeg_bytes(k * 10 + j))
+            _tar_add(outer, f"{wnid}.tar", inner.getvalue())
+    with tarfile.open(root / "ILSVRC2012_img_val.tar", "w") as handle:
+        for i in reversed(range(1, len(truth) + 1)):  # archive order is not file-name order
+            _tar_add(handle, f"ILSVRC2012_val_{i:08d}.JPEG", _jpeg_bytes(100 + i))

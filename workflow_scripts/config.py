@@ -246,10 +246,27 @@ def check_models(models: pd.DataFrame, path: str, config: dict) -> pd.DataFrame:
 def check_datasets(datasets: pd.DataFrame, path: str) -> None:
     """Cross-column rules of the data set table."""
     from workflow_scripts import synthetic  # numpy only
-    from workflow_scripts.datasets import domainnet  # numpy and PIL only
+    from workflow_scripts.datasets import domainnet, downloads  # numpy and PIL only
 
+    created: dict[str, str] = {}
     for key, row in datasets.iterrows():
         where = f"datasets table '{path}', key '{key}'"
+        try:
+            files = downloads.archives(_row_dict(datasets, key))
+        except downloads.DownloadSpecError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        if files and row["kind"] == "synthetic":
+            raise ConfigError(
+                f"{where}: kind 'synthetic' is rendered, not downloaded: leave "
+                "the download columns empty"
+            )
+        for file in files:
+            if file.creates in created:
+                raise ConfigError(
+                    f"{where}: column 'download_creates': '{file.creates}' is also created by "
+                    f"data set '{created[file.creates]}'"
+                )
+            created[file.creates] = key
         if row["kind"] != "synthetic":
             # Real layouts: the root folder itself is checked by the integrity job (a dry run
             # plans the whole study before any data set is on disk).

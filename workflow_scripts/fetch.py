@@ -155,10 +155,14 @@ def _zip_members(archive: zipfile.ZipFile, what: str) -> list[zipfile.ZipInfo]:
     return members
 
 
-def unpack(archive: str | Path, destination: str | Path, *, what: str) -> list[str]:
+def unpack(
+    archive: str | Path, destination: str | Path, *, what: str, keep: str | None = None
+) -> list[str]:
     """Extract ``archive`` (tar in any compression, or zip) into ``destination``; return the
     top-level names it added. The entries appear there only once the whole archive is out; a
-    top-level name that already exists is an error (nothing is overwritten)."""
+    top-level name that already exists is an error (nothing is overwritten). ``keep``: the one
+    top-level entry the archive must hold, the only one moved into place (an archive without it
+    is the wrong layout: an error naming what it holds)."""
     archive, destination = Path(archive), Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     staging = destination / f".unpacking-{archive.name}"
@@ -177,6 +181,13 @@ def unpack(archive: str | Path, destination: str | Path, *, what: str) -> list[s
         else:
             raise FetchError(f"{what}: '{archive}' is neither a tar nor a zip archive")
         names = sorted(os.listdir(staging))
+        if keep is not None:
+            if keep not in names:
+                raise FetchError(
+                    f"{what}: '{archive.name}' unpacks to {', '.join(names) or 'nothing'}, not "
+                    f"'{keep}' (the data set table's download_creates): a different file or layout"
+                )
+            names = [keep]
         taken = [name for name in names if (destination / name).exists()]
         if taken:
             raise FetchError(

@@ -13,6 +13,7 @@ from snakemake.io import expand
 
 from workflow_scripts import registry, seed_spread
 from workflow_scripts.config import Study
+from workflow_scripts.datasets import downloads
 
 SPLITS = list(registry.SPLITS)
 # T1 models, T2 data sets, T3 accuracies: CSV plus an HTML view for the report.
@@ -43,13 +44,16 @@ DEMO_JOB_MB = 3000
 # "method" its model's pre-training method (pretrain.<method>). Generated rules: a feature
 # probe (registry.PROTOCOLS "probe") runs feature_probe with its module, a figure
 # (registry.FIGURES) plot_figure with figures.<name>. download_checkpoint has no code identity:
-# its output is the file whose sha256 the model row pins, whatever code fetched it.
+# its output is the file whose sha256 the model row pins, whatever code fetched it; the same
+# holds for the data set files of download_archive.
 JOB_CODE = {
     "download_checkpoint": None,
     "pretrain": ("pretrain", ("method",)),
     "convert_checkpoint": ("convert_checkpoint", ()),
     "timm_weights": ("timm_weights", ()),
     "generate_dataset": ("generate_dataset", ()),
+    "download_archive": None,
+    "unpack_imagenet": ("unpack_imagenet", ()),
     "check_dataset": ("check_dataset", ("adapters",)),
     "fewshot_split": ("fewshot_split", ()),
     "fewshot_split_extra_seed": ("fewshot_split", ()),
@@ -149,6 +153,10 @@ class Plan:
         # a dry run plans the whole study before any data is on disk
         self.synthetic = [d for d in self.datasets if study.dataset(d)["kind"] == "synthetic"]
         self.real = [d for d in self.datasets if d not in self.synthetic]
+        # data sets the workflow can fetch (config data_download; the table's download
+        # columns) and ImageNet rows, whose official archives a job unpacks
+        self.downloadable = [d for d in self.real if downloads.archives(study.dataset(d))]
+        self.imagenet_rows = [d for d in self.real if study.dataset(d)["kind"] == "imagenet"]
         # the zoo by model source (registry.SOURCES; workflow_scripts.model_sources)
         self.models_by_source = {
             source: [m for m in self.models if study.model(m)["source"] == source]
@@ -234,6 +242,16 @@ class Plan:
     def dataset_fields(self, key, use) -> dict:
         row = self.study.dataset(key)
         return {column: row.get(column) for column in DATASET_COLUMNS[use]}
+
+    def download_file(self, wildcards) -> dict:
+        """Params of a download job: the row's file named ``wildcards.archive``."""
+        files = {f.name: f for f in downloads.archives(self.study.dataset(wildcards.dataset))}
+        if wildcards.archive not in files:
+            raise ValueError(
+                f"data set '{wildcards.dataset}' downloads no file '{wildcards.archive}' "
+                f"(its download_urls name: {', '.join(files) or 'none'})"
+            )
+        return files[wildcards.archive].params()
 
     def model_row(self, use):
         return lambda wildcards: self.model_fields(wildcards.model, use)

@@ -10,63 +10,18 @@ import os
 import sys
 import tarfile
 import zipfile
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from checkpoint_layouts import LoopbackServer  # noqa: E402
+from checkpoint_layouts import RangeServer as _Server  # noqa: E402
 
 from workflow_scripts import fetch  # noqa: E402
 from workflow_scripts.fetch import FetchError  # noqa: E402
 
 PAYLOAD = os.urandom(3 * (1 << 20) + 12345)  # several CHUNKs, not a multiple of one
-
-
-class _Server(LoopbackServer):
-    """Serves ``files`` (name -> bytes). ``cut[name] = n``: the next response of ``name`` sends
-    its full Content-Length but only ``n`` bytes, then closes. ``ranges``: honour Range."""
-
-    def __init__(self, files):
-        self.files, self.cut, self.ranges, self.requests = files, {}, True, []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):  # noqa: N802 - http.server's naming
-                name = self.path.lstrip("/")
-                outer.requests.append((name, self.headers.get("Range")))
-                body = outer.files.get(name)
-                if body is None:
-                    self.send_error(404)
-                    return
-                start, status = 0, 200
-                wanted = self.headers.get("Range")
-                if wanted and outer.ranges:
-                    start = int(wanted.removeprefix("bytes=").rstrip("-"))
-                    if start >= len(body):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(body)}")
-                        self.end_headers()
-                        return
-                    status = 206
-                chunk = body[start:]
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(chunk)))
-                if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.end_headers()
-                limit = outer.cut.pop(name, None)
-                self.wfile.write(chunk if limit is None else chunk[:limit])
-                if limit is not None:
-                    self.wfile.flush()
-                    self.close_connection = True
-
-        super().__init__(handler=Handler)
 
 
 def _md5(data: bytes) -> str:

@@ -4,77 +4,15 @@ real file's fields, leaf and non-leaf synsets, ids not in wnid order, and the va
 the train tar of per-wnid tars and the flat val tar. Unpacked, the adapter lists them as the
 sorted layout; missing, damaged and half-unpacked archives are errors naming the file."""
 
-import io
-import tarfile
-
-import numpy as np
 import pytest
-from scipy.io import savemat
 
+from tests import dataset_layouts as layouts
 from workflow_scripts.datasets import DataError, list_split
 from workflow_scripts.datasets import imagenet_archives as archives
 
-# ILSVRC2012_ID -> wnid of the leaves (ids not in sorted-wnid order), plus one inner synset
-LEAVES = {1: "n02085620", 2: "n01440764", 3: "n01530575"}
-FIELDS = (
-    "ILSVRC2012_ID",
-    "WNID",
-    "words",
-    "gloss",
-    "num_children",
-    "children",
-    "wordnet_height",
-    "num_train_images",
-)
-VAL_IDS = [3, 1, 1, 2, 3]  # the ground truth of val images 1..5
-
-
-def _meta_mat() -> bytes:
-    synsets = np.zeros((4, 1), dtype=[(f, "O") for f in FIELDS])
-    for row, (ident, wnid) in enumerate(LEAVES.items()):
-        synsets[row, 0] = (ident, wnid, f"words {wnid}", "a gloss", 0, np.zeros((0, 0)), 0, 2)
-    synsets[3, 0] = (4, "n00001740", "entity", "the root", 3, np.array([1, 2, 3]), 3, 0)
-    buffer = io.BytesIO()
-    savemat(buffer, {"synsets": synsets})
-    return buffer.getvalue()
-
-
-def _add(handle: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    handle.addfile(info, io.BytesIO(data))
-
-
-def _jpeg(seed: int) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 6), (seed * 40 % 256, 90, 160)).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
-def _write_archives(root, meta=None, truth=VAL_IDS):
-    root.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as handle:
-        if meta is not False:
-            _add(handle, "ILSVRC2012_devkit_t12/data/meta.mat", meta or _meta_mat())
-        text = "".join(f"{i}\n" for i in truth)
-        _add(
-            handle,
-            "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt",
-            text.encode(),
-        )
-        _add(handle, "ILSVRC2012_devkit_t12/COPYING", b"licence")
-    with tarfile.open(root / "ILSVRC2012_img_train.tar", "w") as outer:
-        for k, wnid in enumerate(sorted(LEAVES.values())):
-            inner = io.BytesIO()
-            with tarfile.open(fileobj=inner, mode="w") as handle:
-                for j in range(k + 1):
-                    _add(handle, f"{wnid}_{j + 10}.JPEG", _jpeg(k * 10 + j))
-            _add(outer, f"{wnid}.tar", inner.getvalue())
-    with tarfile.open(root / "ILSVRC2012_img_val.tar", "w") as handle:
-        for i in reversed(range(1, len(truth) + 1)):  # archive order is not file-name order
-            _add(handle, f"ILSVRC2012_val_{i:08d}.JPEG", _jpeg(100 + i))
+LEAVES, VAL_IDS = layouts.IMAGENET_LEAVES, layouts.IMAGENET_VAL_IDS
+_meta_mat = layouts.imagenet_meta_mat
+_write_archives = layouts.imagenet_archives
 
 
 def test_unpacked_archives_are_the_sorted_layout(tmp_path):

@@ -26,7 +26,7 @@ import tarfile
 from pathlib import Path
 
 from workflow_scripts.datasets.common import DataError
-from workflow_scripts.fetch import check_space, file_digest
+from workflow_scripts.fetch import check_space, file_digest, parse_checksum
 
 #: name -> (file, published MD5) of the three official archives
 ARCHIVES = {
@@ -84,13 +84,18 @@ def val_wnids(devkit: Path, n_val: int | None = None) -> list[str]:
     return [leaves[i] for i in ids]
 
 
-def _verify(archives: dict[str, Path], log: logging.Logger) -> None:
+def _verify(
+    archives: dict[str, Path], log: logging.Logger, checksums: dict[str, str] | None = None
+) -> None:
     for name, path in archives.items():
-        log.info("checking the MD5 of %s", path)
-        found = file_digest(path, "md5")
-        if found != ARCHIVES[name][1]:
+        pinned = (checksums or {}).get(name) or f"md5:{ARCHIVES[name][1]}"
+        algorithm, expected = parse_checksum(pinned)
+        log.info("checking the %s of %s", algorithm, path)
+        found = file_digest(path, algorithm)
+        if found != expected:
+            source = "pinned" if (checksums or {}).get(name) else "published"
             raise DataError(
-                f"'{path}' has MD5 {found}, the published {ARCHIVES[name][1]}: a damaged or "
+                f"'{path}' has {algorithm.upper()} {found}, the {source} {expected}: a damaged or "
                 "different file"
             )
 
@@ -100,10 +105,16 @@ def _extract(archive: Path, into: Path) -> None:
         handle.extractall(into, filter="data")
 
 
-def unpack(root: str | Path, log: logging.Logger | None = None, verify: bool = True) -> dict:
+def unpack(
+    root: str | Path,
+    log: logging.Logger | None = None,
+    verify: bool = True,
+    checksums: dict[str, str] | None = None,
+) -> dict:
     """Unpack the archives under ``root`` into ``root/train`` and ``root/val`` (see the module
-    docstring); returns counts per split. ``verify``: check the published MD5s first (the
-    tests' archives are fabricated, so they pass False)."""
+    docstring); returns counts per split. ``verify``: check each archive first against
+    ``checksums`` (name -> ``md5:<hex>`` or ``sha256:<hex>``, from the data set table) or else
+    its published MD5."""
     log = log or logging.getLogger(__name__)
     root = Path(root)
     archives = archives_in(root)
@@ -113,7 +124,7 @@ def unpack(root: str | Path, log: logging.Logger | None = None, verify: bool = T
     if taken:
         raise DataError(f"'{root / taken[0]}' exists already; move it away to unpack again")
     if verify:
-        _verify(archives, log)
+        _verify(archives, log, checksums)
     check_space(root, sum(p.stat().st_size for p in archives.values()), "ImageNet unpack")
     staging = root / ".unpacking-imagenet"
     shutil.rmtree(staging, ignore_errors=True)  # what a killed unpack left
