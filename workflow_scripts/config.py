@@ -344,13 +344,15 @@ def load_study(config: dict, basedir: str | Path) -> Study:
             f"config key 'datasets': exactly one selected data set must have role 'id', "
             f"found {len(ids)} ({', '.join(ids) or 'none'})"
         )
+    # a protocol's own settings are checked only when it is selected
+    protocols = config["protocols"]
     lin = config["linear"]
-    if lin["report_lr"] not in lin["base_lrs"]:
+    if "linear" in protocols and lin["report_lr"] not in lin["base_lrs"]:
         raise ConfigError(
             f"config key 'linear.report_lr': {lin['report_lr']} is not one of "
             f"linear.base_lrs {lin['base_lrs']}"
         )
-    if lin["warmup_epochs"] >= lin["epochs"]:
+    if "linear" in protocols and lin["warmup_epochs"] >= lin["epochs"]:
         raise ConfigError(
             f"config key 'linear.warmup_epochs': {lin['warmup_epochs']} must be smaller than "
             f"linear.epochs ({lin['epochs']})"
@@ -374,13 +376,13 @@ def load_study(config: dict, basedir: str | Path) -> Study:
             f"array (synthetic) data sets only so far; remove it or deselect {', '.join(real)}"
         )
     fewshot = config["fewshot"]
-    if fewshot["seed"] in fewshot["extra_seeds"]:
+    if "fewshot" in protocols and fewshot["seed"] in fewshot["extra_seeds"]:
         raise ConfigError(
             f"config key 'fewshot.extra_seeds': {fewshot['extra_seeds']} repeats fewshot.seed "
             f"({fewshot['seed']}); list only additional subset seeds"
         )
     id_row = datasets.loc[ids[0]]
-    if id_row["n_train"] is not None:
+    if "fewshot" in protocols and id_row["n_train"] is not None:
         from workflow_scripts.fewshot import per_class
 
         for percent in config["fewshot"]["percents"]:

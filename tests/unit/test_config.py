@@ -459,3 +459,21 @@ def test_optional_keys_get_their_schema_default_and_given_values_stay():
     assert config["fewshot"]["precision"] == props["fewshot"]["properties"]["precision"]["default"]
     assert config["finetune"]["precision"] == "bf16"
     assert config["finetune"]["save_minutes"] == 15.0 and config["finetune"]["gpus"] == 1
+
+
+@pytest.mark.parametrize(
+    "protocol, edit, message",
+    [
+        ("fewshot", lambda c: c["fewshot"].update(percents=[0.1]), "a 0.1% subset"),
+        ("fewshot", lambda c: c["fewshot"].update(extra_seeds=[42]), "repeats fewshot.seed"),
+        ("linear", lambda c: c["linear"].update(report_lr=0.3), "linear.report_lr"),
+        ("linear", lambda c: c["linear"].update(warmup_epochs=30), "linear.warmup_epochs"),
+    ],
+)
+def test_a_protocols_settings_are_checked_only_when_it_is_selected(config, protocol, edit, message):
+    edit(config)
+    selected = copy.deepcopy(config)
+    with pytest.raises(ConfigError, match=message):
+        load_study(selected, ROOT)
+    config["protocols"] = [p for p in config["protocols"] if p != protocol]
+    assert protocol not in load_study(config, ROOT).config["protocols"]

@@ -8,12 +8,13 @@ into a memory-mapped temporary .npy and renamed when complete (``features.run_jo
 
 import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 
-from workflow_scripts import features, runtime
+from workflow_scripts import devices, features, runtime
 from workflow_scripts.backbones import load_job_backbone
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 options = sm.config["features"] | sm.params.options  # run-time keys + result keys
 log = runtime.setup(sm, torch_threads=options["threads"])  # the job's other CPUs: loader workers
+devices.check_requested_gpus(sm, log)  # a granted GPU that is not there: fail now
 model = sm.params.model
 features.run_job(
     load_job_backbone(sm.input.weights, model),

@@ -3,12 +3,13 @@ or BN arm -- each in this process or in finetune.gpus data-parallel processes.""
 
 import _bootstrap  # noqa: F401 - puts the repository root on sys.path
 
-from workflow_scripts import finetune, runtime
+from workflow_scripts import devices, finetune, runtime
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 run_time = sm.config["finetune"]  # device, workers, gpus, save_minutes: not params
 threads = sm.config["threads"]["finetune"]  # compute threads per process
 log = runtime.setup(sm, torch_threads=threads)
+devices.check_requested_gpus(sm, log)  # a granted GPU that is not there: fail now
 split_args = {
     s: {
         "source": sm.params.source,
