@@ -405,6 +405,19 @@ def hub_file(repo_id: str, cache_dir: str | None, filename: str | None = None) -
     return None
 
 
+def _refused_global(error: BaseException) -> str | None:
+    """The global a restricted (weights-only) unpickling refused, from torch's error or the
+    one it chains; None for any other error."""
+    import re
+
+    while error is not None:
+        match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        if match:
+            return match.group(1)
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def url_file(url: str, cache_dir: str | None) -> Path:
     """Where timm caches the weights it downloads from ``url`` (torch hub's folder layout:
     ``cache_dir``, or ``<torch hub dir>/checkpoints``, then the URL's file name)."""
@@ -415,6 +428,34 @@ def url_file(url: str, cache_dir: str | None) -> Path:
 
     folder = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
     return folder / os.path.basename(urllib.parse.urlsplit(url).path)
+
+
+#: Seconds the hub may take to answer before a hub row whose weights are not cached gives up.
+HUB_PROBE_TIMEOUT = 10.0
+
+
+def hub_unreachable(repo_id: str, filename: str | None, timeout: float) -> str | None:
+    """Why the hub cannot serve ``repo_id`` now (the error of one metadata request, at most
+    ``timeout`` seconds), or None when it answers (an HTTP error status is an answer)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename or "model.safetensors"), timeout=timeout)
+    except HfHubHTTPError:
+        return None
+    except Exception as error:  # no route, no name, a time-out, offline mode
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def _fetch_hint(repo: str, cache_dir: str | None) -> str:
+    cache = f" --cache-dir {cache_dir}" if cache_dir else ""
+    return (
+        f"connect this machine to the hub (or set HF_ENDPOINT to a mirror), or fetch them where "
+        f"the hub is reachable with `hf download {repo}{cache}` and copy that cache here "
+        "(README 'Evaluate any timm model')"
+    )
 
 
 def fetch_weights(
@@ -456,27 +497,48 @@ def fetch_weights(
                     f"{where}: the weights from '{spec['url']}' are not in the cache ('{source}') "
                     "and HF_HUB_OFFLINE is set: download them where the network is reachable"
                 )
+    filename = spec["pretrained_cfg"].get("hf_hub_filename")
+    cache = cache_dir or huggingface_hub.constants.HF_HUB_CACHE
+    if repo and not url and hub_file(repo, cache_dir, filename) is None:
+        # not cached: fail in seconds when the hub cannot be reached, not after the retries
+        if huggingface_hub.constants.is_offline_mode():
+            reason = "HF_HUB_OFFLINE is set"
+        else:
+            reason = hub_unreachable(repo, filename, HUB_PROBE_TIMEOUT)
+        if reason:
+            raise RuntimeError(
+                f"{where}: the weights of hub repository '{repo}' are not in the cache "
+                f"'{cache}' and the hub cannot be reached ({reason}): "
+                + _fetch_hint(repo, cache_dir)
+            )
     try:
         net = create(arch, spec["img_size"], pretrained=True, **kwargs)
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as error:
-        offline = huggingface_hub.constants.is_offline_mode()
         raise RuntimeError(
-            f"{where}: the weights of hub repository '{repo}' are not in the cache "
-            f"'{cache_dir or huggingface_hub.constants.HF_HUB_CACHE}'"
-            + (
-                " and HF_HUB_OFFLINE is set: download them where the hub is reachable "
-                f"(hf download {repo}) or unset HF_HUB_OFFLINE"
-                if offline
-                else ""
-            )
-            + f" ({type(error).__name__})"
+            f"{where}: the weights of hub repository '{repo}' are not in the cache '{cache}' "
+            f"({type(error).__name__}): " + _fetch_hint(repo, cache_dir)
         ) from None
-    except Exception as error:  # timm's key filter or strict loading: not this architecture
+    except Exception as error:
+        refused = _refused_global(error)
+        if refused:
+            file = source if url else hub_file(repo, cache_dir, filename)
+            raise RuntimeError(
+                f"{where}: '{file}' (hub repository '{repo}') is a pickle that needs the global "
+                f"'{refused}', which the restricted loader refuses: such a file could run code. "
+                "Use a safetensors file of these weights, or load the file as a checkpoint row "
+                "(source checkpoint), whose column 'trusted' can allow it"
+                if not url
+                else f"{where}: '{file}' (column 'url') is a pickle that needs the global "
+                f"'{refused}', which the restricted loader refuses: such a file could run code. "
+                "Convert it to safetensors, or load it as a checkpoint row (source checkpoint), "
+                "whose column 'trusted' can allow it"
+            ) from None
+        # timm's key filter or strict loading: not this architecture
         raise RuntimeError(
             f"{where}: the weights do not fit the architecture: {type(error).__name__}: {error}"
         ) from None
     if not url and repo:
-        source = hub_file(repo, cache_dir, spec["pretrained_cfg"].get("hf_hub_filename"))
+        source = hub_file(repo, cache_dir, filename)
     digest = sha256_file(source) if source else None
     if sha256 and digest != sha256.lower():
         raise ValueError(f"{where}: '{source}' has sha256 {digest}, the table pins {sha256}")

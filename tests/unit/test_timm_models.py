@@ -212,7 +212,8 @@ def test_a_missing_hub_file_offline_names_the_row_and_the_repository(hub, offlin
     with pytest.raises(
         RuntimeError,
         match=r"model 'small_vit' .*hub repository 'timm/vit_small_patch16_224.augreg_in21k' "
-        r"are not in the cache .* HF_HUB_OFFLINE is set",
+        r"are not in the cache .* cannot be reached \(HF_HUB_OFFLINE is set\): connect this "
+        r"machine to the hub .* `hf download timm/vit_small_patch16_224.augreg_in21k --cache-dir",
     ):
         timm_models.fetch_weights(
             tmp_path / "w.safetensors",
@@ -222,6 +223,98 @@ def test_a_missing_hub_file_offline_names_the_row_and_the_repository(hub, offlin
             cache_dir=str(hub.cache),
         )
     assert not (tmp_path / "w.safetensors").exists()
+
+
+def _endpoint(monkeypatch, url):
+    """Point huggingface_hub at ``url`` as HF_ENDPOINT would (read when it is imported)."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", url)
+    monkeypatch.setattr(
+        huggingface_hub.constants,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        url + "/{repo_id}/resolve/{revision}/{filename}",
+    )
+
+
+def _not_cached(tmp_path, cache):
+    return timm_models.fetch_weights(
+        tmp_path / "w.safetensors",
+        tmp_path / "w.json",
+        model="small_vit",
+        arch="vit_small_patch16_224.augreg_in21k",  # not in the test cache
+        cache_dir=str(cache),
+    )
+
+
+def test_an_uncached_hub_row_fails_at_once_when_the_hub_cannot_be_reached(
+    hub, tmp_path, monkeypatch
+):
+    """Without HF_HUB_OFFLINE: one metadata request decides (here: nothing listens on the
+    endpoint's port), not the downloads' retries; the message names the repository and both
+    fixes."""
+    from checkpoint_layouts import free_port
+
+    _endpoint(monkeypatch, f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(RuntimeError) as error:
+        _not_cached(tmp_path, hub.cache)
+    text = str(error.value)
+    assert "hub repository 'timm/vit_small_patch16_224.augreg_in21k' are not in the cache" in text
+    assert "the hub cannot be reached (ConnectError: [Errno 111] Connection refused)" in text
+    assert "set HF_ENDPOINT to a mirror" in text and "`hf download timm/vit_small" in text
+    assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_the_hub_probe_gives_up_after_its_time_out(hub, tmp_path, monkeypatch):
+    """A hub that accepts the connection and never answers: the probe's time-out ends it."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)  # accepts (the kernel's backlog), never replies
+    try:
+        _endpoint(monkeypatch, f"http://127.0.0.1:{listener.getsockname()[1]}")
+        monkeypatch.setattr(timm_models, "HUB_PROBE_TIMEOUT", 0.5)
+        with pytest.raises(RuntimeError, match=r"the hub cannot be reached \(\w*Timeout"):
+            _not_cached(tmp_path, hub.cache)
+    finally:
+        listener.close()
+
+
+def test_a_hub_pickle_with_code_names_the_file_repository_and_global(tmp_path, offline):
+    """A hub file that is a pickle holding a numpy scalar (as training scripts save their best
+    accuracy): refused by the restricted loader; the message names the cached file, the
+    repository and the global, and does not suggest weights_only=False."""
+    import hashlib
+    import os
+
+    arch = CONVNEXT
+    repo = timm.get_pretrained_cfg(arch).hf_hub_id
+    folder = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (folder / "blobs").mkdir()
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("0" * 40)
+    state = timm.create_model(arch, pretrained=False).state_dict()
+    incoming = folder / "blobs" / "incoming"
+    torch.save({**state, "best_acc1": np.float64(81.2)}, incoming)  # a numpy scalar
+    blob = folder / "blobs" / hashlib.sha256(incoming.read_bytes()).hexdigest()
+    incoming.rename(blob)
+    (snapshot / "pytorch_model.bin").symlink_to(os.path.relpath(blob, snapshot))
+    with pytest.raises(RuntimeError) as error:
+        timm_models.fetch_weights(
+            tmp_path / "w.safetensors",
+            tmp_path / "w.json",
+            model="row",
+            arch=arch,
+            cache_dir=str(tmp_path / "hub"),
+        )
+    text = str(error.value)
+    assert f"'{snapshot / 'pytorch_model.bin'}' (hub repository '{repo}')" in text
+    assert "needs the global 'numpy." in text and "multiarray.scalar'" in text
+    assert "weights_only" not in text
 
 
 def test_a_pinned_sha256_is_checked(hub, offline, tmp_path):
