@@ -172,6 +172,31 @@ TABLES = {
 }
 
 
+def contents_rows(text: str) -> list[str]:
+    """README's table of contents: its ## and ### headings (outside code blocks) as a nested
+    list of links to GitHub's heading anchors."""
+    import re
+
+    rows, seen, fenced = [], {}, False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        match = None if fenced else re.match(r"(##|###) (.+)", line)
+        if not match:
+            continue
+        title = match.group(2).strip()
+        if title == "Contents":
+            continue
+        anchor = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        count = seen.get(anchor, 0)
+        seen[anchor] = count + 1
+        anchor = f"{anchor}-{count}" if count else anchor
+        indent = "  " if match.group(1) == "###" else ""
+        rows.append(f"{indent}- [{title}](#{anchor})")
+    return rows
+
+
 def begin_marker(name: str) -> str:
     return f"<!-- generated: {name} (python -m workflow_scripts.docs; edit the registry) -->"
 
@@ -189,7 +214,11 @@ def with_tables(text: str) -> str:
             raise ValueError(f"README.md lacks the markers of the generated table '{name}'")
         start, stop = text.index(begin), text.index(end) + len(end)
         text = text[:start] + "\n".join([begin, "", *rows(), "", end]) + text[stop:]
-    return text
+    begin, end = begin_marker("contents"), end_marker("contents")
+    if begin not in text or end not in text:
+        raise ValueError("README.md lacks the markers of the generated table 'contents'")
+    start, stop = text.index(begin), text.index(end) + len(end)
+    return text[:start] + "\n".join([begin, "", *contents_rows(text), "", end]) + text[stop:]
 
 
 if __name__ == "__main__":  # rewrite README.md's generated tables from the registry

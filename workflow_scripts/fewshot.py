@@ -1,4 +1,4 @@
-"""Few-shot training subsets, exactly the authors' procedure (shared/spec/paper.md).
+"""Few-shot training subsets, exactly the authors' procedure (README "Protocols").
 
 n = floor(fraction x N_train / C) images per class; the legacy NumPy stream seeded once with
 ``np.random.seed(42)``; then for each class label l in sorted order

@@ -1,13 +1,13 @@
 """Full and few-shot fine-tuning (the paper's recipe), resumable from a per-epoch state file.
 
-Recipe (shared/spec/paper.md): SGD momentum 0.9, weight decay 0, the same lr for backbone and
+Recipe (README "Protocols"): SGD momentum 0.9, weight decay 0, the same lr for backbone and
 head (few-shot: its own head lr), warm-up epochs then cosine stepped per epoch (few-shot: no
 warm-up), gradient-norm clip 0.5, cross-entropy on the train augmentation. ViTs only: layer-wise
 lr decay 0.65 applied to the real block structure (``layer_decay_scales``), label smoothing 0.1
 and drop-path 0.2 -- all three actually applied, unlike the authors' code for some models. The
 BN arm puts ``BatchNorm1d`` before the linear head (init N(0, 0.01), bias 0).
 
-``authors_quirks: true`` restores the authors' fine-tuning behaviour (shared/spec/paper.md,
+``authors_quirks: true`` restores the authors' fine-tuning behaviour (README "Deviations from the authors' code",
 quirk 3; ``with_authors_quirks``): no drop-path for MAE and MaskFeat, no layer decay for MaskFeat
 (its parameter names did not match the decay rule), and the final norm at ``layer_decay`` x lr
 (the last block's rate) instead of the full lr.

@@ -12,7 +12,7 @@ gradient-norm clip and data order, so the result equals training each head on it
 ``nn.BatchNorm1d`` + ``nn.Linear`` and ``torch.optim.SGD`` (tested), while the features are read
 and the kernels launched once for all heads.
 
-Recipe (shared/spec/paper.md): SGD momentum 0.9, weight decay 0, head init N(0, 0.01) with bias
+Recipe (README "Protocols"): SGD momentum 0.9, weight decay 0, head init N(0, 0.01) with bias
 0, W warm-up epochs at (e+1)/(W+1) then cosine to 0 stepped per epoch, gradient-norm clip 0.5,
 cross-entropy. Head h's initial weights are drawn from ``torch.Generator().manual_seed(seed_h)``
 as a [C, D] normal (nn.Linear's layout) and its epoch permutations from a second generator with

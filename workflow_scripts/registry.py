@@ -10,7 +10,7 @@ from __future__ import annotations
 # arch -> family (backbone family used by the analysis), input image size, embedding dim,
 # embeddings it supports, builder (the name of its constructor in backbones.BUILDERS).
 ARCHS: dict[str, dict] = {
-    # Demo backbones (shared/spec/demo.md): a ResNet-10 of torchvision BasicBlocks with widths
+    # Demo backbones (README "Demo results"): a ResNet-10 of torchvision BasicBlocks with widths
     # 16/32/64/128 and a 3x3 stride-2 stem; a timm ViT with patch 8, dim 64, depth 4, 2 heads.
     "resnet10_tiny": {
         "family": "resnet",

@@ -324,4 +324,40 @@ def test_paper_config_plans_the_whole_study_with_an_empty_data_root(tmp_path):
         assert job["mem_mb"] == 6000 + 300 * paper["finetune"]["workers"], job
     assert counts["fewshot_split"] == 2
     assert "generate_dataset" not in counts and "pretrain" not in counts
+    assert_readme_counts(counts)
     assert not list((tmp_path / "work").glob("results/**/*.npy"))
+
+
+def assert_readme_counts(counts: dict[str, int]) -> None:
+    """README "Run on a cluster" states the paper DAG's job counts: they are this dry run's."""
+    import re
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    said = re.search(
+        r"The paper DAG \(`snakemake -n --configfile config/paper.yaml`\) has "
+        r"\*\*([\d,]+) jobs\*\*: (.*?)\(a test checks",
+        text,
+    )
+    assert said, "README lost its sentence on the paper DAG's job counts"
+    assert int(said.group(1).replace(",", "")) == counts["total"]
+    stated = {
+        name: int(n)
+        for n, name in re.findall(r"(\d+) ([A-Za-z][A-Za-z -]+?)(?= \(|,| and)", said.group(2))
+    }
+    figures = sum(v for k, v in counts.items() if re.fullmatch(r"f\d+_\w+", k))
+    expected = {
+        "integrity checks": counts["check_dataset"],
+        "downloads": counts["download_checkpoint"],
+        "conversions": counts["convert_checkpoint"],
+        "extractions": counts["extract_features"],
+        "kNN probes": counts["knn_probe"],
+        "linear probes": counts["linear_probe"],
+        "proxy jobs": counts["proxies"],
+        "fine-tuning jobs": counts["finetune"],
+        "local gathering jobs": counts["collect_trained"],
+        "few-shot index files": counts["fewshot_split"],
+        "tables": counts["accuracy_table"] + counts["proxies_table"] + counts["correlations"],
+        "table views": counts["t1_models"] + counts["t2_datasets"] + counts["t3_accuracy"],
+        "figures": figures,
+    }
+    assert stated == expected

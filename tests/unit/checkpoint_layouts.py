@@ -1,4 +1,4 @@
-"""Fabricated checkpoints in each real source layout (shared/spec/paper.md), for the tests.
+"""Fabricated checkpoints in each real source layout (as their sources write them), for the tests.
 
 Written from the upstream code that saved each released file, independently of
 workflow_scripts/checkpoints/convert.py: each ``fabricate_<format>(ref)`` wraps a reference state

@@ -12,7 +12,7 @@ from workflow_scripts.config import ConfigError, load_study, read_table, schema_
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "config" / "models_paper.tsv"
 
-# shared/spec/paper.md, "The 26 models" (key, arch family)
+# the paper's 26 models (key, arch family)
 RESNETS = [
     "jigsaw",
     "rotnet",
@@ -69,7 +69,7 @@ def test_paper_table_has_the_26_models(config):
     assert all(url.startswith("https://") for url in models["url"])
     kinds = {key: url_kind(url) for key, url in models["url"].items()}
     assert {k for k, v in kinds.items() if v == "gdrive"} == {"byol", "beit_v2", "milan"}
-    # layouts as shared/spec/paper.md gives them
+    # layouts as the sources write them
     expected = {
         "jigsaw": "vissl_trunk",
         "npid": "npid_numpy",

@@ -7,7 +7,7 @@ from workflow_scripts.fewshot import fewshot_indices, per_class
 
 
 def authors_procedure(labels, fraction, num_classes):
-    """The procedure as written in shared/spec/paper.md, with the global legacy stream."""
+    """The authors' procedure, with the global legacy stream."""
     n = int(np.floor(fraction * len(labels) / num_classes))
     np.random.seed(42)
     out = []

@@ -319,3 +319,28 @@ def test_registry_entries_are_hashed_per_use(tmp_path, monkeypatch):
     assert hashes() == before
     provenance.code_hash.cache_clear()
     provenance.module_closure.cache_clear()
+
+
+def test_readme_contents_link_every_section_by_githubs_anchor():
+    """A hand-written case of GitHub's heading anchors (lower case, punctuation dropped, spaces
+    to hyphens, repeats numbered), headings in code blocks ignored; README's list links each of
+    its ## and ### headings once."""
+    text = (
+        "# Title\n## Set-up (fresh machine, Python 3.11)\n```bash\n## not a heading\n```\n"
+        "### The paper's checkpoints: notes\n## Notes\n## Notes\n"
+    )
+    assert docs.contents_rows(text) == [
+        "- [Set-up (fresh machine, Python 3.11)](#set-up-fresh-machine-python-311)",
+        "  - [The paper's checkpoints: notes](#the-papers-checkpoints-notes)",
+        "- [Notes](#notes)",
+        "- [Notes](#notes-1)",
+    ]
+    readme = (ROOT / "README.md").read_text()
+    headings = [
+        line.split(" ", 1)[1]
+        for line in readme.split("<!-- end of generated: contents -->")[1].splitlines()
+        if line.startswith(("## ", "### "))
+    ]
+    rows = [row.strip() for row in docs.contents_rows(readme)]
+    listed = [row[3 : row.index("](")] for row in rows]
+    assert listed == [h for h in headings if h != "Contents"] and len(listed) > 20

@@ -129,7 +129,7 @@ def test_import_is_light():
 
 
 def test_paper_t1_carries_the_published_linear_numbers():
-    """T1 of the paper zoo holds shared/spec/reference_numbers.md's linear-probe top-1."""
+    """T1 of the paper zoo holds the sources' published linear-probe top-1."""
     import yaml
 
     from workflow_scripts.config import load_study
