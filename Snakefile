@@ -56,6 +56,16 @@ localrules:
     t3_accuracy,
 
 
+# Every successful run ends with the summary (results/summary.md, rule summary) on screen.
+onsuccess:
+    if not config["demo"]["run"]:
+        from workflow_scripts.summary import printable
+
+        text = printable("results/summary.md")
+        if text:
+            print(f"\n{text}")
+
+
 rule all:
     default_target: True
     input:

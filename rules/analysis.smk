@@ -85,7 +85,12 @@ rule correlations:
         accuracy=PLAN.analysis_table,
         proxies=["results/tables/proxies.csv"] if PLAN.proxies else [],
     output:
-        "results/tables/correlations.csv",
+        in_report(
+            "results/tables/correlations.csv",
+            caption="../report/correlations.rst",
+            category="Tables",
+            labels={"table": "Correlations", "file": "CSV (download)"},
+        ),
     log:
         "logs/correlations.log",
     conda:
@@ -212,3 +217,32 @@ rule seed_spread:
         code=PLAN.code("seed_spread"),
     script:
         script_path("seed_spread")
+
+
+# What a reader looks at first: the in-domain top-1 per model and protocol, the headline
+# correlations with intervals, the figures drawn or skipped, where the files are
+# (workflow_scripts/summary.py); printed when a run succeeds (Snakefile, onsuccess).
+rule summary:
+    input:
+        accuracy=PLAN.analysis_table,
+        correlations="results/tables/correlations.csv",
+    output:
+        md="results/summary.md",
+        html=in_report(
+            "results/summary.html",
+            caption="../report/summary.rst",
+            category="Summary",
+            labels={"table": "Run summary", "file": "HTML (view)"},
+        ),
+    log:
+        "logs/summary.log",
+    localrule: True
+    conda:
+        "../envs/sslbench.yaml"
+    params:
+        id_dataset=PLAN.id_dataset,
+        drawn=PLAN.figures,
+        skipped=PLAN.skipped_figures,
+        code=PLAN.code("summary"),
+    script:
+        script_path("summary")

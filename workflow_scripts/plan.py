@@ -34,6 +34,8 @@ DATASET_COLUMNS = {
     "check": ("key", "kind", "root", "variant", "num_classes", "n_train", "n_test"),
     "table": ("key", "role", "shift_group"),  # columns of T3
 }
+# The run summary (workflow_scripts/summary.py), printed when a run succeeds.
+SUMMARY = ["results/summary.md", "results/summary.html"]
 # Host memory (MB) of a demo-size (< 224 px) model's job: torch plus the data set's arrays.
 DEMO_JOB_MB = 3000
 # Code identity (workflow_scripts.provenance): rule -> its thin script
@@ -69,6 +71,7 @@ JOB_CODE = {
     "t2_datasets": ("make_table", ()),
     "t3_accuracy": ("make_table", ()),
     "seed_spread": ("seed_spread", ()),
+    "summary": ("summary", ()),
 }
 
 
@@ -667,6 +670,7 @@ class Plan:
                 "results/tables/correlations.csv",
                 "results/tables/accuracy.html",
                 *figures,
+                *SUMMARY,
             ]
         return [
             *self.stage_outputs(),
@@ -686,4 +690,5 @@ class Plan:
                 if len(self.seed_runs) > 1
                 else []
             ),
+            *SUMMARY,
         ]

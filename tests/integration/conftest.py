@@ -16,9 +16,11 @@ from workflow_scripts.runtime import TRACE_ENV
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The smoke configuration run locally once (2 cores); its wall time in wall_seconds.txt,
-    the modules each job loaded in snakerun.trace_dir(workdir) (runtime.TRACE_ENV)."""
+    what it printed on stdout in stdout.txt, the modules each job loaded in
+    snakerun.trace_dir(workdir) (runtime.TRACE_ENV)."""
     workdir = tmp_path_factory.mktemp("smoke")
     start = time.monotonic()
-    snakemake(workdir, "--cores", "2", env={TRACE_ENV: str(trace_dir(workdir))})
+    proc = snakemake(workdir, "--cores", "2", env={TRACE_ENV: str(trace_dir(workdir))})
     (workdir / "wall_seconds.txt").write_text(f"{time.monotonic() - start:.1f}\n")
+    (workdir / "stdout.txt").write_text(proc.stdout)  # what the run printed (the summary)
     return workdir

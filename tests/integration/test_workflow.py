@@ -225,3 +225,41 @@ def test_the_run_manifest_describes_the_accuracy_table(run):
         manifest["packages"]["torch"]["pinned"]
     )
     assert len(manifest["config_sha256"]) == 64 and manifest["created_utc"]
+
+
+def test_the_run_ends_with_the_summary_whose_numbers_are_the_tables(run):
+    """results/summary.md is what the run printed last; its top-1 cells are T3's in-domain
+    rows and its headline taus the correlation table's (read here with pandas)."""
+    text = (run / "results/summary.md").read_text()
+    assert (run / "stdout.txt").read_text().rstrip().endswith(text.rstrip())
+    accuracy = pd.read_csv(run / "results/tables/accuracy.csv")
+    ids = accuracy[accuracy["domain"] == "id"]
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| model |"))
+    columns = [c.strip() for c in header.strip("|").split("|")][1:]
+    start = lines.index(header) + 2
+    cells = {}
+    for line in lines[start:]:
+        if not line.startswith("| "):
+            break
+        model, *values = [c.strip() for c in line.strip("|").split("|")]
+        cells[model] = dict(zip(columns, values))
+    assert sorted(cells) == sorted(ids["model"].unique())
+    label = {"knn": "kNN", "linear": "linear"}
+    for row in ids[ids["protocol"].isin(list(label))].itertuples():
+        column = label[row.protocol] + (" (BN)" if row.arm == "bn" else "")
+        assert cells[row.model][column] == f"{row.top1:.1f}", (row.model, column)
+    corr = pd.read_csv(run / "results/tables/correlations.csv")
+    knn_lin = corr[
+        (corr["x_protocol"] == "knn")
+        & (corr["x_arm"] == "raw")
+        & (corr["y_protocol"] == "linear")
+        & (corr["y_arm"] == "bn")
+        & (corr["y_dataset"] == corr["x_dataset"])
+        & (corr["subset"] == "all")
+        & (corr["method"] == "kendall")
+    ].iloc[0]
+    assert (
+        f"| kNN vs linear (BN) | {int(knn_lin['n'])} | {knn_lin['value']:.2f} | "
+        f"[{knn_lin['ci_low']:.2f}, {knn_lin['ci_high']:.2f}] |" in text
+    )
