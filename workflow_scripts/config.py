@@ -555,7 +555,11 @@ def check_plan(
         raise ConfigError(
             f"config key 'models': {len(models)} model(s) selected ({', '.join(models.index)})"
             f"{tables}; the correlations across models need at least analysis.min_models = "
-            f"{minimum}"
+            f"{minimum}. Reach it by selecting more models (config key 'models'), or, to "
+            "compare with models you do not rerun, by adding their accuracies as result tables "
+            "(config key 'results_tables': another study's results/tables/accuracy.csv, or "
+            "config/published_imagenet.csv with the sources' published ImageNet numbers of the "
+            "paper's 26 checkpoints; README 'Analyse published or external result tables')"
         )
     protocols = config["protocols"]
     if all(registry.PROTOCOLS[p]["kind"] == "proxy" for p in protocols):

@@ -159,6 +159,31 @@ def demo_table() -> list[str]:
     return rows
 
 
+#: README "Use your own checkpoint": the example row's cells (every other column empty).
+OWN_ROW = {
+    "key": "my_swav",
+    "method": "swav",
+    "arch": "resnet50",
+    "family": "resnet",
+    "paradigm": "discriminative",
+    "embedding": "avgpool",
+    "source": "checkpoint",
+    "format": "deepcluster",
+    "url": "https://example.org/my_swav.pth.tar",
+    "note": "my own SwAV run",
+}
+
+
+def own_row_example() -> list[str]:
+    """The paper model table's header and one example row, tab-separated, in a code block:
+    the columns are the table's own, so the example cannot fall behind it."""
+    header = (ROOT / "config" / "models_paper.tsv").read_text().splitlines()[0].split("\t")
+    unknown = sorted(set(OWN_ROW) - set(header))
+    if unknown:
+        raise ValueError(f"OWN_ROW names columns the paper model table lacks: {unknown}")
+    return ["```", "\t".join(header), "\t".join(OWN_ROW.get(c, "") for c in header), "```"]
+
+
 #: The generated tables: marker name -> rows.
 TABLES = {
     "figures": figures_table,
@@ -169,6 +194,7 @@ TABLES = {
     "model sources": sources_table,
     "static rankers": rankers_table,
     "demo accuracies": demo_table,
+    "own checkpoint row": own_row_example,
 }
 
 

@@ -345,7 +345,9 @@ def test_fewer_models_than_the_correlations_need_is_refused(config):
         ConfigError,
         match=r"config key 'models': 1 model\(s\) selected "
         r"\(simclr_resnet\); the correlations across models "
-        r"need at least analysis.min_models = 4",
+        r"need at least analysis.min_models = 4. Reach it by selecting more models .*"
+        r"\(config key 'results_tables': another study's results/tables/accuracy.csv, or "
+        r"config/published_imagenet.csv",
     ):
         load_study(config, ROOT)
     config["analysis"]["min_models"] = 1  # on purpose

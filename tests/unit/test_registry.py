@@ -344,3 +344,29 @@ def test_readme_contents_link_every_section_by_githubs_anchor():
     rows = [row.strip() for row in docs.contents_rows(readme)]
     listed = [row[3 : row.index("](")] for row in rows]
     assert listed == [h for h in headings if h != "Contents"] and len(listed) > 20
+
+
+def test_the_own_checkpoint_recipe_plans_only_that_model(tmp_path):
+    """README "Use your own checkpoint": its generated row, saved as a table, with the paper
+    configuration and the published numbers as a result table, plans the new model's jobs
+    only; without the result table min_models stops it with the hint."""
+    import copy
+
+    from workflow_scripts.config import ConfigError, load_study
+    from workflow_scripts.plan import Plan
+
+    rows = _readme_rows("own checkpoint row")
+    block = rows[rows.index("```") + 1 : rows.index("```", rows.index("```") + 1)]
+    (tmp_path / "my_models.tsv").write_text("\n".join(block) + "\n")
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config.update(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
+    config["models_table"] = str(tmp_path / "my_models.tsv")
+    alone = copy.deepcopy(config)
+    with pytest.raises(ConfigError, match="Reach it by selecting more models"):
+        load_study(alone, ROOT)
+    config["results_tables"] = ["config/published_imagenet.csv"]
+    study = load_study(config, ROOT)
+    plan = Plan(config, study)
+    assert plan.models == ["my_swav"] and study.model("my_swav")["format"] == "deepcluster"
+    assert len(plan.datasets) == 11
+    assert set(study.results_tables) == {"published_imagenet.csv"}
