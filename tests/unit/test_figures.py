@@ -799,3 +799,61 @@ def test_f9_cells_are_the_baseline_columns(tmp_path, monkeypatch):
     _check_outputs(tmp_path, png, pdf)
     with pytest.raises(ValueError, match="analysis.static_rankers"):
         f9_baselines.f9_cells(correlation_table(acc, n_resamples=20, seed=0), {})
+
+
+def test_f7_colours_agreement_with_each_proxys_arrow_and_stacks_its_panels(
+    corr_proxies, monkeypatch, tmp_path
+):
+    """The colour of an F7 cell is the coefficient times the proxy's direction (red is always
+    "orders the models as its arrow says"), its number the coefficient; panels (subset x
+    in-domain / mean OOD) are stacked, so the width does not grow with the subsets."""
+    drawn, sizes = [], []
+    original_heatmap, original_save = f7_proxies.heatmap, f7_proxies.save
+
+    def heatmap(ax, sns, frame, **kwargs):
+        drawn.append((ax.figure, frame.copy(), kwargs["annot"]))
+        return original_heatmap(ax, sns, frame, **kwargs)
+
+    def save(fig, png, pdf, dpi):
+        sizes.append(tuple(fig.get_size_inches()))
+        original_save(fig, png, pdf, dpi)
+
+    monkeypatch.setattr(f7_proxies, "heatmap", heatmap)
+    monkeypatch.setattr(f7_proxies, "save", save)
+    cells = f7_proxies.plot(corr_proxies, {}, tmp_path / "a.png", tmp_path / "a.pdf")
+    subsets = list(dict.fromkeys(cells["subset"]))
+    assert len(drawn) == 2 * len(subsets)  # in-domain and mean OOD per subset
+    fig, frame, annot = drawn[0]
+    first = cells[(cells["subset"] == "all") & ~cells["column"].str.endswith("mean OOD")]
+    for cell in first.itertuples():
+        sign = -1 if cell.x_protocol == "nc1" else 1  # RankMe up, NC1 down (registry)
+        label = f7_proxies.proxy_label(cell.x_protocol, cell.x_arm)
+        col = list(frame.columns).index(cell.column)
+        assert frame.loc[label].iloc[col] == pytest.approx(sign * cell.value)
+        assert annot[list(frame.index).index(label), col] == cell.text  # the coefficient
+    f7_proxies.plot(corr_proxies, {"subsets": ["all"]}, tmp_path / "b.png", tmp_path / "b.pdf")
+    assert sizes[0][0] == sizes[1][0] and sizes[0][1] > sizes[1][1]
+
+
+@pytest.mark.parametrize("option, expected", [("auto", True), (False, False), (True, True)])
+def test_f3_and_f6_write_the_model_keys_where_they_fit(
+    acc, monkeypatch, tmp_path, option, expected
+):
+    """label_points auto: the keys beside the points of a panel with at most LABEL_LIMIT
+    models (here F3's panels and F6's ViT part hold fewer); false: none; and auto stops
+    labelling above the limit."""
+    notes = _capture_notes(monkeypatch, f3_scatter)
+    f3_scatter.plot(
+        acc, {"label_points": option, "dpi": 60}, tmp_path / "a.png", tmp_path / "b.pdf"
+    )
+    models = set(acc["model"])
+    assert len(models) <= C.LABEL_LIMIT
+    assert (models <= set(notes)) == expected and (not set(notes) & models) == (not expected)
+    hand = hand_accuracy()
+    vit = set(hand.loc[hand["backbone"] == "vit", "model"])
+    notes6 = _capture_notes(monkeypatch, f6_paradigm_backbone)
+    f6_paradigm_backbone.plot(
+        hand, {"label_points": option, "dpi": 60}, tmp_path / "c.png", tmp_path / "d.pdf"
+    )
+    assert (vit <= set(notes6)) == expected
+    assert C.label_points("auto", C.LABEL_LIMIT) and not C.label_points("auto", C.LABEL_LIMIT + 1)

@@ -147,6 +147,18 @@ def cell_texts(rows: pd.DataFrame, value: str = "value", **kwargs) -> list[str]:
     ]
 
 
+#: Option ``label_points: auto``: write model keys next to the points of a panel holding at
+#: most this many models (beyond it the keys overlap).
+LABEL_LIMIT = 12
+
+
+def label_points(option, n_models: int) -> bool:
+    """Whether to write the model keys: option true/false, or ``auto`` (at most LABEL_LIMIT)."""
+    if option == "auto":
+        return n_models <= LABEL_LIMIT
+    return bool(option)
+
+
 def foot(fig, lines: Iterable[str], fontsize: float = 8.0) -> None:
     """Grey legend lines under the figure."""
     text = "   ".join(line for line in lines if line)

@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 
 from workflow_scripts.correlations import correlate, identify_datasets
-from workflow_scripts.figures.common import options, protocol_arm_label, pyplot, save, stars, style
+from workflow_scripts.figures.common import (
+    label_points,
+    options,
+    protocol_arm_label,
+    pyplot,
+    save,
+    stars,
+    style,
+)
 
 
 def _accuracy(acc: pd.DataFrame, dataset, protocol, arm) -> pd.Series:
@@ -22,7 +30,8 @@ def plot(acc: pd.DataFrame, opts: dict | None, png, pdf) -> None:
 
     Options: ``x_protocol``/``x_arm`` (``"linear"``/``"bn"``) for the in-domain axis,
     ``y_protocol``/``y_arm`` (same defaults) for the OOD axis, ``col_wrap`` (4),
-    ``label_points`` (False: write model keys next to the points).  Colour = backbone,
+    ``label_points`` (auto: write model keys next to the points of a panel with at most
+    LABEL_LIMIT models).  Colour = backbone,
     marker = paradigm; each panel title gives Kendall's tau (scipy) and n.
     """
     o = options(opts, "f3", x_arm="bn", y_arm="bn")
@@ -83,7 +92,7 @@ def plot(acc: pd.DataFrame, opts: dict | None, png, pdf) -> None:
                 ax.set_title(f"{d}\n{tau_text} (n = {len(frame)})", fontsize=10 * o["font_scale"])
                 ax.set_xlabel("")
                 ax.set_ylabel("")
-                if o["label_points"]:
+                if label_points(o["label_points"], len(frame)):
                     for model, row in frame.iterrows():
                         ax.annotate(
                             str(model),

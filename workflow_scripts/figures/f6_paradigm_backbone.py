@@ -7,7 +7,14 @@ import numpy as np
 import pandas as pd
 
 from workflow_scripts.correlations import identify_datasets, order_protocol_arms
-from workflow_scripts.figures.common import options, protocol_arm_label, pyplot, save, style
+from workflow_scripts.figures.common import (
+    label_points,
+    options,
+    protocol_arm_label,
+    pyplot,
+    save,
+    style,
+)
 
 
 PARADIGM_ORDER = ("discriminative", "generative", "baseline")
@@ -99,7 +106,8 @@ def plot(acc: pd.DataFrame, opts: dict | None, png, pdf) -> dict:
     pre-training method on different backbones.  Left column: in-domain top-1 per protocol;
     right column: mean OOD top-1 per frozen protocol; one arm (option ``arm``).
 
-    (a) one point per ViT model, colour = paradigm, bar = paradigm mean.  (b) one dumbbell per
+    (a) one point per ViT model, colour = paradigm, bar = paradigm mean, the model keys beside
+    the points (option ``label_points``, auto: with at most LABEL_LIMIT ViT models).  (b) one dumbbell per
     method shared by the backbones (marker = backbone, colour = method).  An empty part gets a
     note instead of a plot.  Returns :func:`f6_data`.
     """
@@ -163,6 +171,17 @@ def plot(acc: pd.DataFrame, opts: dict | None, png, pdf) -> dict:
                             zorder=3,
                             label=par if i == 0 else None,
                         )
+                        if label_points(o["label_points"], vit["model"].nunique()):
+                            for x, row in zip(xc + spread, pts.itertuples(index=False)):
+                                ax.annotate(
+                                    str(row.model),
+                                    (x, row.top1),
+                                    xytext=(3, 0),
+                                    textcoords="offset points",
+                                    fontsize=5.5 * fs,
+                                    color="0.3",
+                                    va="center",
+                                )
                         ax.hlines(
                             pts["top1"].mean(),
                             xc - 0.45 * width,

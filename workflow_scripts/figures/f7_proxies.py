@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from workflow_scripts import registry
 from workflow_scripts.correlations import order_protocol_arms
 from workflow_scripts.figures.common import (
     INTERVAL_LEGEND,
@@ -79,54 +80,83 @@ def f7_cells(corr: pd.DataFrame, opts: dict | None = None) -> pd.DataFrame:
     return out
 
 
+def direction(proxy: str) -> int:
+    """+1 when a higher value of the proxy predicts a better model, -1 when a lower one does."""
+    return int(registry.PROXIES.get(proxy, {"direction": 1})["direction"])
+
+
+def panels_of(cells: pd.DataFrame) -> list[tuple[str, bool, pd.DataFrame]]:
+    """(subset, mean-OOD columns?, its cells) of each panel, stacked top to bottom: per model
+    subset the in-domain accuracies, then their mean over the OOD sets. Splitting the columns
+    keeps the figure about one panel wide whatever the number of subsets and protocols."""
+    mean = cells["column"].str.endswith("mean OOD")
+    out = []
+    for subset in dict.fromkeys(cells["subset"]):
+        for is_mean in (False, True):
+            part = cells[(cells["subset"] == subset) & (mean == is_mean)]
+            if len(part):
+                out.append((subset, is_mean, part))
+    return out
+
+
 def plot(corr: pd.DataFrame, opts: dict | None, png, pdf) -> pd.DataFrame:
     """Heatmaps of the correlation between each proxy (rows, with its direction) on the
-    in-domain set and each accuracy (columns: in-domain protocols, then their mean OOD), one
-    panel per model subset (all models, then per backbone). A proxy ranks the models as its
-    direction says when the value is positive (↑) or negative (↓). A value is in parentheses
-    when its 95% bootstrap interval includes 0, with ``n=`` where the number of models varies
-    within a panel. Returns :func:`f7_cells`."""
+    in-domain set and each accuracy, one panel per model subset (all models, then per backbone)
+    and kind of column (in-domain protocols; their mean over the OOD sets), stacked. The colour
+    is the coefficient times the proxy's direction, so red is always "the proxy orders the
+    models as its arrow says" and blue the opposite, for ↑ and ↓ proxies alike; the number is
+    the coefficient itself, in parentheses when its 95% bootstrap interval includes 0, with
+    ``n=`` where the number of models varies within a panel. Returns :func:`f7_cells`."""
     o = options(opts, "f7")
     cells = f7_cells(corr, o)
-    panels = list(dict.fromkeys(cells["subset"]))
+    panels = panels_of(cells)
     plt, sns = pyplot()
     with style(sns, o):
-        n_cols = int(cells["col"].max()) + 1
         n_rows = int(cells["row"].max()) + 1
+        widest = max(part["col"].nunique() for _, _, part in panels)
+        height = 0.42 * n_rows  # each panel's cells; its rotated column names need ~1.6 in
         fig, axes = plt.subplots(
-            1,
             len(panels),
+            1,
             squeeze=False,
-            figsize=(len(panels) * (0.75 * n_cols + 2.8), 0.45 * n_rows + 2.6),
+            figsize=(0.62 * widest + 3.6, len(panels) * (height + 2.0) + 0.6),
+            gridspec_kw={"hspace": 2.0 / height},
         )
         try:
-            for ax, subset in zip(axes[0], panels, strict=True):
-                part = cells[cells["subset"] == subset]
+            for ax, (subset, is_mean, part) in zip(axes[:, 0], panels, strict=True):
                 frame = part.pivot(index="row", columns="col", values="value").sort_index()
                 frame = frame.reindex(columns=sorted(part["col"].unique()))
                 texts = part.pivot(index="row", columns="col", values="text")
                 texts = texts.reindex(index=frame.index, columns=frame.columns).fillna("")
                 row_names = part.drop_duplicates("row").sort_values("row")
-                frame.index = [
+                signs = [direction(p) for p in row_names["x_protocol"]]
+                oriented = frame.mul(signs, axis=0)  # colour: agreement with the arrow
+                oriented.index = [
                     proxy_label(p, a) for p, a in zip(row_names["x_protocol"], row_names["x_arm"])
                 ]
-                frame.columns = list(part.drop_duplicates("col").sort_values("col")["column"])
+                names = part.drop_duplicates("col").sort_values("col")["column"]
+                oriented.columns = [n.removesuffix(", mean OOD") for n in names]
                 mesh = heatmap(
                     ax,
                     sns,
-                    frame,
+                    oriented,
                     cmap=o["cmap"],
                     vmin=o["vmin"],
                     vmax=o["vmax"],
                     annot=texts.to_numpy(dtype=object) if o["annotate"] else None,
                     fontsize=8 * o["font_scale"],
                 )
-                plt.setp(ax.get_xticklabels(), rotation=40, ha="right")
-                if ax is not axes[0][0]:  # the rows are the same in every panel
-                    ax.set_yticklabels([])
-                ax.set_title(f"{subset} models, {n_text(part['n'])}", fontsize=10 * o["font_scale"])
+                plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+                what = "mean over the OOD data sets" if is_mean else "in-domain accuracy"
+                ax.set_title(
+                    f"{subset} models, {n_text(part['n'])}: {what}",
+                    fontsize=10 * o["font_scale"],
+                )
             fig.colorbar(
-                mesh, ax=list(axes[0]), shrink=0.8, label=METHOD_LABELS[o["method"]]
+                mesh,
+                ax=list(axes[:, 0]),
+                shrink=0.6,
+                label=f"{METHOD_LABELS[o['method']]} x direction (red: as the arrow says)",
             ).outline.set_linewidth(0)
             fig.suptitle(
                 o["title"]
