@@ -359,5 +359,6 @@ def assert_readme_counts(counts: dict[str, int]) -> None:
         "tables": counts["accuracy_table"] + counts["proxies_table"] + counts["correlations"],
         "table views": counts["t1_models"] + counts["t2_datasets"] + counts["t3_accuracy"],
         "figures": figures,
+        "run summary": counts["summary"],
     }
     assert stated == expected

@@ -10,7 +10,7 @@ from snakerun import ROOT, copy_workdir, planned_jobs, snakemake
 pytestmark = pytest.mark.integration
 
 PUBLISHED = ROOT / "config" / "published_imagenet.csv"
-ANALYSIS = {"merge_results", "correlations", "t3_accuracy"}
+ANALYSIS = {"merge_results", "correlations", "t3_accuracy", "summary"}
 
 
 def test_a_published_table_alone(tmp_path):
@@ -20,7 +20,12 @@ def test_a_published_table_alone(tmp_path):
     assert "figures not drawn: f2_id_vs_ood (no out-of-domain data set);" in out
     # the demo's static rankers are facts of model rows: none here, so only the random order
     assert "static rankers left out: params has no value for any analysed model" in out
-    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["figures", "tables"]
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
+        "figures",
+        "summary.html",
+        "summary.md",
+        "tables",
+    ]
     assert sorted(p.name for p in (tmp_path / "results/tables").iterdir()) == [
         "accuracy.html",
         "accuracy_merged.csv",

@@ -271,6 +271,8 @@ def test_plan_with_results_tables(tmp_path):
         "results/tables/correlations.csv",
         "results/tables/accuracy.html",
         *[f"results/figures/{f}.{e}" for f in plan.figures for e in ("png", "pdf")],
+        "results/summary.md",
+        "results/summary.html",
     ]
     # merged with this run's: every stage target as before, plus the merged table
     extra = write(tmp_path, HEADER + "\nrandom_resnet,shapes,id,knn,published,48\n")
