@@ -246,10 +246,6 @@ def test_free_space_check_counts_unpacking_and_what_is_downloaded(tmp_path):
 # one download job over HTTP
 
 
-def _served(tmp_path, files: dict[str, bytes]):
-    return RangeServer(files)
-
-
 def _archive(server, name, data, creates, key="cub"):
     return downloads.Archive(key, f"{server.url}/{name}", _md5(data), len(data), creates).params()
 
