@@ -2,12 +2,16 @@
 # ones and out-of-domain accuracy? One DAG from data and weights to correlations and figures.
 # The default configuration (config/config.yaml) is an offline miniature of the whole study.
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.27")
 
 
-configfile: "config/config.yaml"
+# The demo configuration, found beside this Snakefile also when the run is in another folder
+# (`snakemake -d runs/<name>`: one folder per configuration, README "One folder per run").
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 report: "report/workflow.rst"
@@ -64,6 +68,8 @@ onsuccess:
         text = printable("results/summary.md")
         if text:
             print(f"\n{text}")
+            if os.path.realpath(os.getcwd()) != os.path.realpath(workflow.basedir):
+                print(f"(paths relative to the run folder {os.getcwd()})")
 
 
 rule all:

@@ -243,6 +243,7 @@ rule summary:
         id_dataset=PLAN.id_dataset,
         drawn=PLAN.figures,
         skipped=PLAN.skipped_figures,
+        files=run_summary.files(PLAN.all_targets()),
         code=PLAN.code("summary"),
     script:
         script_path("summary")

@@ -9,6 +9,7 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from workflow_scripts import numerics, registry, seed_spread
+from workflow_scripts import summary as run_summary
 from workflow_scripts.config import ConfigError, load_study
 from workflow_scripts.datasets import downloads
 from workflow_scripts.plan import Plan, canonical, keys_regex

@@ -18,15 +18,31 @@ import pandas as pd
 from workflow_scripts.io import atomic_path
 from workflow_scripts.seed_spread import HEADLINE_SUBSET, headline_rows
 
-#: Where the files are, in the order a reader needs them.
+#: Where the files are, in the order a reader needs them (``files`` keeps those a run makes).
 FILES = (
     ("results/summary.md", "this summary"),
-    ("results/tables/accuracy.csv", "every accuracy: model x data set x protocol x arm (T3)"),
+    (
+        "results/tables/accuracy.csv",
+        "every accuracy of this run: model x data set x protocol x arm",
+    ),
+    (
+        "results/tables/accuracy_merged.csv",
+        "every accuracy of this run and of the result tables (config results_tables)",
+    ),
     ("results/tables/correlations.csv", "every rank correlation, with p-values and intervals"),
     ("results/tables/proxies.csv", "the label-free proxies per model and data set"),
+    ("results/tables/accuracy.html", "T3: the accuracy table to read"),
     ("results/figures/", "the figures (PNG and PDF)"),
     ("results/tables/accuracy.json", "what made the numbers: code, packages, configuration"),
 )
+
+
+def files(targets: list[str]) -> list[list[str]]:
+    """The rows of ``FILES`` that a run with these targets (``Plan.all_targets``) writes, as
+    [path, what] pairs; the figures' folder when it draws any figure."""
+    made = set(targets) | {"results/summary.md"}
+    made |= {"results/figures/" for t in targets if t.startswith("results/figures/")}
+    return [[path, what] for path, what in FILES if path in made]
 
 
 def _fmt(value, digits: int = 1) -> str:
@@ -69,6 +85,7 @@ def sections(
     id_dataset: str,
     drawn: list[str],
     skipped: dict[str, str],
+    where: list[list[str]] | None = None,
 ) -> list[tuple[str, object]]:
     """(heading, content) pairs: a DataFrame (a table) or a list of lines (a list)."""
     ids = id_table(accuracy)
@@ -95,7 +112,7 @@ def sections(
     figures = [f"{name}: `results/figures/{name}.png`" for name in drawn] + [
         f"{name}: not drawn ({why})" for name, why in skipped.items()
     ]
-    files = [f"`{path}`: {what}" for path, what in FILES]
+    located = [f"`{path}`: {what}" for path, what in (FILES if where is None else where)]
     return [
         (f"In-domain top-1 (%) on {id_dataset}, {len(ids)} models", top),
         (
@@ -105,7 +122,7 @@ def sections(
             corr,
         ),
         ("Figures", figures),
-        ("Where the files are", files),
+        ("Where the files are", located),
     ]
 
 
@@ -149,12 +166,17 @@ def html_page(parts: list[tuple[str, object]], title: str) -> str:
 
 def make(params: dict, inputs: dict, outputs: dict) -> str:
     """Rule summary: ``inputs`` accuracy and correlations (CSV), ``params`` id_dataset,
-    drawn (figure names) and skipped (name -> reason); writes ``outputs`` md and html;
+    drawn (figure names), skipped (name -> reason) and files ([path, what] pairs); writes ``outputs`` md and html;
     returns the markdown."""
     accuracy = pd.read_csv(inputs["accuracy"])
     correlations = pd.read_csv(inputs["correlations"])
     parts = sections(
-        accuracy, correlations, params["id_dataset"], params["drawn"], params["skipped"]
+        accuracy,
+        correlations,
+        params["id_dataset"],
+        params["drawn"],
+        params["skipped"],
+        params["files"],
     )
     title = "sslbench: run summary"
     text = markdown(parts, title)

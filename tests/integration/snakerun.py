@@ -11,8 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "config" / "config.yaml"
 SMOKE = ROOT / "tests" / "integration" / "smoke.yaml"  # an overlay of DEMO
 # The smoke configuration as Snakemake gets it: --configfile files merge in order, nested
-# mappings key by key. The Snakefile's own configfile (config/config.yaml) is looked up in the
-# --directory, so the demo file is named explicitly.
+# mappings key by key (the Snakefile's own configfile is the demo's, beside it).
 SMOKE_FILES = (str(DEMO), str(SMOKE))
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -28,14 +27,25 @@ def smoke_config() -> dict:
     return config
 
 
-def snakemake(workdir, *args, check=True, snakefile=None, timeout=900, prefix=(), env=None):
-    """Run snakemake in ``workdir`` on the smoke configuration (unless args bring a configfile).
+def snakemake(
+    workdir,
+    *args,
+    check=True,
+    snakefile=None,
+    timeout=900,
+    prefix=(),
+    env=None,
+    configfiles=SMOKE_FILES,
+):
+    """Run snakemake in ``workdir`` on the smoke configuration (unless args bring a configfile;
+    ``configfiles=()``: the Snakefile's own, the demo configuration).
 
     Targets and options come first: --configfile and --config swallow the words after them.
     ``prefix`` goes before the interpreter (e.g. ``timeout -s INT``); ``env``: variables to
     set on top of this process's environment.
     """
-    configfile = [] if "--configfile" in args else ["--configfile", *SMOKE_FILES]
+    given = "--configfile" in args or not configfiles
+    configfile = [] if given else ["--configfile", *configfiles]
     snakefile = Path(snakefile or ROOT / "Snakefile")
     cmd = [
         *prefix,

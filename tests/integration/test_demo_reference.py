@@ -52,3 +52,17 @@ def test_the_demo_reproduces_its_reference(tmp_path):
     snakemake(tmp_path, "--cores", "2", "results/tables/accuracy.csv", "--configfile", str(DEMO))
     found = differences(read(REFERENCE), read(tmp_path / "results/tables/accuracy.csv"))
     assert not found, f"{len(found)} cells differ from {REFERENCE.name}:\n" + "\n".join(found[:50])
+
+
+def test_readme_states_the_demo_job_count(tmp_path):
+    """README "Demo results" gives the demo's job count of its measured run: a dry run of
+    the README's first command (the Snakefile's own configuration) plans that many."""
+    import re
+
+    from snakerun import planned_jobs
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    said = re.search(r"workflow \*\*\d+ min \d+ s\*\* \((\d+) jobs", text)
+    assert said, "README lost the demo's measured job count"
+    plan = planned_jobs(snakemake(tmp_path, "-n", configfiles=()))
+    assert sum(plan.values()) == int(said.group(1))

@@ -14,8 +14,10 @@ ANALYSIS = {"merge_results", "correlations", "t3_accuracy", "summary"}
 
 
 def test_a_published_table_alone(tmp_path):
+    """The README's command in its own run folder (`-d`), with the Snakefile's own
+    configuration (the demo's, found beside the Snakefile)."""
     args = ("--cores", "2", "--config", "models=[]", f"results_tables=[{PUBLISHED}]")
-    proc = snakemake(tmp_path, *args)
+    proc = snakemake(tmp_path, *args, configfiles=())
     out = proc.stdout + proc.stderr
     assert "figures not drawn: f2_id_vs_ood (no out-of-domain data set);" in out
     # the demo's static rankers are facts of model rows: none here, so only the random order
@@ -52,7 +54,7 @@ def test_a_published_table_alone(tmp_path):
     assert row["value"] == pytest.approx(stats.kendalltau(both["linear"], both["finetune"])[0])
     assert row["baseline"] == "random" and row["baseline_value"] == 0
     assert row["baseline_diff"] == pytest.approx(row["value"], abs=1e-12)
-    assert planned_jobs(snakemake(tmp_path, "-n", *args[2:])) == {}
+    assert planned_jobs(snakemake(tmp_path, "-n", *args[2:], configfiles=())) == {}
 
 
 def test_a_table_merged_into_a_finished_run(smoke_run, tmp_path):

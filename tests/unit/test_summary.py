@@ -79,6 +79,9 @@ def test_numbers_are_the_tables_and_the_layout_is_readable(tmp_path):
             "id_dataset": "shapes",
             "drawn": ["f1_id_protocols"],
             "skipped": {"f8_published": "no published numbers"},
+            "files": summary.files(
+                ["results/tables/correlations.csv", "results/figures/f1_id_protocols.png"]
+            ),
         },
         {"accuracy": str(acc), "correlations": str(corr)},
         out,
@@ -98,6 +101,35 @@ def test_numbers_are_the_tables_and_the_layout_is_readable(tmp_path):
     assert "- f1_id_protocols: `results/figures/f1_id_protocols.png`" in text
     assert "- f8_published: not drawn (no published numbers)" in text
     assert "- `results/tables/correlations.csv`: every rank correlation" in text
+    # only what the run writes is listed: no proxies table, no accuracy table here
+    where = text[text.index("## Where the files are") :]
+    assert [line.split("`")[1] for line in where.splitlines() if line.startswith("- ")] == [
+        "results/summary.md",
+        "results/tables/correlations.csv",
+        "results/figures/",
+    ]
     page = out["html"].read_text()
     assert page.startswith("<!DOCTYPE html>") and "<td>70.0</td>" in page
     assert "f8_published: not drawn (no published numbers)" in page
+
+
+def test_files_follow_the_targets():
+    """The analysis-only run lists its merged table, not this run's; a run without figures
+    no figures' folder; the order is FILES' (the one a reader needs)."""
+    targets = [
+        "results/tables/accuracy_merged.csv",
+        "results/tables/correlations.csv",
+        "results/tables/accuracy.html",
+        "results/summary.md",
+        "results/summary.html",
+    ]
+    assert [path for path, _ in summary.files(targets)] == [
+        "results/summary.md",
+        "results/tables/accuracy_merged.csv",
+        "results/tables/correlations.csv",
+        "results/tables/accuracy.html",
+    ]
+    everything = [path for path, _ in summary.FILES if not path.endswith("/")] + [
+        "results/figures/f1_id_protocols.pdf"
+    ]
+    assert summary.files(everything) == [list(row) for row in summary.FILES]
