@@ -102,3 +102,38 @@ def test_rule_scripts_are_thin():
             elif isinstance(node, ast.comprehension) and node.ifs:
                 found.append(f"{script.name}:{node.ifs[0].lineno} comprehension filter")
     assert not found, "rule scripts hold logic (move it into the package): " + ", ".join(found)
+
+
+def _table_rows(text: str):
+    """(line number, number of cells) of each Markdown table row outside code blocks, grouped
+    into tables (consecutive rows)."""
+    import re
+
+    tables, current, fenced = [], [], False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        row = not fenced and line.lstrip().startswith("|")
+        if row:
+            current.append((number, len(re.findall(r"(?<!\\)\|", line.strip())) - 1))
+        elif current:
+            tables.append(current)
+            current = []
+    return tables + ([current] if current else [])
+
+
+@pytest.mark.parametrize("doc", ["README.md", "config/README.md"])
+def test_markdown_tables_have_as_many_cells_in_every_row(doc):
+    """A row with a stray '|' renders shifted or not at all (GitHub drops the table)."""
+    bad = [
+        f"{doc}:{number}: {cells} cells, the header has {table[0][1]}"
+        for table in _table_rows((ROOT / doc).read_text())
+        for number, cells in table
+        if cells != table[0][1]
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_table_rows_are_counted_like_github():
+    text = "| a | b |\n|---|---|\n| x \\| y | z |\n\n```\n| not | a | table |\n```\n| c |\n"
+    assert _table_rows(text) == [[(1, 2), (2, 2), (3, 2)], [(8, 1)]]

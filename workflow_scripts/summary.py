@@ -160,6 +160,7 @@ def html_page(parts: list[tuple[str, object]], title: str) -> str:
         "body{font-family:sans-serif;font-size:13px;margin:1em}"
         "table{border-collapse:collapse}th,td{padding:2px 8px;text-align:right;"
         "border-bottom:1px solid #ddd}th{background:#f4f4f4}"
+        "td:first-child,th:first-child{text-align:left}"
         "</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
 
