@@ -299,3 +299,39 @@ def test_ood_sets_without_a_shift_group_have_no_group_rows(tmp_path):
     kendall = corr[corr["method"] == "kendall"].set_index("y_dataset")["value"]
     assert kendall["o1"] == pytest.approx(1.0) and kendall["o2"] == pytest.approx(-1.0)
     assert kendall["mean_ood"] == pytest.approx(0.0)
+
+
+EFFICIENT_PROBING = ROOT / "config" / "published_efficient_probing.csv"
+
+
+def test_the_efficient_probing_table_through_the_analysis():
+    """efficient-probing's results.csv (37 encoders; ImageNet kNN, linear and attentive top-1)
+    as a results table: it validates, and its linear-vs-attentive Kendall tau, interval aside,
+    equals scipy's on the table (0.91, the figure the authors' table gives)."""
+    table = external.read_results_table(EFFICIENT_PROBING)
+    assert len(table) == 3 * 37 and table["model"].nunique() == 37
+    assert set(table["protocol"]) == {"knn", "linear", "attentive"}
+    study = load_study(demo_config(models=[], results_tables=[str(EFFICIENT_PROBING)]), ROOT)
+    assert set(study.measures["model"]) == set(table["model"])
+    merged = external.merge(None, {EFFICIENT_PROBING.name: table})
+    corr = correlation_table(merged, n_resamples=50, seed=0, subsets=["paradigm"])
+    wide = table.pivot(index="model", columns="protocol", values="top1")
+    rows = corr.query(
+        "method == 'kendall' and subset == 'all' and y_kind == 'pair' and "
+        "((x_protocol == 'linear' and y_protocol == 'attentive') or "
+        "(x_protocol == 'attentive' and y_protocol == 'linear'))"
+    )
+    assert len(rows) == 1
+    row = rows.iloc[0]
+    expected = stats.kendalltau(wide["linear"], wide["attentive"])
+    assert row["n"] == 37
+    assert row["value"] == pytest.approx(expected.statistic, abs=1e-12)
+    assert row["p_value"] == pytest.approx(expected.pvalue, rel=1e-9)
+    assert round(row["value"], 2) == 0.91
+    # the masked-image (generative) encoders gain most from attentive probing
+    gain = (
+        (wide["attentive"] - wide["linear"])
+        .groupby(table.drop_duplicates("model").set_index("model")["paradigm"])
+        .mean()
+    )
+    assert gain.idxmax() == "generative" and gain["generative"] > 5 > gain["discriminative"]
