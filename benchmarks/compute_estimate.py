@@ -67,7 +67,13 @@ EMBEDDING = {
     "beitv2_base_patch16_224": "mean_patch",
 }
 DIMS = {"resnet50": 2048, "vit_base_patch16_224": 768, "beitv2_base_patch16_224": 768}
-STAGES = ("extraction", "knn", "linear", "finetune", "fewshot")
+# (tokens, width) an attentive probe pools (workflow_scripts.attentive.TOKEN_SHAPES)
+ATTENTIVE_TOKENS = {
+    "resnet50": (49, 2048),
+    "vit_base_patch16_224": (196, 768),
+    "beitv2_base_patch16_224": (196, 768),
+}
+STAGES = ("extraction", "knn", "linear", "attentive", "finetune", "fewshot")
 SCENARIOS = {
     "faithful": {"extraction": "fp32", "finetune": "tf32", "fewshot": "tf32", "compile": False},
     "fast": {"extraction": "bf16", "finetune": "bf16", "fewshot": "bf16", "compile": None},
@@ -281,6 +287,24 @@ def linear_flops(
     return float(epochs) * heads * dim * classes * (6.0 * n_train + 2.0 * n_test)
 
 
+def attentive_flops(
+    n_train: float,
+    n_test: int,
+    tokens: int,
+    dim: int,
+    classes: int,
+    queries: int,
+    runs: int,
+    epochs: int,
+) -> float:
+    """Attentive-probe (efficient probing) FLOPs on held tokens: per sample a forward pass of
+    2 (T D^2 + Q T D + T D + D C) -- value projection, query-token scores, the weighted sums,
+    the classifier -- three for a training step; per epoch and probe (arm x seed) the train
+    subset trained and the test split scored once."""
+    forward = 2.0 * (tokens * dim * dim + queries * tokens * dim + tokens * dim + dim * classes)
+    return float(epochs) * runs * forward * (3.0 * n_train + n_test)
+
+
 def longest_job(jobs: list[dict]) -> dict:
     """The longest job: jobs sharing a ``group`` (one workflow job running several of them,
     batch_datasets / batch_runs) count as one, with their hours summed."""
@@ -467,6 +491,45 @@ def plan(
                         "basis": fig.basis,
                         "hours": flops / (fig.value * 1e12) / 3600.0,
                         "group": group("linear", model, row.key),
+                    }
+                )
+            if "attentive" in protocols:
+                att = config["attentive"]
+                share = min(1.0, float(att.get("train_percent", 100)) / 100)
+                n_sub = share * row.n_train
+                # the tokens: one forward pass over the subset and the test split, as extraction
+                dev = device_rate("forward", arch, prec["extraction"])
+                decode = rates.decode["eval"]
+                rate, bound = image_rate(dev.value, w_feat, decode.value)
+                token_h = stage_hours(n_sub + row.n_test, 1, 1, rate)
+                fig = rates.linear_tflops[linear_device]
+                tokens, width = ATTENTIVE_TOKENS.get(arch, (196, dim))
+                flops = attentive_flops(
+                    n_sub,
+                    row.n_test,
+                    tokens,
+                    width,
+                    row.num_classes,
+                    int(att.get("queries", 32)),
+                    len(arms) * len(att.get("seeds", [0])),
+                    int(att.get("epochs", 90)),
+                )
+                inputs = [dev, decode, fig]
+                jobs.append(
+                    {
+                        "stage": "attentive",
+                        "model": model,
+                        "arch": arch,
+                        "job": row.key,
+                        "precision": f"{prec['extraction']} tokens, fp32 head",
+                        "rate": rate,
+                        "unit": "img/s",
+                        "bound": bound,
+                        "basis": "measured"
+                        if all(f.basis == "measured" for f in inputs)
+                        else "assumed",
+                        "hours": token_h + flops / (fig.value * 1e12) / 3600.0,
+                        "group": group("attentive", model, row.key),
                     }
                 )
         if idr is None:

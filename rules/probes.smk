@@ -81,6 +81,52 @@ rule linear_online:
         script_path("linear_online")
 
 
+# The attentive probe (efficient probing, workflow_scripts.attentive): the frozen tokens of
+# each data set's splits are computed in the job from its images (never cached), then one
+# probe per (arm, seed) trains on them.
+rule attentive_probe:
+    input:
+        # weights by the checksum of their sidecar (it holds their sha256): a
+        # byte-identical rewrite of a > 1 MB file must not rerun anything
+        weights=ancient("results/checkpoints/{model}.safetensors"),
+        weights_sidecar="results/checkpoints/{model}.json",
+        train_images=lambda wc: [
+            PLAN.images_of(d, "train") for d in PLAN.job_datasets(wc)
+        ],
+        test_images=lambda wc: [
+            PLAN.images_of(d, "test") for d in PLAN.job_datasets(wc)
+        ],
+        train_labels=PLAN.labels_of("train"),
+        test_labels=PLAN.labels_of("test"),
+    output:
+        PLAN.per_job("results/probes/attentive/{model}/{dataset}.csv"),
+    log:
+        PLAN.per_job_log("logs/attentive_probe/{model}/{dataset}.log"),
+    benchmark:
+        PLAN.per_job_log("results/benchmarks/attentive_probe/{model}/{dataset}.tsv")
+    conda:
+        "../envs/sslbench.yaml"
+    threads: PLAN.threads_of("attentive_probe")
+    resources:
+        gpu=PLAN.attentive_gpus,
+        mem_mb=PLAN.attentive_memory_mb,
+    params:
+        model=PLAN.model_row("backbone"),
+        datasets=PLAN.job_datasets,
+        num_classes=PLAN.num_classes,
+        arms=config["arms"],
+        sources=PLAN.data_sources,
+        transform=PLAN.transform_of,
+        # what changes the tokens (config features; they are held in float16 whatever its
+        # dtype); its device and workers are read at run time
+        options={k: config["features"][k] for k in ("batch_size", "precision")},
+        settings=PLAN.probe_settings("attentive"),
+        code=PLAN.code("attentive_probe"),
+        numerics=PLAN.numerics,
+    script:
+        script_path("attentive_probe")
+
+
 # Trained protocols on the in-domain set: one job per (model, run, arm) -- run = finetune or
 # fewshot<pct>[_seed<s>] -- or one job per model with batch_runs; resume state lives in
 # results/state (not an output). A local rule gathers each protocol's rows into the file the

@@ -375,6 +375,23 @@ def load_study(config: dict, basedir: str | Path) -> Study:
             "config key 'protocols': the faithful online probe 'linear_online' runs on the "
             f"array (synthetic) data sets only so far; remove it or deselect {', '.join(real)}"
         )
+    att = config["attentive"]
+    if "attentive" in protocols:
+        from workflow_scripts.attentive import TOKEN_SHAPES
+
+        if att["warmup_epochs"] >= att["epochs"]:
+            raise ConfigError(
+                f"config key 'attentive.warmup_epochs': {att['warmup_epochs']} must be smaller "
+                f"than attentive.epochs ({att['epochs']})"
+            )
+        for key in models.index:
+            width = TOKEN_SHAPES.get(models.loc[key, "arch"], (None, None))[1]
+            if width is not None and width % att["queries"]:
+                raise ConfigError(
+                    f"config key 'attentive.queries': {att['queries']} queries do not divide "
+                    f"the {width} channels of model '{key}' ({models.loc[key, 'arch']}) tokens; "
+                    "each query pools width / queries channels"
+                )
     fewshot = config["fewshot"]
     if "fewshot" in protocols and fewshot["seed"] in fewshot["extra_seeds"]:
         raise ConfigError(

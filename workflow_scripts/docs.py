@@ -120,11 +120,14 @@ DEMO_COLUMNS = (
     ("knn", "bn"),
     ("linear", "raw"),
     ("linear", "bn"),
+    ("attentive", "raw"),
+    ("attentive", "bn"),
     ("finetune", "raw"),
     ("finetune", "bn"),
     ("fewshot10", "raw"),
     ("ood", "linear", "raw"),
     ("ood", "linear", "bn"),
+    ("ood", "attentive", "bn"),
 )
 
 

@@ -61,6 +61,7 @@ JOB_CODE = {
     "fewshot_split_extra_seed": ("fewshot_split", ()),
     "extract_features": ("extract_features", ("source", "adapters")),
     "linear_online": ("linear_online", ("source",)),
+    "attentive_probe": ("attentive_probe", ("source", "adapters")),
     "finetune": ("finetune", ("source", "adapters")),
     "collect_trained": ("concat_csv", ()),
     "proxies_table": ("concat_csv", ()),
@@ -384,6 +385,28 @@ class Plan:
         if device == "cpu":
             return 0
         return int(device != "auto" or self.arch_spec(model)["img_size"] >= 224)
+
+    def attentive_gpus(self, wildcards) -> int:
+        return self.gpus_for(self.config["attentive"]["device"], wildcards.model)
+
+    def attentive_memory_mb(self, wildcards) -> int:
+        """Host memory (MB) of an attentive_probe job: the extraction process's
+        (job_memory_mb) plus one data set's tokens at a time, train (its train_percent subset)
+        and test, in attentive.TOKEN_DTYPE -- the largest of the job's data sets."""
+        import numpy as np
+
+        from workflow_scripts.attentive import TOKEN_DTYPE, token_shape
+
+        row = self.study.model(wildcards.model)
+        tokens, dim = token_shape(row["arch"], self.arch_spec(wildcards.model))
+        itemsize = np.dtype(TOKEN_DTYPE).itemsize
+        share = min(1.0, self.config["attentive"]["train_percent"] / 100)
+        images = max(
+            share * int(self.study.dataset(d)["n_train"]) + int(self.study.dataset(d)["n_test"])
+            for d in self.job_datasets(wildcards)
+        )
+        tokens_mb = images * tokens * dim * itemsize / 1e6
+        return self.job_memory_mb(wildcards, "attentive_probe") + int(np.ceil(tokens_mb))
 
     def extraction_gpus(self, wildcards) -> int:
         return self.gpus_for(self.config["features"]["device"], wildcards.model)

@@ -144,6 +144,15 @@ PROTOCOLS: dict[str, dict] = {
         "module": "online_probe",
         "rules": ("linear_online",),
     },
+    # efficient probing on the frozen tokens (workflow_scripts.attentive): the tokens are
+    # computed in the job, never cached (a ViT-B's ImageNet tokens would take ~387 GB)
+    "attentive": {
+        "kind": "frozen",
+        "label": "attentive",
+        "rows": "probe_runs",
+        "module": "attentive",
+        "rules": ("attentive_probe",),
+    },
     "finetune": {
         "kind": "trained",
         "label": "fine-tune",

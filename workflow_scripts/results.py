@@ -113,6 +113,13 @@ def linear_rows(frame: pd.DataFrame, report: str, report_lr: float) -> pd.DataFr
     chosen = frame[np.isclose(frame["base_lr"], report_lr)].copy()
     if chosen.empty:
         raise ValueError(f"no linear-probe head was trained at base lr {report_lr}")
+    return probe_rows(chosen, report)
+
+
+def probe_rows(chosen: pd.DataFrame, report: str) -> pd.DataFrame:
+    """Average trained probes (one row per arm and seed) over seeds, at the last or the best
+    epoch."""
+    chosen = chosen.copy()
     suffix = "" if report == "last" else "_best"
     chosen["top1"] = chosen[f"top1{suffix}"]
     chosen["top5"] = chosen[f"top5{suffix}"]
@@ -137,6 +144,7 @@ def linear_rows(frame: pd.DataFrame, report: str, report_lr: float) -> pd.DataFr
 REDUCERS = {
     "single": lambda frame, **_: single_rows(frame),
     "linear_heads": lambda frame, report, report_lr: linear_rows(frame, report, report_lr),
+    "probe_runs": lambda frame, report, **_: probe_rows(frame, report),
     "subset_seeds": lambda frame, **_: trained_rows(frame),
 }
 

@@ -308,7 +308,7 @@ def test_paper_config_plans_the_whole_study_with_an_empty_data_root(tmp_path):
     print(f"paper dry run: {seconds:.1f} s, {counts.get('total')} jobs")
     assert counts["check_dataset"] == 11 * 2
     assert counts["extract_features"] == 26 * 11
-    assert counts["knn_probe"] == counts["linear_probe"] == 26 * 11
+    assert counts["knn_probe"] == counts["linear_probe"] == counts["attentive_probe"] == 26 * 11
     assert counts["finetune"] == 26 * 3 * 2 and counts["collect_trained"] == 26 * 3
     jobs = _finetune_jobs(proc.stdout + proc.stderr)
     assert {(j["model"], j["run"], j["arm"]) for j in jobs} == {
@@ -352,6 +352,7 @@ def assert_readme_counts(counts: dict[str, int]) -> None:
         "extractions": counts["extract_features"],
         "kNN probes": counts["knn_probe"],
         "linear probes": counts["linear_probe"],
+        "attentive probes": counts["attentive_probe"],
         "proxy jobs": counts["proxies"],
         "fine-tuning jobs": counts["finetune"],
         "local gathering jobs": counts["collect_trained"],

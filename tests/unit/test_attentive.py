@@ -249,3 +249,188 @@ def test_beit_tokens_give_its_mean_patch_embedding():
 def test_unknown_backbone_is_named():
     with pytest.raises(ValueError, match="no tokens for a Linear backbone"):
         attentive.tokens(torch.nn.Linear(2, 2), torch.zeros(1, 2))
+
+
+def test_train_subset_is_stratified_and_seeded():
+    labels = np.array([0] * 50 + [1] * 30 + [2] * 3 + [3] * 1)
+    subset = attentive.train_subset(labels, 10)
+    counts = np.bincount(labels[subset], minlength=4)
+    assert counts.tolist() == [5, 3, 1, 1]  # max(1, round(10% of each class))
+    assert np.all(np.diff(subset) > 0)  # ascending, no repeats
+    np.testing.assert_array_equal(subset, attentive.train_subset(labels, 10))
+    assert attentive.train_subset(labels, 100) is None
+    # the draw: per class in sorted order from the legacy stream seeded 42
+    rng = np.random.RandomState(42)
+    expected = np.sort(
+        np.concatenate(
+            [
+                rng.choice(np.flatnonzero(labels == c), k, replace=False)
+                for c, k in zip(range(4), [5, 3, 1, 1], strict=True)
+            ]
+        )
+    )
+    np.testing.assert_array_equal(subset, expected)
+
+
+@pytest.mark.parametrize("arch", sorted(attentive.TOKEN_SHAPES))
+def test_token_shapes_for_the_memory_request_are_measured(arch):
+    """The table the plan sizes jobs with equals the tokens each backbone gives."""
+    from workflow_scripts import registry
+
+    spec = registry.ARCHS[arch]
+    model = build_backbone(arch, spec["embeddings"][0])
+    wrapper = attentive.TokenBackbone(model, spec["img_size"])
+    assert (wrapper.tokens, wrapper.dim) == attentive.token_shape(arch, spec)
+    assert wrapper.embed_dim == wrapper.tokens * wrapper.dim
+
+
+def test_run_job_equals_training_on_independently_computed_tokens(tmp_path):
+    """One job on a synthetic data set (uint8 arrays, as the demo's): its rows equal
+    attentive.train on tokens computed here from the images (normalised by hand, blocks of
+    timm's forward_intermediates), for both arms; provenance columns as the linear probe's."""
+    import logging
+
+    import pandas as pd
+
+    from workflow_scripts.backbones import save_weights
+
+    torch.manual_seed(0)
+    vit = build_backbone("vit_tiny_p8", "cls")
+    weights = tmp_path / "w.safetensors"
+    save_weights(vit, weights)
+    rng = np.random.default_rng(0)
+    paths = {}
+    for split, n in (("train", 60), ("test", 30)):
+        images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, 3, n).astype(np.int64)
+        np.save(tmp_path / f"{split}_images.npy", images)
+        np.save(tmp_path / f"{split}_labels.npy", labels)
+        paths[split] = (images, labels)
+    spec = {
+        "resize": None,
+        "crop": None,
+        "interpolation": "bilinear",
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+    }
+    settings = {
+        "device": "cpu",
+        "epochs": 3,
+        "batch_size": 16,
+        "base_lr": 1.0,
+        "warmup_epochs": 1,
+        "trust_coeff": 0.05,
+        "queries": 8,
+        "seeds": [0, 1],
+        "train_percent": 100,
+    }
+    out = tmp_path / "probe.csv"
+    attentive.run_job(
+        weights,
+        [out],
+        model={
+            "key": "m",
+            "arch": "vit_tiny_p8",
+            "embedding": "cls",
+            "source": "demo",
+            "method": "random",
+        },
+        datasets=["d"],
+        train_images=[tmp_path / "train_images.npy"],
+        train_labels=[tmp_path / "train_labels.npy"],
+        test_images=[tmp_path / "test_images.npy"],
+        test_labels=[tmp_path / "test_labels.npy"],
+        num_classes=[3],
+        arms=["raw", "bn"],
+        settings=settings,
+        sources={"d": {"kind": "synthetic"}},
+        transform=spec,
+        options={
+            "batch_size": 32,
+            "dtype": "float32",
+            "precision": "fp32",
+            "workers": 0,
+            "log_every": 60.0,
+        },
+        data_root=tmp_path,
+        code="c0de",
+        log=logging.getLogger("test"),
+    )
+    rows = pd.read_csv(out)
+    assert rows[["arm", "seed"]].values.tolist() == [["raw", 0], ["raw", 1], ["bn", 0], ["bn", 1]]
+    assert set(rows.columns) >= {
+        *attentive.COLUMNS,
+        "model",
+        "dataset",
+        "protocol",
+        "code_version",
+        "device",
+    }
+    assert (rows["protocol"] == "attentive").all() and (rows["tokens"] == 16).all()
+
+    def independent_tokens(images):
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+        x = (x - 0.5) / 0.25
+        vit.eval()
+        with torch.no_grad():
+            t = vit._pos_embed(vit.patch_embed(x))
+            for block in vit.blocks:
+                t = block(t)
+        return t[:, vit.num_prefix_tokens :]
+
+    # held in float16 as the job holds them
+    xtr = independent_tokens(paths["train"][0]).half()
+    xte = independent_tokens(paths["test"][0]).half()
+    ytr, yte = (torch.as_tensor(paths[s][1]) for s in ("train", "test"))
+    recipe = attentive.recipe_of(settings)
+    for row in rows.itertuples():
+        records, _ = attentive.train(
+            xtr, ytr, xte, yte, num_classes=3, arm=row.arm, recipe=recipe, seed=row.seed
+        )
+        assert row.top1 == pytest.approx(records[-1]["top1"])
+        assert row.top1_best == pytest.approx(max(r["top1"] for r in records))
+
+
+def test_a_real_layouts_train_subset_gives_the_full_splits_rows(tmp_path):
+    """A real data set (ImageNet's layout, read through its adapter and file list): the tokens
+    of a subset are the full split's tokens at those indices; a synthetic array too."""
+    from tests import dataset_layouts
+
+    truth = dataset_layouts.imagenet(tmp_path)
+    files = tmp_path / "train_files.txt"
+    files.write_text("\n".join(truth["splits"]["train"][0]) + "\n")
+    torch.manual_seed(0)
+    wrapper = attentive.TokenBackbone(build_backbone("vit_tiny_p8", "cls"), 32)
+    spec = {
+        "resize": 32,
+        "crop": 32,
+        "interpolation": "bilinear",
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+    }
+    options = {
+        "batch_size": 3,
+        "dtype": "float16",
+        "precision": "fp32",
+        "workers": 0,
+        "log_every": 60.0,
+    }
+    source = {"kind": "imagenet", "root": str(truth["root"]), "preprocessing": None}
+    where = ("m", "imagenet", "train")
+    cpu = torch.device("cpu")
+    full = attentive.split_tokens(wrapper, files, source, spec, options, cpu, where)
+    assert full.shape == (len(truth["splits"]["train"][0]), 16, 64)
+    assert full.dtype == torch.float16
+    index = np.array([1, 4, 5])
+    part = attentive.split_tokens(wrapper, files, source, spec, options, cpu, where, index)
+    torch.testing.assert_close(part, full[index])
+    images = np.random.default_rng(1).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    synthetic = {"kind": "synthetic"}
+    whole = attentive.split_tokens(
+        wrapper, tmp_path / "x.npy", synthetic, spec, options, cpu, where
+    )
+    some = attentive.split_tokens(
+        wrapper, tmp_path / "x.npy", synthetic, spec, options, cpu, where, np.array([0, 6])
+    )
+    torch.testing.assert_close(some, whole[[0, 6]])

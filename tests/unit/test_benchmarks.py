@@ -245,6 +245,7 @@ def test_measured_only_when_every_input_is(est):
 
 def test_markdown_table_has_stages_totals_longest_and_targets(est):
     config, datasets, models, rates = _tiny_study(est)
+    config = dict(config, protocols=[*config["protocols"], "attentive"], attentive={"epochs": 2})
     summaries = {
         s: est.summarize(est.plan(config, datasets, models, rates, s), s) for s in est.SCENARIOS
     }
@@ -324,3 +325,22 @@ def test_longest_job_counts_a_batched_workflow_job_once(est):
     assert batched["hours"] == pytest.approx(
         sum(j["hours"] for j in jobs if j["stage"] in ("finetune", "fewshot"))
     )
+
+
+def test_attentive_stage_by_hand(est):
+    """Tokens of the train subset and the test split at the extraction rate, then the head's
+    FLOPs (per sample 2 (T D^2 + Q T D + T D + D C), x3 for a training step) per epoch and
+    probe at the linear rate; one job per data set."""
+    config, datasets, models, rates = _tiny_study(est)
+    config = dict(config, protocols=[*config["protocols"], "attentive"])
+    config["attentive"] = {"epochs": 2, "queries": 32, "seeds": [0], "train_percent": 10}
+    jobs = est.plan(config, datasets, models, rates, "faithful")
+    att = {j["job"]: j for j in jobs if j["stage"] == "attentive"}
+    assert sorted(att) == ["idset", "oodset"]
+    t, d, q, c = 49, 2048, 32, 5  # resnet50's tokens; oodset has 5 classes
+    forward = 2 * (t * d * d + q * t * d + t * d + d * c)
+    n_sub, n_test = 0.1 * 500, 50
+    head = 2 * 2 * forward * (3 * n_sub + n_test)  # 2 epochs x 2 arms
+    tokens = (n_sub + n_test) / 400  # loader-bound extraction: 4 workers x 100 img/s
+    assert att["oodset"]["hours"] == pytest.approx(tokens / 3600 + head / 0.5e12 / 3600)
+    assert att["oodset"]["rate"] == 400.0 and att["oodset"]["bound"] == "loader"

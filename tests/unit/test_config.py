@@ -470,6 +470,13 @@ def test_optional_keys_get_their_schema_default_and_given_values_stay():
         ("fewshot", lambda c: c["fewshot"].update(extra_seeds=[42]), "repeats fewshot.seed"),
         ("linear", lambda c: c["linear"].update(report_lr=0.3), "linear.report_lr"),
         ("linear", lambda c: c["linear"].update(warmup_epochs=30), "linear.warmup_epochs"),
+        ("attentive", lambda c: c["attentive"].update(warmup_epochs=10), "attentive.warmup_"),
+        (
+            "attentive",
+            lambda c: c["attentive"].update(queries=48),
+            r"'attentive.queries': 48 queries do not divide the 128 channels of model "
+            r"'random_resnet' \(resnet10_tiny\) tokens",
+        ),
     ],
 )
 def test_a_protocols_settings_are_checked_only_when_it_is_selected(config, protocol, edit, message):

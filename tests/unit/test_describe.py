@@ -30,7 +30,9 @@ def test_the_paper_configuration(capsys):
     datasets = pd.read_csv(ROOT / "config/datasets_paper.tsv", sep="\t")["key"].tolist()
     assert text.startswith(f"models ({len(models)}):") and _section(text, "models") == models
     assert _section(text, "data sets") == datasets
-    assert "protocols: kNN, linear, fine-tune, few-shot 10%, few-shot 1%, proxies" in text
+    assert (
+        "protocols: kNN, linear, attentive, fine-tune, few-shot 10%, few-shot 1%, proxies" in text
+    )
     assert "arms: raw, bn" in text and "figures: f1_id_protocols," in text
 
 

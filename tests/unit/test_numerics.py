@@ -138,6 +138,6 @@ def test_the_workflow_passes_the_pins_to_its_jobs():
     plan = Plan(config, load_study(config, ROOT))
     assert plan.numerics == {"cpu_isa": "avx2", "pin": True}
     rules = "".join(p.read_text() for p in (ROOT / "rules").glob("*.smk"))
-    assert rules.count("numerics=PLAN.numerics") == 7
+    assert rules.count("numerics=PLAN.numerics") == 8
     common = (ROOT / "rules" / "common.smk").read_text()
     assert 'os.environ.update(numerics.environment(config["numerics"]))' in common

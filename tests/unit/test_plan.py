@@ -104,6 +104,30 @@ def test_paper_resources_by_hand():
     assert plan.job_datasets(wc) == ["imagenet"]
 
 
+def test_attentive_probe_resources_by_hand():
+    """An attentive job: a GPU for the paper's archs, and host memory for the process and one
+    data set's float16 tokens: ViT-B/16 196 x 768, ResNet-50 49 x 2048, of the 10 % train
+    subset and the test split."""
+    plan = _plan("paper")
+    cfg = plan.config
+    process = registry.HOST_MB + cfg["features"]["workers"] * registry.WORKER_MB
+    imagenet = plan.study.dataset("imagenet")
+    images = 0.1 * int(imagenet["n_train"]) + int(imagenet["n_test"])
+    for arch, tokens, width in (("vit_base_patch16_224", 196, 768), ("resnet50", 49, 2048)):
+        model = next(m for m in plan.models if plan.study.model(m)["arch"] == arch)
+        wc = SimpleNamespace(model=model, dataset="imagenet")
+        assert plan.attentive_gpus(wc) == 1
+        expected = process + -(-images * tokens * width * 2 // 1e6)
+        assert plan.attentive_memory_mb(wc) == expected
+    assert plan.attentive_memory_mb(SimpleNamespace(model="mae", dataset="imagenet")) < 64_000
+    demo = _plan("config")
+    wc = SimpleNamespace(model=demo.models[0])
+    assert demo.attentive_gpus(wc) == 0
+    # the demo's largest set: half of 5,000 train + 1,000 test images of 4 x 128 (ResNet)
+    # tokens
+    assert demo.attentive_memory_mb(wc) == 3000 + -(-3500 * 512 * 2 // 1e6)
+
+
 def test_demo_jobs_are_cpu_jobs_per_model():
     plan = _plan("config")
     wc = SimpleNamespace(model=plan.models[0])

@@ -92,6 +92,23 @@ def test_accuracy_table_joins_and_averages_seeds():
     assert list(table["arm"][:2]) == ["raw", "bn"]
 
 
+def test_attentive_rows_average_seeds_at_any_base_lr():
+    """The attentive probe's rows (one per arm and seed, its own base lr) reduce like the
+    linear heads but without the linear report_lr filter; ordered after linear."""
+    attentive = (
+        _linear("a", "id")
+        .query("base_lr == 0.3")
+        .assign(protocol="attentive", base_lr=1.0, tokens=16, dim=64, queries=32)
+    )
+    frames = [_linear("a", "id"), attentive]
+    table = accuracy_table(frames, MODELS[:1], DATASETS[:1], report="last", report_lr=0.1)
+    row = table.query("protocol == 'attentive' and arm == 'raw'").iloc[0]
+    assert row["top1"] == pytest.approx(58.0) and row["n_seeds"] == 2 and row["seed"] == "1;2"
+    best = accuracy_table(frames, MODELS[:1], DATASETS[:1], report="best", report_lr=0.1)
+    assert best.query("protocol == 'attentive'")["top1"].eq(60.0).all()
+    assert list(table["protocol"]) == ["linear", "linear", "attentive", "attentive"]
+
+
 def test_a_timm_row_brings_the_transform_column():
     """A timm row's model fields carry its transform (plan.model_fields through
     model_sources.timm.table_fields): the table records it before code_version, 'paper' for the
