@@ -237,8 +237,13 @@ def test_the_cub_adapter_edit_reruns_only_cubs_jobs_in_the_paper_dag(tmp_path):
     plan = _plan(config)
     cub = "workflow_scripts/datasets/cub.py"
     expected = {job_key(j) for j in dag if j["rule"] != "all" and cub in _code_files(plan, j)}
-    # CUB's integrity jobs and its extraction per model; nothing of any other data set
-    assert Counter(k[0] for k in expected) == {"check_dataset": 2, "extract_features": 4}
+    # CUB's integrity jobs, its extraction and attentive probe (both read its images) per
+    # model; nothing of any other data set
+    assert Counter(k[0] for k in expected) == {
+        "check_dataset": 2,
+        "extract_features": 4,
+        "attentive_probe": 4,
+    }
     assert all(dict(k[1])["dataset"] == "cub" for k in expected)
     adapter = repo / cub
     adapter.write_text(adapter.read_text() + EDIT)
