@@ -1,6 +1,7 @@
 """End to end: the whole DAG on the smoke configuration, checked against independent oracles."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -231,7 +232,11 @@ def test_the_run_ends_with_the_summary_whose_numbers_are_the_tables(run):
     """results/summary.md is what the run printed last; its top-1 cells are T3's in-domain
     rows and its headline taus the correlation table's (read here with pandas)."""
     text = (run / "results/summary.md").read_text()
-    assert (run / "stdout.txt").read_text().rstrip().endswith(text.rstrip())
+    printed = (run / "stdout.txt").read_text().rstrip()
+    # the run is in its own folder (--directory), so the last line says which
+    folder = f"(paths relative to the run folder {Path(run).resolve()})"
+    assert printed.endswith(folder)
+    assert printed[: -len(folder)].rstrip().endswith(text.rstrip())
     accuracy = pd.read_csv(run / "results/tables/accuracy.csv")
     ids = accuracy[accuracy["domain"] == "id"]
     lines = text.splitlines()
