@@ -464,6 +464,7 @@ def run_job(
     from workflow_scripts.backbones import load_job_backbone
     from workflow_scripts.datasets import resolve_root
     from workflow_scripts.devices import resolve_device
+    from workflow_scripts.features import check_split_sizes
     from workflow_scripts.io import load_npy
     from workflow_scripts.probing import write_rows
 
@@ -475,15 +476,25 @@ def run_job(
     if not size:
         raise ValueError(f"attentive probe: no input size for model '{model['key']}'")
     wrapper = TokenBackbone(load_job_backbone(weights, model), int(size)).to(device)
-    jobs = zip(
-        datasets,
-        train_images,
-        train_labels,
-        test_images,
-        test_labels,
-        num_classes,
-        outputs,
-        strict=True,
+    jobs = list(
+        zip(
+            datasets,
+            train_images,
+            train_labels,
+            test_images,
+            test_labels,
+            num_classes,
+            outputs,
+            strict=True,
+        )
+    )
+    # every split's images against its labels before any token is computed
+    check_split_sizes(
+        [
+            (d, split, sources[d]["kind"], images, labels)
+            for d, xtr, ytr, xte, yte, _, _ in jobs
+            for split, images, labels in (("train", xtr, ytr), ("test", xte, yte))
+        ]
     )
     for dataset, xtr_path, ytr_path, xte_path, yte_path, classes, out in jobs:
         source = sources[dataset]

@@ -434,3 +434,59 @@ def test_a_real_layouts_train_subset_gives_the_full_splits_rows(tmp_path):
         wrapper, tmp_path / "x.npy", synthetic, spec, options, cpu, where, np.array([0, 6])
     )
     torch.testing.assert_close(some, whole[[0, 6]])
+
+
+def test_a_labels_mismatch_fails_before_any_token_is_computed(tmp_path, monkeypatch):
+    """The test split's labels are one short: the job names data set, split and files before
+    the backbone sees an image (the train split would come first)."""
+    import logging
+
+    from workflow_scripts.backbones import save_weights
+
+    save_weights(build_backbone("vit_tiny_p8", "cls"), tmp_path / "w.safetensors")
+    rng = np.random.default_rng(0)
+    for split, n, n_labels in (("train", 10, 10), ("test", 6, 5)):
+        np.save(tmp_path / f"{split}_x.npy", rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8))
+        np.save(tmp_path / f"{split}_y.npy", np.zeros(n_labels, dtype=np.int64))
+    calls = []
+    monkeypatch.setattr(attentive, "split_tokens", lambda *a, **k: calls.append(a))
+    with pytest.raises(ValueError, match=r"data set 'd', split 'test': .* lists 6 images"):
+        attentive.run_job(
+            tmp_path / "w.safetensors",
+            [tmp_path / "out.csv"],
+            model={
+                "key": "m",
+                "arch": "vit_tiny_p8",
+                "embedding": "cls",
+                "source": "demo",
+                "method": "random",
+            },
+            datasets=["d"],
+            train_images=[tmp_path / "train_x.npy"],
+            train_labels=[tmp_path / "train_y.npy"],
+            test_images=[tmp_path / "test_x.npy"],
+            test_labels=[tmp_path / "test_y.npy"],
+            num_classes=[2],
+            arms=["raw"],
+            settings={
+                "device": "cpu",
+                "epochs": 1,
+                "batch_size": 4,
+                "queries": 8,
+                "seeds": [0],
+                "train_percent": 100,
+            },
+            sources={"d": {"kind": "synthetic"}},
+            transform={
+                "resize": None,
+                "crop": None,
+                "mean": [0.5] * 3,
+                "std": [0.25] * 3,
+                "interpolation": "bilinear",
+            },
+            options={"batch_size": 4, "precision": "fp32", "workers": 0, "log_every": 60.0},
+            data_root=tmp_path,
+            code="c",
+            log=logging.getLogger("test"),
+        )
+    assert calls == [] and not (tmp_path / "out.csv").exists()
