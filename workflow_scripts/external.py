@@ -37,6 +37,14 @@ ALLOWED = (*COLUMNS, *OPTIONAL)
 COMPUTED = "computed"
 #: Protocol and arm names: letters, digits and underscores.
 NAME = re.compile(r"^[A-Za-z0-9_]+$")
+#: Names of models, data sets, shift groups and model attributes in a results table: letters,
+#: digits, '_', '-' and '.', starting with a letter, digit or '_'. Such a name can neither start
+#: a spreadsheet formula (=, +, -, @) in the CSV files the analysis writes nor be read as math
+#: ($) by a figure's text.
+NAME_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+KEY_COLUMNS = ("model", "dataset", "shift_group", "method", "backbone", "arch", "paradigm")
+#: What a spreadsheet program evaluates when a cell starts with it.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 DOMAINS = ("id", "ood")
 #: Accuracy-table columns holding numbers (an empty cell is a missing value).
 PERCENT_COLUMNS = ("top1", "top5")
@@ -79,7 +87,9 @@ def read_results_table(path: str | Path, name: str | None = None) -> pd.DataFram
 
     Raises :class:`ResultsTableError` naming the file, and the line and column of each bad
     cell: a missing or unknown column, an empty required cell, a domain other than id/ood, a
-    protocol or arm name with characters other than letters, digits and ``_``, a protocol
+    protocol or arm name with characters other than letters, digits and ``_``, a model, data
+    set, shift group or model attribute that is not a :data:`NAME_KEY` name, another text cell
+    that starts like a spreadsheet formula, a file name that is not a name, a protocol
     named like a proxy, a data set named like the analysis' pseudo data sets, an accuracy that
     is not a number in [0, 100], a top-5 below its top-1, or a header without rows.
     """
@@ -88,6 +98,11 @@ def read_results_table(path: str | Path, name: str | None = None) -> pd.DataFram
     where = f"results table '{path}'"
     if not path.is_file():
         raise ResultsTableError(f"{where}: no such file (config key 'results_tables')")
+    if not NAME_KEY.match(name):
+        raise ResultsTableError(
+            f"{where}: its name {name!r} becomes the 'source' of its rows; use a file name of "
+            "letters, digits, '_', '-' and '.' starting with a letter, digit or '_'"
+        )
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         try:
@@ -137,6 +152,26 @@ def read_results_table(path: str | Path, name: str | None = None) -> pd.DataFram
                 errors.append(
                     f"line {line}, column '{column}': {row[column]!r} has characters other "
                     "than letters, digits and '_'"
+                )
+        for column in KEY_COLUMNS:
+            value = row.get(column)
+            if value is not None and not NAME_KEY.match(value):
+                errors.append(
+                    f"line {line}, column '{column}': {value!r} is not a name of letters, "
+                    "digits, '_', '-' and '.' starting with a letter, digit or '_' (a cell "
+                    "starting with =, +, -, @ is run as a formula by spreadsheet programs, a '$' "
+                    "is read as math by the figures)"
+                )
+        for column, value in row.items():
+            if (
+                column not in KEY_COLUMNS
+                and column not in PERCENT_COLUMNS + NUMBER_COLUMNS
+                and isinstance(value, str)
+                and value.startswith(FORMULA_START)
+            ):
+                errors.append(
+                    f"line {line}, column '{column}': {value!r} starts like a spreadsheet "
+                    "formula (=, +, -, @)"
                 )
         if row["protocol"] in registry.PROXIES:
             errors.append(

@@ -36,7 +36,7 @@ def demo_config(**changes):
 def test_a_valid_table_reads_with_its_lines_and_source(tmp_path):
     path = write(
         tmp_path,
-        "model,method,dataset,domain,shift_group,protocol,arm,top1,top5\n"
+        "model,code_version,dataset,domain,shift_group,protocol,arm,top1,top5\n"
         'a,"two\nlines",in,id,,knn,raw,50,70.5\n'  # a quoted cell spans lines 2-3
         "\n"  # blank lines are skipped
         "b,x,out,ood,style,linear_v2,bn_2,61.25,\n",
@@ -45,7 +45,7 @@ def test_a_valid_table_reads_with_its_lines_and_source(tmp_path):
     assert table["line"].tolist() == [3, 5]  # the line each row ends on
     assert table["source"].tolist() == ["table.csv", "table.csv"]
     assert table["top1"].tolist() == [50.0, 61.25]
-    assert table.loc[0, "method"] == "two\nlines"
+    assert table.loc[0, "code_version"] == "two\nlines"
     assert pd.isna(table.loc[0, "shift_group"]) and np.isnan(table.loc[1, "top5"])
 
 
@@ -335,3 +335,48 @@ def test_the_efficient_probing_table_through_the_analysis():
         .mean()
     )
     assert gain.idxmax() == "generative" and gain["generative"] > 5 > gain["discriminative"]
+
+
+@pytest.mark.parametrize(
+    ("cell", "column", "message"),
+    [
+        ("=HYPERLINK(1)", "model", "is not a name of letters"),
+        ("@SUM(A1)", "dataset", "is not a name of letters"),
+        ("-2+3", "shift_group", "is not a name of letters"),
+        ("m$x^2$", "model", r"a '\$' is read as math"),
+        ("+vit", "backbone", "is not a name of letters"),
+        ("=1+1", "report", "starts like a spreadsheet formula"),
+    ],
+)
+def test_names_that_a_spreadsheet_or_a_figure_would_evaluate_are_refused(
+    tmp_path, cell, column, message
+):
+    """Issue 28: a name from a results table goes into accuracy_merged.csv and
+    correlations.csv (opened in spreadsheets) and into figure text (matplotlib mathtext)."""
+    row = {
+        "model": "m",
+        "dataset": "d",
+        "domain": "id",
+        "shift_group": "in_domain",
+        "protocol": "knn",
+        "arm": "raw",
+        "top1": "50",
+        "backbone": "vit",
+        "report": "last",
+    }
+    row[column] = cell
+    text = ",".join(row) + "\n" + ",".join(f'"{v}"' for v in row.values()) + "\n"
+    path = write(tmp_path, text)
+    with pytest.raises(external.ResultsTableError, match=rf"line 2, column '{column}'.*{message}"):
+        external.read_results_table(path)
+    good = dict(row, **{column: "ok_name-1.5" if column != "report" else "best"})
+    text = ",".join(good) + "\n" + ",".join(good.values()) + "\n"
+    assert external.read_results_table(write(tmp_path, text, "ok.csv"))[column][0] == good[column]
+
+
+def test_a_file_name_that_would_become_a_formula_is_refused(tmp_path):
+    path = write(tmp_path, HEADER + "\na,in,id,knn,raw,50\n", "=cmd.csv")
+    with pytest.raises(
+        external.ResultsTableError, match="its name '=cmd.csv' becomes the 'source'"
+    ):
+        external.read_results_table(path)

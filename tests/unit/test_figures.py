@@ -857,3 +857,12 @@ def test_f3_and_f6_write_the_model_keys_where_they_fit(
     )
     assert (vit <= set(notes6)) == expected
     assert C.label_points("auto", C.LABEL_LIMIT) and not C.label_points("auto", C.LABEL_LIMIT + 1)
+
+
+def test_dollar_signs_in_names_are_drawn_as_text(tmp_path, acc, corr):
+    """Issue 28: a model named with '$' (matplotlib mathtext) used to crash F3; every figure
+    now draws text as written."""
+    renamed = acc.assign(model=acc["model"] + "$\\nosuchcommand{$")  # invalid as mathtext
+    png, pdf = tmp_path / "f3.png", tmp_path / "f3.pdf"
+    _call("f3_scatter", renamed, corr, {"label_points": True}, png, pdf)
+    _check_outputs(tmp_path, png, pdf)

@@ -80,10 +80,14 @@ def pyplot():
 
 
 def style(sns, o: dict):
-    """Context manager combining a clean style and the requested font scale."""
+    """Context manager combining a clean style and the requested font scale; text is drawn
+    as written (no mathtext: a '$' in a name is a dollar sign, never an error)."""
     import contextlib
 
+    import matplotlib
+
     stack = contextlib.ExitStack()
+    stack.enter_context(matplotlib.rc_context({"text.parse_math": False}))
     stack.enter_context(sns.axes_style("ticks"))
     stack.enter_context(sns.plotting_context("notebook", font_scale=float(o["font_scale"])))
     return stack
