@@ -426,6 +426,7 @@ def load_study(config: dict, basedir: str | Path) -> Study:
     tables = read_results_tables(paths)
     measures = analysis_measures(config, models, datasets, tables)
     check_figure_arms(config, measures)
+    check_figure_protocols(config, measures)
     others = set(measures["model"]) - set(models.index)
     check_plan(config, models, datasets, external_models=len(others))
     rankers, notes = ranker_values(config, models, datasets, tables, set(measures["model"]))
@@ -559,6 +560,25 @@ def check_figure_arms(config: dict, measures: pd.DataFrame) -> None:
                         f"config key 'figures.{entry['key']}.{option}': {arm!r} is not an arm "
                         f"of the analysis ({', '.join(arms) or 'none'})"
                     )
+
+
+def check_figure_protocols(config: dict, measures: pd.DataFrame) -> None:
+    """Protocols a figure's ``y_protocols`` names (figures.f2, figures.f5) must be y of its
+    panels: a protocol measured on an out-of-domain data set, this run's (a frozen protocol;
+    the trained ones run on the in-domain set only, the proxies are never y there) or a results
+    table's. Without an out-of-domain data set these figures are not drawn: nothing to check."""
+    ood = measures.loc[measures["domain"] == "ood", "protocol"]
+    if not len(ood):
+        return
+    protocols = sorted(dict.fromkeys(ood), key=registry.protocol_sort_key)
+    for entry in registry.FIGURES.values():
+        key = entry["key"]
+        for i, protocol in enumerate(config["figures"][key].get("y_protocols") or ()):
+            if protocol not in protocols:
+                raise ConfigError(
+                    f"config key 'figures.{key}.y_protocols.{i}': {protocol!r} is not a "
+                    f"protocol measured on an out-of-domain data set ({', '.join(protocols)})"
+                )
 
 
 def check_plan(

@@ -55,6 +55,9 @@ MODEL_ATTRIBUTES = ("method", "backbone", "arch", "paradigm")
 KEY = ["model", "dataset", "protocol", "arm"]
 #: Errors listed before the rest are summarised.
 MAX_ERRORS = 20
+#: A number cell: ASCII decimal notation with an optional sign and exponent (50, 50.5, 5e1).
+#: Python's float() alone also reads '5_0' and non-ASCII digits ('٥٠', '５０') as 50.
+NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 class ResultsTableError(ValueError):
@@ -74,11 +77,40 @@ def _raise(errors: list[str], what: str) -> None:
 
 
 def _number(text: str) -> float | None:
+    if not NUMBER.fullmatch(text):
+        return None
     try:
         value = float(text)
     except ValueError:
         return None
     return value if math.isfinite(value) else None
+
+
+def _kept(handle, lines: list[str]):
+    """The lines of ``handle``, each also appended to ``lines``."""
+    for line in handle:
+        lines.append(line)
+        yield line
+
+
+def _line_breaks(text: str) -> int:
+    """The line breaks in ``text`` as the file's lines count them (\\n, \\r or \\r\\n)."""
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
+def _unclosed_quote(lines: list[str], first: int, end: int, cells: list[str]):
+    """(line, cell index) where the quoted last cell of a row (lines ``first`` .. ``end``,
+    1-based, of ``lines``) opens when its quote is never closed, else None.
+
+    A quote that is never closed makes the csv reader take the rest of the file into that
+    cell (a row that ends on the file's last line): parsed again with a line after it, such a
+    row takes that line in too, a closed one ends before it."""
+    if not lines or end != len(lines):
+        return None
+    again = list(csv.reader([*lines[first - 1 :], "\n", "end\n"]))
+    if again and again[-1] == ["end"]:
+        return None
+    return first + sum(map(_line_breaks, cells[:-1])), len(cells) - 1
 
 
 def read_results_table(path: str | Path, name: str | None = None) -> pd.DataFrame:
@@ -91,7 +123,10 @@ def read_results_table(path: str | Path, name: str | None = None) -> pd.DataFram
     set, shift group or model attribute that is not a :data:`NAME_KEY` name, another text cell
     that starts like a spreadsheet formula, a file name that is not a name, a protocol
     named like a proxy, a data set named like the analysis' pseudo data sets, an accuracy that
-    is not a number in [0, 100], a top-5 below its top-1, or a header without rows.
+    is not a number in [0, 100], a number cell not in ASCII decimal notation (:data:`NUMBER`:
+    ``5_0`` or non-ASCII digits, which float() reads), a top-5 below its top-1, a ``top1``
+    column empty on every row, a quote that is never closed (at the line where its cell opens),
+    or a header without rows.
     """
     path = Path(path)
     name = name or source_name(path)
@@ -103,11 +138,19 @@ def read_results_table(path: str | Path, name: str | None = None) -> pd.DataFram
             f"{where}: its name {name!r} becomes the 'source' of its rows; use a file name of "
             "letters, digits, '_', '-' and '.' starting with a letter, digit or '_'"
         )
+    lines: list[str] = []  # the file's lines as read, for an unclosed quote's line
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
+        reader = csv.reader(_kept(handle, lines))
         try:
             header = next(reader, None)
-            records = [(reader.line_num, cells) for cells in reader if any(map(str.strip, cells))]
+            records = []  # (first line, last line, cells) of each row that is not blank
+            while True:
+                first = reader.line_num + 1
+                cells = next(reader, None)
+                if cells is None:
+                    break
+                if any(map(str.strip, cells)):
+                    records.append((first, reader.line_num, cells))
         except (UnicodeDecodeError, csv.Error) as error:
             raise ResultsTableError(
                 f"{where}: not a UTF-8 CSV file (after line {reader.line_num}: {error})"
@@ -117,6 +160,19 @@ def read_results_table(path: str | Path, name: str | None = None) -> pd.DataFram
             f"{where}: empty file; expected a header line with columns {', '.join(REQUIRED)}"
         )
     header = [column.strip() for column in header]
+    last = records[-1] if records else (1, len(lines), header)
+    opened = _unclosed_quote(lines, *last)
+    if opened is not None:
+        line, index = opened
+        if last[0] == 1 or index >= len(header):  # in the header, or a cell beyond it
+            column = f"column {index + 1}"
+        else:
+            column = f"column '{header[index]}'"
+        raise ResultsTableError(
+            f"{where}:\n  line {line}, {column}: the quote '\"' that opens this cell is never "
+            "closed (the cell would run to the end of the file); close it or remove it"
+        )
+    records = [(end, cells) for _, end, cells in records]
     errors = []
     unknown = [c for c in header if c not in ALLOWED]
     if unknown:
@@ -192,6 +248,8 @@ def read_results_table(path: str | Path, name: str | None = None) -> pd.DataFram
             percent = column in PERCENT_COLUMNS
             if value is None or value < 0 or (percent and value > 100):
                 wanted = "a number in [0, 100] (percent)" if percent else "a number >= 0"
+                if value is None:
+                    wanted += " written with ASCII decimal digits (e.g. 50, 50.5, 5e1)"
                 errors.append(f"line {line}, column '{column}': {text!r} is not {wanted}")
             else:
                 row[column] = value
@@ -199,6 +257,11 @@ def read_results_table(path: str | Path, name: str | None = None) -> pd.DataFram
         if isinstance(top1, float) and isinstance(top5, float) and top5 < top1:
             errors.append(f"line {line}, column 'top5': {top5:g} is below top1 ({top1:g})")
         rows.append(row | {"line": line})
+    if rows and all(row["top1"] is None for row in rows):
+        errors.append(
+            f"column 'top1': empty on every row (lines {rows[0]['line']}-{rows[-1]['line']}); "
+            "a results table gives top-1 accuracies (percent)"
+        )
     _raise(errors, where)
     frame = pd.DataFrame.from_records(rows)
     frame["source"] = name

@@ -486,3 +486,40 @@ def test_a_protocols_settings_are_checked_only_when_it_is_selected(config, proto
         load_study(selected, ROOT)
     config["protocols"] = [p for p in config["protocols"] if p != protocol]
     assert protocol not in load_study(config, ROOT).config["protocols"]
+
+
+@pytest.mark.parametrize("figure", ["f2", "f5"])
+@pytest.mark.parametrize(
+    ("value", "bad"),
+    [
+        (["knn", "lineer"], "lineer"),  # a typo
+        (["finetune"], "finetune"),  # trained on the in-domain set only: no OOD accuracy
+        (["logme"], "logme"),  # a proxy is never y on an OOD data set
+    ],
+)
+def test_figure_y_protocols_are_checked_at_load(config, figure, value, bad):
+    """Issue 28: an unknown protocol in figures.<f2|f5>.y_protocols surfaced only when the
+    figure was drawn, after the whole run. Its panels are the out-of-domain accuracies'
+    (protocol, arm): valid are the protocols measured on an out-of-domain data set."""
+    config["figures"][figure]["y_protocols"] = value
+    index = value.index(bad)
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            f"config key 'figures.{figure}.y_protocols.{index}': {bad!r} is not a protocol "
+            "measured on an out-of-domain data set (knn, linear, attentive)"
+        ),
+    ):
+        load_study(config, ROOT)
+
+
+def test_figure_y_protocols_of_the_analysis_pass(config, tmp_path):
+    config["figures"]["f2"]["y_protocols"] = ["linear", "knn"]
+    config["figures"]["f5"]["y_protocols"] = ["attentive"]
+    assert load_study(config, ROOT).config["figures"]["f2"]["y_protocols"] == ["linear", "knn"]
+    # a results table's out-of-domain protocol is one too
+    table = tmp_path / "t.csv"
+    table.write_text("model,dataset,domain,protocol,arm,top1\nm,shapes_sketch,ood,zeroshot,raw,5\n")
+    config["results_tables"] = [str(table)]
+    config["figures"]["f2"]["y_protocols"] = ["zeroshot"]
+    assert load_study(config, ROOT).config["figures"]["f2"]["y_protocols"] == ["zeroshot"]

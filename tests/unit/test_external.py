@@ -380,3 +380,96 @@ def test_a_file_name_that_would_become_a_formula_is_refused(tmp_path):
         external.ResultsTableError, match="its name '=cmd.csv' becomes the 'source'"
     ):
         external.read_results_table(path)
+
+
+@pytest.mark.parametrize(
+    ("column", "cell"),
+    [
+        ("top1", "5_0"),  # float() accepts underscores between digits
+        ("top1", "\u0665\u0660"),  # Arabic-Indic 50
+        ("top1", "\uff15\uff10"),  # full-width 50
+        ("top1", "5\u00b90"),  # a superscript digit
+        ("top1", "0x32"),
+        ("top5", "6_0"),
+        ("k", "1_0"),
+        ("n_test", "\u0661\u0660"),
+    ],
+)
+def test_accuracies_and_counts_are_ascii_decimal_numbers(tmp_path, column, cell):
+    """Issue 28: Python's float() reads '5_0' and non-ASCII digits as 50."""
+    header = HEADER + ("" if column == "top1" else f",{column}")
+    row = "a,in,id,knn,raw," + (cell if column == "top1" else f"40,{cell}")
+    path = write(tmp_path, f"{header}\n{row}\n")
+    with pytest.raises(
+        external.ResultsTableError,
+        match=rf"line 2, column '{column}': {re.escape(repr(cell))} is not a (plain )?"
+        r"(decimal )?number",
+    ) as error:
+        external.read_results_table(path)
+    assert str(error.value).startswith(f"results table '{path}'")
+    assert "ASCII" in str(error.value)
+
+
+def test_plain_decimal_numbers_still_read(tmp_path):
+    cells = ["50", "50.5", "5e1", "+50", ".5", "50.", "1E-1", " 7 "]
+    rows = "".join(f"m{i},in,id,knn,raw,{c}\n" for i, c in enumerate(cells))
+    table = external.read_results_table(write(tmp_path, HEADER + "\n" + rows))
+    assert table["top1"].tolist() == [50.0, 50.5, 50.0, 50.0, 0.5, 50.0, 0.1, 7.0]
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "column"),
+    [
+        # the quote opens on line 3 and never closes: the reader swallows lines 3-5
+        (
+            'a,in,id,knn,raw,50\n"resnet50,imagenet,id,knn,raw,50\nb,in,id,knn,raw,3\n'
+            "c,in,id,knn,raw,4\n",
+            3,
+            "model",
+        ),
+        ('a,in,id,knn,raw,"50\nb,in,id,knn,raw,3\nc,in,id,knn,raw,4\n', 2, "top1"),
+        # on the last line, with and without a final newline: 50 would be read
+        ('a,in,id,knn,raw,50\nb,in,id,knn,raw,"50\n', 3, "top1"),
+        ('a,in,id,knn,raw,50\nb,in,id,knn,raw,"50', 3, "top1"),
+        # after a closed two-line cell of the same row: the line of the open quote
+        ('a,in,id,knn,"r\naw",50\nb,in,id,knn,"x\ny","50\n\nc,in,id,knn,raw,4\n', 5, "top1"),
+    ],
+)
+def test_an_unclosed_quote_is_reported_where_it_opens(tmp_path, body, line, column):
+    path = write(tmp_path, HEADER + "\n" + body)
+    with pytest.raises(
+        external.ResultsTableError,
+        match=rf"':\n  line {line}, column '{column}': the quote .* is never closed",
+    ) as error:
+        external.read_results_table(path)
+    assert str(error.value).startswith(f"results table '{path}'")
+
+
+def test_an_unclosed_quote_in_the_header_is_reported_on_line_1(tmp_path):
+    path = write(tmp_path, 'model,dataset,domain,protocol,arm,"top1\na,in,id,knn,raw,5\n')
+    with pytest.raises(external.ResultsTableError, match=r"line 1, column 6: .* never closed"):
+        external.read_results_table(path)
+
+
+def test_a_closed_quote_on_the_last_line_is_fine(tmp_path):
+    path = write(tmp_path, HEADER + '\na,in,id,knn,raw,"50"\nb,in,id,"knn",raw,"4\n0"')
+    with pytest.raises(external.ResultsTableError, match="line 4, column 'top1': '4\\\\n0'"):
+        external.read_results_table(path)
+    path = write(tmp_path, HEADER + ',report\na,in,id,knn,raw,50,\nb,in,id,knn,raw,40,"say ""hi"""')
+    assert external.read_results_table(path)["report"].tolist()[1] == 'say "hi"'
+    path = write(tmp_path, HEADER + '\na,in,id,knn,raw,"50"\nb,in,id,"knn",raw,"40"')
+    assert external.read_results_table(path)["top1"].tolist() == [50.0, 40.0]
+
+
+def test_an_all_empty_top1_column_is_refused(tmp_path):
+    """Issue 28: a table without a single accuracy passed."""
+    path = write(tmp_path, HEADER + ",top5\na,in,id,knn,raw,,50\nb,in,id,knn,raw, ,\n")
+    with pytest.raises(
+        external.ResultsTableError,
+        match=r"column 'top1': empty on every row \(lines 2-3\)",
+    ) as error:
+        external.read_results_table(path)
+    assert str(error.value).startswith(f"results table '{path}'")
+    # some empty cells are missing values
+    path = write(tmp_path, HEADER + "\na,in,id,knn,raw,\nb,in,id,knn,raw,5\n")
+    assert external.read_results_table(path)["top1"].isna().tolist() == [True, False]
