@@ -38,6 +38,9 @@ rule download_archive:
     wildcard_constraints:
         dataset=keys_regex(PLAN.downloadable),
         archive=r"[^/]+",
+    # the job retries and resumes within itself (datasets.downloads.RETRIES); the SLURM
+    # profile's retries would download a file with the wrong checksum again as a whole
+    retries: 0
     localrule: True
     conda:
         "../envs/sslbench.yaml"

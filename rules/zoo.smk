@@ -47,12 +47,15 @@ rule download_checkpoint:
         "logs/download_checkpoint/{model}.log",
     wildcard_constraints:
         model=keys_regex(PLAN.models_for_rule("download_checkpoint")),
-    retries: 1
+    # the job retries within itself (checkpoints.retries); a profile's retries would repeat
+    # a permanent failure (a wrong checksum) as a whole
+    retries: 0
     conda:
         "../envs/sslbench.yaml"
     params:
         model=lambda wc: wc.model,
-        url=lambda wc: STUDY.model(wc.model)["url"],
+        # the row's url; for a local file also the sha256 of its bytes (a replaced file reruns)
+        source=PLAN.checkpoint_source,
         sha256=lambda wc: STUDY.model(wc.model)["sha256"],
         settings=PLAN.download_settings,
     script:

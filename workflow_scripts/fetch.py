@@ -2,10 +2,14 @@
 a free-space check, and an atomic, path-checked unpack.
 
 * :func:`download` streams into ``<target>.part`` and resumes it with an HTTP ``Range`` request
-  after an interruption (a server that ignores the range starts over). Only when the whole file
-  has the pinned checksum (``md5:<hex>`` or ``sha256:<hex>``, :func:`parse_checksum`) is it
-  renamed to ``target``; a mismatch deletes the partial file and names the archive, the URL and
-  both checksums. TLS certificates are always verified.
+  after an interruption (a server that ignores the range starts over), in the same call after a
+  back-off (``retries``) or in the next one. Only when the whole file has the pinned checksum
+  (``md5:<hex>`` or ``sha256:<hex>``, :func:`parse_checksum`) is it renamed to ``target``; a
+  mismatch deletes the partial file and names the archive, the URL and both checksums. A
+  mismatch is permanent (no further download) when the whole file came in one response with its
+  announced Content-Length, or when a download repeats the wrong checksum of an earlier one;
+  resumed bytes, or a body of unknown length, get one download from the start to confirm.
+  TLS certificates are always verified.
 * :func:`check_space` refuses to start when a folder's file system lacks the bytes needed.
 * :func:`unpack` extracts a tar (any compression) or zip archive into a hidden folder beside
   the destination and moves its top-level entries into place only when the extraction finished:
@@ -24,6 +28,7 @@ import logging
 import os
 import shutil
 import tarfile
+import time
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -35,6 +40,10 @@ USER_AGENT = "sslbench-data-download"
 
 class FetchError(RuntimeError):
     """An archive could not be fetched or unpacked (the message names it)."""
+
+
+class _Transient(FetchError):
+    """A failure another try may fix (a network error, a short body, HTTP 5xx, 408, 429)."""
 
 
 def parse_checksum(text: str) -> tuple[str, str]:
@@ -74,28 +83,13 @@ def check_space(folder: str | Path, needed: int, what: str) -> None:
         )
 
 
-def download(
-    url: str,
-    target: str | Path,
-    checksum: str,
-    *,
-    what: str,
-    timeout: float = 60.0,
-    log: logging.Logger | None = None,
-) -> Path:
-    """Fetch ``url`` to ``target`` (resuming ``<target>.part``) and verify ``checksum``.
-    An existing ``target`` with the checksum is kept. Raises :class:`FetchError`: a network
-    failure keeps the partial file for the next try, a checksum mismatch deletes it."""
+def _transfer(url: str, part: Path, *, what: str, timeout: float, log) -> bool:
+    """One GET into ``part``, resuming it with a Range request when it holds bytes. Returns
+    whether the whole file came in this response with its announced Content-Length (no bytes
+    of an earlier try, no content encoding): a checksum mismatch of that is permanent. Raises
+    :class:`_Transient` (the partial file kept) or :class:`FetchError` (HTTP 4xx, TLS)."""
     import requests
 
-    log = log or logging.getLogger(__name__)
-    algorithm, expected = parse_checksum(checksum)
-    target = Path(target)
-    if target.is_file() and file_digest(target, algorithm) == expected:
-        log.info("%s: %s is there with its %s", what, target, algorithm)
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
     offset = part.stat().st_size if part.is_file() else 0
     headers = {"User-Agent": USER_AGENT}
     if offset:
@@ -105,41 +99,106 @@ def download(
             url, stream=True, timeout=(timeout, timeout), verify=True, headers=headers
         ) as response:
             if response.status_code == 416 and offset:  # the part file is already whole
-                pass
-            else:
-                response.raise_for_status()
-                resumed = offset and response.status_code == 206
-                if offset and not resumed:
-                    log.info("%s: the server ignored the range; starting over", what)
-                    offset = 0
-                length = response.headers.get("Content-Length")
-                total = offset + int(length) if length and length.isdigit() else None
-                mode = "ab" if resumed else "wb"
-                with open(part, mode) as handle, progress_bar(total, what, log) as bar:
-                    bar.update(offset)
-                    for chunk in response.iter_content(CHUNK):
-                        handle.write(chunk)
-                        bar.update(len(chunk))
-                if total is not None and part.stat().st_size != total:
-                    raise FetchError(
-                        f"{what}: {url} ended after {part.stat().st_size} of {total} bytes; "
-                        "the next try resumes"
-                    )
+                return False
+            response.raise_for_status()
+            resumed = bool(offset) and response.status_code == 206
+            if offset and not resumed:
+                log.info("%s: the server ignored the range; starting over", what)
+                offset = 0
+            length = response.headers.get("Content-Length")
+            if response.headers.get("Content-Encoding", "identity") not in ("", "identity"):
+                length = None  # the length counts the encoded bytes
+            total = offset + int(length) if length and length.isdigit() else None
+            mode = "ab" if resumed else "wb"
+            with open(part, mode) as handle, progress_bar(total, what, log) as bar:
+                bar.update(offset)
+                for chunk in response.iter_content(CHUNK):
+                    handle.write(chunk)
+                    bar.update(len(chunk))
+            if total is not None and part.stat().st_size != total:
+                raise _Transient(
+                    f"{what}: {url} ended after {part.stat().st_size} of {total} bytes; "
+                    "the next try resumes"
+                )
+            return not resumed and total is not None
     except requests.RequestException as error:
-        raise FetchError(
-            f"{what}: {url} failed ({type(error).__name__}: {error}); "
-            f"{part.stat().st_size if part.exists() else 0} bytes kept, the next try resumes"
-        ) from error
-    found = file_digest(part, algorithm)
-    if found != expected:
-        part.unlink()
-        raise FetchError(
-            f"{what}: {url} has {algorithm} {found}, the data set table pins {expected}; "
-            "the download was deleted"
+        status = getattr(error.response, "status_code", None)
+        permanent = isinstance(error, requests.exceptions.SSLError) or (
+            status is not None and 400 <= status < 500 and status not in (408, 425, 429)
         )
-    os.replace(part, target)
-    log.info("%s: %s (%s %s)", what, target, algorithm, found)
-    return target
+        kept = part.stat().st_size if part.exists() else 0
+        raise (FetchError if permanent else _Transient)(
+            f"{what}: {url} failed ({type(error).__name__}: {error}); "
+            + ("not retried" if permanent else f"{kept} bytes kept, the next try resumes")
+        ) from error
+
+
+def download(
+    url: str,
+    target: str | Path,
+    checksum: str,
+    *,
+    what: str,
+    timeout: float = 60.0,
+    retries: int = 0,
+    backoff: float = 5.0,
+    log: logging.Logger | None = None,
+    sleep=time.sleep,
+) -> Path:
+    """Fetch ``url`` to ``target`` (resuming ``<target>.part``) and verify ``checksum``.
+    An existing ``target`` with the checksum is kept. ``retries``: further tries after a
+    network failure or a short body (each resuming, after ``backoff`` seconds doubling each
+    time) or after a mismatch that may not be permanent. Raises :class:`FetchError`: a network
+    failure keeps the partial file for the next try, a checksum mismatch deletes it; a
+    mismatch of the whole file with its announced length, or of the same wrong checksum twice,
+    is raised at once (another download brings the same bytes)."""
+    log = log or logging.getLogger(__name__)
+    algorithm, expected = parse_checksum(checksum)
+    target = Path(target)
+    if target.is_file() and file_digest(target, algorithm) == expected:
+        log.info("%s: %s is there with its %s", what, target, algorithm)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    attempts = retries + 1
+    wrong: set[str] = set()  # the checksums of earlier, mismatching tries
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            whole = _transfer(url, part, what=what, timeout=timeout, log=log)
+        except _Transient as error:
+            if attempt == attempts:
+                raise
+            error_text = str(error)
+        else:
+            found = file_digest(part, algorithm)
+            if found == expected:
+                os.replace(part, target)
+                log.info("%s: %s (%s %s)", what, target, algorithm, found)
+                return target
+            size = part.stat().st_size
+            part.unlink()
+            error_text = (
+                f"{what}: {url} has {algorithm} {found} ({size} bytes), the data set table "
+                f"pins {expected}; the download was deleted"
+            )
+            if whole or found in wrong:
+                why = (
+                    "the same checksum twice"
+                    if found in wrong
+                    else "the whole file came with its announced length"
+                )
+                raise FetchError(
+                    f"{error_text} ({why}): a permanent mismatch, not downloaded again; check "
+                    "the data set table's URL and checksum"
+                )
+            if attempt == attempts:
+                raise FetchError(error_text)
+            wrong.add(found)  # resumed bytes or an unknown length: one download to confirm
+        delay = backoff * 2 ** (attempt - 1)
+        log.warning("%s (try %d/%d); trying again in %.1f s", error_text, attempt, attempts, delay)
+        sleep(delay)
 
 
 def _zip_members(archive: zipfile.ZipFile, what: str) -> list[zipfile.ZipInfo]:

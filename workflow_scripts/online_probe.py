@@ -21,6 +21,17 @@ from workflow_scripts.augment import normalize, random_resized_crop, to_float_im
 from workflow_scripts.linear_heads import HeadSpec, Recipe, fit_heads
 
 
+def check_lengths(images, labels, split: str, where: str = "") -> None:
+    """One label per image of ``split``, else a ValueError naming ``where`` (model and data
+    set), the split and both lengths."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(images):
+        got = f"{len(labels)} labels" if labels.ndim == 1 else f"labels of shape {labels.shape}"
+        raise ValueError(
+            f"{where + ', ' if where else ''}split '{split}': {len(images)} images but {got}"
+        )
+
+
 def train_online(
     backbone: torch.nn.Module,
     train_images: np.ndarray,
@@ -37,12 +48,16 @@ def train_online(
     augment: bool = True,
     authors_drift: bool = False,
     batch_size_eval: int = 512,
+    where: str = "",
 ) -> tuple[list[dict], torch.nn.Module]:
     """Train the heads on online features; return (results per head, heads).
 
     ``augment=False`` feeds the un-augmented images, which must reproduce the cached-feature
-    probe exactly (tested).
+    probe exactly (tested). A split whose labels are not one per image is a ValueError
+    (naming ``where``, the split and both lengths) before anything runs.
     """
+    check_lengths(train_images, train_labels, "train", where)
+    check_lengths(test_images, test_labels, "test", where)
     backbone.requires_grad_(False)
     backbone.eval()
     x_train, x_test = to_float_images(train_images), to_float_images(test_images)
@@ -107,13 +122,27 @@ def run_job(
     """One linear_online job: for each data set (in order, with its image and label arrays and
     output file at the same position) the heads of ``linear_heads.head_grid(arms, cfg)`` trained on
     online features of a freshly loaded backbone (``model``: the row's backbone columns),
-    written with the job's provenance columns."""
+    written with the job's provenance columns. Every split's labels are checked against its
+    images before the first data set is trained."""
     import pandas as pd
 
     from workflow_scripts.backbones import load_job_backbone
+    from workflow_scripts.features import check_split_sizes
     from workflow_scripts.io import save_csv
     from workflow_scripts.linear_heads import head_grid
 
+    try:  # the job's images are arrays (np.load below): the "synthetic" layout's check
+        check_split_sizes(
+            [
+                (dataset, split, "synthetic", images, labels)
+                for dataset, *files in zip(
+                    datasets, train_images, train_labels, test_images, test_labels, strict=True
+                )
+                for split, images, labels in (("train", *files[:2]), ("test", *files[2:]))
+            ]
+        )
+    except ValueError as error:
+        raise ValueError(f"model '{model['key']}': {error}") from None
     heads, recipe = head_grid(arms, cfg), Recipe.from_config(cfg)
     for dataset, *paths, classes, out in zip(
         datasets,
@@ -136,6 +165,7 @@ def run_job(
             std=std,
             seed=online["seed"],
             authors_drift=online["authors_drift"],
+            where=f"model '{model['key']}', data set '{dataset}'",
         )
         frame = pd.DataFrame(results).assign(
             model=model["key"],

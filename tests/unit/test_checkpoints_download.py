@@ -50,26 +50,101 @@ def test_pinned_sha256_matches(served, tmp_path):
     assert download(f"{served.url}/model.pth", target, model="m", sha256=DIGEST.upper()) == DIGEST
 
 
-def test_sha256_mismatch_fails_after_retries_and_leaves_no_file(served, tmp_path):
+def test_a_complete_download_with_the_wrong_sha256_is_fetched_once(served, tmp_path):
+    """Issue 28: the whole file arrives (its announced Content-Length) but hashes to another
+    value than the pin. Another download brings the same bytes, so none is made (with the
+    default retries=3 this was 4 GETs); the error names model, URL and both digests."""
     target = tmp_path / "out" / "m.ckpt"
+    url = f"{served.url}/model.pth"
     delays = []
-    with pytest.raises(
-        DownloadError,
-        match=r"model 'm': cannot download .* after 3 attempt\(s\): "
-        r"sha256 mismatch: got " + DIGEST + ", the table pins 0{64}",
-    ):
-        download(
-            f"{served.url}/model.pth",
-            target,
-            model="m",
-            sha256="0" * 64,
-            retries=2,
-            backoff=1.5,
-            sleep=delays.append,
-        )
-    assert delays == [1.5, 3.0]  # exponential back-off
-    assert served.hits == ["/model.pth"] * 3
+    with pytest.raises(DownloadError) as error:
+        download(url, target, model="m", sha256="0" * 64, backoff=1.5, sleep=delays.append)
+    assert served.hits == ["/model.pth"] and delays == []
+    text = str(error.value)
+    assert text.startswith(f"model 'm': cannot download {url}: sha256 mismatch: got {DIGEST}")
+    assert "the table pins " + "0" * 64 in text and "permanent" in text
     assert _leftovers(target.parent) == []
+
+
+def _unsized(bodies, hits):
+    """A request handler that answers each GET with the next of ``bodies`` and no
+    Content-Length (HTTP/1.0: the body ends when the connection closes)."""
+    from http.server import BaseHTTPRequestHandler
+
+    bodies = iter(bodies)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            hits.append(self.path)
+            body = next(bodies)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+def test_a_mismatch_of_unknown_length_is_confirmed_by_one_more_download(tmp_path):
+    """Without a Content-Length the transfer cannot be known complete: one more download, and
+    the same wrong digest again makes the mismatch permanent (was: retries + 1 downloads)."""
+    hits, delays = [], []
+    with LoopbackServer(handler=_unsized([PAYLOAD] * 4, hits)) as server:
+        with pytest.raises(DownloadError) as error:
+            download(
+                f"{server.url}/m.pth",
+                tmp_path / "m.ckpt",
+                model="m",
+                sha256="0" * 64,
+                retries=3,
+                backoff=1.5,
+                sleep=delays.append,
+            )
+    assert hits == ["/m.pth"] * 2 and delays == [1.5]
+    text = str(error.value)
+    assert f"model 'm': cannot download {server.url}/m.pth" in text and f"got {DIGEST}" in text
+    assert "0" * 64 in text and "the same digest twice" in text
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_mismatch_that_changes_is_retried_with_back_off(tmp_path):
+    """Bytes that differ on every try (a corrupting transfer) are retried; the first good
+    copy ends it, and a run of different wrong ones fails after the retries."""
+    hits = []
+    with LoopbackServer(handler=_unsized([b"corrupt", PAYLOAD], hits)) as server:
+        url = f"{server.url}/m.pth"
+        assert download(url, tmp_path / "m.ckpt", model="m", sha256=DIGEST, sleep=lambda s: 0)
+    assert hits == ["/m.pth"] * 2
+    hits.clear()
+    delays = []
+    with LoopbackServer(handler=_unsized([b"a", b"b", b"c"], hits)) as server:
+        with pytest.raises(
+            DownloadError,
+            match=r"model 'm': cannot download .* after 3 attempt\(s\): "
+            r"sha256 mismatch: got [0-9a-f]{64}, the table pins 0{64}",
+        ):
+            download(
+                f"{server.url}/m.pth",
+                tmp_path / "x.ckpt",
+                model="m",
+                sha256="0" * 64,
+                retries=2,
+                backoff=1.5,
+                sleep=delays.append,
+            )
+    assert hits == ["/m.pth"] * 3 and delays == [1.5, 3.0]  # exponential back-off
+    assert not (tmp_path / "x.ckpt").exists()
+
+
+def test_a_local_file_with_the_wrong_sha256_is_read_once(tmp_path):
+    source = tmp_path / "w.pth"
+    source.write_bytes(PAYLOAD)
+    delays = []
+    with pytest.raises(DownloadError, match=f"model 'l': cannot download {source}: .*got {DIGEST}"):
+        download(str(source), tmp_path / "l.ckpt", model="l", sha256="0" * 64, sleep=delays.append)
+    assert delays == [] and not (tmp_path / "l.ckpt").exists()
 
 
 def test_unreachable_url_names_the_model(tmp_path):
@@ -143,6 +218,11 @@ def test_google_drive_goes_through_gdown_with_tls_verification(tmp_path, monkeyp
     url = "https://drive.google.com/uc?id=1TLZHDbV-qQlLjkR8P0LZaxzwEE6O_7g1"
     assert download(url, tmp_path / "g.ckpt", model="g") == DIGEST
     assert calls[0]["id"] == "1TLZHDbV-qQlLjkR8P0LZaxzwEE6O_7g1" and calls[0]["verify"] is True
+    # the same wrong bytes from Drive: one confirming download, then a permanent error
+    calls.clear()
+    with pytest.raises(DownloadError, match="the same digest twice"):
+        download(url, tmp_path / "h.ckpt", model="h", sha256="0" * 64, sleep=lambda s: None)
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize(

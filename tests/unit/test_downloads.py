@@ -284,7 +284,8 @@ def test_checksum_mismatch_and_wrong_layout_leave_nothing_that_looks_complete(tm
         params = _archive(server, "c.tar.gz", good, "cifar-100-python", key="cifar100")
         wrong = params | {"checksum": "md5:" + "1" * 32}
         with pytest.raises(FetchError) as error:
-            downloads.fetch_archive(wrong, data, LOG)
+            downloads.fetch_archive(wrong, data, LOG, sleep=lambda s: None)
+        assert server.requests == [("c.tar.gz", None)]  # complete: not downloaded again
         text = str(error.value)
         assert "data set 'cifar100', c.tar.gz" in text and params["url"] in text
         assert "1" * 32 in text and hashlib.md5(good).hexdigest() in text
@@ -296,6 +297,24 @@ def test_checksum_mismatch_and_wrong_layout_leave_nothing_that_looks_complete(tm
     assert not list(data.rglob(".unpacking-*"))
     # the verified archive stays: fixing the table does not download it again
     assert (data / downloads.STAGING / "cifar100" / "c.tar.gz").read_bytes() == good
+
+
+def test_a_job_resumes_a_truncated_download_itself(tmp_path):
+    """A short body is resumed inside the job (after the back-off), so the rule needs no
+    Snakemake retries (which would rerun a permanent checksum mismatch too)."""
+    content = bytes(range(256)) * 6000  # 1.5 MB: more than one CHUNK arrives before the cut
+    tar = _tar({"CUB_200_2011/README": content}, mode="w")
+    data, delays = tmp_path / "data", []
+    with RangeServer({"c.tar": tar}) as server:
+        server.cut["c.tar"] = 1_200_000
+        record = downloads.fetch_archive(
+            _archive(server, "c.tar", tar, "CUB_200_2011"), data, LOG, sleep=delays.append
+        )
+        (first, no_range), (second, resumed) = server.requests
+    assert first == second == "c.tar" and no_range is None
+    assert 0 < int(resumed.removeprefix("bytes=").rstrip("-")) <= 1_200_000
+    assert record["status"] == "downloaded" and delays == [downloads.BACKOFF]
+    assert (data / "CUB_200_2011/README").read_bytes() == content
 
 
 def test_a_zip_entry_leaving_the_folder_is_refused(tmp_path):

@@ -78,6 +78,110 @@ def test_a_truncated_download_resumes_where_it_stopped(tmp_path, caplog):
     assert target.read_bytes() == PAYLOAD and not part.exists()
 
 
+def test_a_truncated_download_is_resumed_within_the_call(tmp_path):
+    """``retries``: a short body is resumed (a Range request) after the back-off in the same
+    call, not only by the next job."""
+    target, delays = tmp_path / "a.tar", []
+    with _Server({"a.tar": PAYLOAD}) as server:
+        server.cut["a.tar"] = 1_500_000
+        fetch.download(
+            f"{server.url}/a.tar",
+            target,
+            _md5(PAYLOAD),
+            what="a",
+            retries=2,
+            backoff=1.5,
+            sleep=delays.append,
+        )
+        kept = server.requests[1][1]
+    assert target.read_bytes() == PAYLOAD and delays == [1.5]
+    assert [name for name, _ in server.requests] == ["a.tar"] * 2 and kept.startswith("bytes=")
+    assert 0 < int(kept.removeprefix("bytes=").rstrip("-")) <= 1_500_000
+
+
+def test_a_complete_download_with_the_wrong_checksum_is_fetched_once(tmp_path):
+    """Issue 28: the whole file (its announced Content-Length) with another checksum than the
+    pin is permanent: no retry downloads it again."""
+    wrong, delays = _md5(b"something else"), []
+    with _Server({"a.tar": PAYLOAD}) as server:
+        with pytest.raises(FetchError, match="permanent") as error:
+            fetch.download(
+                f"{server.url}/a.tar",
+                tmp_path / "a.tar",
+                wrong,
+                what="data set 'cub'",
+                retries=3,
+                sleep=delays.append,
+            )
+        assert server.requests == [("a.tar", None)] and delays == []
+    message = str(error.value)
+    assert "data set 'cub'" in message and f"{server.url}/a.tar" in message
+    assert hashlib.md5(PAYLOAD).hexdigest() in message and wrong[4:] in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stale_part_file_is_replaced_by_one_fresh_download(tmp_path):
+    """A mismatch of resumed bytes (the part file of another version of the file) is confirmed
+    by one download from the start: the right file is kept; a wrong one again is permanent."""
+    (tmp_path / "a.tar.part").write_bytes(b"x" * 1000)
+    with _Server({"a.tar": PAYLOAD}) as server:
+        fetch.download(
+            f"{server.url}/a.tar", tmp_path / "a.tar", _md5(PAYLOAD), what="a", retries=1
+        )
+        assert server.requests == [("a.tar", "bytes=1000-"), ("a.tar", None)]
+        assert (tmp_path / "a.tar").read_bytes() == PAYLOAD
+        server.requests.clear()
+        (tmp_path / "b.tar.part").write_bytes(PAYLOAD[:1000])
+        server.files["b.tar"] = PAYLOAD
+        wrong = _md5(b"other")
+        with pytest.raises(FetchError, match="permanent") as error:
+            fetch.download(
+                f"{server.url}/b.tar",
+                tmp_path / "b.tar",
+                wrong,
+                what="b",
+                retries=3,
+                sleep=lambda s: None,
+            )
+        assert server.requests == [("b.tar", "bytes=1000-"), ("b.tar", None)]
+    assert hashlib.md5(PAYLOAD).hexdigest() in str(error.value) and wrong[4:] in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar"]
+
+
+def test_a_mismatch_of_unknown_length_is_confirmed_once(tmp_path):
+    """No Content-Length (the body ends with the connection): one more download; the same
+    wrong checksum again is permanent."""
+    from http.server import BaseHTTPRequestHandler
+
+    from checkpoint_layouts import LoopbackServer
+
+    hits = []
+
+    class Unsized(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            hits.append(self.headers.get("Range"))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+
+    wrong = _sha256(b"other")
+    with LoopbackServer(handler=Unsized) as server:
+        with pytest.raises(FetchError, match="the same checksum twice") as error:
+            fetch.download(
+                f"{server.url}/a.zip",
+                tmp_path / "a.zip",
+                wrong,
+                what="x",
+                retries=3,
+                sleep=lambda s: None,
+            )
+    assert hits == [None, None] and hashlib.sha256(PAYLOAD).hexdigest() in str(error.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_server_without_ranges_starts_over(tmp_path):
     part = tmp_path / "a.tar.part"
     part.write_bytes(b"x" * 1000)  # bytes that are not the file's: a resume would corrupt it
@@ -99,6 +203,12 @@ def test_http_errors_and_refused_connections_name_the_url(tmp_path):
     with _Server({}) as server:
         with pytest.raises(FetchError, match=r"a: http://127\.0\.0\.1:\d+/gone\.zip failed"):
             fetch.download(f"{server.url}/gone.zip", tmp_path / "g.zip", _md5(b""), what="a")
+        # an HTTP 404 is permanent: not retried
+        with pytest.raises(FetchError, match="HTTPError.*not retried"):
+            fetch.download(
+                f"{server.url}/gone.zip", tmp_path / "g.zip", _md5(b""), what="a", retries=3
+            )
+        assert server.requests == [("gone.zip", None)] * 2
 
 
 def test_free_space_check_says_what_is_missing(tmp_path):

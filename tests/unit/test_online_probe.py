@@ -94,3 +94,80 @@ def test_without_augmentation_equals_the_cached_probe():
         assert a["top1"] == pytest.approx(b["top1"]) and a["top1_best"] == pytest.approx(
             b["top1_best"]
         )
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_labels_of_another_length_fail_before_training(split):
+    """Issue 28: one label too few was a raw torch size error mid-training; now a ValueError
+    naming the split and both lengths before any step (run_job adds model and data set)."""
+    xtr, ytr = _data(64, 0)
+    xte, yte = _data(32, 1)
+    if split == "train":
+        ytr = ytr[:-1]
+    else:
+        yte = yte[:-1]
+    backbone = _resnet()
+    calls = []
+    backbone.register_forward_hook(lambda *args: calls.append(1))
+    with pytest.raises(ValueError) as error:
+        train_online(
+            backbone,
+            xtr,
+            ytr,
+            xte,
+            yte,
+            num_classes=5,
+            heads=HEADS,
+            recipe=RECIPE,
+            mean=MEAN,
+            std=STD,
+            where="model 'm', data set 'd'",
+        )
+    n = 64 if split == "train" else 32
+    assert str(error.value).startswith(
+        f"model 'm', data set 'd', split '{split}': {n} images but {n - 1} labels"
+    )
+    assert calls == []  # not a single forward pass
+
+
+def test_a_job_checks_every_data_sets_labels_before_training(tmp_path, monkeypatch):
+    """run_job: a label file of another length in the second data set fails before the first
+    data set is trained, naming model, data set, split, both files and both lengths."""
+    from workflow_scripts import backbones, online_probe
+
+    paths = {}
+    for dataset, cut in (("a", 0), ("b", 1)):
+        for split, (n, seed) in (("train", (16, 0)), ("test", (8, 1))):
+            images, labels = _data(n, seed)
+            for kind, array in (("images", images), ("labels", labels[: n - cut])):
+                paths[dataset, split, kind] = tmp_path / f"{dataset}_{split}_{kind}.npy"
+                np.save(paths[dataset, split, kind], array)
+    loaded = []
+    monkeypatch.setattr(backbones, "load_job_backbone", lambda *a: loaded.append(a))
+
+    def column(split, kind):
+        return [str(paths[d, split, kind]) for d in ("a", "b")]
+
+    with pytest.raises(ValueError) as error:
+        online_probe.run_job(
+            "w.safetensors",
+            [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")],
+            model={"key": "m"},
+            datasets=["a", "b"],
+            train_images=column("train", "images"),
+            train_labels=column("train", "labels"),
+            test_images=column("test", "images"),
+            test_labels=column("test", "labels"),
+            num_classes=[5, 5],
+            arms=["raw"],
+            cfg={},
+            online={"seed": 0, "authors_drift": False},
+            mean=MEAN,
+            std=STD,
+            code="c",
+            log=None,
+        )
+    text = str(error.value)
+    assert text.startswith("model 'm': data set 'b', split 'train': ")
+    assert "16 images" in text and "(15,)" in text and str(paths["b", "train", "labels"]) in text
+    assert loaded == [] and not (tmp_path / "a.csv").exists()

@@ -2,9 +2,13 @@
 
 Every attempt streams into a temporary file next to the target while hashing it; the file is
 renamed onto the target only when it is complete and, if the table pins a sha256, matches it.
-A failed attempt (network error, truncated body, checksum mismatch) is retried after an
-exponentially growing back-off; when all attempts fail nothing is left at the target and the
-error names the model. TLS certificates are always verified (``verify=True`` on every request;
+A failed attempt (network error, truncated body) is retried after an exponentially growing
+back-off; when all attempts fail nothing is left at the target and the error names the model.
+A checksum mismatch is retried only while it may be a corrupted transfer: when the whole file
+came (the announced Content-Length, or a local file read to its end) or when a download gives
+the same wrong digest as an earlier one, the next download would bring the same bytes, so it
+fails at once naming the model, the URL and both digests (issue 28: it was fetched
+``retries + 1`` times). TLS certificates are always verified (``verify=True`` on every request;
 there is no switch to turn it off). Progress goes to the log through tqdm.
 """
 
@@ -30,7 +34,13 @@ class DownloadError(RuntimeError):
 
 
 class ChecksumError(DownloadError):
-    """The downloaded bytes do not have the pinned sha256."""
+    """The downloaded bytes do not have the pinned sha256. ``complete``: the whole file came
+    (its announced length, or a local file read to its end), so another download brings the
+    same bytes."""
+
+    def __init__(self, digest: str, pinned: str, complete: bool, size: int) -> None:
+        super().__init__(f"sha256 mismatch: got {digest}, the table pins {pinned}")
+        self.digest, self.pinned, self.complete, self.size = digest, pinned, complete, size
 
 
 class _Permanent(DownloadError):
@@ -82,7 +92,8 @@ def _copy_stream(chunks, fh, digest, bar) -> int:
     return size
 
 
-def _fetch_http(url: str, tmp: Path, model: str, timeout: float, log) -> str:
+def _fetch_http(url: str, tmp: Path, model: str, timeout: float, log) -> tuple[str, bool]:
+    """(sha256, whether the body had its announced Content-Length)."""
     import requests
 
     digest = hashlib.sha256()
@@ -111,10 +122,11 @@ def _fetch_http(url: str, tmp: Path, model: str, timeout: float, log) -> str:
         raise DownloadError(f"{type(error).__name__}: {error}") from error
     if expected is not None and size != expected:
         raise DownloadError(f"truncated download: {size} of {expected} bytes from {url}")
-    return digest.hexdigest()
+    return digest.hexdigest(), expected is not None
 
 
-def _fetch_gdrive(url: str, tmp: Path, model: str, timeout: float, log) -> str:
+def _fetch_gdrive(url: str, tmp: Path, model: str, timeout: float, log) -> tuple[str, bool]:
+    """(sha256, False): gdown checks no length."""
     import gdown
 
     file_id = gdrive_id(url)
@@ -141,7 +153,7 @@ def _fetch_gdrive(url: str, tmp: Path, model: str, timeout: float, log) -> str:
         raise DownloadError(
             f"Google Drive file {file_id}: {type(error).__name__}: {error}"
         ) from error
-    return sha256_file(tmp)
+    return sha256_file(tmp), False
 
 
 def _local_source(url: str, kind: str) -> Path:
@@ -151,7 +163,8 @@ def _local_source(url: str, kind: str) -> Path:
     return Path(url).expanduser()
 
 
-def _fetch_local(url: str, kind: str, tmp: Path, model: str, log) -> str:
+def _fetch_local(url: str, kind: str, tmp: Path, model: str, log) -> tuple[str, bool]:
+    """(sha256, True): the file was read to its end."""
     source = _local_source(url, kind)
     if not source.is_file():
         raise _Permanent(f"local checkpoint '{source}' does not exist")
@@ -159,7 +172,7 @@ def _fetch_local(url: str, kind: str, tmp: Path, model: str, log) -> str:
     with open(source, "rb") as src, open(tmp, "wb") as fh:
         with progress_bar(source.stat().st_size, model, log) as bar:
             _copy_stream(iter(lambda: src.read(CHUNK), b""), fh, digest, bar)
-    return digest.hexdigest()
+    return digest.hexdigest(), True
 
 
 def download(
@@ -177,7 +190,9 @@ def download(
     """Fetch ``url`` to ``target``; return the sha256 of the bytes written.
 
     Raises :class:`DownloadError` (naming ``model`` and ``url``) after ``retries + 1`` failed
-    attempts; ``target`` then does not exist.
+    attempts, or at once for a permanent failure (HTTP 4xx, TLS, a missing local file, a
+    sha256 mismatch of a complete transfer or one that repeats its wrong digest); ``target``
+    then does not exist.
     """
     log = log or logging.getLogger(__name__)
     try:
@@ -187,19 +202,20 @@ def download(
     pinned = sha256.lower() if sha256 else None
     attempts = retries + 1
     last: Exception | None = None
+    wrong: set[str] = set()  # the wrong digests of earlier attempts
     for attempt in range(1, attempts + 1):
         log.info("model %s: attempt %d/%d: %s (%s)", model, attempt, attempts, url, kind)
         started = time.perf_counter()
         try:
             with atomic_path(target) as tmp:
                 if kind == "http":
-                    digest = _fetch_http(url, tmp, model, timeout, log)
+                    digest, complete = _fetch_http(url, tmp, model, timeout, log)
                 elif kind == "gdrive":
-                    digest = _fetch_gdrive(url, tmp, model, timeout, log)
+                    digest, complete = _fetch_gdrive(url, tmp, model, timeout, log)
                 else:
-                    digest = _fetch_local(url, kind, tmp, model, log)
+                    digest, complete = _fetch_local(url, kind, tmp, model, log)
                 if pinned and digest != pinned:
-                    raise ChecksumError(f"sha256 mismatch: got {digest}, the table pins {pinned}")
+                    raise ChecksumError(digest, pinned, complete, tmp.stat().st_size)
             seconds = time.perf_counter() - started
             size = Path(target).stat().st_size
             log.info(
@@ -214,6 +230,18 @@ def download(
         except _Permanent as error:
             raise DownloadError(f"model '{model}': cannot download {url}: {error}") from None
         except (DownloadError, OSError) as error:
+            if isinstance(error, ChecksumError):
+                if error.complete or error.digest in wrong:
+                    why = (
+                        "the same digest twice"
+                        if error.digest in wrong
+                        else f"the whole file came ({error.size} bytes)"
+                    )
+                    raise DownloadError(
+                        f"model '{model}': cannot download {url}: {error} ({why}): a permanent "
+                        "mismatch, not downloaded again; check the URL and the row's sha256"
+                    ) from None
+                wrong.add(error.digest)  # maybe a corrupted transfer: one more confirms
             last = error
             log.warning("model %s: attempt %d/%d failed: %s", model, attempt, attempts, error)
             if attempt < attempts:

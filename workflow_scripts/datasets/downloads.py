@@ -51,6 +51,10 @@ IMAGENET_RECORD = "results/data_downloads/{dataset}/ILSVRC2012.json"
 STAGING = ".downloads"
 #: The order of an ImageNet row's ``download_checksums`` (imagenet_archives.ARCHIVES names).
 IMAGENET_ORDER = ("train", "val", "devkit")
+#: A download job's further tries after a network failure or a short body (each resuming) and
+#: the first back-off in seconds (doubling): the job retries itself, so the rule needs none
+#: (a Snakemake retry reruns every failure, a permanent checksum mismatch too).
+RETRIES, BACKOFF = 3, 5.0
 
 
 class DownloadSpecError(ValueError):
@@ -298,13 +302,22 @@ def check_space(files: list[dict], data_root: str | Path, log: logging.Logger) -
 
 
 def fetch_archive(
-    params: dict, data_root: str | Path, log: logging.Logger, pending: list[dict] | None = None
+    params: dict,
+    data_root: str | Path,
+    log: logging.Logger,
+    pending: list[dict] | None = None,
+    *,
+    retries: int = RETRIES,
+    backoff: float = BACKOFF,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict:
-    """One download job: fetch a file of a data set row (resuming), verify its pinned
-    checksum, unpack it (or move it) to its ``download_creates`` path; return the record. A
-    path that exists already is left alone and recorded as found in place. ``pending``: every
-    file of the study still to fetch (:func:`pending`), whose free space is checked first
-    (:func:`check_space`); without it, this file's alone."""
+    """One download job: fetch a file of a data set row (resuming, ``retries`` times after a
+    network failure or a short body; a permanent checksum mismatch is not fetched again: see
+    :func:`workflow_scripts.fetch.download`), verify its pinned checksum, unpack it (or move
+    it) to its ``download_creates`` path; return the record. A path that exists already is left
+    alone and recorded as found in place. ``pending``: every file of the study still to fetch
+    (:func:`pending`), whose free space is checked first (:func:`check_space`); without it,
+    this file's alone."""
     from workflow_scripts import fetch
 
     archive = Archive(**params)
@@ -323,7 +336,16 @@ def fetch_archive(
         return record | {"status": "found in place", "date": _now()}
     staged = archive.staged(data_root)
     check_space(pending if pending is not None else [archive.params()], data_root, log)
-    fetch.download(archive.url, staged, archive.checksum, what=what, log=log)
+    fetch.download(
+        archive.url,
+        staged,
+        archive.checksum,
+        what=what,
+        retries=retries,
+        backoff=backoff,
+        log=log,
+        sleep=sleep,
+    )
     if archive.unpacks:
         log.info("%s: unpacking into '%s'", what, target.parent)
         fetch.unpack(staged, target.parent, what=what, keep=target.name)
