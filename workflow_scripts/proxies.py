@@ -15,12 +15,19 @@ Every proxy is computed in float64 on an ``N x D`` feature matrix ``x`` (rows = 
 
 :func:`compute` evaluates all of them on a seeded subsample, raw and z-scored ("bn" arm).
 Nothing happens at import time and torch is never imported.
+
+A proxy that is undefined on its input -- a collapsed model's constant or all-zero features, a
+single-class subsample, N = 1 or N = 0, rank-deficient features, N <= D where the features
+interpolate a one-hot target -- is NaN; :func:`compute` never raises for such input and warns
+(:class:`ProxyWarning`, which a rule's log records) naming the model, the data set, the arm,
+the proxy and the cause (:func:`_undefined_causes`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,6 +50,10 @@ LOGME_TOL = 1e-10  # relative change of beta at which its fixed point has conver
 # log10(alpha / (beta0 * sigma_max)) searched for the evidence maximum: from, to, step
 LOGME_GRID = (-16.0, 4.0, 0.25)
 NC1_RTOL_FACTOR = 1.0  # x max(C, D) * eps: singular values of the class means counted as zero
+
+
+class ProxyWarning(UserWarning):
+    """A proxy undefined on its input (value NaN), with model, data set, arm, proxy and cause."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -327,10 +338,24 @@ def _logme_limit(t, n) -> float:
     return -0.5 * (math.log(2 * math.pi * t["f2"] / n) + 1.0)
 
 
-def _logme_fixed_point(t, n, d) -> tuple[float, float, float]:
-    """``(L / N, alpha, beta)`` at the evidence maximum of one target (:func:`logme_fit`)."""
+# why _logme_fixed_point found no finite maximum (its ``why`` list)
+LOGME_ZERO_TARGET = "zero target"
+LOGME_BETA_INFINITE = "beta infinite"
+LOGME_BELOW_GRID = "below grid"
+
+
+def _logme_fixed_point(t, n, d, why: list | None = None) -> tuple[float, float, float]:
+    """``(L / N, alpha, beta)`` at the evidence maximum of one target (:func:`logme_fit`);
+    where it is NaN, ``why`` (a list) receives the reason (``LOGME_*``)."""
     from scipy.optimize import minimize_scalar
 
+    def undefined(reason):
+        if why is not None:
+            why.append(reason)
+        return math.nan, math.nan, math.nan
+
+    if not t["f2"] > 0:  # an all-zero target: fitted exactly by w = 0, beta -> infinity
+        return undefined(LOGME_ZERO_TARGET)
     limit, beta0 = _logme_limit(t, n), n / t["f2"]
     top = float(t["sigma"].max()) if t["sigma"].size else 0.0
     if top == 0.0 or not np.any(t["w2"] > 0):  # f is orthogonal to every feature direction
@@ -340,7 +365,7 @@ def _logme_fixed_point(t, n, d) -> tuple[float, float, float]:
     alphas = beta0 * top * 10.0**grid
     betas = _profile_betas(t, n, alphas)
     if not np.all(np.isfinite(betas)):
-        return math.nan, math.nan, math.nan  # beta -> infinity: x interpolates f
+        return undefined(LOGME_BETA_INFINITE)  # beta -> infinity: x interpolates f
     values = np.array([_logme_evidence(a, b, t, n, d) / n for a, b in zip(alphas, betas)])
     best = int(np.argmax(values))
     if best == grid.size - 1 or values[best] <= limit:
@@ -353,7 +378,13 @@ def _logme_fixed_point(t, n, d) -> tuple[float, float, float]:
         if values[i] >= values[i - 1]
         and values[i] >= values[i + 1]
         and values[i] >= values[best] - 1e-2
-    ] or [best]
+    ]
+    if not peaks and best == 0:
+        # the evidence still rises at the smallest alpha searched (1e-16 of beta0 sigma_max):
+        # f is fitted through directions of x at rounding level (float32 features of rank
+        # < N <= D); towards alpha -> 0 they interpolate it, the evidence has no maximum
+        return undefined(LOGME_BELOW_GRID)
+    peaks = peaks or [best]
     found = []
     for i in peaks:
         result = minimize_scalar(
@@ -421,8 +452,11 @@ def logme_fit(x, f) -> tuple[float, float, float]:
       exceeds the limit): LogME is the supremum, that limit -- the model ``f ~ N(0, 1/beta)`` with
       ``beta = N / |f|^2``, ``L / N = -(log(2 pi |f|^2 / N) + 1) / 2`` -- with ``alpha = inf``;
       also when ``f`` is orthogonal to every column of ``x``;
-    * ``beta`` runs to infinity (``x`` interpolates ``f``, possible for N <= D): the evidence is
-      unbounded and LogME undefined: ``(NaN, NaN, NaN)``.
+    * ``beta`` runs to infinity (``x`` interpolates ``f``, possible for N <= D; an all-zero
+      ``f``), or the evidence still rises at the grid's smallest alpha with no other local
+      maximum within 1e-2 (``f`` is fitted through directions of ``x`` at rounding level,
+      which interpolate it as alpha -> 0): the evidence is unbounded and LogME undefined:
+      ``(NaN, NaN, NaN)``.
     """
     t, (n, d) = _single_target(x, f)
     return _logme_fixed_point(t, n, d)
@@ -437,14 +471,32 @@ def _class_sums(a: np.ndarray, y: np.ndarray):
     return classes, inv, counts, np.add.reduceat(a[order], starts, axis=0)
 
 
-def _logme_from_decomposition(x, y, dec, groups) -> float:
-    if y.size == 0:
-        return math.nan
+def _logme_per_class(x, y, dec, groups, why: list | None = None) -> list[float]:
+    """``L / N`` of each class present in ``y`` (order of ``groups``' classes); ``why`` (a
+    list) receives ``(class index, reason)`` for each NaN."""
     s, v, u = dec
     _, _, counts, xsums = groups
     utf = None if u is None else _class_sums(u, y)[3].T
     targets = _logme_targets(s, v, u, xsums.T, counts.astype(np.float64), utf)
-    return float(np.mean([_logme_fixed_point(t, *x.shape)[0] for t in targets]))
+    out = []
+    for j, t in enumerate(targets):
+        reason: list = []
+        out.append(_logme_fixed_point(t, *x.shape, why=reason)[0])
+        if why is not None and reason:
+            why.append((j, reason[0]))
+    return out
+
+
+def _logme_from_decomposition(x, y, dec, groups, per_class: list | None = None) -> float:
+    """Mean of :func:`_logme_per_class`; ``per_class`` (a list) receives the per-class values
+    and the reasons of the NaNs: ``[values, [(class index, reason), ...]]``."""
+    if y.size == 0:
+        return math.nan
+    why: list = []
+    values = _logme_per_class(x, y, dec, groups, why)
+    if per_class is not None:
+        per_class[:] = [values, why]
+    return float(np.mean(values))
 
 
 def logme(x, y, num_classes: int | None = None) -> float:
@@ -511,8 +563,138 @@ def _nc1_from_groups(x, groups) -> float:
 # all proxies
 
 
+def _arm_values(a: np.ndarray, ys: np.ndarray, d: int) -> tuple[dict, dict]:
+    """Every proxy of one arm's matrix ``a``: ``({proxy: (value, r2)}, facts)``, ``facts`` the
+    intermediate results :func:`_undefined_causes` reads (covariance spectrum, class sums,
+    per-class LogME)."""
+    eig, r = _centred_spectrum(a)
+    alpha, r2 = _power_law_fit(eig, a.shape[0])
+    dec = _decompose(a, r=r)  # N > D: the R factor of the centred QR, updated, serves
+    del r
+    rm = _rankme_from_singular_values(dec[0])
+    groups = _class_sums(a, ys)
+    per_class: list = []  # [per-class values, reasons of their NaNs]
+    values = {
+        "rankme": (rm, math.nan),
+        "rankme_d": (rm / d, math.nan),
+        "alpha_req": (alpha, r2),
+        "logme": (_logme_from_decomposition(a, ys, dec, groups, per_class), math.nan),
+        "nc1": (_nc1_from_groups(a, groups), math.nan),
+    }
+    del dec
+    return values, {"eig": eig, "groups": groups, "logme": per_class}
+
+
+def _scale(x: np.ndarray) -> str:
+    return f"largest |feature| {float(np.max(np.abs(x))) if x.size else 0.0:.3g}"
+
+
+def _undefined_causes(values: dict, facts: dict, a: np.ndarray, xs: np.ndarray) -> dict:
+    """``{proxy: cause}`` for each proxy of one arm whose value is not finite: why it is
+    undefined on the arm's matrix ``a`` (``xs``: the raw subsample it comes from)."""
+    bad = [p for p in PROXIES if not np.isfinite(values[p][0])]
+    if not bad:
+        return {}
+    n, d = a.shape
+    if "error" in facts:
+        cause = f"the decomposition failed ({facts['error']}; {_scale(xs)})"
+        return dict.fromkeys(bad, cause)
+    fallback = f"the value is not finite in float64 ({_scale(xs)})"
+    # a collapsed model: every sample has the same feature vector (the bn arm z-scores it to 0)
+    if n == 1:
+        same = "N = 1 (a single sample)"
+    elif np.all(xs == xs[0]):
+        kind = "all zero" if not np.any(xs[0]) else "constant"
+        same = f"features are {kind} (all N = {n} samples identical)"
+    else:
+        same = None
+    zero = not np.any(a)
+    if zero and same is None:  # z-scoring gave zeros although the raw rows differ
+        same = f"features are all zero in this arm ({_scale(xs)})"
+    classes, _, counts, sums = facts["groups"]
+    causes = {}
+    for proxy in bad:
+        if proxy in ("rankme", "rankme_d"):
+            cause = same if zero else fallback
+        elif proxy == "alpha_req":
+            eig = facts["eig"]
+            if same is not None:
+                cause = same
+            elif not np.all(np.isfinite(eig)):
+                cause = fallback
+            else:
+                k = min(int(np.count_nonzero(eig > eig[0] * ALPHA_REQ_RTOL)), n - 1, eig.size)
+                need = ALPHA_REQ_FIRST + ALPHA_REQ_MIN_POINTS
+                cause = (
+                    f"only {k} numerically non-zero covariance eigenvalues (N = {n}, D = {d}: "
+                    f"rank-deficient features or too few samples / dimensions); the power-law "
+                    f"fit needs at least {need}"
+                )
+        elif proxy == "logme":
+            cause = _logme_cause(facts["logme"], classes, n, d, xs) or fallback
+        else:  # nc1
+            if classes.size < 2:
+                one = f"one class (label {int(classes[0])})" if classes.size else "no labels"
+                cause = f"N = 1: {one}" if n == 1 else f"{one} in the N = {n} samples"
+            elif not np.any(sums / counts[:, None] - (sums / counts[:, None]).mean(axis=0)):
+                cause = "all class means coincide (no between-class spread)"
+                cause = f"{same}: {cause}" if same is not None else cause
+            else:
+                cause = fallback
+        causes[proxy] = cause
+    return causes
+
+
+def _logme_cause(per_class, classes, n: int, d: int, xs: np.ndarray) -> str | None:
+    """Why LogME is NaN: the classes whose evidence has no finite maximum, by reason."""
+    if not per_class:
+        return None
+    _, why = per_class
+    parts = []
+    for reason, text in (
+        (
+            LOGME_BETA_INFINITE,
+            f"the features interpolate the one-hot target (N = {n} <= D = {d}): the evidence "
+            "grows without bound, beta -> infinity"
+            if n <= d
+            else f"beta -> infinity, or the evidence overflows float64 ({_scale(xs)})",
+        ),
+        (
+            LOGME_BELOW_GRID,
+            "the evidence still rises at the smallest alpha searched: the target is fitted "
+            "through rounding-level (numerically zero) feature directions, which interpolate it "
+            "as alpha -> 0 (rank-deficient features, N <= D)",
+        ),
+        (LOGME_ZERO_TARGET, "the one-hot target is all zero"),
+    ):
+        hit = [int(classes[j]) for j, r in why if r == reason]
+        if hit:
+            shown = f"{hit[:10]}{' ...' if len(hit) > 10 else ''}"
+            parts.append(f"classes {shown} ({len(hit)} of {classes.size}): {text}")
+    if not parts:
+        return None
+    return ("N = 1: " if n == 1 else "") + "; ".join(parts)
+
+
+def _warn_undefined(causes: dict, arm: str, model, dataset) -> None:
+    for proxy, cause in causes.items():
+        warnings.warn(
+            f"proxy {proxy} is undefined (NaN) for model '{model}', data set '{dataset}', "
+            f"arm '{arm}': {cause}",
+            ProxyWarning,
+            stacklevel=3,
+        )
+
+
 def compute(
-    x, y, *, max_samples: int, seed: int, arms: Sequence[str] = ARMS
+    x,
+    y,
+    *,
+    max_samples: int,
+    seed: int,
+    arms: Sequence[str] = ARMS,
+    model: str | None = None,
+    dataset: str | None = None,
 ) -> tuple[list[dict], np.ndarray]:
     """Every proxy of :data:`PROXIES` on each arm, on one seeded subsample of the rows.
 
@@ -525,6 +707,12 @@ def compute(
     ``indices_sha256`` (:func:`indices_sha256` of ``idx``); ``idx`` the sorted int64 row indices.
     ``rankme_d`` is ``rankme / D``. Per arm, one QR of the centred rows (N > D; SVDs for N <= D)
     serves alpha-ReQ, RankMe and LogME, and one pass of class sums LogME and NC1.
+
+    Undefined proxies (collapsed features, one class, N = 1, N = 0, rank-deficient features,
+    a failed decomposition at an extreme feature scale; see the module docstring) are NaN (with
+    r2), each with a :class:`ProxyWarning` naming ``model``, ``dataset``, the arm, the proxy
+    and the cause; such input never raises. Malformed input (labels of the wrong shape or
+    type, NaN / infinite features, unknown arms) still does.
     """
     arms = tuple(arms)
     bad = [a for a in arms if a not in ARMS]
@@ -535,27 +723,30 @@ def compute(
     if y.shape != (n,):
         raise ValueError(f"labels must have shape ({n},), got {y.shape}")
     idx = subsample(n, max_samples, seed)
-    xs = _as_matrix(np.asarray(x)[idx])
-    ys = _as_labels(y[idx], idx.size)
-    d = xs.shape[1]
     digest = indices_sha256(idx)
+    if n == 0 and len(np.shape(x)) == 2 and np.shape(x)[1] >= 1:  # no samples at all
+        xs, d = None, int(np.shape(x)[1])
+    else:
+        xs = _as_matrix(np.asarray(x)[idx])
+        ys = _as_labels(y[idx], idx.size)
+        d = xs.shape[1]
     rows = []
     for arm in arms:
-        a = standardize(xs) if arm == "bn" else xs
-        eig, r = _centred_spectrum(a)
-        alpha, r2 = _power_law_fit(eig, a.shape[0])
-        dec = _decompose(a, r=r)  # N > D: the R factor of the centred QR, updated, serves
-        del r
-        rm = _rankme_from_singular_values(dec[0])
-        groups = _class_sums(a, ys)
-        values = {
-            "rankme": (rm, math.nan),
-            "rankme_d": (rm / d, math.nan),
-            "alpha_req": (alpha, r2),
-            "logme": (_logme_from_decomposition(a, ys, dec, groups), math.nan),
-            "nc1": (_nc1_from_groups(a, groups), math.nan),
-        }
-        del dec
+        if xs is None:
+            values = {p: (math.nan, math.nan) for p in PROXIES}
+            causes = dict.fromkeys(PROXIES, "no samples (N = 0)")
+        else:
+            a = standardize(xs) if arm == "bn" else xs
+            try:
+                values, facts = _arm_values(a, ys, d)
+            except np.linalg.LinAlgError as err:  # LAPACK gave up (features near overflow)
+                values = {p: (math.nan, math.nan) for p in PROXIES}
+                facts = {"error": err}
+            causes = _undefined_causes(values, facts, a, xs)
+            del a
+        for proxy in causes:  # undefined: NaN (inf included), r2 with it
+            values[proxy] = (math.nan, math.nan)
+        _warn_undefined(causes, arm, model, dataset)
         rows += [
             {
                 "proxy": p,
@@ -587,7 +778,9 @@ def run_job(
     each (data set, train x, train y, test x, test y) of ``data`` the proxies of the *train*
     features on the subsample of ``settings`` (config section ``proxies``: max_samples, seed),
     one tidy row per (proxy, arm) -- model, dataset, split, proxy, arm, value, n_samples, seed,
-    then r2, indices_sha256, code_version -- written to the matching ``outputs`` file."""
+    then r2, indices_sha256, code_version -- written to the matching ``outputs`` file. An
+    undefined proxy is an empty value (NaN) there, with a :class:`ProxyWarning` naming model,
+    data set, arm and cause (a rule's ``runtime.setup`` logs warnings to the job's log)."""
     columns = [
         "model",
         "dataset",
@@ -604,7 +797,13 @@ def run_job(
     for (dataset, xtr, ytr, _, _), classes, out in job_datasets(data, num_classes, outputs):
         _as_labels(ytr, len(ytr), classes)  # labels within the data set's classes
         rows, _ = compute(
-            xtr, ytr, max_samples=settings["max_samples"], seed=settings["seed"], arms=arms
+            xtr,
+            ytr,
+            max_samples=settings["max_samples"],
+            seed=settings["seed"],
+            arms=arms,
+            model=model,
+            dataset=dataset,
         )
         frame = write_rows(
             out, rows, columns, model=model, dataset=dataset, split="train", code_version=code

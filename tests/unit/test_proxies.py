@@ -465,6 +465,8 @@ def test_standardize_hand_case_and_knn_zscore():
     np.testing.assert_allclose(P.standardize(g), zscore(g, g)[0], rtol=1e-5, atol=1e-6)
 
 
+# D < 15: alpha-ReQ is undefined (NaN) and compute() says so
+@pytest.mark.filterwarnings("ignore::workflow_scripts.proxies.ProxyWarning")
 def test_compute_rows_equal_the_single_proxies_on_the_subsample():
     rng = np.random.default_rng(9)
     x, y = _clusters(rng, n=500, d=12, c=4)
@@ -502,6 +504,8 @@ def test_directions_registry_and_no_torch_import():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
+# D < 15: alpha-ReQ is undefined (NaN) and compute() says so
+@pytest.mark.filterwarnings("ignore::workflow_scripts.proxies.ProxyWarning")
 def test_run_job_writes_the_tidy_rows_of_each_data_set(tmp_path):
     """The feature-probe interface: train features of each data set -> one row per (proxy,
     arm) with the table's columns, values equal to compute() on the same subsample."""
@@ -560,3 +564,458 @@ def test_run_job_writes_the_tidy_rows_of_each_data_set(tmp_path):
             code="c",
             log=logging.getLogger("test"),
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# undefined proxies (issue 28, item 2): NaN and a warning, never an exception
+
+
+def _previous_compute(x, y, *, max_samples, seed, arms=P.ARMS):
+    """compute() as it was before undefined proxies were diagnosed (verbatim, with its
+    _logme_from_decomposition inlined): the reference the new one must equal bit for bit."""
+    n = np.shape(x)[0]
+    idx = P.subsample(n, max_samples, seed)
+    xs = P._as_matrix(np.asarray(x)[idx])
+    ys = P._as_labels(np.asarray(y)[idx], idx.size)
+    d = xs.shape[1]
+    digest = P.indices_sha256(idx)
+    rows = []
+    for arm in arms:
+        a = P.standardize(xs) if arm == "bn" else xs
+        eig, r = P._centred_spectrum(a)
+        alpha, r2 = P._power_law_fit(eig, a.shape[0])
+        dec = P._decompose(a, r=r)
+        rm = P._rankme_from_singular_values(dec[0])
+        groups = P._class_sums(a, ys)
+        s, v, u = dec
+        utf = None if u is None else P._class_sums(u, ys)[3].T
+        targets = P._logme_targets(s, v, u, groups[3].T, groups[2].astype(np.float64), utf)
+        logme = float(np.mean([P._logme_fixed_point(t, *a.shape)[0] for t in targets]))
+        values = {
+            "rankme": (rm, math.nan),
+            "rankme_d": (rm / d, math.nan),
+            "alpha_req": (alpha, r2),
+            "logme": (logme, math.nan),
+            "nc1": (P._nc1_from_groups(a, groups), math.nan),
+        }
+        rows += [
+            {
+                "proxy": p,
+                "arm": arm,
+                "value": float(values[p][0]),
+                "r2": float(values[p][1]),
+                "n_samples": int(idx.size),
+                "seed": int(seed),
+                "indices_sha256": digest,
+            }
+            for p in P.PROXIES
+        ]
+    return rows, idx
+
+
+def _demo_like(seed=40, n=600, d=64, c=10):
+    """float32 features of c separated classes (a demo model's 64-d features)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    x = 4.0 * rng.standard_normal((c, d))[y] + rng.standard_normal((n, d))
+    return x.astype(np.float32), y
+
+
+def _compute_recording(x, y, **kw):
+    """compute() with its ProxyWarnings recorded (every one, not once per location)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows, idx = P.compute(x, y, **kw)
+    return rows, [str(w.message) for w in caught if issubclass(w.category, P.ProxyWarning)]
+
+
+def _same_number(a, b) -> bool:
+    return a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
+
+
+def _well_posed_cases():
+    rng = np.random.default_rng(41)
+    # N = 40 < D = 100 (the SVD path), features of rank 20 < N: no one-hot target interpolated
+    x_wide, y_wide = _clusters(rng, n=40, d=20, c=5)
+    x_wide = x_wide @ rng.standard_normal((20, 100))
+    x_abs, y_abs = _clusters(rng, n=300, d=24, c=3)
+    return {
+        "demo_like_64d_subsampled": (*_demo_like(), 500),
+        "float64_all_rows": (*_clusters(np.random.default_rng(42), n=400, d=32, c=6), 1000),
+        "wide_n_below_d": (x_wide, y_wide, 1000),
+        "absent_classes": (x_abs, np.array([1, 4, 6])[y_abs], 250),
+    }
+
+
+@pytest.mark.parametrize("case", list(_well_posed_cases()))
+def test_well_posed_inputs_give_exactly_the_previous_values_and_no_warning(case):
+    x, y, max_samples = _well_posed_cases()[case]
+    rows, messages = _compute_recording(
+        x, y, max_samples=max_samples, seed=1, model="m", dataset="d"
+    )
+    before, _ = _previous_compute(x, y, max_samples=max_samples, seed=1)
+    assert [list(r) for r in rows] == [list(r) for r in before]
+    for new, old in zip(rows, before, strict=True):
+        assert all(_same_number(new[k], old[k]) for k in old), (new, old)  # bit for bit
+        assert math.isfinite(new["value"]), new
+    assert messages == []
+
+
+def test_demo_like_values_are_those_of_the_implementation_before_the_change():
+    """Pinned from compute() before this change (same input, max_samples 500, seed 1)."""
+    x, y = _demo_like()
+    rows, messages = _compute_recording(x, y, max_samples=500, seed=1)
+    pinned = {
+        ("rankme", "raw"): (33.56354264962445, math.nan),
+        ("rankme_d", "raw"): (0.5244303539003821, math.nan),
+        ("alpha_req", "raw"): (1.9952847120846982, 0.4510922680753985),
+        ("logme", "raw"): (1.7934862136472856, math.nan),
+        ("nc1", "raw"): (0.010052377080490433, math.nan),
+        ("rankme", "bn"): (35.17646436685377, math.nan),
+        ("rankme_d", "bn"): (0.5496322557320902, math.nan),
+        ("alpha_req", "bn"): (2.113913916530691, 0.650105487564588),
+        ("logme", "bn"): (0.7134860101468813, math.nan),
+        ("nc1", "bn"): (0.012520269201951588, math.nan),
+    }
+    assert messages == []
+    for r in rows:
+        value, r2 = pinned[(r["proxy"], r["arm"])]
+        # bit for bit on the machine that pinned them; another BLAS may round differently
+        assert r["value"] == pytest.approx(value, rel=1e-9)
+        assert r["r2"] == pytest.approx(r2, rel=1e-9, nan_ok=True)
+
+
+def _rounding_rank_features():
+    """float32 rounding of a rank-2 matrix, N = 40 < D = 60, one sample per class: before the
+    fix LogME's search crashed on it (scipy: "The lower bound exceeds the upper bound.")."""
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal((40, 2)) @ rng.standard_normal((2, 60))).astype(np.float32)
+    return x, np.arange(40)
+
+
+def _collapsed_cases():
+    rng = np.random.default_rng(50)
+    y3 = rng.integers(0, 3, 50)
+    both = ("raw", "bn")
+    zero_cause = "features are all zero (all N = 50 samples identical)"
+    const_cause = "features are constant (all N = 50 samples identical)"
+    one_row = np.zeros((50, 20), np.float32)
+    one_row[7] = rng.standard_normal(20)
+    dup = np.repeat(rng.standard_normal((1, 20)).astype(np.float32), 50, axis=0)
+    low_rank = (rng.standard_normal((200, 3)) @ rng.standard_normal((3, 40))).astype(np.float32)
+    only3 = "only 3 numerically non-zero covariance eigenvalues (N = 200, D = 40"
+    means = "all class means coincide"
+    return {
+        # name: (x, y, {(proxy, arm): cause substring}) -- every other value finite
+        "all_zero": (
+            np.zeros((50, 20), np.float32),
+            y3,
+            {
+                **{(p, a): zero_cause for p in ("rankme", "rankme_d", "alpha_req") for a in both},
+                **{("nc1", a): f"{zero_cause}: {means}" for a in both},
+            },
+        ),
+        "constant": (
+            np.full((50, 20), 0.3, np.float32),
+            y3,
+            {
+                ("alpha_req", "raw"): const_cause,
+                ("nc1", "raw"): f"{const_cause}: {means}",
+                **{(p, "bn"): const_cause for p in ("rankme", "rankme_d", "alpha_req")},
+                ("nc1", "bn"): f"{const_cause}: {means}",
+            },
+        ),
+        "duplicate_rows": (
+            dup,
+            y3,
+            {
+                ("alpha_req", "raw"): const_cause,
+                ("nc1", "raw"): f"{const_cause}: {means}",
+                **{(p, "bn"): const_cause for p in ("rankme", "rankme_d", "alpha_req")},
+                ("nc1", "bn"): f"{const_cause}: {means}",
+            },
+        ),
+        "one_class": (
+            rng.standard_normal((60, 20)).astype(np.float32),
+            np.full(60, 4),
+            {("nc1", a): "one class (label 4) in the N = 60 samples" for a in both},
+        ),
+        "n_1": (
+            rng.standard_normal((1, 8)).astype(np.float32),
+            np.array([3]),
+            {
+                ("alpha_req", "raw"): "N = 1 (a single sample)",
+                ("logme", "raw"): "N = 1: classes [3] (1 of 1): the features interpolate the "
+                "one-hot target (N = 1 <= D = 8)",
+                ("nc1", "raw"): "N = 1: one class (label 3)",
+                **{(p, "bn"): "N = 1 (a single sample)" for p in ("rankme", "rankme_d")},
+                ("alpha_req", "bn"): "N = 1 (a single sample)",
+                ("nc1", "bn"): "N = 1: one class (label 3)",
+            },
+        ),
+        "n_0": (
+            np.zeros((0, 8), np.float32),
+            np.zeros(0, np.int64),
+            {(p, a): "no samples (N = 0)" for p in P.PROXIES for a in both},
+        ),
+        "one_sample_per_class_n_below_d": (
+            rng.standard_normal((10, 30)).astype(np.float32),
+            np.arange(10),
+            {
+                ("alpha_req", "raw"): "only 9 numerically non-zero covariance eigenvalues",
+                ("logme", "raw"): "the features interpolate the one-hot target (N = 10 <= D = 30)",
+                ("alpha_req", "bn"): "only 9 numerically non-zero covariance eigenvalues",
+            },
+        ),
+        "zero_but_one_sample": (
+            one_row,
+            y3,
+            {("alpha_req", a): "only 1 numerically non-zero covariance eigenvalues" for a in both},
+        ),
+        "rank_deficient": (
+            low_rank,
+            rng.integers(0, 3, 200),
+            {("alpha_req", a): only3 for a in both},
+        ),
+        "rounding_level_rank": (
+            *_rounding_rank_features(),
+            {
+                ("alpha_req", "raw"): "only 2 numerically non-zero covariance eigenvalues",
+                ("logme", "raw"): "the evidence still rises at the smallest alpha searched",
+                ("alpha_req", "bn"): "only 2 numerically non-zero covariance eigenvalues",
+            },
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_collapsed_cases()))
+def test_collapsed_features_give_nan_and_a_warning_naming_model_dataset_arm_and_cause(case):
+    x, y, expected = _collapsed_cases()[case]
+    rows, messages = _compute_recording(
+        x, y, max_samples=1000, seed=0, model="vit_dead", dataset=f"set_{case}"
+    )
+    undefined = {(r["proxy"], r["arm"]) for r in rows if math.isnan(r["value"])}
+    assert undefined == set(expected)
+    assert all(math.isfinite(r["value"]) for r in rows if (r["proxy"], r["arm"]) not in expected)
+    assert all(math.isnan(r["r2"]) for r in rows if (r["proxy"], r["arm"]) in expected)
+    assert len(messages) == len(expected)  # one warning per undefined proxy and arm
+    for (proxy, arm), cause in expected.items():
+        head = (
+            f"proxy {proxy} is undefined (NaN) for model 'vit_dead', data set 'set_{case}', "
+            f"arm '{arm}': "
+        )
+        hits = [m for m in messages if m.startswith(head)]
+        assert len(hits) == 1, (head, messages)
+        assert cause in hits[0], (cause, hits[0])
+
+
+def test_collapsed_features_logme_is_the_noise_only_limit_and_defined():
+    """All-zero features: every one-hot target is orthogonal to the (absent) feature
+    directions; LogME is the documented alpha -> infinity supremum, -(log(2 pi n_c / N) + 1) / 2
+    averaged over the classes, a number (no warning), not a crash."""
+    y = np.repeat([0, 1, 2], [10, 15, 25])
+    rows, messages = _compute_recording(np.zeros((50, 20), np.float32), y, max_samples=100, seed=0)
+    expected = np.mean([-0.5 * (math.log(2 * math.pi * c / 50) + 1) for c in (10, 15, 25)])
+    for r in rows:
+        if r["proxy"] == "logme":
+            assert r["value"] == pytest.approx(expected, rel=1e-12)
+    assert not any("logme" in m for m in messages)
+
+
+def test_logme_search_that_crashed_on_rounding_level_rank_is_nan():
+    """The input on which LogME's bounded search raised scipy's ValueError ("The lower bound
+    exceeds the upper bound.": the evidence maximum below the grid, no interior peak)."""
+    x, y = _rounding_rank_features()
+    assert math.isnan(P.logme(x, y))  # raised ValueError before
+    why = []
+    a = x.astype(np.float64)
+    P._logme_per_class(a, y, P._decompose(a), P._class_sums(a, y), why)
+    assert why and {reason for _, reason in why} <= {P.LOGME_BELOW_GRID, P.LOGME_BETA_INFINITE}
+    assert P.LOGME_BELOW_GRID in {reason for _, reason in why}
+
+
+def test_logme_fit_of_an_all_zero_target_is_nan():
+    rng = np.random.default_rng(51)
+    value, alpha, beta = P.logme_fit(rng.standard_normal((20, 3)), np.zeros(20))  # raised before
+    assert math.isnan(value) and math.isnan(alpha) and math.isnan(beta)
+
+
+def test_features_beyond_lapacks_range_give_nan_not_linalgerror():
+    """float64 features near overflow: LAPACK's SVD gives up (LinAlgError before); every
+    proxy is NaN with the cause and the feature scale."""
+    x = 1e307 * np.random.default_rng(52).standard_normal((200, 30))
+    rows, messages = _compute_recording(
+        x, np.arange(200) % 3, max_samples=1000, seed=0, model="m", dataset="d"
+    )
+    assert all(math.isnan(r["value"]) for r in rows if r["arm"] == "raw")
+    assert len(messages) >= len(P.PROXIES)
+    assert all("model 'm', data set 'd'" in m and "largest |feature|" in m for m in messages)
+
+
+def _write_features(folder: Path, name: str, x: np.ndarray, y: np.ndarray) -> tuple[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / f"{name}.npy", x)
+    np.save(folder / f"{name}_labels.npy", y)
+    return str(folder / f"{name}.npy"), str(folder / f"{name}_labels.npy")
+
+
+def test_rule_script_on_a_collapsed_model_writes_nan_and_logs_the_cause(tmp_path):
+    """The proxies rule as Snakemake runs it (workflow_scripts/scripts/feature_probe.py with an
+    injected ``snakemake`` object) on cached float32 feature files: a healthy data set and a
+    collapsed one (constant features); the job succeeds, the NaN rows are empty values in its
+    CSV, and the job's log names model, data set, arm and cause."""
+    import pandas as pd
+
+    rng = np.random.default_rng(53)
+    x, y = _clusters(rng, n=80, d=20, c=3)
+    files = {
+        "good": _write_features(tmp_path / "good", "train", x.astype(np.float32), y),
+        "dead": _write_features(tmp_path / "dead", "train", np.full((80, 20), 0.5, np.float32), y),
+    }
+    outs = [str(tmp_path / "good.csv"), str(tmp_path / "dead.csv")]
+    log = tmp_path / "job.log"
+    code = f"""
+import runpy, sys
+from types import SimpleNamespace
+sys.path.insert(0, {str(ROOT / "workflow_scripts" / "scripts")!r})
+class Wildcards(dict):
+    __getattr__ = dict.__getitem__
+files = {files!r}
+sm = SimpleNamespace(
+    input=SimpleNamespace(
+        train=[files["good"][0], files["dead"][0]],
+        train_labels=[files["good"][1], files["dead"][1]],
+        test=[files["good"][0], files["dead"][0]],
+        test_labels=[files["good"][1], files["dead"][1]],
+    ),
+    output={outs!r},
+    log=[{str(log)!r}],
+    rule="proxies",
+    wildcards=Wildcards(model="vit_dead"),
+    threads=1,
+    params=SimpleNamespace(
+        protocol="proxies", module="proxies", datasets=["good", "dead"], num_classes=[3, 3],
+        arms=["raw", "bn"], code="c0de", numerics=None,
+    ),
+    config={{"proxies": {{"max_samples": 1000, "seed": 0}}}},
+)
+runpy.run_path({str(ROOT / "workflow_scripts" / "scripts" / "feature_probe.py")!r},
+               init_globals={{"snakemake": sm}}, run_name="__main__")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    good, dead = pd.read_csv(outs[0]), pd.read_csv(outs[1])
+    assert good["value"].notna().all()
+    assert dead["value"].isna().sum() == 6  # raw: alpha_req, nc1; bn: all but logme
+    assert dead.loc[dead["proxy"] == "logme", "value"].notna().all()
+    assert ",nc1,raw,," in Path(outs[1]).read_text()  # NaN is an empty CSV field
+    text = log.read_text()
+    assert (
+        "proxy nc1 is undefined (NaN) for model 'vit_dead', data set 'dead', arm 'raw': "
+        "features are constant (all N = 80 samples identical): all class means coincide"
+    ) in text
+    assert "arm 'bn': features are constant" in text and "data set 'good'" not in text
+    assert "WARNING" in text and "ProxyWarning" in text
+
+
+@pytest.mark.parametrize("missing", ["pairwise", "listwise"])
+def test_nan_proxy_rows_pass_through_the_correlations_per_analysis_missing(tmp_path, missing):
+    """proxies.csv with NaN proxies of a collapsed model (written by run_job, concatenated as
+    the proxies_table rule does) -> correlations.run_job: no error; ``pairwise`` drops the
+    model from the rows of its NaN proxies only, ``listwise`` from every row of the subset."""
+    import contextlib
+    import logging
+
+    import pandas as pd
+    from scipy import stats
+
+    from workflow_scripts import correlations as C
+    from workflow_scripts.io import concat_csv
+
+    rng = np.random.default_rng(54)
+    models = [f"m{i}" for i in range(6)]
+    per_model = []
+    for i, model in enumerate(models):
+        x, y = _clusters(rng, n=60, d=20, c=3, spread=1.0 + i)
+        if model == "m3":  # the collapsed model
+            x = np.full_like(x, 0.25)
+        out = str(tmp_path / f"{model}.csv")
+        expect = (
+            pytest.warns(P.ProxyWarning, match="model 'm3', data set 'in'")
+            if model == "m3"
+            else contextlib.nullcontext()
+        )
+        with expect:
+            P.run_job(
+                iter([("in", x.astype(np.float32), y, None, None)]),
+                [out],
+                model=model,
+                num_classes=[3],
+                arms=["raw", "bn"],
+                settings={"max_samples": 1000, "seed": 0},
+                threads=1,
+                code="c",
+                log=logging.getLogger("test"),
+            )
+        per_model.append(out)
+    proxies_csv = tmp_path / "proxies.csv"
+    concat_csv(per_model, proxies_csv)
+    table = pd.read_csv(proxies_csv)
+    nan_rows = table[table["value"].isna()]
+    assert set(nan_rows["model"]) == {"m3"} and ("nc1", "raw") in set(
+        zip(nan_rows["proxy"], nan_rows["arm"])
+    )
+    acc = pd.DataFrame(
+        [
+            {
+                "model": m,
+                "dataset": ds,
+                "domain": dom,
+                "shift_group": grp,
+                "protocol": "linear",
+                "arm": arm,
+                "top1": float(rng.uniform(40, 90)),
+            }
+            for m in models
+            for ds, dom, grp in (("in", "id", ""), ("shift", "ood", "natural"))
+            for arm in ("raw", "bn")
+        ]
+    )
+    acc_csv = tmp_path / "accuracy.csv"
+    acc.to_csv(acc_csv, index=False)
+    out = tmp_path / "correlations.csv"
+    analysis = {
+        "bootstrap_resamples": 20,
+        "bootstrap_seed": 0,
+        "min_subset": 4,
+        "subsets": [],
+        "missing": missing,
+    }
+    C.run_job(str(acc_csv), [str(proxies_csv)], str(out), analysis, logging.getLogger("test"))
+    corr = pd.read_csv(out)
+    assert set(corr["missing"]) == {missing}
+
+    def row(**kw):
+        sel = corr[(corr["subset"] == "all") & (corr["method"] == "kendall")]
+        for k, v in kw.items():
+            sel = sel[sel[k] == v]
+        assert len(sel) == 1, kw
+        return sel.iloc[0]
+
+    nc1 = row(x_protocol="nc1", x_arm="raw", y_protocol="linear", y_arm="raw", y_kind="pair")
+    accuracies = row(
+        x_protocol="linear", x_arm="raw", y_protocol="linear", y_arm="bn", y_kind="pair"
+    )
+    others = [m for m in models if m != "m3"]
+    proxy = table[(table["proxy"] == "nc1") & (table["arm"] == "raw")].set_index("model")
+    top1 = acc[(acc["dataset"] == "in") & (acc["arm"] == "raw")].set_index("model")["top1"]
+    assert nc1["n"] == 5  # the NaN proxy's model is dropped from its rows either way
+    assert nc1["value"] == pytest.approx(
+        stats.kendalltau(proxy.loc[others, "value"], top1.loc[others]).statistic, abs=1e-12
+    )
+    # the accuracies of the collapsed model: kept by pairwise, dropped by listwise
+    assert accuracies["n"] == (6 if missing == "pairwise" else 5)
