@@ -5,9 +5,12 @@ Its weights come from the Hugging Face hub through timm and huggingface_hub (cac
 config key ``timm.cache_dir``, huggingface_hub's own cache when null; ``HF_HUB_OFFLINE=1``
 makes a missing file an error naming the row and the repository), or -- column ``url`` -- from
 a local file for the same architecture (safetensors, or a torch file read with
-``torch.load(weights_only=True)``: no code from the file runs). timm builds the model and
-loads the file (its own key filters: classifier dropped, position embeddings resampled); the
-result is written as ``results/checkpoints/{model}.safetensors`` (:func:`fetch_weights`), the
+``torch.load(weights_only=True)``: no code from the file runs). A pickle that needs a global
+outside torch's allow-list is refused with :class:`WeightsRefused`, naming the row, the file and
+the global (read from the file with pickletools), never with torch's advice to load it in full;
+a damaged file is said to be one -- neither is "does not fit the architecture". timm builds
+the model and loads the file (its own key filters: classifier dropped, position embeddings
+resampled); the result is written as ``results/checkpoints/{model}.safetensors`` (:func:`fetch_weights`), the
 one form later steps read, and loaded strictly into :func:`build` by every later step.
 
 What the model is comes from timm, not from a fixed list (:func:`arch_spec`): its family (by
@@ -69,6 +72,12 @@ HOST_MB_PARAMS = 86_000_000
 
 class TimmModelError(ValueError):
     """A timm row that cannot work; the message names the arch (the caller adds the row)."""
+
+
+class WeightsRefused(RuntimeError):
+    """A weights file that is a pickle needing a global outside torch's weights-only
+    allow-list: refused, nothing from it ran. The message names the row, the file and the
+    global; it is not the error of weights that do not fit the architecture."""
 
 
 def split_arch(arch: str) -> tuple[str, str]:
@@ -405,17 +414,121 @@ def hub_file(repo_id: str, cache_dir: str | None, filename: str | None = None) -
     return None
 
 
-def _refused_global(error: BaseException) -> str | None:
-    """The global a restricted (weights-only) unpickling refused, from torch's error or the
-    one it chains; None for any other error."""
-    import re
-
-    while error is not None:
-        match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
-        if match:
-            return match.group(1)
+def _chain(error: BaseException | None) -> list[BaseException]:
+    """``error`` and the errors it chains (``raise ... from``, or raised while handling)."""
+    out: list[BaseException] = []
+    while error is not None and error not in out:
+        out.append(error)
         error = error.__cause__ or error.__context__
+    return out
+
+
+def _refused_global(error: BaseException) -> str | None:
+    """The global a restricted (weights-only) unpickling refused, as torch's error (or one it
+    chains) names it; None for any other error. torch may drop the module (``eval`` for
+    ``builtins.eval``): :func:`weights_only_refused` reads the file for the full name."""
+    from workflow_scripts.safe_pickle import unsupported_globals
+
+    for link in _chain(error):
+        found = unsupported_globals(str(link))
+        if found:
+            return found[0]
     return None
+
+
+def weights_only_refused(path: str | Path, also_allowed: tuple[str, ...] = ()) -> list[str]:
+    """The globals of the pickle in ``path`` that torch's weights-only loader refuses (outside
+    its allow-list and ``also_allowed``), in the order the file uses them (the first is the one
+    torch stopped at), read with pickletools: nothing is imported or run. [] when the file
+    cannot be read so (damaged, or not a pickle)."""
+    from torch import _weights_only_unpickler
+
+    from workflow_scripts.safe_pickle import decide, pickle_globals
+
+    allowed = set(_weights_only_unpickler._get_allowed_globals()) | set(also_allowed)
+    try:
+        names = pickle_globals(path)
+    except Exception:  # noqa: BLE001 - damaged: the torch error says what was refused
+        return []
+    refused: list[str] = []
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        dotted = decide(module, attr)[0]  # Python 2 spellings mapped (__builtin__.eval)
+        if name not in allowed and dotted not in allowed and dotted not in refused:
+            refused.append(dotted)
+    return refused
+
+
+#: what each container is called when it cannot be read
+DAMAGED = {
+    "torch-zip": "truncated or damaged torch zip archive",
+    "torch-legacy": "truncated or damaged torch legacy file",
+    "safetensors": "truncated or damaged safetensors file",
+}
+
+
+def _unreadable(where: str, file, origin: str, error: BaseException) -> RuntimeError:
+    from workflow_scripts.safe_pickle import container, without_unsafe_advice
+
+    try:
+        kind = "safetensors" if str(file).endswith(".safetensors") else container(file)
+    except OSError:
+        kind = "unknown"
+    what = DAMAGED.get(kind, "not a torch or safetensors file (or a damaged one)")
+    detail = without_unsafe_advice(str(error)) or "no detail"
+    return RuntimeError(
+        f"{where}: '{file}' ({origin}) is not a readable weights file: {what} "
+        f"({type(error).__name__}: {detail})"
+    )
+
+
+def _refusal(
+    where: str, file, origin: str, error: BaseException, also_allowed: tuple[str, ...] = ()
+) -> WeightsRefused | None:
+    """The error for a weights file torch's weights-only loader refused (``error``, or an error
+    it chains, names a global, or is an ``UnpicklingError`` and the file needs one); None when
+    ``error`` is no such refusal. Names the row, the file and every refused global; never
+    suggests loading the file in full."""
+    import pickle
+
+    from workflow_scripts.safe_pickle import decide, describe_global, runs_code
+
+    chain = _chain(error)
+    named = _refused_global(error)
+    if not named and not any(isinstance(e, pickle.UnpicklingError) for e in chain):
+        return None
+    names = weights_only_refused(file, also_allowed) if file and Path(file).is_file() else []
+    if not names:
+        if not named:
+            return None  # an unpickling error that names no global: a damaged file
+        names = [named]
+    also = (
+        f" (and also {', '.join(describe_global(n) for n in names[1:4])}"
+        + (", ..." if len(names) > 4 else "")
+        + ")"
+        if len(names) > 1
+        else ""
+    )
+    code = [n for n in names if runs_code(n)]
+    if code:
+        hint = (
+            f"{describe_global(code[0])} runs code, so the file is likely malicious: do not mark "
+            "it trusted or load it any other way; get these weights as a safetensors file from "
+            "a source you trust"
+        )
+    elif all(decide(*n.rsplit(".", 1))[1] != "refused" for n in names):
+        hint = (
+            "Convert it to safetensors, or load it as a checkpoint row (source checkpoint), "
+            "whose restricted unpickler reads numpy values and other classes (as inert "
+            "placeholders) without running code from the file"
+        )
+    else:
+        hint = "Convert it to safetensors where its source is trusted"
+    return WeightsRefused(
+        f"{where}: '{file}' ({origin}) is a pickle that needs the global "
+        f"{describe_global(names[0])}{also}, which the restricted loader refuses: such a file "
+        f"could run code; it was not loaded and nothing from it ran. {hint}"
+    )
 
 
 def url_file(url: str, cache_dir: str | None) -> Path:
@@ -471,6 +584,8 @@ def fetch_weights(
     """Load ``arch``'s pretrained weights through timm (hub, or the local file ``url``), write
     the model's state dict (no classifier) to ``weights`` and a JSON ``sidecar``; return it.
     ``sha256`` pins the source file (hub or local). Errors name the row ``model``."""
+    import pickle
+
     import huggingface_hub
     import torch
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
@@ -485,7 +600,13 @@ def fetch_weights(
         if not path.is_file():
             raise FileNotFoundError(f"{where}: the weights file '{path}' (column 'url') is missing")
         source = str(path)
-        state = read_state(path)
+        try:
+            state = read_state(path)
+        except Exception as error:  # refused, or not readable: never "does not fit"
+            raise (
+                _refusal(where, path, "column 'url'", error)
+                or _unreadable(where, path, "column 'url'", error)
+            ) from None
         # timm's own loading of a state dict: its key filter (classifier, position embeddings)
         kwargs = {"pretrained_cfg_overlay": {"state_dict": state, "source": ""}}
     else:
@@ -519,23 +640,23 @@ def fetch_weights(
             f"({type(error).__name__}): " + _fetch_hint(repo, cache_dir)
         ) from None
     except Exception as error:
-        refused = _refused_global(error)
-        if refused:
-            file = source if url else hub_file(repo, cache_dir, filename)
-            raise RuntimeError(
-                f"{where}: '{file}' (hub repository '{repo}') is a pickle that needs the global "
-                f"'{refused}', which the restricted loader refuses: such a file could run code. "
-                "Use a safetensors file of these weights, or load the file as a checkpoint row "
-                "(source checkpoint), whose column 'trusted' can allow it"
-                if not url
-                else f"{where}: '{file}' (column 'url') is a pickle that needs the global "
-                f"'{refused}', which the restricted loader refuses: such a file could run code. "
-                "Convert it to safetensors, or load it as a checkpoint row (source checkpoint), "
-                "whose column 'trusted' can allow it"
-            ) from None
+        file = hub_file(repo, cache_dir, filename) if (repo and not url) else source
+        origin = f"hub repository '{repo}'" if repo else f"downloaded from '{spec['url']}'"
+        # timm reads hub files with argparse.Namespace allowed besides torch's allow-list
+        refusal = _refusal(where, file, origin, error, also_allowed=("argparse.Namespace",))
+        if refusal:
+            raise refusal from None
+        if any(
+            isinstance(e, EOFError | pickle.UnpicklingError) or "PytorchStreamReader" in str(e)
+            for e in _chain(error)
+        ):  # a damaged file
+            raise _unreadable(where, file, origin, error) from None
         # timm's key filter or strict loading: not this architecture
+        from workflow_scripts.safe_pickle import without_unsafe_advice
+
         raise RuntimeError(
-            f"{where}: the weights do not fit the architecture: {type(error).__name__}: {error}"
+            f"{where}: the weights do not fit the architecture: {type(error).__name__}: "
+            + without_unsafe_advice(str(error), limit=4000)
         ) from None
     if not url and repo:
         source = hub_file(repo, cache_dir, filename)

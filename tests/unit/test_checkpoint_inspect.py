@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from checkpoint_layouts import PAPER_ROWS, other, random_reference, save, write  # noqa: E402
 
-from workflow_scripts.checkpoints.inspect import inspect_file, render  # noqa: E402
+from workflow_scripts.checkpoints.inspect import inspect_file, main, render  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"resnet50": "resnet10_tiny", "vit_base_patch16_224": "vit_tiny_p8"}
@@ -112,9 +113,10 @@ def test_cli_reports_code_without_running_it(tmp_path):
     raw = tmp_path / "evil.pth"
     save({"state_dict": {f"backbone.{k}": v for k, v in ref.items()}, "x": Payload()}, raw)
     proc = _cli(raw)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # a refusal is a failure
     assert "REFUSED      posix.system" in proc.stdout
-    assert "not loaded: the pickle references 'posix.system'" in proc.stdout
+    assert f"refused, not loaded: '{raw}': the pickle references 'posix.system'" in proc.stdout
+    assert "weights_only=False" not in proc.stdout + proc.stderr
     assert not marker.exists()
 
 
@@ -148,3 +150,126 @@ def test_safetensors_and_missing_files(tmp_path):
     assert ("safetensors", "vit_tiny_p8") in [(f["format"], f["arch"]) for f in report["fits"]]
     proc = _cli(tmp_path / "absent.pth")
     assert proc.returncode == 2 and "absent.pth: no such file" in proc.stderr
+
+
+# --------------------------------------------------------------------------- refusals, damage
+
+
+class _Payload:
+    """Pickles as a call of ``func(*args)``: what a malicious file does."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _malicious(name: str, marker: Path):
+    import builtins
+    import os
+
+    if name == "os.system":
+        return _Payload(os.system, f"echo pwned > {marker}"), "posix.system"
+    return _Payload(builtins.eval, f"open({str(marker)!r}, 'w').write('pwned')"), "builtins.eval"
+
+
+def _write(obj, path: Path, how: str) -> None:
+    import pickle
+
+    if how == "zip":
+        torch.save(obj, path)
+    elif how == "legacy":
+        torch.save(obj, path, _use_new_zipfile_serialization=False)
+    else:  # a plain pickle: pickle.dump of the object, no torch container
+        with open(path, "wb") as handle:
+            pickle.dump(obj, handle, protocol=4 if how == "pickle" else 2)
+
+
+@pytest.mark.parametrize("how", ["zip", "legacy", "pickle", "pickle2"])
+@pytest.mark.parametrize("name", ["os.system", "builtins.eval"])
+def test_a_refused_file_exits_non_zero_naming_file_and_global(tmp_path, capsys, how, name):
+    """Every container: the refusal names the file and the refused global, exits 2, suggests
+    no unsafe retry, and nothing from the file runs."""
+    marker = tmp_path / "MARKER"
+    payload, refused = _malicious(name, marker)
+    ref = random_reference("resnet10_tiny", 21)
+    raw = tmp_path / f"evil-{how}.pth"
+    _write({"state_dict": ref, "hook": payload}, raw, how)
+    assert main([str(raw)]) == 2
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert f"refused, not loaded: '{raw}': the pickle references '{refused}'" in text, text
+    assert "weights_only=False" not in text and "Traceback" not in text
+    assert main(["--json", str(raw)]) == 2
+    report = json.loads(capsys.readouterr().out)[0]
+    assert report["verdict"] == "refused" and report["refused"] == refused
+    assert str(raw) in report["error"] and "weights_only=False" not in report["error"]
+    proc = _cli(raw)
+    assert proc.returncode == 2 and refused in proc.stdout and "Traceback" not in proc.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("how", ["legacy", "pickle", "pickle2"])
+def test_legacy_files_and_plain_pickles_are_read_like_any_checkpoint(tmp_path, capsys, how):
+    """torch's legacy format and a pickle.dump of a dict of tensors / numpy arrays: read by
+    the restricted unpickler (no code from the file runs), reported and fitted as usual."""
+    ref = random_reference("resnet10_tiny", 22)
+    raw = tmp_path / f"plain-{how}.pth"
+    _write({"state_dict": ref, "epoch": 3, "meta": {"mean": np.zeros(3)}}, raw, how)
+    report = inspect_file(raw)
+    assert "error" not in report, report.get("error")
+    assert report["container"] == ("torch-legacy" if how == "legacy" else "pickle")
+    assert "resnet10_tiny" in [f["arch"] for f in report["fits"]], report["near"]
+    nodes = {n["where"]: n for n in report["structure"]}
+    assert nodes["ckpt['state_dict']"]["tensors"] == len(ref)
+    assert not any(g["as"] == "REFUSED" for g in report["globals"])
+    if how != "legacy":  # the tensors' storages come back exact, through the restricted loader
+        from workflow_scripts.safe_pickle import load_pickle
+
+        loaded, met = load_pickle(raw)
+        assert met == [] and all(torch.equal(loaded["state_dict"][k], v) for k, v in ref.items())
+    assert main([str(raw)]) == 0
+    assert "arch resnet10_tiny (" in capsys.readouterr().out
+
+
+def test_plain_pickle_of_numpy_arrays(tmp_path):
+    import pickle
+
+    ref = random_reference("resnet10_tiny", 23)
+    raw = tmp_path / "arrays.pkl"
+    with open(raw, "wb") as handle:
+        pickle.dump({k: v.numpy() for k, v in ref.items()}, handle)
+    report = inspect_file(raw)
+    assert report["container"] == "pickle" and "error" not in report
+    assert ("torchvision", "resnet10_tiny") in [(f["format"], f["arch"]) for f in report["fits"]]
+
+
+@pytest.mark.parametrize(
+    ("how", "verdict"),
+    [
+        ("zip", "truncated or damaged torch zip archive"),
+        ("legacy", "truncated or damaged torch legacy file"),
+        ("pickle", "truncated or damaged pickle"),
+    ],
+)
+def test_a_truncated_file_is_named_damaged(tmp_path, capsys, how, verdict):
+    ref = random_reference("resnet10_tiny", 24)
+    whole = tmp_path / "whole.pth"
+    _write({"state_dict": ref}, whole, how)
+    raw = tmp_path / f"cut-{how}.pth"
+    data = whole.read_bytes()
+    raw.write_bytes(data[: len(data) // 2])
+    report = inspect_file(raw)
+    assert report["verdict"] == "unreadable"
+    assert report["error"].startswith(f"{verdict}: '{raw}'"), report["error"]
+    assert "not a torch checkpoint" not in report["error"]
+    assert main([str(raw)]) == 2
+    assert f"{verdict}: '{raw}'" in capsys.readouterr().out
+
+
+def test_an_unknown_file_exits_non_zero(tmp_path, capsys):
+    raw = tmp_path / "notes.txt"
+    raw.write_text("hello, no checkpoint here\n")
+    assert main([str(raw)]) == 2
+    assert f"'{raw}'" in capsys.readouterr().out

@@ -315,6 +315,42 @@ def test_malicious_payload_is_refused_and_never_runs(tmp_path, name, legacy):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("name", ["os.system", "builtins.eval"])
+def test_a_plain_pickle_with_code_names_the_code_global(tmp_path, name):
+    """A pickle.dump'ed checkpoint (its tensors pickle through torch.storage._load_from_bytes,
+    which the restricted loader rebuilds with torch's weights-only loader): the refusal names
+    the row, the file and the code global itself, warns against trusting the file and never
+    suggests weights_only=False; nothing runs."""
+    marker = tmp_path / "marker"
+    ref = random_reference("resnet10_tiny", 16)
+    raw = tmp_path / "evil.pkl"
+    with open(raw, "wb") as handle:
+        pickle.dump(
+            {
+                "state_dict": {f"backbone.{k}": v for k, v in ref.items()},
+                "hook": _payloads(marker)[name],
+            },
+            handle,
+        )
+    expected = {"os.system": "posix.system"}.get(name, name)  # os.system is posix.system
+    assert classify_global("torch.storage._load_from_bytes") == "allowed"
+    with pytest.raises(CheckpointError) as err:
+        convert(
+            raw,
+            tmp_path / "w.safetensors",
+            tmp_path / "w.json",
+            model="evil",
+            arch="resnet10_tiny",
+            embedding="avgpool",
+            fmt="mmselfsup_resnet",
+        )
+    text = str(err.value)
+    assert f"model 'evil': '{raw}'" in text and f"the pickle references '{expected}'" in text
+    assert "_load_from_bytes" not in text and "weights_only=False" not in text
+    assert "likely malicious" in text and "do not set column 'trusted'" in text
+    assert not marker.exists()
+
+
 def test_refused_global_loads_in_full_only_when_trusted(tmp_path):
     """A harmless class that pickles through a call (fractions.Fraction): refused without trust,
     read by full unpickling with it."""

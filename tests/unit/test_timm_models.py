@@ -317,6 +317,126 @@ def test_a_hub_pickle_with_code_names_the_file_repository_and_global(tmp_path, o
     assert "weights_only" not in text
 
 
+class _Payload:
+    """Pickles as a call of ``func(*args)``: what a malicious weights file does."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _malicious(name: str, marker):
+    import builtins
+    import os
+
+    if name == "os.system":  # pickled under its module's real name, posix
+        return _Payload(os.system, f"echo pwned > {marker}"), "'posix.system' (os.system)"
+    code = f"open({str(marker)!r}, 'w').write('pwned')"
+    return _Payload(builtins.eval, code), "'builtins.eval'"
+
+
+def _assert_refusal(text: str, row: str, file, refused: str):
+    assert f"model '{row}'" in text and f"'{file}'" in text, text
+    assert f"needs the global {refused}" in text, text
+    assert "does not fit the architecture" not in text
+    assert "weights_only" not in text and "add_safe_globals" not in text
+    assert "\x1b" not in text
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+@pytest.mark.parametrize("scheme", ["", "file://"])
+@pytest.mark.parametrize("name", ["os.system", "builtins.eval"])
+def test_a_local_pickle_with_code_is_refused_naming_row_file_and_global(
+    tmp_path, name, scheme, legacy
+):
+    """Column 'url' naming a .pth whose pickle calls os.system / eval: refused before timm sees
+    it, with an error that names the row, the file and the global (not torch's advice to
+    retry with weights_only=False, not 'does not fit the architecture'); nothing runs."""
+    marker = tmp_path / "MARKER"
+    payload, refused = _malicious(name, marker)
+    state = timm.create_model(CONVNEXT, pretrained=False).state_dict()
+    path = tmp_path / "evil.pth"
+    torch.save(
+        {"state_dict": state, "hook": payload}, path, _use_new_zipfile_serialization=not legacy
+    )
+    with pytest.raises(timm_models.WeightsRefused) as error:
+        timm_models.fetch_weights(
+            tmp_path / "w.safetensors",
+            tmp_path / "w.json",
+            model="evil_row",
+            arch=CONVNEXT,
+            url=f"{scheme}{path}",
+        )
+    _assert_refusal(str(error.value), "evil_row", path, refused)
+    assert "(column 'url')" in str(error.value)
+    assert "do not mark it trusted" in str(error.value)  # no unsafe way out is offered
+    assert not marker.exists() and not (tmp_path / "w.safetensors").exists()
+
+
+def _hub_pickle(tmp_path, arch, obj):
+    """A hub cache whose file for ``arch`` is ``obj`` torch.save'd: (repo, cached file)."""
+    import os
+
+    repo = timm.get_pretrained_cfg(arch).hf_hub_id
+    folder = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (folder / "blobs").mkdir()
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("0" * 40)
+    incoming = folder / "blobs" / "incoming"
+    torch.save(obj, incoming)
+    blob = folder / "blobs" / hashlib.sha256(incoming.read_bytes()).hexdigest()
+    incoming.rename(blob)
+    (snapshot / "pytorch_model.bin").symlink_to(os.path.relpath(blob, snapshot))
+    return repo, snapshot / "pytorch_model.bin"
+
+
+@pytest.mark.parametrize("name", ["os.system", "builtins.eval"])
+def test_a_hub_pickle_with_code_is_refused_not_called_a_misfit(tmp_path, offline, name):
+    """The hub file timm loads (torch's weights-only loader refuses it inside timm): the error
+    names the row, the cached file, the repository and the global -- it used to say that the
+    weights do not fit the architecture."""
+    marker = tmp_path / "MARKER"
+    payload, refused = _malicious(name, marker)
+    state = timm.create_model(CONVNEXT, pretrained=False).state_dict()
+    repo, file = _hub_pickle(tmp_path, CONVNEXT, {**state, "hook": payload})
+    with pytest.raises(timm_models.WeightsRefused) as error:
+        timm_models.fetch_weights(
+            tmp_path / "w.safetensors",
+            tmp_path / "w.json",
+            model="hub_row",
+            arch=CONVNEXT,
+            cache_dir=str(tmp_path / "hub"),
+        )
+    _assert_refusal(str(error.value), "hub_row", file, refused)
+    assert f"(hub repository '{repo}')" in str(error.value)
+    assert not marker.exists() and not (tmp_path / "w.safetensors").exists()
+
+
+def test_a_damaged_local_file_names_the_row_and_the_file(hub, tmp_path):
+    """A torch zip cut in half: unreadable, said so with row and file; not a misfit."""
+    state = load_file(str(hub.files[CONVNEXT]))
+    whole = tmp_path / "whole.pth"
+    torch.save(state, whole)
+    path = tmp_path / "cut.pth"
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(RuntimeError) as error:
+        timm_models.fetch_weights(
+            tmp_path / "w.safetensors",
+            tmp_path / "w.json",
+            model="cut",
+            arch=CONVNEXT,
+            url=str(path),
+        )
+    text = str(error.value)
+    assert f"model 'cut' (timm '{CONVNEXT}'): '{path}' (column 'url') is not a readable" in text
+    assert "truncated or damaged torch zip archive" in text
+    assert "does not fit the architecture" not in text and "weights_only" not in text
+
+
 def test_a_pinned_sha256_is_checked(hub, offline, tmp_path):
     with pytest.raises(ValueError, match=r"model 'row' .* the table pins 0{64}"):
         timm_models.fetch_weights(

@@ -4,7 +4,7 @@
 
 For each file it prints
 
-* the container (torch zip, torch legacy, safetensors) and the file's sha256;
+* the container (torch zip, torch legacy, plain pickle, safetensors) and the file's sha256;
 * every global the pickle references, read with ``pickletools`` without executing anything,
   each marked as torch's loader would take it (``weights-only``), as the restricted unpickler
   would (``allowed``, ``placeholder``) or ``REFUSED`` (the file reaches for code: converting
@@ -16,21 +16,29 @@ For each file it prints
   is tried and its result compared, name by name and shape by shape, with each backbone
   (built on torch's meta device, so no weights are allocated); if none fits, the closest
   candidates with what is missing, unexpected or misshaped.
+
+A plain pickle (``pickle.dump`` of tensors, numpy arrays, containers) is read by the same
+restricted unpickler. A file that needs a refused global is reported as refused, naming the
+file and the global (nothing from it runs); a file that cannot be read -- not a checkpoint, or
+truncated or damaged -- names the file and what it is. Either way the command exits with 2
+(0 when every file was read).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import pickletools
 import sys
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from workflow_scripts.checkpoints import FORMATS
 from workflow_scripts.io import sha256_file
+
+# container() and pickle_globals() read a file without loading it (pickletools: nothing is
+# executed or imported); they live with the restricted unpickler, whose verdicts they report.
+from workflow_scripts.safe_pickle import container, pickle_globals
 
 MAX_KEYS = 12  # keys shown per mapping
 MAX_DEPTH = 5
@@ -39,78 +47,13 @@ EXAMPLES = 4  # tensor names shown per state dict
 
 # --------------------------------------------------------------------------- static reading
 
-
-def container(path: str | Path) -> str:
-    """'torch-zip', 'torch-legacy', 'safetensors' or 'unknown'."""
-    path = Path(path)
-    if zipfile.is_zipfile(path):
-        return "torch-zip"
-    with open(path, "rb") as handle:
-        head = handle.read(16)
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
-    if head[:1] == b"\x80":  # a pickle protocol >= 2 opcode: torch's legacy format
-        return "torch-legacy"
-    return "unknown"
-
-
-def _pickle_streams(path: Path, kind: str):
-    """Byte streams of the pickles that hold the checkpoint object."""
-    if kind == "torch-zip":
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith("data.pkl")]
-            for name in names:
-                yield archive.read(name)
-    elif kind == "torch-legacy":
-        # magic number, protocol version, sys info, the object, the storage keys
-        with open(path, "rb") as handle:
-            for _ in range(4):
-                start = handle.tell()
-                for _op in pickletools.genops(handle):
-                    pass
-                end = handle.tell()
-                handle.seek(start)
-                yield handle.read(end - start)
-
-
-def pickle_globals(path: str | Path) -> list[str]:
-    """Dotted names of every global the file's pickles reference, in order of appearance,
-    read with pickletools (opcodes only: nothing is executed or imported)."""
-    path = Path(path)
-    found: list[str] = []
-    for data in _pickle_streams(path, container(path)):
-        memo: dict[int, Any] = {}
-        recent: list[Any] = []  # values pushed by the last opcodes (for STACK_GLOBAL)
-        for op, arg, _pos in pickletools.genops(data):
-            name = op.name
-            if name == "GLOBAL":
-                module, _, attr = str(arg).partition(" ")
-                found.append(f"{module}.{attr}")
-            elif name == "STACK_GLOBAL" and len(recent) >= 2:
-                found.append(f"{recent[-2]}.{recent[-1]}")
-            elif name == "INST":
-                module, _, attr = str(arg).partition(" ")
-                found.append(f"{module}.{attr}")
-            if name in (
-                "SHORT_BINUNICODE",
-                "BINUNICODE",
-                "BINUNICODE8",
-                "UNICODE",
-                "SHORT_BINSTRING",
-                "BINSTRING",
-                "STRING",
-            ):
-                recent.append(arg)
-            elif name in ("BINGET", "LONG_BINGET", "GET"):
-                recent.append(memo.get(arg))
-            elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
-                memo[arg] = recent[-1] if recent else None
-            elif name == "MEMOIZE":
-                memo[len(memo)] = recent[-1] if recent else None
-            else:
-                recent.append(None)
-            del recent[:-2]
-    return list(dict.fromkeys(found))
+#: the verdict on a file that cannot be read, by container
+DAMAGED = {
+    "torch-zip": "truncated or damaged torch zip archive",
+    "torch-legacy": "truncated or damaged torch legacy file",
+    "pickle": "truncated or damaged pickle",
+    "safetensors": "truncated or damaged safetensors file",
+}
 
 
 def classify_global(dotted: str) -> str:
@@ -293,9 +236,35 @@ def fitting_formats(obj, *, safetensors: bool) -> tuple[list[dict], list[dict]]:
 # --------------------------------------------------------------------------- report
 
 
-def inspect_file(path: str | Path) -> dict:
-    """Everything the command prints, as a dict."""
+def _load(path: Path, kind: str) -> tuple[Any, str]:
+    """(object, how) as the conversion loads a torch file (weights-only, else restricted); a
+    plain pickle with the restricted unpickler alone. Never in full: ``RefusedGlobal`` names
+    a global the file needs outside the allow-list."""
     import pickle
+
+    from workflow_scripts.safe_pickle import load_pickle, restricted_load
+
+    if kind == "safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path)), "safetensors"
+    if kind == "pickle":
+        return load_pickle(path)[0], "restricted"
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True), "weights_only"
+    except pickle.UnpicklingError:
+        return restricted_load(path)[0], "restricted"
+
+
+def inspect_file(path: str | Path) -> dict:
+    """Everything the command prints, as a dict. ``verdict``: 'read', 'refused' (the file
+    needs a global outside the allow-list: ``refused`` names it; nothing from it ran) or
+    'unreadable' (not a checkpoint, or damaged); ``error`` says why, naming the file."""
+    import zipfile
+
+    from workflow_scripts.safe_pickle import RefusedGlobal, without_unsafe_advice
 
     path = Path(path)
     kind = container(path)
@@ -305,32 +274,44 @@ def inspect_file(path: str | Path) -> dict:
         "sha256": sha256_file(path),
         "container": kind,
     }
-    if kind == "safetensors":
-        from safetensors.torch import load_file
 
-        obj, report["loaded_with"] = load_file(str(path)), "safetensors"
-        report["globals"] = []
-    elif kind == "unknown":
-        report["error"] = "neither a torch checkpoint (zip or legacy) nor a safetensors file"
+    def failed(verdict: str, message: str) -> dict:
+        report["verdict"], report["error"] = verdict, message
         return report
+
+    def damaged(error: Exception) -> dict:
+        detail = without_unsafe_advice(str(error)) or "no detail"
+        return failed("unreadable", f"{DAMAGED[kind]}: '{path}' ({type(error).__name__}: {detail})")
+
+    if kind == "unknown":
+        return failed(
+            "unreadable",
+            f"not a checkpoint: '{path}' is neither a torch file (zip or legacy), a pickle nor a "
+            "safetensors file",
+        )
+    if kind == "safetensors":
+        report["globals"] = []
     else:
-        import torch
-
-        from workflow_scripts.safe_pickle import RefusedGlobal, restricted_load
-
-        report["globals"] = [{"name": g, "as": classify_global(g)} for g in pickle_globals(path)]
         try:
-            obj, report["loaded_with"] = (
-                torch.load(str(path), map_location="cpu", weights_only=True),
-                "weights_only",
-            )
-        except pickle.UnpicklingError:
-            try:
-                obj, _placeholders = restricted_load(path)
-                report["loaded_with"] = "restricted"
-            except RefusedGlobal as error:
-                report["error"] = f"not loaded: {error}"
-                return report
+            globals_ = pickle_globals(path)
+        except (zipfile.BadZipFile, ValueError, EOFError, OSError) as error:
+            return damaged(error)
+        report["globals"] = [{"name": g, "as": classify_global(g)} for g in globals_]
+        if kind == "torch-zip" and not globals_:
+            with zipfile.ZipFile(path) as archive:
+                if not any(n.endswith("data.pkl") for n in archive.namelist()):
+                    return failed(
+                        "unreadable",
+                        f"not a torch checkpoint: '{path}' is a zip archive without data.pkl",
+                    )
+    try:
+        obj, report["loaded_with"] = _load(path, kind)
+    except RefusedGlobal as error:
+        report["refused"] = error.name
+        return failed("refused", f"refused, not loaded: '{path}': {error}")
+    except Exception as error:  # noqa: BLE001 - the file cannot be read: say so, naming it
+        return damaged(error)
+    report["verdict"] = "read"
     report["structure"] = structure(obj)
     report["fits"], report["near"] = fitting_formats(obj, safetensors=kind == "safetensors")
     return report
@@ -354,6 +335,11 @@ def render(report: dict) -> str:
         lines.append(f"  {report['error']}")
         return "\n".join(lines)
     lines.append(f"  loaded with: {report['loaded_with']}")
+    if report["container"] == "pickle":
+        lines.append(
+            "  note: a plain pickle; the conversion reads torch.save files and safetensors: "
+            "re-save the weights as one of them to use them in a models table"
+        )
     lines.append("  structure:")
     for node in report["structure"]:
         if node["kind"] == "state_dict":
@@ -409,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         report = inspect_file(path)
         reports.append(report)
+        if "error" in report:  # refused or unreadable
+            status = 2
         if not args.json:
             print(render(report))
     if args.json:
