@@ -60,6 +60,27 @@ localrules:
     t3_accuracy,
 
 
+# Outputs of an earlier configuration that this one would leave beside its own as if current
+# (the merged analysis table after results_tables is emptied) are removed before any job runs.
+onstart:
+    for stale in PLAN.stale_outputs():
+        os.remove(stale)
+        print(
+            f"removed {stale}: not an output of this configuration (results_tables is empty)"
+        )
+
+
+# A figure job that fails does not take the previous figure away: its last drawn copy is put
+# back, dated 1970 so that the next run draws it again (workflow_scripts.kept_figures).
+onerror:
+    from workflow_scripts import kept_figures
+
+    for kept in kept_figures.restore(PLAN.figure_files()):
+        print(
+            f"kept the previous {kept}: its job failed; the next run draws it again"
+        )
+
+
 # Every successful run ends with the summary (results/summary.md, rule summary) on screen.
 onsuccess:
     if not config["demo"]["run"]:

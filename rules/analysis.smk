@@ -74,7 +74,8 @@ rule merge_results:
     conda:
         "../envs/sslbench.yaml"
     params:
-        tables=PLAN.results_tables,
+        # path and sha256 of each table (a replaced table merges again, whatever its time)
+        tables=PLAN.results_table_sources,
         code=PLAN.code("merge_results"),
     script:
         script_path("merge_results")

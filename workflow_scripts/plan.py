@@ -7,6 +7,7 @@ methods as input, params and resource functions; the tests build it from any con
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pandas as pd
 from snakemake.io import expand
@@ -538,6 +539,36 @@ class Plan:
         row = self.study.model(wildcards.model)
         return canonical(self.source_of(wildcards.model).weights_spec(row, self.config))
 
+    def checkpoint_source(self, wildcards) -> str | dict:
+        """The download rule's source param: the row's url, and for a local file (a path or
+        file:// URL) also the sha256 of its bytes, so a file replaced at the same path is
+        copied and converted again (``local_files``). A download URL's param is the url alone:
+        the checksum of what arrives is the pin's business (column sha256)."""
+        from workflow_scripts import local_files
+
+        url = self.study.model(wildcards.model)["url"]
+        if local_files.url_path(url) is None:
+            return url
+        return {"url": url, "sha256": local_files.url_sha256(url)}
+
+    def stale_outputs(self) -> list[str]:
+        """Files an earlier configuration of this run folder wrote that this one would leave
+        beside its own as if they were current: the merged analysis table once config
+        results_tables is empty (the Snakefile's onstart removes them)."""
+        merged = "results/tables/accuracy_merged.csv"
+        return [merged] if not self.results_tables and os.path.exists(merged) else []
+
+    def results_table_sources(self, wildcards=None) -> dict:
+        """Rule merge_results' tables param: each results table's path and the sha256 of its
+        bytes, so a table replaced by one with an older time (``cp -p``, ``mv``) still merges
+        again (``local_files``)."""
+        from workflow_scripts import local_files
+
+        return {
+            name: {"path": path, "sha256": local_files.sha256(path)}
+            for name, path in self.results_tables.items()
+        }
+
     def arch_spec(self, model) -> dict:
         """The arch facts planning needs ("dim": the row's embedding width, "img_size",
         "extra_mb"): the registry's, or for a timm row timm's own (no download)."""
@@ -685,8 +716,12 @@ class Plan:
             seed_spread.run_path(run, "results/tables/correlations.csv") for run in self.seed_runs
         ]
 
+    def figure_files(self) -> list[str]:
+        """The PNG and PDF of every figure this configuration draws."""
+        return expand("results/figures/{figure}.{ext}", figure=self.figures, ext=["png", "pdf"])
+
     def all_targets(self) -> list[str]:
-        figures = expand("results/figures/{figure}.{ext}", figure=self.figures, ext=["png", "pdf"])
+        figures = self.figure_files()
         if not self.models:  # the results tables alone: the analysis, T3, the figures
             return [
                 self.analysis_table,

@@ -7,6 +7,7 @@ without interruption): after any fault, ``--unlock`` and a plain rerun must give
 
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from snakerun import ROOT, SMOKE_FILES, SNAKEMAKE, copy_workdir, planned_jobs, snakemake
+from snakerun import (
+    ROOT,
+    SMOKE_FILES,
+    SNAKEMAKE,
+    copy_workdir,
+    jobs,
+    planned_jobs,
+    snakemake,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +126,32 @@ def test_deleted_intermediate_results_are_rebuilt(smoke_run, tmp_path):
     snakemake(workdir, "--cores", "2")
     assert all(path.exists() for path in deleted)
     assert _results(workdir) == reference
+
+
+def test_a_failed_figure_job_leaves_the_previous_figure(smoke_run, tmp_path):
+    """Snakemake deletes a job's outputs before it starts and after it fails: a figure job that
+    fails (here on a correlation table it cannot draw) took the previous figure away. Now the
+    previous figure is put back, dated 1970, and the next run draws it again (issue 28)."""
+    workdir = copy_workdir(smoke_run, tmp_path / "work")
+    folder = workdir / "results/figures"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    correlations = workdir / "results/tables/correlations.csv"
+    good = correlations.read_bytes()
+    correlations.write_text("not,a\ncorrelation,table\n")
+    names = sorted({p.stem for p in folder.iterdir()})
+    # the figures alone (nothing upstream may redraw the table first)
+    figures = ("--allowed-rules", *names, "--keep-going")
+    failed = snakemake(workdir, *names, "--cores", "2", *figures, check=False)
+    out = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    redrawn = {job["rule"] for job in jobs(failed)}
+    restored = sorted(re.findall(r"kept the previous results/figures/(\S+):", out))
+    assert restored, out[-3000:]
+    assert {name.split(".")[0] for name in restored} <= redrawn
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # every figure is there
+    for name in restored:
+        assert (folder / name).stat().st_mtime == 0
+    # the table repaired (newer than the restored figures): those figures are drawn again
+    correlations.write_bytes(good)
+    plan = planned_jobs(snakemake(workdir, *names, "-n", "--allowed-rules", *names))
+    assert {name.split(".")[0] for name in restored} <= set(plan)

@@ -2,6 +2,8 @@
 figures on a published table alone (models: []), and a table merged into a finished run, which
 reruns the analysis only."""
 
+import os
+
 import pandas as pd
 import pytest
 from scipy import stats
@@ -105,3 +107,27 @@ def test_a_table_merged_into_a_finished_run(smoke_run, tmp_path):
     assert pair["value"] == pytest.approx(stats.kendalltau(measured, published["top1"])[0])
     # this run's accuracies are untouched
     pd.testing.assert_frame_equal(pd.read_csv(run / "results/tables/accuracy.csv"), acc)
+
+    # the table replaced by other numbers with an older time (`mv` of an earlier file, `cp -p`)
+    # merges again: its sha256 is a param of merge_results (issue 28); a touch plans nothing
+    os.utime(path)
+    assert planned_jobs(snakemake(run, "-n", *args)) == {}
+    first = path.read_bytes()
+    changed = table.assign(top1=table["top1"] + 1)
+    replacement = path.with_suffix(".new")
+    changed.to_csv(replacement, index=False)
+    os.utime(replacement, (946684800, 946684800))
+    os.replace(replacement, path)
+    plan = planned_jobs(snakemake(run, "-n", *args))
+    assert {"merge_results", "correlations"} <= set(plan)
+    path.write_bytes(first)
+    assert planned_jobs(snakemake(run, "-n", *args)) == {}
+
+    # the table dropped from the configuration: the merged table is no longer this study's
+    # analysis table and does not stay behind beside it
+    proc = snakemake(run, "--cores", "2")
+    out = proc.stdout + proc.stderr
+    assert not (run / "results/tables/accuracy_merged.csv").exists()
+    assert "removed results/tables/accuracy_merged.csv" in out
+    corr = pd.read_csv(run / "results/tables/correlations.csv")
+    assert corr["n"].max() == 4  # the four smoke models alone

@@ -9,6 +9,8 @@ the real resnet50, vit_base_patch16_224 and beitv2_base_patch16_224 are each exe
 
 import hashlib
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -220,6 +222,9 @@ def zoo(tmp_path_factory):
         hits=hits,
         www=www,
         marker=marker,
+        configfile=momentum_file,
+        good_targets=targets[: len(GOOD)],
+        elsewhere=elsewhere,
     )
 
 
@@ -337,6 +342,45 @@ def test_moco_v3_switch_reconverts_only_the_moco_rows(zoo):
     assert info["options"] == {"moco_v3_encoder": "momentum"}
 
 
+def test_a_replaced_local_checkpoint_reruns_its_row_only(zoo):
+    """A local checkpoint (a path, a file:// URL) replaced at the same path by other bytes with
+    an older time, as `mv` of an earlier download leaves it, is copied and converted again; a
+    touch, or the first bytes put back, plans nothing (issue 28)."""
+    work, configfile, targets = zoo["work"], zoo["configfile"], zoo["good_targets"]
+    local, remote = work / "mine" / "z_timm.pth", zoo["elsewhere"] / "z_torchvision.pth"
+    originals = {path: (path.read_bytes(), path.stat().st_mtime) for path in (local, remote)}
+    old = 946684800  # 2000-01-01
+
+    def dry_run():
+        proc = snakemake(work, configfile, "-n", *targets)
+        assert proc.returncode == 0, _output(proc)[-3000:]
+        return _output(proc)
+
+    try:
+        for path in (local, remote):
+            os.utime(path)  # a touch
+        assert "Nothing to be done" in dry_run()
+        for path in (local, remote):
+            tmp = path.with_suffix(".new")
+            tmp.write_bytes(originals[path][0] + b"other bytes")
+            os.utime(tmp, (old, old))
+            os.replace(tmp, path)
+        plan = dry_run()
+        assert _job_counts(plan) == {
+            "convert_checkpoint": 2,
+            "download_checkpoint": 2,
+            "total": 4,
+        }, plan[-3000:]
+        assert "Params have changed" in plan
+        jobs = set(re.findall(r"wildcards: model=(\w+)", plan))
+        assert jobs == {"z_timm", "z_torchvision"}
+    finally:
+        for path, (data, mtime) in originals.items():
+            path.write_bytes(data)
+            os.utime(path, (mtime, mtime))
+    assert "Nothing to be done" in dry_run()
+
+
 def test_unpinned_download_prints_the_row_to_pin(zoo):
     out = _output(zoo["first"])
     digest = _sha256(zoo["www"] / "z_swav.pth")
@@ -355,8 +399,9 @@ def test_sha256_mismatch_fails_and_leaves_no_file(zoo):
     assert "the table pins " + "0" * 64 in out
     downloads = zoo["work"] / "results/downloads"
     assert not [p.name for p in downloads.iterdir() if "z_bad_sha" in p.name]
-    # two attempts per job (checkpoints.retries = 1), the job tried twice (rule retries: 1)
-    assert zoo["hits"].count("/z_bad_sha.pth") == 4
+    # a complete download with the wrong sha256 is permanent: fetched once, neither retried
+    # within the job (checkpoints.retries = 1) nor as a job (rule retries: 0) (issue 28)
+    assert zoo["hits"].count("/z_bad_sha.pth") == 1
 
 
 def test_unreachable_url_names_the_model(zoo):

@@ -224,3 +224,14 @@ def test_published_numbers_bring_t1_and_f8():
     assert not _plan("config").published and "f8_published" not in _plan("config").figures
     paper = _plan("paper")
     assert paper.published and "f8_published" in paper.figures
+
+
+def test_a_merged_table_is_stale_once_results_tables_is_empty(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    merged = tmp_path / "results/tables/accuracy_merged.csv"
+    assert _plan().stale_outputs() == []
+    merged.parent.mkdir(parents=True)
+    merged.write_text("model\n")
+    assert _plan().stale_outputs() == ["results/tables/accuracy_merged.csv"]
+    published = str(ROOT / "config/published_imagenet.csv")
+    assert _plan(models=[], results_tables=[published]).stale_outputs() == []

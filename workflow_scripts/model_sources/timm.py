@@ -91,10 +91,16 @@ def transform_spec(row: dict, config: dict) -> dict:
 
 
 def weights_spec(row: dict, config: dict) -> dict:
-    """The weights depend on the arch and the source file only."""
-    return {
+    """The weights depend on the arch and the source file only: for a local file (column
+    'url') its bytes, by sha256 (``local_files``), so a file replaced at the same path reruns."""
+    from workflow_scripts import local_files
+
+    spec = {
         "model": row["key"],
         "arch": row["arch"],
         "url": row.get("url"),
         "sha256": row.get("sha256"),
     }
+    if local_files.url_path(row.get("url")) is not None:
+        spec["source_sha256"] = local_files.url_sha256(row["url"])
+    return spec

@@ -12,8 +12,10 @@ p = sm.params
 # The table only names the row to pin in the message of an unpinned download: it is
 # deliberately not a param (no re-download when the same rows move to another table).
 table = resolve_path(sm.config["models_table"], _bootstrap.ROOT)
+# p.source: the row's url, or for a local file {"url": ..., "sha256": its planned digest}
+url = p.source["url"] if isinstance(p.source, dict) else p.source
 run_job(
-    p.url,
+    url,
     sm.output.raw,
     sm.output.sha256,
     model=p.model,

@@ -9,7 +9,7 @@ sm = snakemake  # noqa: F821 - injected by Snakemake
 log = runtime.setup(sm)
 external.run_job(
     runtime.named_files(sm.input, "computed"),
-    list(sm.params.tables.values()),
+    [table["path"] for table in sm.params.tables.values()],
     sm.output[0],
     log,
 )

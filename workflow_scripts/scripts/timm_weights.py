@@ -7,10 +7,13 @@ from workflow_scripts.timm_models import fetch_weights
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log = runtime.setup(sm, torch_threads=True)
+spec = dict(sm.params.spec)
+# a local file's planned sha256 is the rerun trigger only; the sidecar records the bytes read
+spec.pop("source_sha256", None)
 info = fetch_weights(
     sm.output.weights,
     sm.output.sidecar,
-    **sm.params.spec,
+    **spec,
     cache_dir=sm.config["timm"]["cache_dir"],  # where the hub cache lives changes no result
 )
 log.info(
