@@ -101,3 +101,9 @@ def url_sha256(url: str | None) -> str | None:
     """The sha256 of the local file a ``url`` cell names; None for a download URL."""
     path = url_path(url)
     return sha256(path) if path is not None else None
+
+
+def source_url(source: str | dict) -> str:
+    """The url of a download rule's ``source`` param (``Plan.checkpoint_source``): the url
+    itself, or for a local file ``{"url": ..., "sha256": ...}``."""
+    return source["url"] if isinstance(source, dict) else source

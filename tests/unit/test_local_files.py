@@ -188,3 +188,8 @@ def test_results_table_sources_carry_each_tables_bytes(tmp_path, monkeypatch):
     _replace(table, published.replace(b"\n", b"\r\n"))
     monkeypatch.setattr(local_files, "_memory", {})
     assert plan.results_table_sources()["mine.csv"]["sha256"] != sources["mine.csv"]["sha256"]
+
+
+def test_source_url():
+    assert local_files.source_url("https://x/y.pth") == "https://x/y.pth"
+    assert local_files.source_url({"url": "mine.pth", "sha256": "ab"}) == "mine.pth"
