@@ -83,6 +83,9 @@ onerror:
 
 # Every successful run ends with the summary (results/summary.md, rule summary) on screen.
 onsuccess:
+    from workflow_scripts.housekeeping import remove_empty_state_folders
+
+    remove_empty_state_folders()  # a finished fine-tuning job's state folder
     if not config["demo"]["run"]:
         from workflow_scripts.summary import printable
 

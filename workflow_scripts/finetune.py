@@ -358,7 +358,7 @@ def finetune(
     saved step -- skipping the consumed samples without reading them -- and ends with exactly
     the weights of an uninterrupted run (tested). A state whose ``fingerprint`` (the run's
     settings and inputs) or format differs is ignored; the file is deleted once the run
-    completes, with its folders left empty below results/state/finetune. ``on_epoch_end(epoch)`` / ``on_step_end(epoch, step)`` run after any save (tests
+    completes. ``on_epoch_end(epoch)`` / ``on_step_end(epoch, step)`` run after any save (tests
     use them to simulate a killed job).
 
     Data parallel: inside an initialised ``torch.distributed`` group of N processes each rank
@@ -684,10 +684,9 @@ class _Training:
         )
 
     def discard_state(self) -> None:
-        """Delete the state file and its folders left empty: the run is complete."""
-        if self.state_path:
-            self.state_path.unlink(missing_ok=True)
-            _remove_empty_state_folders(self.state_path)
+        """Delete the state file: the run is complete."""
+        if self.state_path and self.state_path.exists():
+            self.state_path.unlink()
 
     def result(
         self, arm: str, seed: int, top1: float, top5: float, n_train: int, n_test: int
@@ -712,42 +711,11 @@ class _Training:
         }
 
 
-#: The folder of the fine-tuning state files (plan.state_dir: ``<it>/<model>/<run>_<arm>.pt``,
-#: under results/seeds/<run>/ in a run of demo.seeds); its subfolders go once empty.
-STATE_ROOT = ("state", "finetune")
-
-
-def _remove_empty_state_folders(path: Path) -> None:
-    """Remove the folders of a discarded state file that are now empty, up to but not
-    including the results/state/finetune folder above it (none for a file outside one); a
-    folder that still holds another job's state stops it."""
-    folders = []
-    for folder in path.parents:
-        if (folder.parent.name, folder.name) == STATE_ROOT:
-            break
-        folders.append(folder)
-    else:
-        return
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except FileNotFoundError:
-            continue  # another job finished at the same time and removed it
-        except OSError:
-            return  # not empty: other jobs' state
-
-
 def _save_state(path: Path, state: dict) -> None:
     from workflow_scripts.io import atomic_path
 
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-    except FileNotFoundError:
-        # another job of the model finished and removed the empty folder between atomic_path's
-        # mkdir and its temporary file: make it again
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _load_state(path: Path | None, fingerprint: str) -> dict | None:

@@ -25,13 +25,6 @@ torch itself:
   ``getattr`` is allowed on a placeholder alone and gives another placeholder: mmengine >= 0.7.3
   pickles each ``HistoryBuffer``'s statistics methods as ``getattr(HistoryBuffer, 'min')``.
 
-``torch.storage._load_from_bytes`` -- how ``pickle.dump`` (not ``torch.save``) writes a tensor's
-storage, which torch reads with ``torch.load(weights_only=False)`` -- is answered by a function
-that reads those bytes with the same restricted unpickler (:func:`load_pickle` reads such plain
-pickles). :func:`container` and :func:`pickle_globals` read a file without loading it
-(pickletools); :func:`without_unsafe_advice` strips torch's advice to load a refused file in
-full from its error text.
-
 Nothing outside the allow-list is ever called. The loaded object is used only for the
 sub-dict that a checkpoint format names; the placeholders met are reported (the conversion
 sidecar lists them).
@@ -172,32 +165,13 @@ RECORDED_CALLS = frozenset(
 )
 
 
-def describe_global(dotted: str) -> str:
-    """``dotted`` quoted, with the name a reader knows where the pickle spells it otherwise
-    (``os.system`` pickles as ``posix.system``)."""
-    module, _, name = dotted.rpartition(".")
-    if module in ("posix", "nt"):
-        return f"'{dotted}' (os.{name})"
-    return f"'{dotted}'"
-
-
-def runs_code(dotted: str) -> bool:
-    """Whether a refused global belongs to the modules that run programs or code, reach the
-    operating system or reach into objects (``os.system``, ``builtins.eval``, ...): a file that
-    needs one is very likely malicious (torch and numpy names outside the allow-list are
-    refused too, but are not code of that kind)."""
-    top = dotted.split(".", 1)[0]
-    return top in REFUSED_MODULES and top not in ("numpy", "torch")
-
-
 class RefusedGlobal(pickle.UnpicklingError):
     """The pickle reaches for a global outside the allow-list; nothing of it has run."""
 
     def __init__(self, name: str, why: str):
         self.name = name
         super().__init__(
-            f"the pickle references {describe_global(name)}, {why}; it was not loaded and "
-            "nothing from it ran"
+            f"the pickle references '{name}', {why}; it was not loaded and nothing from it ran"
         )
 
 
@@ -274,26 +248,6 @@ def _safe_reconstructor(cls, base, state):
     raise RefusedGlobal("copyreg._reconstructor", f"called for {cls!r} on base {base!r}")
 
 
-def _storage_from_bytes(data):
-    """``torch.storage._load_from_bytes``, how ``pickle.dump`` writes a tensor's storage: torch
-    would ``torch.load(weights_only=False)`` the bytes; they are read with the restricted
-    unpickler instead (a torch file of one storage; any other global in it is refused)."""
-    import io
-
-    import torch
-
-    if not isinstance(data, bytes | bytearray):
-        raise RefusedGlobal(
-            "torch.storage._load_from_bytes", f"called with {type(data).__name__}, not bytes"
-        )
-    return torch.load(
-        io.BytesIO(bytes(data)),
-        map_location="cpu",
-        weights_only=False,  # the restricted pickle_module below decides every global
-        pickle_module=_module_for(_Recorder()),
-    )
-
-
 def plain_global(module: str, name: str):
     """The object for a global of plain data (built-in containers and scalars, ``collections``'
     containers, numpy arrays/dtypes/scalars, ``_codecs.encode`` for protocol-2 bytes), or None.
@@ -323,8 +277,6 @@ def allowed_global(module: str, name: str):
         return found
     if f"{module}.{name}" == "copyreg._reconstructor":
         return _safe_reconstructor
-    if f"{module}.{name}" == "torch.storage._load_from_bytes":
-        return _storage_from_bytes
     if module.split(".", 1)[0] == "numpy":
         return None
     from torch import _weights_only_unpickler
@@ -424,114 +376,6 @@ def restricted_load(path: str | Path) -> tuple[Any, list[str]]:
     return obj, sorted(recorder.placeholders)
 
 
-def load_pickle(path: str | Path) -> tuple[Any, list[str]]:
-    """Load a plain pickle (``pickle.dump`` of tensors, numpy arrays, containers; no torch
-    container) with the restricted unpickler of :func:`restricted_load`: same verdicts, same
-    placeholders, tensors' storages rebuilt without torch's full unpickling. Returns (object,
-    sorted dotted names of the placeholders met); ``RefusedGlobal`` names a refused global."""
-    recorder = _Recorder()
-    with open(path, "rb") as handle:
-        obj = _module_for(recorder).Unpickler(handle, encoding="utf-8").load()
-    return obj, sorted(recorder.placeholders)
-
-
-# --------------------------------------------------------------------------- static reading
-
-#: the first pickle of torch's legacy format (``torch.serialization.MAGIC_NUMBER``)
-TORCH_MAGIC = 0x1950A86A20F9469CFC6C
-_LONGS = ("INT", "LONG", "LONG1", "LONG4", "BININT", "BININT1", "BININT2")
-
-
-def container(path: str | Path) -> str:
-    """'torch-zip', 'torch-legacy', 'pickle' (a plain pickle), 'safetensors' or 'unknown',
-    from the file's first bytes and its first pickle read with pickletools (nothing runs).
-    A file that starts as a zip archive is 'torch-zip' even when it is cut short."""
-    import pickletools
-    import zipfile
-
-    path = Path(path)
-    with open(path, "rb") as handle:
-        head = handle.read(16)
-    if head.startswith(b"PK\x03\x04") or zipfile.is_zipfile(path):
-        return "torch-zip"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
-    if not head:
-        return "unknown"
-    magic = False
-    with open(path, "rb") as handle:
-        try:
-            for op, arg, _pos in pickletools.genops(handle):
-                magic = magic or (op.name in _LONGS and arg == TORCH_MAGIC)
-        except Exception:  # noqa: BLE001 - not a pickle, or a pickle cut short
-            protocol = head[1] if len(head) > 1 else 0
-            return "pickle" if head[:1] == b"\x80" and 2 <= protocol <= 5 else "unknown"
-    return "torch-legacy" if magic else "pickle"
-
-
-def pickle_streams(path: str | Path, kind: str):
-    """Byte streams of the pickles that hold the checkpoint object (``kind``: :func:`container`).
-    A damaged file raises (``zipfile.BadZipFile``, ``ValueError``)."""
-    import pickletools
-    import zipfile
-
-    if kind == "torch-zip":
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith("data.pkl")]
-            for name in names:
-                yield archive.read(name)
-    elif kind in ("torch-legacy", "pickle"):
-        # legacy: magic number, protocol version, sys info, the object; pickle: the object
-        with open(path, "rb") as handle:
-            for _ in range(4 if kind == "torch-legacy" else 1):
-                start = handle.tell()
-                for _op in pickletools.genops(handle):
-                    pass
-                end = handle.tell()
-                handle.seek(start)
-                yield handle.read(end - start)
-
-
-def pickle_globals(path: str | Path) -> list[str]:
-    """Dotted names of every global the file's pickles reference, in order of appearance, as
-    pickled, read with pickletools (opcodes only: nothing is executed or imported). A damaged
-    file raises (``zipfile.BadZipFile``, ``ValueError``)."""
-    import pickletools
-
-    path = Path(path)
-    found: list[str] = []
-    for data in pickle_streams(path, container(path)):
-        memo: dict[int, Any] = {}
-        recent: list[Any] = []  # values pushed by the last opcodes (for STACK_GLOBAL)
-        for op, arg, _pos in pickletools.genops(data):
-            name = op.name
-            if name in ("GLOBAL", "INST"):
-                module, _, attr = str(arg).partition(" ")
-                found.append(f"{module}.{attr}")
-            elif name == "STACK_GLOBAL" and len(recent) >= 2:
-                found.append(f"{recent[-2]}.{recent[-1]}")
-            if name in (
-                "SHORT_BINUNICODE",
-                "BINUNICODE",
-                "BINUNICODE8",
-                "UNICODE",
-                "SHORT_BINSTRING",
-                "BINSTRING",
-                "STRING",
-            ):
-                recent.append(arg)
-            elif name in ("BINGET", "LONG_BINGET", "GET"):
-                recent.append(memo.get(arg))
-            elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
-                memo[arg] = recent[-1] if recent else None
-            elif name == "MEMOIZE":
-                memo[len(memo)] = recent[-1] if recent else None
-            else:
-                recent.append(None)
-            del recent[:-2]
-    return list(dict.fromkeys(found))
-
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -540,38 +384,10 @@ def plain(text: str) -> str:
     return _ANSI.sub("", text)
 
 
-_NAMED = re.compile(
-    r"([Uu]nsupported global: GLOBAL [\w.]+|unsupported GLOBAL [\w.]+(?: whose module [\w.]+ is "
-    r"blocked)?)"
-)
-_ADVICE = ("weights_only", "safe_globals", "trust")
-
-
-def without_unsafe_advice(message: str, limit: int = 300) -> str:
-    """torch's (or timm's) error text without its advice to load the file in full
-    (``weights_only=False``, allow-listing the global, "if you trust the source"): the lines
-    that carry it keep only the global they name, if any; escape codes removed."""
-    kept = []
-    for line in plain(message).splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        if any(word in line.lower() for word in _ADVICE):
-            kept += _NAMED.findall(line)
-            continue
-        kept.append(line)
-    text = " ".join(kept)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def unsupported_globals(message: str) -> list[str]:
     """The globals torch's weights-only unpickler names in its refusal message."""
     return list(
-        dict.fromkeys(
-            re.findall(
-                r"(?:[Uu]nsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", plain(message)
-            )
-        )
+        dict.fromkeys(re.findall(r"[Uu]nsupported global: GLOBAL ([\w.]+)", plain(message)))
     )
 
 

@@ -427,7 +427,7 @@ def _refused_global(error: BaseException) -> str | None:
     """The global a restricted (weights-only) unpickling refused, as torch's error (or one it
     chains) names it; None for any other error. torch may drop the module (``eval`` for
     ``builtins.eval``): :func:`weights_only_refused` reads the file for the full name."""
-    from workflow_scripts.safe_pickle import unsupported_globals
+    from workflow_scripts.pickle_files import unsupported_globals
 
     for link in _chain(error):
         found = unsupported_globals(str(link))
@@ -443,7 +443,8 @@ def weights_only_refused(path: str | Path, also_allowed: tuple[str, ...] = ()) -
     cannot be read so (damaged, or not a pickle)."""
     from torch import _weights_only_unpickler
 
-    from workflow_scripts.safe_pickle import decide, pickle_globals
+    from workflow_scripts.pickle_files import pickle_globals
+    from workflow_scripts.safe_pickle import decide
 
     allowed = set(_weights_only_unpickler._get_allowed_globals()) | set(also_allowed)
     try:
@@ -468,7 +469,7 @@ DAMAGED = {
 
 
 def _unreadable(where: str, file, origin: str, error: BaseException) -> RuntimeError:
-    from workflow_scripts.safe_pickle import container, without_unsafe_advice
+    from workflow_scripts.pickle_files import container, without_unsafe_advice
 
     try:
         kind = "safetensors" if str(file).endswith(".safetensors") else container(file)
@@ -491,7 +492,8 @@ def _refusal(
     suggests loading the file in full."""
     import pickle
 
-    from workflow_scripts.safe_pickle import decide, describe_global, runs_code
+    from workflow_scripts.pickle_files import describe_global, runs_code
+    from workflow_scripts.safe_pickle import decide
 
     chain = _chain(error)
     named = _refused_global(error)
@@ -652,7 +654,7 @@ def fetch_weights(
         ):  # a damaged file
             raise _unreadable(where, file, origin, error) from None
         # timm's key filter or strict loading: not this architecture
-        from workflow_scripts.safe_pickle import without_unsafe_advice
+        from workflow_scripts.pickle_files import without_unsafe_advice
 
         raise RuntimeError(
             f"{where}: the weights do not fit the architecture: {type(error).__name__}: "

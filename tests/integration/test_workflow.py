@@ -268,3 +268,11 @@ def test_the_run_ends_with_the_summary_whose_numbers_are_the_tables(run):
         f"| kNN vs linear (BN) | {int(knn_lin['n'])} | {knn_lin['value']:.2f} | "
         f"[{knn_lin['ci_low']:.2f}, {knn_lin['ci_high']:.2f}] |" in text
     )
+
+
+def test_no_empty_state_folder_stays_after_the_run(run):
+    """Every fine-tuning job deleted its state at the end; the run's onsuccess removed the
+    model folders left empty (issue 28), keeping results/state/finetune itself."""
+    root = run / "results/state/finetune"
+    assert (run / "results/tables/accuracy.csv").exists()
+    assert not root.exists() or list(root.iterdir()) == []

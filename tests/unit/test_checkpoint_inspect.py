@@ -225,7 +225,7 @@ def test_legacy_files_and_plain_pickles_are_read_like_any_checkpoint(tmp_path, c
     assert nodes["ckpt['state_dict']"]["tensors"] == len(ref)
     assert not any(g["as"] == "REFUSED" for g in report["globals"])
     if how != "legacy":  # the tensors' storages come back exact, through the restricted loader
-        from workflow_scripts.safe_pickle import load_pickle
+        from workflow_scripts.pickle_files import load_pickle
 
         loaded, met = load_pickle(raw)
         assert met == [] and all(torch.equal(loaded["state_dict"][k], v) for k, v in ref.items())

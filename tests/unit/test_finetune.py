@@ -476,30 +476,3 @@ def test_a_saved_state_restores_the_training_state_and_the_global_rng(tmp_path):
     assert fresh.scheduler.state_dict() == training.scheduler.state_dict()
     assert torch.equal(fresh.gen.get_state(), training.gen.get_state())
     assert torch.equal(torch.rand(3), expected_draw)
-
-
-def test_a_finished_run_removes_its_empty_state_folders_only(tmp_path):
-    """Issue 28: discarding a finished run's state removes the model's folder once it is empty
-    (up to, not including, results/state/finetune; also under a demo.seeds run's prefix) and
-    leaves a folder that still holds another job's state."""
-    for prefix in ("", "results/seeds/run1/"):
-        root = tmp_path / prefix / "results/state/finetune"
-        other = root / "m2" / "finetune_raw.pt"
-        other.parent.mkdir(parents=True)
-        other.write_bytes(b"another model's job")
-        first = _training(tmp_path, state_path=root / "m1" / "finetune_raw.pt")
-        second = _training(tmp_path, state_path=root / "m1" / "fewshot1_bn.pt")
-        first.save()
-        second.save()
-        first.discard_state()
-        assert sorted(p.name for p in (root / "m1").iterdir()) == ["fewshot1_bn.pt"]
-        second.discard_state()
-        assert sorted(p.name for p in root.iterdir()) == ["m2"] and other.exists()
-        other.unlink()
-        _training(tmp_path, state_path=other).discard_state()  # a file already gone
-        assert root.is_dir() and list(root.iterdir()) == []
-    # a state file outside results/state/finetune: no folder is removed
-    elsewhere = _training(tmp_path, state_path=tmp_path / "x" / "t.pt")
-    elsewhere.save()
-    elsewhere.discard_state()
-    assert (tmp_path / "x").is_dir()

@@ -57,17 +57,15 @@ def load_checkpoint(
 
     from workflow_scripts.safe_pickle import (
         RefusedGlobal,
-        describe_global,
+        plain,
         restricted_load,
-        runs_code,
         unsupported_globals,
-        without_unsafe_advice,
     )
 
     def unreadable(error: Exception) -> CheckpointError:
         return CheckpointError(
             f"model '{model}': '{path}' is not a readable torch checkpoint: "
-            f"{type(error).__name__}: {without_unsafe_advice(str(error), limit=2000)}"
+            f"{type(error).__name__}: {plain(str(error))}"
         )
 
     try:
@@ -85,15 +83,9 @@ def load_checkpoint(
         obj, placeholders = restricted_load(path)
     except RefusedGlobal as error:
         if not trusted:
-            hint = (
-                f"{describe_global(error.name)} runs code, so the file is likely malicious: do "
-                "not set column 'trusted' for it; get the weights from a source you trust"
-                if runs_code(error.name)
-                else TRUST_HINT
-            )
             raise CheckpointError(
                 f"model '{model}': '{path}' cannot be read without running code from it: "
-                f"{error}; {hint}"
+                f"{error}; {TRUST_HINT}"
             ) from None
         log.warning("model %s: %s; full unpickling (row marked trusted)", model, error)
         return torch.load(str(path), map_location="cpu", weights_only=False), "full", []

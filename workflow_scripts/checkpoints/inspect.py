@@ -38,7 +38,7 @@ from workflow_scripts.io import sha256_file
 
 # container() and pickle_globals() read a file without loading it (pickletools: nothing is
 # executed or imported); they live with the restricted unpickler, whose verdicts they report.
-from workflow_scripts.safe_pickle import container, pickle_globals
+from workflow_scripts.pickle_files import container, pickle_globals
 
 MAX_KEYS = 12  # keys shown per mapping
 MAX_DEPTH = 5
@@ -58,10 +58,10 @@ DAMAGED = {
 
 def classify_global(dotted: str) -> str:
     """'weights-only', 'allowed', 'placeholder' or 'REFUSED': what torch's weights-only loader,
-    else the restricted unpickler (``safe_pickle.decide``), does with the global."""
+    else the restricted unpickler (``pickle_files.verdict``), does with the global."""
     from torch import _weights_only_unpickler
 
-    from workflow_scripts.safe_pickle import decide
+    from workflow_scripts.pickle_files import verdict as decide
 
     module, _, name = dotted.rpartition(".")
     dotted, verdict, _ = decide(module, name)
@@ -242,7 +242,8 @@ def _load(path: Path, kind: str) -> tuple[Any, str]:
     a global the file needs outside the allow-list."""
     import pickle
 
-    from workflow_scripts.safe_pickle import load_pickle, restricted_load
+    from workflow_scripts.pickle_files import load_pickle
+    from workflow_scripts.safe_pickle import restricted_load
 
     if kind == "safetensors":
         from safetensors.torch import load_file
@@ -264,7 +265,8 @@ def inspect_file(path: str | Path) -> dict:
     'unreadable' (not a checkpoint, or damaged); ``error`` says why, naming the file."""
     import zipfile
 
-    from workflow_scripts.safe_pickle import RefusedGlobal, without_unsafe_advice
+    from workflow_scripts.pickle_files import refusal, without_unsafe_advice
+    from workflow_scripts.safe_pickle import RefusedGlobal
 
     path = Path(path)
     kind = container(path)
@@ -308,7 +310,7 @@ def inspect_file(path: str | Path) -> dict:
         obj, report["loaded_with"] = _load(path, kind)
     except RefusedGlobal as error:
         report["refused"] = error.name
-        return failed("refused", f"refused, not loaded: '{path}': {error}")
+        return failed("refused", f"refused, not loaded: '{path}': {refusal(error)}")
     except Exception as error:  # noqa: BLE001 - the file cannot be read: say so, naming it
         return damaged(error)
     report["verdict"] = "read"
