@@ -229,8 +229,9 @@ def run(workdir, configfile, *args, check=True):
 
 @pytest.fixture(scope="module")
 def fetched(tmp_path_factory):
-    """Run 1 cuts iNaturalist's train_mini download short and finds a killed unpack's
-    leftovers of CUB; run 2 resumes. Returns what the tests look at."""
+    """Run 1 cuts iNaturalist's train_mini download short (the job resumes it itself) and finds
+    a killed unpack's leftovers of CUB; run 2 finds everything done. Returns what the tests look
+    at."""
     base = tmp_path_factory.mktemp("downloads")
     truth = build(base)
     served, files = _files(base / "src")
@@ -346,14 +347,20 @@ def test_layout_is_what_the_adapters_read_and_nothing_else(fetched):
 
 
 def test_a_cut_download_resumes_where_it_stopped(fetched):
+    """The connection breaks after `cut` bytes: the job keeps the whole chunks it wrote and,
+    after its back-off, asks for the rest with a Range request; the run completes (the job
+    retries itself; the rule has retries: 0)."""
     first = fetched["first"]
-    assert first.returncode != 0
-    out = first.stdout + first.stderr
-    assert "data set 'inaturalist', train_mini.tar.gz" in out and "the next try resumes" in out
-    kept = fetched["part_size"]  # whole chunks written before the connection broke
-    assert 0 < kept <= fetched["cut"]
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    log = fetched["work"] / "logs/download_archive/inaturalist/train_mini.tar.gz.log"
+    text = log.read_text()
+    assert "data set 'inaturalist', train_mini.tar.gz" in text and "the next try resumes" in text
+    assert "(try 1/4); trying again in 5.0 s" in text
+    assert fetched["part_size"] is None  # renamed into place once whole
     tries = [r for name, r in fetched["requests"] if name == "train_mini.tar.gz"]
-    assert tries == [None, f"bytes={kept}-"]
+    assert len(tries) == 2 and tries[0] is None
+    kept = int(tries[1].removeprefix("bytes=").removesuffix("-"))
+    assert tries[1] == f"bytes={kept}-" and 0 < kept <= fetched["cut"]
     # everything else got fetched once, the staged CUB archive not at all
     others = [name for name, _ in fetched["requests"] if name != "train_mini.tar.gz"]
     assert sorted(others) == sorted(
@@ -390,7 +397,7 @@ def test_failures_name_the_data_set_and_leave_nothing_that_looks_complete(tmp_pa
             "data_download=true",
             check=False,
         )
-        url = server.url
+        url, requests = server.url, list(server.requests)
     out = proc.stdout + proc.stderr
     logs = {
         p.parent.name + "/" + p.name: p.read_text()
@@ -400,9 +407,13 @@ def test_failures_name_the_data_set_and_leave_nothing_that_looks_complete(tmp_pa
     assert proc.returncode != 0
     assert (
         f"data set 'cifar100', cifar-100-python.tar.gz: {url}/cifar-100-python.tar.gz has md5 "
-        f"{hashlib.md5(served['cifar-100-python.tar.gz']).hexdigest()}, the data set table "
-        f"pins {'0' * 32}" in text
+        f"{hashlib.md5(served['cifar-100-python.tar.gz']).hexdigest()} "
+        f"({len(served['cifar-100-python.tar.gz'])} bytes), the data set table pins {'0' * 32}"
+        in text
     )
+    # a whole file with the wrong checksum is permanent: fetched once, not by 4 jobs
+    assert "a permanent mismatch, not downloaded again" in text
+    assert [n for n, _ in requests].count("cifar-100-python.tar.gz") == 1
     assert (
         "data set 'cub', CUB_200_2011.tgz: 'CUB_200_2011.tgz' unpacks to CUB_200_2011, "
         "attributes.txt, not 'CUB_200'" in text
