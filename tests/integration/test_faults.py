@@ -130,9 +130,9 @@ def test_deleted_intermediate_results_are_rebuilt(smoke_run, tmp_path):
 
 def test_a_failed_figure_job_leaves_the_previous_figure(smoke_run, tmp_path):
     """Snakemake deletes a job's outputs before it starts and after it fails: a figure job that
-    fails (here on a correlation table it cannot draw) took the previous figure away. Now the
-    previous figure is put back, dated 1970 (1 s), and the next run draws it again, even with the
-table back to the bytes the kept figure was drawn from (issue 28)."""
+        fails (here on a correlation table it cannot draw) took the previous figure away. Now the
+        previous figure is put back, dated 1970 (1 s), and the next run draws it again, even with the
+    table back to the bytes the kept figure was drawn from (issue 28)."""
     workdir = copy_workdir(smoke_run, tmp_path / "work")
     folder = workdir / "results/figures"
     before = {p.name: p.read_bytes() for p in folder.iterdir()}

@@ -20,7 +20,10 @@ def test_keep_and_restore(tmp_path, monkeypatch):
     os.remove(pdf)
     restored = kept_figures.restore([png, pdf, "results/figures/f2.png"])
     assert restored == [png, pdf]
-    assert open(png, "rb").read() == b"png v1" and os.stat(png).st_mtime == kept_figures.RESTORED_MTIME == 1
+    assert (
+        open(png, "rb").read() == b"png v1"
+        and os.stat(png).st_mtime == kept_figures.RESTORED_MTIME == 1
+    )
     assert not os.path.exists("results/figures/f2.png")
     # a figure that is there is never replaced by the kept copy
     with open(png, "wb") as fh:
