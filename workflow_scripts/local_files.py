@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 #: The digest cache, relative to the run folder (Snakemake's working directory).
@@ -30,17 +28,18 @@ _memory: dict[str, str] = {}
 
 
 def url_path(url: str | None) -> Path | None:
-    """The local file a row's ``url`` names (a path or a ``file://`` URL), or None for a
-    download URL or an empty cell."""
+    """The local file a row's ``url`` names (a path or a ``file://`` URL, as the download reads
+    it: ``checkpoints.url_kind``), or None for a download URL or an empty cell."""
+    from workflow_scripts.checkpoints import url_kind
+    from workflow_scripts.checkpoints.download import _local_source
+
     if not url or not str(url).strip():
         return None
-    url = str(url)
-    if "://" not in url:
-        return Path(url).expanduser()
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme.lower() == "file":
-        return Path(urllib.request.url2pathname(parts.path))
-    return None
+    try:
+        kind = url_kind(str(url))
+    except ValueError:  # an unsupported scheme: the row check names it
+        return None
+    return _local_source(str(url), kind) if kind in ("local", "file") else None
 
 
 def _identity(path: Path) -> str | None:
